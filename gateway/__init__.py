@@ -1,0 +1,1 @@
+"""A Kinesis Data Streams and Kinesis Video Streams compatible gateway (aiohttp)."""

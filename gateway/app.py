@@ -1,0 +1,72 @@
+"""The gateway's aiohttp application: one process, one port, both Kinesis APIs.
+
+Routes come from each subsystem's ``ROUTES`` table; their stores open and close through
+``cleanup_ctx``. One middleware turns ``AwsError`` into the wire error shape of the
+protocol the request used (see ``gateway.errors``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+
+import cbor2
+from aiohttp import web
+
+from gateway import kds, kvs
+from gateway.config import GatewayConfig
+from gateway.errors import AwsError
+from gateway.keys import CONFIG
+
+log = logging.getLogger("gateway")
+
+#: Largest request body read whole (PutRecords is at most 5 MiB of data, ~6.7 MiB as base64 JSON).
+MAX_BODY_BYTES = 16 * 1024 * 1024
+
+CBOR_CONTENT_TYPE = "application/x-amz-cbor-1.1"
+JSON_CONTENT_TYPE = "application/x-amz-json-1.1"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(request: web.Request, error: AwsError) -> web.Response:
+    """Render ``error`` the way the request's protocol expects it."""
+    headers = {"x-amzn-ErrorType": error.code}
+    if request.headers.get("X-Amz-Target"):
+        body = {"__type": error.code, "message": error.message}
+        if request.content_type == CBOR_CONTENT_TYPE:
+            return web.Response(status=error.status, body=cbor2.dumps(body), content_type=CBOR_CONTENT_TYPE, headers=headers)
+        return web.Response(status=error.status, text=json.dumps(body), content_type=JSON_CONTENT_TYPE, headers=headers)
+    body = {"__type": error.code, "message": error.message, "Message": error.message}
+    return web.Response(status=error.status, text=json.dumps(body), content_type="application/json", headers=headers)
+
+
+@web.middleware
+async def aws_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except AwsError as exc:
+        log.debug("%s %s -> %s: %s", request.method, request.path, exc.code, exc.message)
+        return error_response(request, exc)
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("unexpected error serving %s %s", request.method, request.path)
+        return error_response(request, AwsError("InternalFailure", "internal error, see the gateway log", 500))
+
+
+async def _add_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers.setdefault("x-amzn-RequestId", str(uuid.uuid4()))
+
+
+def create_app(config: GatewayConfig) -> web.Application:
+    config.data_path.mkdir(parents=True, exist_ok=True)
+    app = web.Application(middlewares=[aws_errors], client_max_size=MAX_BODY_BYTES)
+    app[CONFIG] = config
+    app.on_response_prepare.append(_add_request_id)
+    for subsystem in (kds, kvs):
+        app.cleanup_ctx.append(subsystem.lifecycle)
+        app.router.add_routes(subsystem.ROUTES)
+    return app

@@ -1,0 +1,70 @@
+"""``edge-gateway``: run the Kinesis-compatible gateway."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+
+from aiohttp import web
+
+from gateway.app import create_app
+from gateway.config import DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT, ConfigError, GatewayConfig, LimitsConfig, load_config
+
+EXAMPLES = """\
+examples:
+  edge-gateway                                   # 127.0.0.1:4567, data in ./gateway-data
+  edge-gateway --port 8080 --data-dir /var/lib/edge-gateway
+  edge-gateway --config /etc/edge-gateway/gateway.toml
+  edge-gateway --no-limits                       # no per-shard throughput limits (benchmarks)
+
+then, from any machine that reaches it:
+  aws kinesis list-streams --endpoint-url http://127.0.0.1:4567
+  python -c "import boto3; print(boto3.client('kinesis', endpoint_url='http://127.0.0.1:4567').list_streams())"
+  open http://127.0.0.1:4567/player to watch video streams
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edge-gateway",
+        description="A Kinesis Data Streams and Kinesis Video Streams compatible gateway: "
+        "boto3, the AWS CLI and the edge agent talk to it as they would to AWS.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", metavar="FILE", help="TOML config file (flags given here override it)")
+    parser.add_argument("--host", help=f"address to listen on (default {DEFAULT_HOST})")
+    parser.add_argument("--port", type=int, help=f"TCP port (default {DEFAULT_PORT})")
+    parser.add_argument("--data-dir", metavar="DIR", help=f"where streams and fragments live (default {DEFAULT_DATA_DIR})")
+    parser.add_argument("--no-limits", action="store_true", help="turn off per-shard throughput limits")
+    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default INFO")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> GatewayConfig:
+    config = load_config(args.config) if args.config else GatewayConfig()
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port), ("data_dir", args.data_dir), ("log_level", args.log_level)) if v is not None}
+    if args.no_limits:
+        overrides["limits"] = LimitsConfig(enabled=False)
+    return dataclasses.replace(config, **overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except ConfigError as exc:
+        print(f"edge-gateway: config error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log = logging.getLogger("gateway")
+    app = create_app(config)
+
+    async def announce(_app: web.Application) -> None:
+        log.info("serving Kinesis and Kinesis Video APIs on %s (data in %s)", config.base_url, config.data_path.resolve())
+
+    app.on_startup.append(announce)
+    web.run_app(app, host=config.host, port=config.port, print=None, access_log=None)
+    return 0

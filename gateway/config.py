@@ -1,0 +1,152 @@
+"""Gateway configuration: typed sections with named defaults, loaded from flags or TOML.
+
+A TOML file mirrors these dataclasses: top-level keys for the server, and one table per
+section (``[limits]``, ``[video]``, ``[auth]``, ``[tls]``). Unknown or mistyped keys raise
+``ConfigError`` naming the key, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 4567
+DEFAULT_DATA_DIR = "./gateway-data"
+MiB = 1024 * 1024
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or of the wrong type; the message names the key."""
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """Per-shard throughput limits of the data-stream API (the AWS defaults)."""
+
+    enabled: bool = True
+    #: Bytes (data + partition key) a shard accepts per second.
+    shard_write_bytes_per_sec: int = 1 * MiB
+    #: Records a shard accepts per second.
+    shard_write_records_per_sec: int = 1000
+    #: Bytes GetRecords may return from one shard per second.
+    shard_read_bytes_per_sec: int = 2 * MiB
+    #: GetRecords calls per shard per second.
+    shard_read_calls_per_sec: int = 5
+
+
+@dataclass(frozen=True)
+class VideoConfig:
+    """Limits of the video API (Kinesis Video Streams defaults)."""
+
+    #: Ingest rate per stream, bytes per second (12.5 MB/s as in KVS).
+    ingest_bytes_per_sec: int = 12_500_000
+    #: Longest fragment accepted, seconds.
+    max_fragment_seconds: float = 10.0
+    #: Largest fragment accepted, bytes.
+    max_fragment_bytes: int = 50 * MiB
+    #: Disk budget for all fragments of one stream, bytes (0 = no budget, retention by age only).
+    stream_disk_budget_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """SigV4 verification. With no credentials every request is accepted (loopback use)."""
+
+    #: access key id -> secret access key
+    credentials: dict[str, str] = field(default_factory=dict)
+    #: access key id -> stream names it may use (absent = every stream)
+    allowed_streams: dict[str, list[str]] = field(default_factory=dict)
+    #: Requests signed more than this many seconds away from now are rejected.
+    max_clock_skew_seconds: int = 300
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    certfile: str = ""
+    keyfile: str = ""
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    data_dir: str = DEFAULT_DATA_DIR
+    #: "normal" survives a killed process; "full" also survives power loss (fsync per commit).
+    durability: str = "normal"
+    #: URL clients should use to reach this gateway (GetDataEndpoint, HLS URLs); derived if empty.
+    public_url: str = ""
+    #: Seconds between background retention sweeps.
+    retention_sweep_seconds: float = 60.0
+    log_level: str = "INFO"
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+    @property
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        scheme = "https" if self.tls.certfile else "http"
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"{scheme}://{host}:{self.port}"
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
+    """Build dataclass ``cls`` from ``values``, checking every key and type."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if key not in fields:
+            raise ConfigError(f"{name}: unknown key (expected one of {', '.join(sorted(fields))})")
+        default = fields[key].default
+        if default is dataclasses.MISSING:
+            default = fields[key].default_factory()  # type: ignore[misc]
+        if dataclasses.is_dataclass(default):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{name}: expected a table")
+            kwargs[key] = _build(type(default), value, f"{name}.")
+            continue
+        expected = type(default)
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if expected is int and isinstance(value, bool) or not isinstance(value, expected):
+            raise ConfigError(f"{name}: expected {expected.__name__}, got {type(value).__name__} {value!r}")
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def config_from_dict(values: dict[str, Any]) -> GatewayConfig:
+    config: GatewayConfig = _build(GatewayConfig, values, "")
+    if config.durability not in ("normal", "full"):
+        raise ConfigError(f"durability: expected 'normal' or 'full', got {config.durability!r}")
+    if not 0 < config.port < 65536:
+        raise ConfigError(f"port: {config.port} is not a TCP port")
+    if bool(config.tls.certfile) != bool(config.tls.keyfile):
+        raise ConfigError("tls: certfile and keyfile go together")
+    return config
+
+
+def load_config(path: str | Path) -> GatewayConfig:
+    try:
+        with open(path, "rb") as f:
+            values = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    return config_from_dict(values)

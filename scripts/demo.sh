@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Starts the stack on its embedded defaults. Ctrl-C stops it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+exec .venv/bin/edge-gateway "$@"

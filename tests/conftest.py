@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from helpers import GatewayProcess, MosquittoProcess  # noqa: E402
+
+
+@pytest.fixture
+def gateway(tmp_path: Path) -> Iterator[GatewayProcess]:
+    """A running gateway with default limits, its own data dir and port."""
+    gw = GatewayProcess(tmp_path / "gateway-data").start()
+    yield gw
+    gw.kill()
+
+
+@pytest.fixture
+def gateway_factory(tmp_path: Path) -> Iterator:
+    """Start gateways with extra flags: ``gateway_factory("--no-limits")``."""
+    started: list[GatewayProcess] = []
+
+    def start(*args: str, data_dir: Path | None = None) -> GatewayProcess:
+        gw = GatewayProcess(data_dir or tmp_path / f"gateway-data-{len(started)}", *args).start()
+        started.append(gw)
+        return gw
+
+    yield start
+    for gw in started:
+        gw.kill()
+
+
+@pytest.fixture(scope="session")
+def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoProcess]:
+    if not (shutil.which("mosquitto") or os.path.exists("/usr/sbin/mosquitto")):
+        pytest.skip("mosquitto is not installed")
+    broker = MosquittoProcess(tmp_path_factory.mktemp("mosquitto")).start()
+    yield broker
+    broker.stop()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """In CI a skipped test is a failure: whatever it needs must be installed."""
+    if os.environ.get("CI") != "true":
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter else []
+    if skipped:
+        reporter.write_line(f"CI=true: {len(skipped)} skipped test(s) count as failures", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

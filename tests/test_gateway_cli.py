@@ -1,0 +1,34 @@
+import subprocess
+import sys
+
+import pytest
+
+from gateway.config import ConfigError, config_from_dict, load_config
+
+
+def test_help_has_examples() -> None:
+    out = subprocess.run([sys.executable, "-m", "gateway", "--help"], capture_output=True, text=True, check=True).stdout
+    assert "examples:" in out and "--data-dir" in out
+
+
+def test_config_error_names_the_key(tmp_path) -> None:
+    with pytest.raises(ConfigError, match=r"limits\.shard_write_records_per_sec: expected int"):
+        config_from_dict({"limits": {"shard_write_records_per_sec": "many"}})
+    with pytest.raises(ConfigError, match=r"^prot: unknown key"):
+        config_from_dict({"prot": 1})
+    bad = tmp_path / "bad.toml"
+    bad.write_text("port = 70000\n")
+    with pytest.raises(ConfigError, match="port"):
+        load_config(bad)
+
+
+def test_bad_config_exits_2_with_message(tmp_path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[video]\nmax_fragment_bytes = 'big'\n")
+    proc = subprocess.run([sys.executable, "-m", "gateway", "--config", str(bad)], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "video.max_fragment_bytes" in proc.stderr
+
+
+def test_gateway_starts_and_logs_its_url(gateway) -> None:
+    assert f"serving Kinesis and Kinesis Video APIs on {gateway.url}" in gateway.log()
