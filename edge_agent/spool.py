@@ -1,0 +1,483 @@
+"""The durable spool: every record the agent takes in waits here until the gateway acknowledged it.
+
+On-disk format (one SQLite file in WAL mode, plus ``<file>.lock``):
+
+- ``records(seq, lane, kind, stream, partition_key, source, timestamp_ms, size, attrs, data)``:
+  ``seq`` is ``INTEGER PRIMARY KEY AUTOINCREMENT``, so sequence numbers increase and are never
+  reused, even after deletes; the gateway relies on (agent id, seq) to recognise replays.
+  ``lane`` is ``media`` for video fragments (sent with PutMedia) and ``records`` for everything
+  else (sent with PutRecords).
+- ``checkpoints(key, value)``: source positions (log file offsets...), written in the same
+  transaction as the records they cover, so a restart resumes with no loss and no duplicate.
+- ``counters(name, value)``: drops by kind, kept across restarts.
+
+Invariants:
+
+- ``append`` returns only after the transaction holding the records is committed; with
+  ``sync="full"`` (the default) that commit is fsynced, so an acknowledged record survives power
+  loss. One writer thread owns every write and group-commits whatever is queued, so many
+  concurrent appends cost one fsync.
+- Records leave only by ``ack`` (the gateway acknowledged them) or by the size-cap policy:
+  when the payload bytes would pass ``max_bytes``, the oldest records of the first kind in
+  ``drop_order`` that has any are dropped (default: video, then logs, then telemetry), counted
+  and logged. A kind missing from ``drop_order`` is never dropped; when nothing droppable is
+  left, the new append fails with ``SpoolFull`` (the source keeps it or rejects it).
+- A lock file held with ``flock`` keeps a second process from opening the same spool.
+- A spool SQLite cannot open (torn or corrupt file) is moved aside as ``<file>.corrupt-<time>``
+  with whatever rows could still be read copied into a fresh spool; the count is logged.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge_agent import metrics
+
+log = logging.getLogger("edge_agent.spool")
+
+DEFAULT_MAX_BYTES = 512 * 1024 * 1024
+DEFAULT_DROP_ORDER = ("video", "log", "telemetry")
+DEFAULT_COMMIT_INTERVAL = 0.02
+#: Most operations folded into one transaction; bounds commit latency and memory.
+MAX_GROUP_RECORDS = 20_000
+LANES = ("records", "media")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    lane TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    partition_key TEXT NOT NULL,
+    source TEXT NOT NULL,
+    timestamp_ms INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    attrs TEXT,
+    data BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS records_lane_seq ON records(lane, seq);
+CREATE INDEX IF NOT EXISTS records_kind_seq ON records(kind, seq);
+CREATE TABLE IF NOT EXISTS checkpoints (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+class SpoolError(Exception):
+    """Base of the spool's errors; sqlite3 errors never escape the spool untranslated."""
+
+
+class SpoolClosed(SpoolError):
+    pass
+
+
+class SpoolLocked(SpoolError):
+    """Another process holds the spool."""
+
+
+class RecordTooLarge(SpoolError):
+    """A single record is larger than the whole spool may be."""
+
+
+class SpoolFull(SpoolError):
+    """The cap is reached and the drop policy allows dropping nothing more."""
+
+
+def lane_of(kind: str) -> str:
+    return "media" if kind == "video" else "records"
+
+
+@dataclass(frozen=True)
+class NewRecord:
+    kind: str
+    stream: str
+    partition_key: str
+    data: bytes
+    source: str
+    timestamp_ms: int | None = None
+    attrs: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class SpooledRecord:
+    seq: int
+    kind: str
+    stream: str
+    partition_key: str
+    data: bytes
+    source: str
+    timestamp_ms: int
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SpoolStats:
+    records: dict[str, int]
+    bytes: int
+    dropped: dict[str, int]
+    max_bytes: int
+
+
+@dataclass
+class _Append:
+    records: Sequence[NewRecord]
+    checkpoint: tuple[str, str] | None
+    future: Future
+
+
+@dataclass
+class _Ack:
+    seqs: list[int]
+    future: Future
+
+
+_CLOSE = object()
+
+
+class Spool:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        drop_order: Sequence[str] = DEFAULT_DROP_ORDER,
+        commit_interval: float = DEFAULT_COMMIT_INTERVAL,
+        sync: str = "full",
+    ) -> None:
+        if sync not in ("full", "normal"):
+            raise ValueError(f"sync must be 'full' or 'normal', not {sync!r}")
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.drop_order = tuple(drop_order)
+        self.commit_interval = commit_interval
+        self.sync = sync
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock_file = open(f"{self.path}.lock", "w")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            self._lock_file.close()
+            raise SpoolLocked(f"{self.path} is in use by another process") from exc
+
+        self._writer_db = self._open_checked()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._closed = False
+        self._changed = threading.Condition()
+
+        db = self._writer_db
+        self._bytes = db.execute("SELECT COALESCE(SUM(size), 0) FROM records").fetchone()[0]
+        self._counts = {lane: 0 for lane in LANES}
+        self._max_seq = {lane: 0 for lane in LANES}
+        for lane, count, max_seq in db.execute("SELECT lane, COUNT(*), MAX(seq) FROM records GROUP BY lane"):
+            self._counts[lane] = count
+            self._max_seq[lane] = max_seq
+        self._dropped = {name.removeprefix("dropped."): value for name, value in db.execute("SELECT name, value FROM counters WHERE name LIKE 'dropped.%'")}
+        self._publish_gauges()
+        self._writer = threading.Thread(target=self._write_loop, name="spool-writer", daemon=True)
+        self._writer.start()
+        log.info(
+            "spool %s open: %d records (%d media), %.1f MiB of %.1f MiB cap",
+            self.path, sum(self._counts.values()), self._counts["media"], self._bytes / 2**20, max_bytes / 2**20,
+        )
+
+    # -- opening -----------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={self.sync.upper()}")
+        return db
+
+    def _open_checked(self) -> sqlite3.Connection:
+        """Open the spool; a file SQLite can't use is set aside, its readable rows salvaged."""
+        try:
+            db = self._connect()
+            db.executescript(_SCHEMA)
+            if db.execute("PRAGMA quick_check").fetchone()[0] == "ok":
+                return db
+            db.close()
+        except sqlite3.DatabaseError as exc:
+            log.error("spool %s cannot be opened (%s)", self.path, exc)
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(f"{self.path}{suffix}")
+            if src.exists():
+                src.rename(f"{aside}{suffix}")
+        db = self._connect()
+        db.executescript(_SCHEMA)
+        saved, lost = _salvage(aside, db)
+        log.error("spool %s was damaged: moved to %s, salvaged %d records, %d unreadable", self.path, aside, saved, lost)
+        return db
+
+    def _reader(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = self._connect()
+            self._local.db = db
+            with self._readers_lock:
+                self._readers.append(db)
+        return db
+
+    # -- public API --------------------------------------------------------------------------
+
+    def append(self, records: Sequence[NewRecord], checkpoint: tuple[str, str] | None = None) -> list[int]:
+        """Commit ``records`` (and ``checkpoint``) durably; return their sequence numbers."""
+        for record in records:
+            if len(record.data) > self.max_bytes:
+                raise RecordTooLarge(f"record of {len(record.data)} bytes from {record.source} is larger than the spool cap ({self.max_bytes})")
+        if not records and checkpoint is None:
+            return []
+        future: Future = Future()
+        self._submit(_Append(records, checkpoint, future))
+        result: list[int] = future.result()
+        return result
+
+    def ack(self, seqs: Iterable[int]) -> None:
+        """Delete records the gateway acknowledged. Unknown (already dropped) seqs are ignored."""
+        seq_list = list(seqs)
+        if not seq_list:
+            return
+        future: Future = Future()
+        self._submit(_Ack(seq_list, future))
+        future.result()
+
+    def read(self, lane: str, after_seq: int = 0, limit: int = 500, max_bytes: int = 5 * 1024 * 1024) -> list[SpooledRecord]:
+        """The oldest records of ``lane`` after ``after_seq``, at most ``limit`` and about ``max_bytes``."""
+        if lane not in LANES:
+            raise ValueError(f"lane must be one of {LANES}, not {lane!r}")
+        self._check_open()
+        rows = self._reader().execute(
+            "SELECT seq, kind, stream, partition_key, data, source, timestamp_ms, attrs FROM records"
+            " WHERE lane = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (lane, after_seq, limit),
+        )
+        out: list[SpooledRecord] = []
+        total = 0
+        for seq, kind, stream, key, data, source, ts, attrs in rows:
+            if out and total + len(data) > max_bytes:
+                break
+            total += len(data)
+            out.append(SpooledRecord(seq, kind, stream, key, bytes(data), source, ts, json.loads(attrs) if attrs else {}))
+        return out
+
+    def checkpoint(self, key: str) -> str | None:
+        self._check_open()
+        row = self._reader().execute("SELECT value FROM checkpoints WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def wait(self, lane: str, after_seq: int, timeout: float) -> bool:
+        """Block until ``lane`` holds a record newer than ``after_seq`` (True) or ``timeout`` passes."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._closed or self._max_seq[lane] > after_seq, timeout) and not self._closed
+
+    def stats(self) -> SpoolStats:
+        return SpoolStats(dict(self._counts), self._bytes, dict(self._dropped), self.max_bytes)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._queue.put(_CLOSE)
+        self._writer.join(timeout=30)
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+        self._writer_db.close()
+        with self._readers_lock:
+            for db in self._readers:
+                db.close()
+            self._readers.clear()
+        fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+        self._lock_file.close()
+
+    def __enter__(self) -> Spool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the writer --------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SpoolClosed(f"spool {self.path} is closed")
+
+    def _submit(self, op: _Append | _Ack) -> None:
+        self._check_open()
+        self._queue.put(op)
+
+    def _write_loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is _CLOSE:
+                return
+            group = [first]
+            size = len(first.records) if isinstance(first, _Append) else len(first.seqs)
+            stop = False
+            while size < MAX_GROUP_RECORDS:
+                try:
+                    op = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if op is _CLOSE:
+                    stop = True
+                    break
+                group.append(op)
+                size += len(op.records) if isinstance(op, _Append) else len(op.seqs)
+            self._commit_group(group)
+            if stop:
+                return
+
+    def _commit_group(self, group: list[Any]) -> None:
+        db = self._writer_db
+        results: list[tuple[Future, Any]] = []
+        saved_state = (self._bytes, dict(self._counts), dict(self._max_seq), dict(self._dropped))
+        dropped_now: dict[str, int] = {}
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            for op in group:
+                if isinstance(op, _Ack):
+                    self._delete(db, op.seqs)
+                    results.append((op.future, None))
+                    continue
+                try:
+                    seqs = self._insert(db, op, dropped_now)
+                except SpoolFull as exc:
+                    results.append((op.future, exc))
+                    continue
+                results.append((op.future, seqs))
+            for kind, n in dropped_now.items():
+                db.execute(
+                    "INSERT INTO counters(name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                    (f"dropped.{kind}", n),
+                )
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            self._bytes, self._counts, self._max_seq, self._dropped = saved_state
+            log.error("spool commit failed: %s", exc)
+            error = SpoolError(f"spool commit failed: {exc}")
+            for op in group:
+                op.future.set_exception(error)
+            return
+        for kind, n in dropped_now.items():
+            metrics.RECORDS_DROPPED.labels(kind).inc(n)
+            log.warning("spool full (cap %d bytes): dropped %d oldest %s record(s)", self.max_bytes, n, kind)
+        self._publish_gauges()
+        with self._changed:
+            self._changed.notify_all()
+        for future, result in results:
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+    def _insert(self, db: sqlite3.Connection, op: _Append, dropped_now: dict[str, int]) -> list[int]:
+        incoming = sum(len(r.data) for r in op.records)
+        if self._bytes + incoming > self.max_bytes:
+            self._make_room(db, self._bytes + incoming - self.max_bytes, dropped_now)
+        now_ms = int(time.time() * 1000)
+        seqs: list[int] = []
+        for r in op.records:
+            lane = lane_of(r.kind)
+            cur = db.execute(
+                "INSERT INTO records(lane, kind, stream, partition_key, source, timestamp_ms, size, attrs, data)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (lane, r.kind, r.stream, r.partition_key, r.source, r.timestamp_ms if r.timestamp_ms is not None else now_ms,
+                 len(r.data), json.dumps(r.attrs) if r.attrs else None, r.data),
+            )
+            seq = int(cur.lastrowid or 0)
+            seqs.append(seq)
+            self._counts[lane] += 1
+            self._max_seq[lane] = max(self._max_seq[lane], seq)
+        self._bytes += incoming
+        if op.checkpoint is not None:
+            db.execute(
+                "INSERT INTO checkpoints(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                op.checkpoint,
+            )
+        return seqs
+
+    def _make_room(self, db: sqlite3.Connection, needed: int, dropped_now: dict[str, int]) -> None:
+        """Drop the oldest records, kind by kind in ``drop_order``, until ``needed`` bytes are free."""
+        freed = 0
+        for kind in self.drop_order:
+            while freed < needed:
+                rows = db.execute("SELECT seq, size, lane FROM records WHERE kind = ? ORDER BY seq LIMIT 256", (kind,)).fetchall()
+                if not rows:
+                    break
+                victims: list[int] = []
+                for seq, size, lane in rows:
+                    victims.append(seq)
+                    freed += size
+                    self._bytes -= size
+                    self._counts[lane] -= 1
+                    if freed >= needed:
+                        break
+                db.execute(f"DELETE FROM records WHERE seq IN ({','.join('?' * len(victims))})", victims)
+                dropped_now[kind] = dropped_now.get(kind, 0) + len(victims)
+                self._dropped[kind] = self._dropped.get(kind, 0) + len(victims)
+            if freed >= needed:
+                return
+        raise SpoolFull(f"spool at its cap of {self.max_bytes} bytes and the drop policy {self.drop_order} frees no more")
+
+    def _delete(self, db: sqlite3.Connection, seqs: list[int]) -> None:
+        for start in range(0, len(seqs), 500):
+            chunk = seqs[start : start + 500]
+            for size, lane in db.execute(f"DELETE FROM records WHERE seq IN ({','.join('?' * len(chunk))}) RETURNING size, lane", chunk).fetchall():
+                self._bytes -= size
+                self._counts[lane] -= 1
+
+    def _publish_gauges(self) -> None:
+        metrics.SPOOL_BYTES.set(self._bytes)
+        for lane, count in self._counts.items():
+            metrics.SPOOL_RECORDS.labels(lane).set(count)
+
+
+def _salvage(damaged: Path, fresh: sqlite3.Connection) -> tuple[int, int]:
+    """Copy every record still readable from ``damaged`` into ``fresh``; (saved, lost)."""
+    saved = lost = 0
+    fresh.execute("BEGIN")
+    try:
+        old = sqlite3.connect(f"file:{damaged}?mode=ro", uri=True)
+        last = 0
+        while True:
+            try:
+                row = old.execute(
+                    "SELECT seq, lane, kind, stream, partition_key, source, timestamp_ms, size, attrs, data FROM records WHERE seq > ? ORDER BY seq LIMIT 1",
+                    (last,),
+                ).fetchone()
+            except sqlite3.DatabaseError:
+                lost += 1
+                last += 1
+                if lost > 100_000:
+                    break
+                continue
+            if row is None:
+                break
+            last = row[0]
+            fresh.execute("INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+            saved += 1
+        try:
+            for key, value in old.execute("SELECT key, value FROM checkpoints"):
+                fresh.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?)", (key, value))
+        except sqlite3.DatabaseError:
+            pass
+        old.close()
+    except sqlite3.DatabaseError as exc:
+        log.error("nothing could be salvaged from %s: %s", damaged, exc)
+    fresh.execute("COMMIT")
+    return saved, lost
