@@ -1,0 +1,107 @@
+"""Retry delays and send-rate control for the forwarders.
+
+``Backoff`` is exponential backoff with full jitter (a random delay in [0, min(cap, base·2^n)]):
+many agents coming back after an outage do not retry in lockstep. ``RateController`` is AIMD:
+the send rate halves each time the gateway pushes back (throttling) and grows back additively
+while sends succeed, so the agent settles just under what the gateway accepts.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+
+DEFAULT_BASE_SECONDS = 0.1
+DEFAULT_CAP_SECONDS = 20.0
+#: Lowest rate AIMD backs off to, records/s: progress never stops entirely.
+MIN_RATE = 5.0
+#: Rate the AIMD controller starts from after the first push-back when no ceiling is configured.
+UNCAPPED_START_RATE = 10_000.0
+
+
+class Backoff:
+    """Full-jitter exponential backoff; ``next()`` grows the delay, ``reset()`` after a success."""
+
+    def __init__(self, base: float = DEFAULT_BASE_SECONDS, cap: float = DEFAULT_CAP_SECONDS, rng: random.Random | None = None) -> None:
+        self.base = base
+        self.cap = cap
+        self.attempt = 0
+        self._rng = rng or random.Random()
+
+    def ceiling(self, attempt: int | None = None) -> float:
+        n = self.attempt if attempt is None else attempt
+        return min(self.cap, self.base * (2 ** min(n, 32)))
+
+    def delay(self, attempt: int) -> float:
+        """A jittered delay for the given attempt number (0 = first retry)."""
+        return self._rng.uniform(0.0, self.ceiling(attempt))
+
+    def next(self) -> float:
+        d = self.delay(self.attempt)
+        self.attempt += 1
+        return d
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+    def sleep(self, stop: threading.Event) -> bool:
+        """Wait the next delay; returns True if ``stop`` was set meanwhile."""
+        return stop.wait(self.next())
+
+
+class RateController:
+    """AIMD send-rate limiter (token bucket whose rate moves with the gateway's push-back).
+
+    ``ceiling`` 0 means no limit until the first push-back. ``acquire(n)`` returns how long to
+    wait before sending ``n`` records.
+    """
+
+    def __init__(self, ceiling: float = 0.0, increase_per_second: float = 200.0, decrease_factor: float = 0.5) -> None:
+        self.ceiling = ceiling
+        self.rate: float | None = ceiling or None  # None: unlimited
+        self.increase_per_second = increase_per_second
+        self.decrease_factor = decrease_factor
+        self._tokens = 0.0
+        self._last = time.monotonic()
+        self._last_decrease = 0.0
+        self.throttled_events = 0
+
+    def _refill(self, now: float) -> None:
+        if self.rate is not None:
+            self._tokens = min(self.rate, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+
+    def wait_time(self, n: int) -> float:
+        """Seconds to wait until ``n`` records may go (0 when they may go now)."""
+        now = time.monotonic()
+        self._refill(now)
+        if self.rate is None or self._tokens >= n:
+            return 0.0
+        # Allow a batch larger than one second's worth once the bucket is full.
+        need = min(float(n), self.rate) - self._tokens
+        return max(0.0, need / self.rate)
+
+    def spend(self, n: int) -> None:
+        if self.rate is not None:
+            self._tokens -= n
+
+    def on_throttle(self, sent_rate_hint: float | None = None) -> None:
+        """The gateway pushed back: cut the rate (at most once per 200 ms, one burst = one event)."""
+        now = time.monotonic()
+        if now - self._last_decrease < 0.2:
+            return
+        self._last_decrease = now
+        self.throttled_events += 1
+        current = self.rate if self.rate is not None else (sent_rate_hint or UNCAPPED_START_RATE)
+        self.rate = max(MIN_RATE, current * self.decrease_factor)
+        self._tokens = min(self._tokens, self.rate)
+
+    def on_success(self, elapsed: float) -> None:
+        """Sends went through: grow the rate back additively (unlimited again past the ceiling)."""
+        if self.rate is None:
+            return
+        self.rate += self.increase_per_second * max(elapsed, 0.0)
+        limit = self.ceiling or UNCAPPED_START_RATE * 10
+        if self.rate >= limit:
+            self.rate = self.ceiling or None
