@@ -68,7 +68,6 @@ CREATE TABLE IF NOT EXISTS records (
     data BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS records_lane_seq ON records(lane, seq);
-CREATE INDEX IF NOT EXISTS records_kind_seq ON records(kind, seq);
 CREATE TABLE IF NOT EXISTS checkpoints (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
@@ -184,6 +183,10 @@ class Spool:
         for lane, count, max_seq in db.execute("SELECT lane, COUNT(*), MAX(seq) FROM records GROUP BY lane"):
             self._counts[lane] = count
             self._max_seq[lane] = max_seq
+        # The writer thread is the only writer, so it hands out sequence numbers itself
+        # (AUTOINCREMENT's sqlite_sequence still guarantees they are never reused).
+        seq_row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'records'").fetchone()
+        self._last_seq = max(seq_row[0] if seq_row else 0, max(self._max_seq.values()))
         self._dropped = {name.removeprefix("dropped."): value for name, value in db.execute("SELECT name, value FROM counters WHERE name LIKE 'dropped.%'")}
         self._publish_gauges()
         self._writer = threading.Thread(target=self._write_loop, name="spool-writer", daemon=True)
@@ -343,7 +346,7 @@ class Spool:
     def _commit_group(self, group: list[Any]) -> None:
         db = self._writer_db
         results: list[tuple[Future, Any]] = []
-        saved_state = (self._bytes, dict(self._counts), dict(self._max_seq), dict(self._dropped))
+        saved_state = (self._bytes, dict(self._counts), dict(self._max_seq), dict(self._dropped), self._last_seq)
         dropped_now: dict[str, int] = {}
         try:
             db.execute("BEGIN IMMEDIATE")
@@ -367,7 +370,7 @@ class Spool:
         except sqlite3.Error as exc:
             if db.in_transaction:
                 db.execute("ROLLBACK")
-            self._bytes, self._counts, self._max_seq, self._dropped = saved_state
+            self._bytes, self._counts, self._max_seq, self._dropped, self._last_seq = saved_state
             log.error("spool commit failed: %s", exc)
             error = SpoolError(f"spool commit failed: {exc}")
             for op in group:
@@ -390,19 +393,19 @@ class Spool:
         if self._bytes + incoming > self.max_bytes:
             self._make_room(db, self._bytes + incoming - self.max_bytes, dropped_now)
         now_ms = int(time.time() * 1000)
-        seqs: list[int] = []
+        rows = []
         for r in op.records:
+            self._last_seq += 1
             lane = lane_of(r.kind)
-            cur = db.execute(
-                "INSERT INTO records(lane, kind, stream, partition_key, source, timestamp_ms, size, attrs, data)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (lane, r.kind, r.stream, r.partition_key, r.source, r.timestamp_ms if r.timestamp_ms is not None else now_ms,
-                 len(r.data), json.dumps(r.attrs) if r.attrs else None, r.data),
-            )
-            seq = int(cur.lastrowid or 0)
-            seqs.append(seq)
             self._counts[lane] += 1
-            self._max_seq[lane] = max(self._max_seq[lane], seq)
+            self._max_seq[lane] = self._last_seq
+            rows.append((
+                self._last_seq, lane, r.kind, r.stream, r.partition_key, r.source,
+                r.timestamp_ms if r.timestamp_ms is not None else now_ms,
+                len(r.data), json.dumps(r.attrs) if r.attrs else None, r.data,
+            ))
+        db.executemany("INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        seqs = [row[0] for row in rows]
         self._bytes += incoming
         if op.checkpoint is not None:
             db.execute(
@@ -416,7 +419,9 @@ class Spool:
         freed = 0
         for kind in self.drop_order:
             while freed < needed:
-                rows = db.execute("SELECT seq, size, lane FROM records WHERE kind = ? ORDER BY seq LIMIT 256", (kind,)).fetchall()
+                rows = db.execute(
+                    "SELECT seq, size, lane FROM records WHERE lane = ? AND kind = ? ORDER BY seq LIMIT 256", (lane_of(kind), kind)
+                ).fetchall()
                 if not rows:
                     break
                 victims: list[int] = []
