@@ -16,6 +16,7 @@ RECORDS_REJECTED = Counter(
     "edge_agent_records_rejected", "Input a source refused (bad payload, oversize...), by reason", ["source", "reason"], registry=REGISTRY
 )
 RECORDS_DROPPED = Counter("edge_agent_records_dropped", "Spooled records dropped by the size-cap policy, by kind", ["kind"], registry=REGISTRY)
+RECORDS_OUT = Counter("edge_agent_records_out", "Records of a source the gateway acknowledged", ["source"], registry=REGISTRY)
 RECORDS_SENT = Counter("edge_agent_records_sent", "Records (or fragments) the gateway acknowledged", ["stream"], registry=REGISTRY)
 SEND_RETRIES = Counter("edge_agent_send_retries", "Records (or fragments) sent again after a failure", ["stream"], registry=REGISTRY)
 THROTTLED = Counter("edge_agent_throttled", "Records the gateway refused with ProvisionedThroughputExceeded", ["stream"], registry=REGISTRY)

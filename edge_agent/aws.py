@@ -1,0 +1,74 @@
+"""botocore plumbing shared by both forwarders: credentials, clients, SigV4 for raw requests.
+
+botocore *is* the Kinesis wire API, so the records forwarder uses a botocore ``kinesis``
+client with botocore's own retries off (the forwarder retries per record, with its own
+backoff). The same settings reach our gateway or real AWS: only the endpoint and the
+credentials differ. PutMedia is not in botocore's models, so it is signed here by hand.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import botocore.session
+from botocore.auth import UNSIGNED_PAYLOAD, SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.config import Config
+from botocore.credentials import Credentials, ReadOnlyCredentials
+
+from edge_agent.config import GatewaySection
+
+log = logging.getLogger("edge_agent.aws")
+
+#: Signs requests when no credentials are configured anywhere; a gateway without [auth] accepts it.
+PLACEHOLDER_ACCESS_KEY = "EDGEAGENTNOCREDS"
+PLACEHOLDER_SECRET_KEY = "edge-agent-placeholder-secret"
+
+
+def make_session(gw: GatewaySection) -> botocore.session.Session:
+    session = botocore.session.Session(profile=gw.profile or None)
+    if gw.access_key_id:
+        session.set_credentials(gw.access_key_id, gw.secret_access_key, gw.session_token or None)
+    elif session.get_credentials() is None:
+        log.info("no AWS credentials configured or found: signing with a placeholder key")
+        session.set_credentials(PLACEHOLDER_ACCESS_KEY, PLACEHOLDER_SECRET_KEY)
+    return session
+
+
+def client_config(gw: GatewaySection, pool: int = 4) -> Config:
+    return Config(
+        retries={"total_max_attempts": 1, "mode": "standard"},
+        connect_timeout=gw.connect_timeout_seconds,
+        read_timeout=gw.read_timeout_seconds,
+        max_pool_connections=pool,
+        tcp_keepalive=True,
+    )
+
+
+def make_client(session: botocore.session.Session, service: str, endpoint_url: str, gw: GatewaySection) -> Any:
+    return session.create_client(
+        service,
+        endpoint_url=endpoint_url,
+        region_name=gw.region,
+        verify=gw.ca_file or True,
+        config=client_config(gw),
+    )
+
+
+def frozen_credentials(session: botocore.session.Session) -> ReadOnlyCredentials:
+    creds: Credentials | None = session.get_credentials()
+    if creds is None:  # pragma: no cover - make_session always sets some
+        creds = Credentials(PLACEHOLDER_ACCESS_KEY, PLACEHOLDER_SECRET_KEY)
+    return creds.get_frozen_credentials()
+
+
+def sign_streaming_request(
+    method: str, url: str, headers: Mapping[str, str], session: botocore.session.Session, region: str, service: str = "kinesisvideo"
+) -> dict[str, str]:
+    """SigV4 headers for a request whose body is streamed (signed as UNSIGNED-PAYLOAD)."""
+    request = AWSRequest(method=method, url=url, headers=dict(headers))
+    request.headers["X-Amz-Content-SHA256"] = UNSIGNED_PAYLOAD
+    SigV4Auth(frozen_credentials(session), service, region).add_auth(request)
+    return dict(request.headers.items())

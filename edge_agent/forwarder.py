@@ -1,0 +1,388 @@
+"""The records forwarder: spool lane "records" → PutRecords, acknowledged record by record.
+
+How a record travels:
+
+1. ``_refill`` reads the spool after the last seq read into an in-memory window of *units*
+   (one unit = one Kinesis record: a spooled record, or with aggregation on, an aggregate of
+   consecutive records of one partition key).
+2. ``_select`` builds a PutRecords batch (≤ 500 units, ≤ 5 MiB, one stream) in spool order.
+   Per partition key order: once a unit of a key is held back (waiting for its retry), every
+   later unit of that key is held back too, so a failed record is never overtaken.
+3. ``_send`` calls PutRecords through botocore (retries off) with ``X-Edge-Producer-Id`` and
+   ``X-Edge-Record-Seqs`` (one spool seq per unit: the gateway answers a replay with the
+   original result instead of storing it twice). Records the gateway accepted are acked in
+   the spool (deleted); the failed ones are retried with full-jitter backoff.
+4. The send rate follows the gateway's push-back (AIMD in ``RateController``); after a throttle
+   each key may have only one unit per request until requests go through cleanly again.
+
+With aggregation on, the seq ranges of aggregates in flight are saved in the spool (a
+checkpoint) *before* they are first sent, so after a crash the same aggregates are rebuilt and
+the gateway recognises the replays: no loss, no duplicate.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from edge_agent import metrics
+from edge_agent.aggregation import Aggregate
+from edge_agent.backoff import Backoff, RateController
+from edge_agent.config import ForwarderSection
+from edge_agent.spool import SpoolClosed, SpooledRecord
+
+log = logging.getLogger("edge_agent.forwarder")
+
+#: Kinesis limit on one record: data + partition key.
+MAX_RECORD_BYTES = 1024 * 1024
+MAX_PARTITION_KEY_CHARS = 256
+#: Units held in memory: a few batches' worth.
+WINDOW_BATCHES = 3
+AGG_CHECKPOINT = "forwarder.records.aggregates"
+THROTTLE_CODES = {"ProvisionedThroughputExceededException", "ThrottlingException", "LimitExceededException", "KMSThrottlingException"}
+#: Request-level errors a single bad record causes: the batch is split to isolate it.
+POISON_CODES = {"ValidationException", "InvalidArgumentException", "SerializationException"}
+
+
+@dataclass(eq=False)
+class Unit:
+    """One Kinesis record in flight: a spooled record or an aggregate of several of one key."""
+
+    seqs: list[int]
+    stream: str
+    partition_key: str
+    sources: Counter = field(default_factory=Counter)
+    data: bytes = b""
+    aggregate: Aggregate | None = None
+    sealed: bool = False
+    #: Sent as a KPL aggregate (its seq range is saved before the first send).
+    aggregated: bool = False
+    #: Rebuilt after a restart: not complete until the spool cursor reaches this seq.
+    complete_at: int = 0
+    attempts: int = 0
+    not_before: float = 0.0
+    solo: bool = False
+
+    @property
+    def id(self) -> int:
+        return self.seqs[0]
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.stream, self.partition_key)
+
+    def seal(self) -> None:
+        if self.aggregate is not None and not self.sealed:
+            self.data = self.aggregate.seal()
+            self.aggregate = None
+        self.sealed = True
+
+    @property
+    def size(self) -> int:
+        body = self.aggregate.size if self.aggregate is not None else len(self.data)
+        return body + len(self.partition_key.encode())
+
+
+def kinesis_partition_key(key: str, fallback: str) -> str:
+    """A key Kinesis accepts (1..256 chars); truncation keeps one source on one key."""
+    key = key or fallback or "default"
+    return key[:MAX_PARTITION_KEY_CHARS]
+
+
+class RecordForwarder:
+    """Drains the spool's records lane into PutRecords; ``run`` until ``stop`` is set."""
+
+    def __init__(self, spool: Any, client: Any, config: ForwarderSection, agent_id: str) -> None:
+        self.spool = spool
+        self.client = client
+        self.config = config
+        self.agent_id = agent_id
+        self.pending: OrderedDict[int, Unit] = OrderedDict()
+        self.cursor = 0
+        self.rate = RateController(float(config.max_records_per_second))
+        self.backoff = Backoff(config.retry_base_seconds, config.retry_max_seconds)
+        self.key_window = config.batch_max_records
+        self.heartbeat = time.monotonic()
+        self.last_success: float | None = None
+        self._open_aggregates: dict[tuple[str, str], Unit] = {}
+        self._saved_ranges: list[tuple[int, int, str, str]] = self._load_ranges() if config.aggregate else []
+        self._range_units: dict[int, Unit] = {}
+        self._header_seqs: list[int] = []
+        self._warned: dict[str, float] = {}
+        client.meta.events.register("before-sign.kinesis.PutRecords", self._add_headers)
+
+    # -- headers -------------------------------------------------------------------------------
+
+    def _add_headers(self, request: Any, **_: Any) -> None:
+        request.headers["X-Edge-Producer-Id"] = self.agent_id
+        request.headers["X-Edge-Record-Seqs"] = ",".join(map(str, self._header_seqs))
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        log.info("records forwarder started (aggregation %s)", "on" if self.config.aggregate else "off")
+        while not stop.is_set():
+            self.heartbeat = time.monotonic()
+            try:
+                if not self.step(stop):
+                    self._idle(stop)
+            except SpoolClosed:
+                return
+            except Exception:  # a bug must not kill the forwarder: log, pause, go on
+                log.exception("records forwarder: unexpected error")
+                stop.wait(1.0)
+
+    def step(self, stop: threading.Event | None = None) -> bool:
+        """Read, select and send one batch; False when there was nothing ready to send."""
+        self._refill()
+        batch = self._select(time.monotonic())
+        if not batch:
+            return False
+        wait = self.rate.wait_time(len(batch))
+        if wait > 0 and stop is not None and stop.wait(wait):
+            return True
+        self.rate.spend(len(batch))
+        self._send(batch)
+        return True
+
+    def _idle(self, stop: threading.Event) -> None:
+        now = time.monotonic()
+        next_retry = min((u.not_before for u in self.pending.values()), default=now + 1.0)
+        timeout = min(max(next_retry - now, 0.005), 1.0)
+        if self._window_full():
+            stop.wait(timeout)
+        elif self.spool.wait("records", self.cursor, timeout) and self.config.linger_ms:
+            stop.wait(self.config.linger_ms / 1000)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def _window_full(self) -> bool:
+        return len(self.pending) >= WINDOW_BATCHES * self.config.batch_max_records
+
+    def _refill(self) -> None:
+        while not self._window_full():
+            room = WINDOW_BATCHES * self.config.batch_max_records - len(self.pending)
+            records = self.spool.read("records", after_seq=self.cursor, limit=min(room, 500), max_bytes=self.config.batch_max_bytes)
+            if not records:
+                return
+            self.cursor = records[-1].seq
+            for record in records:
+                self._take(record)
+
+    def _take(self, record: SpooledRecord) -> None:
+        key = kinesis_partition_key(record.partition_key, record.source)
+        if len(record.data) + len(key.encode()) > MAX_RECORD_BYTES:
+            self._reject([record.seq], Counter({record.source: 1}), "too_large", f"{len(record.data)} bytes is over the Kinesis record limit")
+            return
+        if self.config.aggregate:
+            if self._add_to_saved_range(record, key):
+                return
+            unit = self._open_aggregates.get((record.stream, key))
+            if unit is not None and not unit.sealed and unit.aggregate is not None and unit.aggregate.add(record.data):
+                unit.seqs.append(record.seq)
+                unit.sources[record.source] += 1
+                return
+            self._open_aggregates.pop((record.stream, key), None)  # whatever comes next starts after this
+            if Aggregate.fits_alone(key, record.data, self.config.aggregate_max_bytes):
+                agg = Aggregate(key, self.config.aggregate_max_bytes)
+                agg.add(record.data)
+                unit = Unit([record.seq], record.stream, key, Counter({record.source: 1}), aggregate=agg, aggregated=True)
+                self.pending[unit.id] = unit
+                self._open_aggregates[unit.key] = unit
+                return
+        unit = Unit([record.seq], record.stream, key, Counter({record.source: 1}), data=record.data)
+        self.pending[unit.id] = unit
+
+    def _add_to_saved_range(self, record: SpooledRecord, key: str) -> bool:
+        """After a restart, rebuild the aggregates that were in flight exactly as they were sent."""
+        if not self._saved_ranges:
+            return False
+        for first, last, stream, saved_key in self._saved_ranges:
+            if not (first <= record.seq <= last and stream == record.stream and saved_key == key):
+                continue
+            unit = self._range_units.get(first)
+            if unit is None:
+                # The id stays the one the gateway saw, even if that first record was dropped since.
+                unit = Unit([first], stream, key, aggregate=Aggregate(key, MAX_RECORD_BYTES), aggregated=True, complete_at=last)
+                self._range_units[first] = unit
+                self.pending[first] = unit
+            assert unit.aggregate is not None
+            unit.aggregate.add(record.data)
+            unit.sources[record.source] += 1
+            if record.seq != first:
+                unit.seqs.append(record.seq)
+            return True
+        if record.seq > max(r[1] for r in self._saved_ranges):
+            self._saved_ranges = []
+            self._range_units = {}
+        return False
+
+    # -- choosing a batch ----------------------------------------------------------------------
+
+    def _select(self, now: float) -> list[Unit]:
+        batch: list[Unit] = []
+        size = 0
+        stream: str | None = None
+        held: set[tuple[str, str]] = set()
+        per_key: Counter = Counter()
+        for unit in self.pending.values():
+            if unit.key in held:
+                continue
+            if unit.not_before > now or per_key[unit.key] >= self.key_window or unit.complete_at > self.cursor:
+                held.add(unit.key)
+                continue
+            if stream is None:
+                stream = unit.stream
+            elif unit.stream != stream:
+                continue
+            if unit.solo and batch:
+                held.add(unit.key)
+                continue
+            if batch and (len(batch) >= self.config.batch_max_records or size + unit.size > self.config.batch_max_bytes):
+                break
+            batch.append(unit)
+            size += unit.size
+            per_key[unit.key] += 1
+            if unit.solo:
+                break
+        if batch and self._saved_ranges_needed(batch):
+            self._save_ranges(batch)
+        for unit in batch:
+            unit.seal()
+            if self._open_aggregates.get(unit.key) is unit:
+                del self._open_aggregates[unit.key]
+        return batch
+
+    # -- aggregate ranges survive a crash ------------------------------------------------------
+
+    def _saved_ranges_needed(self, batch: list[Unit]) -> bool:
+        return any(u.aggregated and not u.sealed for u in batch)
+
+    def _save_ranges(self, batch: list[Unit]) -> None:
+        """Persist the composition of every aggregate in flight (before its first send)."""
+        in_flight = [u for u in self.pending.values() if u.aggregated and (u.sealed or u in batch)]
+        ranges = sorted((u.id, u.seqs[-1], u.stream, u.partition_key) for u in in_flight)
+        self.spool.append([], checkpoint=(AGG_CHECKPOINT, json.dumps(ranges)))
+
+    def _load_ranges(self) -> list[tuple[int, int, str, str]]:
+        raw = self.spool.checkpoint(AGG_CHECKPOINT)
+        try:
+            return [(int(a), int(b), str(s), str(k)) for a, b, s, k in json.loads(raw)] if raw else []
+        except (ValueError, TypeError):
+            log.warning("ignoring an unreadable %s checkpoint", AGG_CHECKPOINT)
+            return []
+
+    # -- sending -------------------------------------------------------------------------------
+
+    def _send(self, batch: list[Unit]) -> None:
+        stream = batch[0].stream
+        entries = [{"Data": u.data, "PartitionKey": u.partition_key} for u in batch]
+        self._header_seqs = [u.id for u in batch]
+        started = time.monotonic()
+        try:
+            response = self.client.put_records(StreamName=stream, Records=entries)
+        except ClientError as exc:
+            self._request_failed(batch, exc.response.get("Error", {}).get("Code", "Unknown"), exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0), str(exc))
+            return
+        except BotoCoreError as exc:  # connection refused/reset, timeouts
+            self._request_failed(batch, "connection", 0, str(exc))
+            return
+        results = response.get("Records", [])
+        if len(results) != len(batch):
+            self._request_failed(batch, "malformed_response", 0, f"{len(results)} results for {len(batch)} records")
+            return
+        self._settle(batch, results, time.monotonic() - started)
+
+    def _settle(self, batch: list[Unit], results: list[dict[str, Any]], elapsed: float) -> None:
+        done: list[Unit] = []
+        throttled = 0
+        now = time.monotonic()
+        failed_keys: set[tuple[str, str]] = set()
+        for unit, result in zip(batch, results):
+            code = result.get("ErrorCode")
+            if not code:
+                if unit.key in failed_keys:
+                    log.debug("key %s: a record went through after an earlier one failed in the same request", unit.key)
+                done.append(unit)
+                continue
+            failed_keys.add(unit.key)
+            if code in THROTTLE_CODES:
+                throttled += 1
+            self._retry_later(unit, now)
+        if done:
+            self._acknowledge(done)
+        stream = batch[0].stream
+        if throttled:
+            metrics.THROTTLED.labels(stream).inc(throttled)
+            self.rate.on_throttle(len(done) / elapsed if elapsed > 0 else None)
+            self.key_window = 1
+        if len(done) < len(batch):
+            metrics.SEND_RETRIES.labels(stream).inc(len(batch) - len(done))
+            metrics.SEND_ERRORS.labels("records", "throttled" if throttled else "record_failed").inc()
+        else:
+            self.backoff.reset()
+            self.rate.on_success(elapsed)
+            self.key_window = min(self.config.batch_max_records, self.key_window * 2)
+
+    def _acknowledge(self, units: list[Unit]) -> None:
+        seqs = [s for u in units for s in u.seqs]
+        self.spool.ack(seqs)
+        for unit in units:
+            self.pending.pop(unit.id, None)
+            metrics.RECORDS_SENT.labels(unit.stream).inc(sum(unit.sources.values()))
+            for source, n in unit.sources.items():
+                metrics.RECORDS_OUT.labels(source).inc(n)
+        self.last_success = time.time()
+        metrics.LAST_SEND_SUCCESS.labels("records").set(self.last_success)
+
+    def _retry_later(self, unit: Unit, now: float, minimum: float = 0.0) -> None:
+        unit.not_before = now + max(minimum, self.backoff.delay(unit.attempts))
+        unit.attempts += 1
+
+    def _request_failed(self, batch: list[Unit], code: str, status: int, message: str) -> None:
+        now = time.monotonic()
+        stream = batch[0].stream
+        if code in POISON_CODES and status < 500:
+            if len(batch) > 1:
+                for unit in batch:
+                    unit.solo = True  # send one by one to find the record the gateway refuses
+                self._warn(code, f"PutRecords to {stream} refused ({code}: {message}); retrying record by record")
+                return
+            unit = batch[0]
+            self._reject(unit.seqs, unit.sources, "gateway_rejected", f"{code}: {message}")
+            self.pending.pop(unit.id, None)
+            return
+        reason = "throttled" if code in THROTTLE_CODES else "connection" if code == "connection" else "server_error" if status >= 500 else code
+        metrics.SEND_ERRORS.labels("records", reason).inc()
+        metrics.SEND_RETRIES.labels(stream).inc(len(batch))
+        if code in THROTTLE_CODES:
+            metrics.THROTTLED.labels(stream).inc(len(batch))
+            self.rate.on_throttle()
+            self.key_window = 1
+        # Missing stream, bad credentials: they won't fix themselves quickly, wait long.
+        minimum = self.config.retry_max_seconds / 4 if code in ("ResourceNotFoundException", "AccessDeniedException", "UnrecognizedClientException") else 0.0
+        delay = self.backoff.next()
+        for unit in batch:
+            self._retry_later(unit, now, max(minimum, delay))
+        self._warn(reason, f"PutRecords to {stream} failed ({code}: {message}); {len(self.pending)} records waiting")
+
+    def _reject(self, seqs: list[int], sources: Counter, reason: str, why: str) -> None:
+        """A record the gateway will never take: counted, logged and removed so it blocks nothing."""
+        for source, n in sources.items():
+            metrics.RECORDS_REJECTED.labels(source, reason).inc(n)
+        log.error("dropping %d record(s) (spool seqs %s...): %s", len(seqs), seqs[:5], why)
+        self.spool.ack(seqs)
+
+    def _warn(self, kind: str, message: str) -> None:
+        """Log a failure at most every 10 s per kind (an outage must not flood the journal)."""
+        now = time.monotonic()
+        if now - self._warned.get(kind, -1e9) >= 10:
+            self._warned[kind] = now
+            log.warning(message)
