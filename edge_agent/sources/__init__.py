@@ -1,0 +1,17 @@
+"""The agent's input sources, by config section name.
+
+The runtime reads ``[[sources.<kind>]]`` tables, turns each into a config with
+``SOURCE_TYPES[kind].from_dict(table, "sources.<kind>[<i>]")`` and starts ``config.build(spool,
+agent_id).run(stop)`` in a thread. A new source is one module here plus one line in ``SOURCE_TYPES``.
+"""
+
+from __future__ import annotations
+
+from edge_agent.sources.base import Source, SourceConfig
+from edge_agent.sources.mqtt import MqttConfig, MqttSource
+
+__all__ = ["SOURCE_TYPES", "MqttConfig", "MqttSource", "Source", "SourceConfig"]
+
+SOURCE_TYPES: dict[str, type[SourceConfig]] = {
+    "mqtt": MqttConfig,
+}

@@ -1,0 +1,309 @@
+"""What every source shares: the ``Source`` interface, config checking, backoff, counted rejects.
+
+A source turns one kind of input (an MQTT subscription, a serial line, a log file, a camera) into
+``NewRecord``s and commits them to the spool. It owns its reconnect loop: ``run(stop)`` returns only
+when ``stop`` is set, so a broker restart or an unplugged device never reaches the runtime. Bad input
+never raises; it is counted in ``RECORDS_REJECTED{source, reason}`` and logged at most once per
+``REJECT_LOG_INTERVAL`` per reason, so a chattering device cannot flood the journal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import re
+import threading
+import time
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, Literal, TypeVar, Union
+
+from edge_agent import metrics
+from edge_agent.errors import ConfigError
+from edge_agent.spool import NewRecord, RecordTooLarge, Spool, SpoolClosed, SpoolError, SpoolFull
+
+__all__ = [
+    "Backoff",
+    "MAX_PARTITION_KEY_CHARS",
+    "MAX_RECORD_BYTES",
+    "Rejects",
+    "Source",
+    "SourceConfig",
+    "SpoolWriter",
+    "now_ms",
+    "partition_key",
+]
+
+#: Kinesis caps a record's data (plus its partition key) at 1 MiB.
+MAX_RECORD_BYTES = 1024 * 1024
+#: Kinesis caps a partition key at 256 Unicode characters.
+MAX_PARTITION_KEY_CHARS = 256
+#: A given reject reason is logged at most once per this many seconds (the counter counts all).
+REJECT_LOG_INTERVAL = 10.0
+DEFAULT_BACKOFF_INITIAL = 0.5
+DEFAULT_BACKOFF_MAX = 30.0
+
+log = logging.getLogger("edge_agent.sources")
+
+C = TypeVar("C", bound="SourceConfig")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def partition_key(text: str) -> str:
+    """``text`` as a Kinesis partition key: non-empty, at most 256 characters (the tail is kept,
+    since the end of a path or topic is the specific part)."""
+    return text[-MAX_PARTITION_KEY_CHARS:] or "-"
+
+
+class Source:
+    """A running source: ``run`` blocks until ``stop`` is set and never raises for bad input."""
+
+    name: str
+
+    def run(self, stop: threading.Event) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class Backoff:
+    """Exponential backoff with full jitter: reconnect storms from many devices spread out."""
+
+    def __init__(self, initial: float = DEFAULT_BACKOFF_INITIAL, maximum: float = DEFAULT_BACKOFF_MAX) -> None:
+        self.initial = initial
+        self.maximum = maximum
+        self.attempt = 0
+
+    def next_delay(self) -> float:
+        ceiling = min(self.maximum, self.initial * (2**self.attempt))
+        self.attempt += 1
+        return random.uniform(ceiling / 2, ceiling)
+
+    def wait(self, stop: threading.Event) -> bool:
+        """Sleep the next delay; True if ``stop`` was set meanwhile."""
+        return stop.wait(self.next_delay())
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class Rejects:
+    """Counts and (rate-limited) logs what a source refused."""
+
+    def __init__(self, source: str, logger: logging.Logger | None = None, interval: float = REJECT_LOG_INTERVAL) -> None:
+        self.source = source
+        self.log = logger or log
+        self.interval = interval
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, reason: str, detail: str, count: int = 1) -> None:
+        metrics.RECORDS_REJECTED.labels(self.source, reason).inc(count)
+        now = time.monotonic()
+        with self._lock:
+            last = self._last.get(reason)
+            if last is not None and now - last < self.interval:
+                self._suppressed[reason] = self._suppressed.get(reason, 0) + count
+                return
+            suppressed = self._suppressed.pop(reason, 0)
+            self._last[reason] = now
+        more = f" (+{suppressed} more since last report)" if suppressed else ""
+        self.log.warning("%s: rejected (%s): %s%s", self.source, reason, detail, more)
+
+
+class SpoolWriter:
+    """Appends a source's records and counts them; turns spool failures into reject/retry decisions.
+
+    ``append`` returns True when the records are durable, False when they were refused for good
+    (rejected and counted), and raises ``SpoolClosed`` when the agent is shutting down. A full spool
+    (``SpoolFull``: nothing droppable left) is waited out with backoff, so a source that can hold its
+    input (MQTT unacked, log offset) applies backpressure instead of losing it.
+    """
+
+    def __init__(self, spool: Spool, source: str, rejects: Rejects) -> None:
+        self.spool = spool
+        self.source = source
+        self.rejects = rejects
+
+    def append(self, records: Sequence[NewRecord], stop: threading.Event, checkpoint: tuple[str, str] | None = None) -> bool:
+        backoff = Backoff(0.2, 5.0)
+        while True:
+            try:
+                self.spool.append(records, checkpoint)
+            except RecordTooLarge as exc:
+                return self._split_too_large(records, stop, checkpoint, exc)
+            except SpoolFull as exc:
+                self.rejects.log.warning("%s: spool full, waiting: %s", self.source, exc)
+                if backoff.wait(stop):
+                    raise SpoolClosed("stopping while the spool is full") from exc
+                continue
+            except SpoolClosed:
+                raise
+            except SpoolError as exc:
+                self.rejects.log.error("%s: spool append failed, retrying: %s", self.source, exc)
+                if backoff.wait(stop):
+                    raise SpoolClosed("stopping while the spool fails") from exc
+                continue
+            if records:
+                metrics.RECORDS_IN.labels(self.source).inc(len(records))
+            return True
+
+    def _split_too_large(
+        self, records: Sequence[NewRecord], stop: threading.Event, checkpoint: tuple[str, str] | None, exc: Exception
+    ) -> bool:
+        cap = self.spool.max_bytes
+        kept = [r for r in records if len(r.data) <= cap]
+        dropped = len(records) - len(kept)
+        self.rejects("too_large", f"{dropped} record(s) larger than the spool cap: {exc}", dropped)
+        if kept or checkpoint is not None:
+            return self.append(kept, stop, checkpoint)
+        return False
+
+
+# -- config checking ---------------------------------------------------------------------------
+
+
+class SourceConfig:
+    """Mixin for a source's frozen config dataclass: ``from_dict`` checks every key and type.
+
+    Subclasses set ``KIND`` and may override ``check`` to add cross-field rules (return messages
+    without the key prefix, e.g. ``"qos: expected 0, 1 or 2"``).
+    """
+
+    KIND: ClassVar[str] = ""
+    name: str
+    stream: str
+
+    @classmethod
+    def from_dict(cls: type[C], values: Mapping[str, Any], key_prefix: str) -> C:
+        errors: list[str] = []
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{key_prefix}: expected a table, got {type(values).__name__}")
+        kwargs: dict[str, Any] = {}
+        hints = typing.get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        for key in values:
+            if key not in fields:
+                errors.append(f"{key_prefix}.{key}: unknown key (expected one of {', '.join(sorted(fields))})")
+        for name, f in fields.items():
+            if name not in values:
+                if name == "name":
+                    kwargs["name"] = f"{cls.KIND}-{_index(key_prefix)}"
+                elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                    errors.append(f"{key_prefix}.{name}: required")
+                continue
+            ok, value, message = _coerce(values[name], hints[name])
+            if ok:
+                kwargs[name] = value
+            else:
+                errors.append(f"{key_prefix}.{name}: {message}, got {values[name]!r}")
+        if not errors:
+            config = cls(**kwargs)
+            errors.extend(f"{key_prefix}.{m}" for m in config.check())
+            if not errors:
+                return config
+        raise ConfigError("; ".join(errors) if len(errors) > 1 else errors[0])
+
+    def check(self) -> list[str]:
+        """Cross-field rules; messages are ``"<key>: <what is wrong>"``."""
+        problems = []
+        if not self.name:
+            problems.append("name: must not be empty")
+        if not self.stream:
+            problems.append("stream: must not be empty")
+        return problems
+
+
+def _index(key_prefix: str) -> int:
+    match = re.search(r"\[(\d+)\]$", key_prefix)
+    return int(match.group(1)) if match else 0
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        choices = [repr(c) if isinstance(c, str) else str(c) for c in typing.get_args(tp)]
+        return "expected " + (", ".join(choices[:-1]) + " or " + choices[-1] if len(choices) > 1 else choices[0])
+    if origin in (Union, types.UnionType):
+        parts = [_describe(a).removeprefix("expected ") for a in typing.get_args(tp) if a is not type(None)]
+        return "expected " + " or ".join(parts)
+    if origin is tuple:
+        plural = {str: "strings", int: "integers", float: "numbers"}
+        item = typing.get_args(tp)[0]
+        return f"expected a list of {plural.get(item) or _describe(item).removeprefix('expected ')}"
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+    return f"expected {names.get(tp, getattr(tp, '__name__', str(tp)))}"
+
+
+def _coerce(value: Any, tp: Any) -> tuple[bool, Any, str]:
+    """(ok, value, message): ``value`` checked against annotation ``tp`` (TOML-shaped input)."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        for choice in typing.get_args(tp):
+            if value == choice and type(value) is type(choice):
+                return True, value, ""
+        return False, None, _describe(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return True, None, ""
+        for arg in args:
+            if arg is type(None):
+                continue
+            ok, coerced, _ = _coerce(value, arg)
+            if ok:
+                return True, coerced, ""
+        return False, None, _describe(tp)
+    if origin is tuple:
+        (item_type, *_rest) = typing.get_args(tp)
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            return False, None, _describe(tp)
+        out = []
+        for item in items:
+            ok, coerced, _ = _coerce(item, item_type)
+            if not ok:
+                return False, None, _describe(tp)
+            out.append(coerced)
+        return True, tuple(out), ""
+    if tp is bool:
+        return (True, value, "") if isinstance(value, bool) else (False, None, _describe(tp))
+    if tp is int:
+        return (True, value, "") if isinstance(value, int) and not isinstance(value, bool) else (False, None, _describe(tp))
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True, float(value), ""
+        return False, None, _describe(tp)
+    if tp is str:
+        return (True, value, "") if isinstance(value, str) else (False, None, _describe(tp))
+    return False, None, f"unsupported type {tp}"
+
+
+def positive(config: Any, *names: str) -> list[str]:
+    """``"<name>: must be > 0"`` for each named numeric field that is not positive."""
+    return [f"{n}: must be > 0" for n in names if getattr(config, n) <= 0]
+
+
+def run_forever(name: str, stop: threading.Event, attempt: Callable[[], None], logger: logging.Logger) -> None:
+    """Call ``attempt`` until ``stop`` is set; an exception is logged and retried with backoff.
+
+    This is the last line of defence: sources handle their own expected failures; anything
+    unexpected restarts the source's inner loop instead of killing the agent.
+    """
+    backoff = Backoff()
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            attempt()
+        except SpoolClosed:
+            return
+        except Exception:
+            logger.exception("%s: failed; restarting", name)
+        if time.monotonic() - started > 60:
+            backoff.reset()
+        if backoff.wait(stop):
+            return

@@ -1,0 +1,222 @@
+"""MQTT source against a real Mosquitto and a real paho publisher, into a real spool."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge_agent.errors import ConfigError
+from edge_agent.metrics import REGISTRY
+from edge_agent.sources import SOURCE_TYPES
+from edge_agent.sources.mqtt import MqttConfig
+from edge_agent.spool import Spool
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def publisher(port: int) -> mqtt.Client:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex[:8]}")
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    return client
+
+
+def spooled(path: Path) -> list[tuple[bytes, str, str]]:
+    """(data, partition_key, attrs) of every record, read straight from the SQLite file."""
+    if not path.exists():
+        return []
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    try:
+        return [(bytes(d), k, a) for d, k, a in db.execute("SELECT data, partition_key, attrs FROM records ORDER BY seq")]
+    except sqlite3.OperationalError:
+        return []
+    finally:
+        db.close()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def rejected(source: str, reason: str) -> float:
+    return REGISTRY.get_sample_value("edge_agent_records_rejected_total", {"source": source, "reason": reason}) or 0.0
+
+
+@pytest.fixture
+def running() -> Iterator[Callable[[MqttConfig, Spool], threading.Event]]:
+    started: list[tuple[threading.Thread, threading.Event]] = []
+
+    def start(config: MqttConfig, spool: Spool) -> threading.Event:
+        stop = threading.Event()
+        thread = threading.Thread(target=config.build(spool, "agent-test").run, args=(stop,), daemon=True)
+        thread.start()
+        started.append((thread, stop))
+        return stop
+
+    yield start
+    for thread, stop in started:
+        stop.set()
+        thread.join(10)
+        assert not thread.is_alive()
+
+
+def test_messages_land_in_spool_with_topic_key_and_binary_payloads(mosquitto, tmp_path: Path, running) -> None:
+    topic_root = f"plant-{uuid.uuid4().hex[:6]}"
+    name = f"mqtt-{topic_root}"
+    config = MqttConfig.from_dict(
+        {"name": name, "stream": "telemetry", "host": "127.0.0.1", "port": mosquitto.port, "topics": [f"{topic_root}/+/temp"],
+         "max_payload_bytes": 1000},
+        "sources.mqtt[0]",
+    )
+    spool = Spool(tmp_path / "spool.db")
+    running(config, spool)
+    pub = publisher(mosquitto.port)
+    try:
+        wait_until(lambda: pub.is_connected())
+        time.sleep(0.5)  # let the source subscribe
+        binary = bytes(range(256))
+        pub.publish(f"{topic_root}/a/temp", b"21.5", qos=1).wait_for_publish(5)
+        pub.publish(f"{topic_root}/b/temp", binary, qos=1).wait_for_publish(5)
+        pub.publish(f"{topic_root}/b/humidity", b"not subscribed", qos=1).wait_for_publish(5)
+        pub.publish(f"{topic_root}/c/temp", b"x" * 1001, qos=1).wait_for_publish(5)
+        for i in range(100):
+            pub.publish(f"{topic_root}/a/temp", f"{i}".encode(), qos=1)
+        pub.publish(f"{topic_root}/a/temp", b"last", qos=1).wait_for_publish(5)
+        wait_until(lambda: spool.stats().records["records"] >= 103)
+        wait_until(lambda: rejected(name, "too_large") == 1)
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+    records = spool.read("records", limit=1000)
+    assert [r.data for r in records[:2]] == [b"21.5", binary]
+    assert records[1].partition_key == f"{topic_root}/b/temp"
+    assert records[1].attrs == {"topic": f"{topic_root}/b/temp", "qos": 1, "retain": False}
+    assert records[1].kind == "telemetry" and records[1].stream == "telemetry" and records[1].source == name
+    same_topic = [r.data for r in records if r.partition_key == f"{topic_root}/a/temp"]
+    assert same_topic == [b"21.5"] + [f"{i}".encode() for i in range(100)] + [b"last"]  # in order
+    assert all(b"not subscribed" != r.data for r in records)
+    assert len(records) == 103
+    spool.close()
+
+
+def test_mqtt5_session_gets_messages_published_while_away(mosquitto, tmp_path: Path, running) -> None:
+    topic = f"v5-{uuid.uuid4().hex[:6]}/data"
+    config = MqttConfig.from_dict(
+        {"stream": "s", "host": "127.0.0.1", "port": mosquitto.port, "topics": [topic], "protocol": "5",
+         "client_id": f"v5-{uuid.uuid4().hex[:6]}", "session_expiry": 300},
+        "sources.mqtt[0]",
+    )
+    spool = Spool(tmp_path / "spool.db")
+    stop = running(config, spool)
+    pub = publisher(mosquitto.port)
+    try:
+        wait_until(lambda: pub.is_connected())
+        time.sleep(0.5)
+        pub.publish(topic, b"before", qos=1).wait_for_publish(5)
+        wait_until(lambda: spool.stats().records["records"] == 1)
+        stop.set()
+        time.sleep(0.5)
+        for i in range(5):
+            pub.publish(topic, f"away-{i}".encode(), qos=1).wait_for_publish(5)
+        running(config, spool)
+        wait_until(lambda: spool.stats().records["records"] == 6)
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+    assert [r.data for r in spool.read("records")] == [b"before"] + [f"away-{i}".encode() for i in range(5)]
+    spool.close()
+
+
+AGENT = """
+import sys, threading, signal
+from edge_agent.sources.mqtt import MqttConfig
+from edge_agent.spool import Spool
+spool = Spool(sys.argv[1])
+config = MqttConfig.from_dict({"stream": "s", "host": "127.0.0.1", "port": int(sys.argv[2]), "topics": [sys.argv[3]],
+                               "client_id": sys.argv[4], "name": "mqtt-kill"}, "sources.mqtt[0]")
+stop = threading.Event()
+signal.signal(signal.SIGTERM, lambda *a: stop.set())
+print("ready", flush=True)
+config.build(spool, "a").run(stop)
+spool.close()
+"""
+
+
+def test_sigkill_mid_stream_loses_nothing(mosquitto, tmp_path: Path) -> None:
+    """SIGKILL the agent while QoS 1 messages stream in: the broker redelivers the unacknowledged ones."""
+    topic = f"kill-{uuid.uuid4().hex[:6]}/t"
+    client_id = f"kill-{uuid.uuid4().hex[:6]}"
+    path = tmp_path / "spool.db"
+
+    def agent() -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-c", AGENT, str(path), str(mosquitto.port), topic, client_id],
+                                cwd=ROOT, stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+        return proc
+
+    proc = agent()
+    n = 600
+    pub = publisher(mosquitto.port)
+    try:
+        wait_until(lambda: pub.is_connected())
+        wait_until(lambda: len(spooled(path)) == 0 and path.exists())
+        time.sleep(0.5)  # subscribed
+        infos = []
+        for i in range(n):
+            infos.append(pub.publish(topic, f"m{i:04d}".encode(), qos=1))
+            if i == n // 3:
+                wait_until(lambda: len(spooled(path)) > 50)
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(10)
+            if i % 50 == 0:
+                time.sleep(0.02)
+        for info in infos:
+            info.wait_for_publish(10)
+        during = len(spooled(path))
+        assert during < n  # messages are waiting at the broker for the dead agent
+        proc = agent()
+        wait_until(lambda: {d for d, _, _ in spooled(path)} == {f"m{i:04d}".encode() for i in range(n)}, timeout=30)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+        if proc.poll() is None:
+            proc.kill()
+    datas = [d for d, _, _ in spooled(path)]
+    # at-least-once: what was committed but whose PUBACK died with the process comes once more
+    assert max(datas.count(d) for d in set(datas)) <= 2
+
+
+def test_config_errors_name_every_bad_key() -> None:
+    assert SOURCE_TYPES["mqtt"] is MqttConfig
+    with pytest.raises(ConfigError) as err:
+        MqttConfig.from_dict({"stream": "s", "topics": ["a"], "qos": 3, "port": "1883", "colour": "red"}, "sources.mqtt[1]")
+    message = str(err.value)
+    assert "sources.mqtt[1].qos: expected 0, 1 or 2" in message
+    assert "sources.mqtt[1].port: expected an integer" in message
+    assert "sources.mqtt[1].colour: unknown key" in message
+    with pytest.raises(ConfigError, match=r"topics\[0\]: '#' must be a whole level"):
+        MqttConfig.from_dict({"stream": "s", "topics": ["a/#/b"]}, "sources.mqtt[0]")
+    with pytest.raises(ConfigError, match="max_payload_bytes: at most 1048576"):
+        MqttConfig.from_dict({"stream": "s", "topics": ["a"], "max_payload_bytes": 2_000_000}, "sources.mqtt[0]")
+    with pytest.raises(ConfigError, match=r"sources\.mqtt\[0\]\.stream: required"):
+        MqttConfig.from_dict({"topics": ["a"]}, "sources.mqtt[0]")
+    assert MqttConfig.from_dict({"stream": "s", "topics": "a/b"}, "sources.mqtt[4]").name == "mqtt-4"
