@@ -1,13 +1,42 @@
-"""Kinesis Video Streams: control plane, PutMedia/GetMedia, archived media, HLS and the player."""
+"""Kinesis Video Streams: control plane, PutMedia/GetMedia, archived media, HLS and the player.
+
+``ROUTES`` aggregates each module's route table; ``lifecycle`` opens the fragment store (and its
+retention task) for the app's lifetime.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-ROUTES: list[web.RouteDef] = []
+from gateway.keys import CONFIG
+from gateway.kvs import control, fragments, media, putmedia
+from gateway.kvs.retention import run_retention
+from gateway.kvs.store import VIDEO_EVENTS, VIDEO_STORE, FragmentEvents, VideoStore
+
+ROUTES: list[web.RouteDef] = [
+    *control.ROUTES,
+    *putmedia.ROUTES,
+    *media.ROUTES,
+    *fragments.ROUTES,
+]
 
 
 async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-    yield
+    config = app[CONFIG]
+    store = await asyncio.to_thread(VideoStore, config.data_path / "video", config.durability)
+    app[VIDEO_STORE] = store
+    app[VIDEO_EVENTS] = FragmentEvents()
+    await putmedia.setup(app)
+    retention = asyncio.create_task(run_retention(store, config), name="video-retention")
+    try:
+        yield
+    finally:
+        retention.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await retention
+        await putmedia.drain(app)
+        await asyncio.to_thread(store.close)

@@ -1,0 +1,181 @@
+"""The Kinesis Video control plane (rest-json, botocore ``kinesisvideo`` model): streams and endpoints.
+
+Also holds the small request helpers the data-plane handlers share (JSON body, stream lookup).
+Deviation from AWS, on purpose: ``DataRetentionInHours = 0`` (the CreateStream default) keeps fragments
+until the stream's disk budget needs the room, instead of not archiving them at all, so playback works
+on streams created with defaults.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+from typing import Any
+
+from aiohttp import web
+
+from gateway.errors import AwsError
+from gateway.keys import CONFIG
+from gateway.kvs.store import VIDEO_STORE, StreamRecord, VideoStore
+
+STREAM_NAME = re.compile(r"[a-zA-Z0-9_.-]{1,256}")
+MEDIA_TYPE = re.compile(r"[\w\-.+]+/[\w\-.+]+(,[\w\-.+]+/[\w\-.+]+)*")
+REGION_IN_AUTH = re.compile(r"Credential=[^/]+/\d{8}/([a-z0-9-]+)/")
+API_NAMES = {"PUT_MEDIA", "GET_MEDIA", "LIST_FRAGMENTS", "GET_MEDIA_FOR_FRAGMENT_LIST", "GET_HLS_STREAMING_SESSION_URL",
+             "GET_DASH_STREAMING_SESSION_URL", "GET_CLIP", "GET_IMAGES"}
+
+
+def invalid(message: str) -> AwsError:
+    return AwsError("InvalidArgumentException", message, 400)
+
+
+async def read_json(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object (an empty body is ``{}``)."""
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise AwsError("SerializationException", f"Request body is not valid JSON: {exc}", 400) from exc
+    if not isinstance(body, dict):
+        raise AwsError("SerializationException", "Request body must be a JSON object", 400)
+    return body
+
+
+def optional_str(body: dict[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    if value is not None and not isinstance(value, str):
+        raise invalid(f"{key} must be a string")
+    return value
+
+
+def store_of(request: web.Request) -> VideoStore:
+    return request.app[VIDEO_STORE]
+
+
+async def resolve_stream(request: web.Request, name: str | None, arn: str | None) -> StreamRecord:
+    """The stream named by ``StreamName`` or ``StreamARN`` (exactly one of them)."""
+    if (name is None) == (arn is None):
+        raise invalid("Specify either StreamName or StreamARN, not both and not neither")
+    if name is not None and not STREAM_NAME.fullmatch(name):
+        raise invalid(f"Invalid stream name {name!r}")
+    return await asyncio.to_thread(store_of(request).describe, name, arn)
+
+
+def stream_info(stream: StreamRecord) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "StreamName": stream.name,
+        "StreamARN": stream.arn,
+        "Version": stream.version,
+        "Status": "ACTIVE",
+        "CreationTime": stream.created_ms / 1000,
+        "DataRetentionInHours": stream.retention_hours,
+    }
+    for key, value in (("DeviceName", stream.device_name), ("MediaType", stream.media_type), ("KmsKeyId", stream.kms_key_id)):
+        if value:
+            info[key] = value
+    return info
+
+
+def _int(body: dict[str, Any], key: str, default: int | None = None, minimum: int = 0) -> int:
+    value = body.get(key, default)
+    if value is None:
+        raise invalid(f"{key} is required")
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise invalid(f"{key} must be an integer >= {minimum}")
+    return value
+
+
+async def create_stream(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    name = optional_str(body, "StreamName")
+    if not name or not STREAM_NAME.fullmatch(name):
+        raise invalid("StreamName must be 1-256 characters of [a-zA-Z0-9_.-]")
+    media_type = optional_str(body, "MediaType")
+    if media_type is not None and not MEDIA_TYPE.fullmatch(media_type):
+        raise invalid(f"Invalid MediaType {media_type!r}")
+    tags = body.get("Tags") or {}
+    if not isinstance(tags, dict):
+        raise invalid("Tags must be a map")
+    match = REGION_IN_AUTH.search(request.headers.get("Authorization", ""))
+    stream = await asyncio.to_thread(
+        store_of(request).create_stream, name,
+        retention_hours=_int(body, "DataRetentionInHours", 0), media_type=media_type,
+        device_name=optional_str(body, "DeviceName"), kms_key_id=optional_str(body, "KmsKeyId"),
+        region=match.group(1) if match else "us-east-1", tags={str(k): str(v) for k, v in tags.items()},
+    )
+    return web.json_response({"StreamARN": stream.arn})
+
+
+async def describe_stream(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    stream = await resolve_stream(request, optional_str(body, "StreamName"), optional_str(body, "StreamARN"))
+    return web.json_response({"StreamInfo": stream_info(stream)})
+
+
+async def list_streams(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    limit = _int(body, "MaxResults", 10000, minimum=1)
+    token = optional_str(body, "NextToken")
+    after = ""
+    if token:
+        try:
+            after = base64.b64decode(token, validate=True).decode()
+        except ValueError as exc:
+            raise invalid("Invalid NextToken") from exc
+    prefix = ""
+    condition = body.get("StreamNameCondition")
+    if condition:
+        if not isinstance(condition, dict) or condition.get("ComparisonOperator", "BEGINS_WITH") != "BEGINS_WITH":
+            raise invalid("StreamNameCondition.ComparisonOperator must be BEGINS_WITH")
+        prefix = str(condition.get("ComparisonValue") or "")
+    streams = await asyncio.to_thread(store_of(request).list_streams, prefix, after, limit + 1)
+    out: dict[str, Any] = {"StreamInfoList": [stream_info(s) for s in streams[:limit]]}
+    if len(streams) > limit:
+        out["NextToken"] = base64.b64encode(streams[limit - 1].name.encode()).decode()
+    return web.json_response(out)
+
+
+async def delete_stream(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    arn = optional_str(body, "StreamARN")
+    if not arn:
+        raise invalid("StreamARN is required")
+    await asyncio.to_thread(store_of(request).delete_stream, arn, optional_str(body, "CurrentVersion"))
+    return web.json_response({})
+
+
+async def update_data_retention(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    stream = await resolve_stream(request, optional_str(body, "StreamName"), optional_str(body, "StreamARN"))
+    version = optional_str(body, "CurrentVersion")
+    if not version:
+        raise invalid("CurrentVersion is required")
+    operation = body.get("Operation")
+    if operation not in ("INCREASE_DATA_RETENTION", "DECREASE_DATA_RETENTION"):
+        raise invalid("Operation must be INCREASE_DATA_RETENTION or DECREASE_DATA_RETENTION")
+    change = _int(body, "DataRetentionChangeInHours", minimum=1)
+    await asyncio.to_thread(store_of(request).update_retention, stream.name, None, version, change,
+                            operation == "INCREASE_DATA_RETENTION")
+    return web.json_response({})
+
+
+async def get_data_endpoint(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    if body.get("APIName") not in API_NAMES:
+        raise invalid(f"APIName must be one of {', '.join(sorted(API_NAMES))}")
+    await resolve_stream(request, optional_str(body, "StreamName"), optional_str(body, "StreamARN"))
+    return web.json_response({"DataEndpoint": request.app[CONFIG].base_url})
+
+
+ROUTES: list[web.RouteDef] = [
+    web.post("/createStream", create_stream),
+    web.post("/describeStream", describe_stream),
+    web.post("/listStreams", list_streams),
+    web.post("/deleteStream", delete_stream),
+    web.post("/updateDataRetention", update_data_retention),
+    web.post("/getDataEndpoint", get_data_endpoint),
+]

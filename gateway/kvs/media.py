@@ -1,0 +1,117 @@
+"""``POST /getMedia`` (botocore ``kinesis-video-media``): stored fragments, then the live tail.
+
+Each fragment goes out as the complete MKV document that was stored (carrying its KVS tags:
+fragment number, server and producer timestamps), back to back, Content-Type ``video/webm``.
+Once the stored fragments are sent the response keeps streaming new ones as they are PERSISTED;
+it ends after ``LIVE_IDLE_END_SECONDS`` without a new fragment, or when the client goes away.
+Start selectors: EARLIEST, NOW, FRAGMENT_NUMBER (from that fragment on, inclusive),
+CONTINUATION_TOKEN (after the fragment it names: the last fragment number received),
+PRODUCER_TIMESTAMP / SERVER_TIMESTAMP (the first fragment containing or following StartTimestamp).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from typing import Any
+
+from aiohttp import web
+
+from gateway.errors import AwsError
+from gateway.kvs.control import invalid, optional_str, read_json, resolve_stream, store_of
+from gateway.kvs.store import (BY_PRODUCER, BY_SERVER, VIDEO_EVENTS, FragmentNotFoundError,
+                               fragment_number, parse_fragment_number)
+
+#: A live GetMedia ends after this long without a new fragment.
+LIVE_IDLE_END_SECONDS = 30.0
+#: Fragments fetched from the index per query.
+BATCH = 32
+
+
+def parse_timestamp(value: Any, name: str) -> int:
+    """Epoch milliseconds of a rest-json timestamp (epoch seconds, or ISO 8601 text)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return int(round(value * 1000))
+    if isinstance(value, str):
+        try:
+            return int(round(float(value) * 1000))
+        except ValueError:
+            pass
+        try:
+            parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise invalid(f"{name} is not a timestamp: {value!r}") from exc
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=dt.timezone.utc)
+        return int(round(parsed.timestamp() * 1000))
+    raise invalid(f"{name} is required")
+
+
+async def get_media(request: web.Request) -> web.StreamResponse:
+    body = await read_json(request)
+    stream = await resolve_stream(request, optional_str(body, "StreamName"), optional_str(body, "StreamARN"))
+    selector = body.get("StartSelector")
+    if not isinstance(selector, dict):
+        raise invalid("StartSelector is required")
+    kind = selector.get("StartSelectorType")
+    store = store_of(request)
+    after: str | None = None
+    start_ms: int | None = None
+    by = BY_PRODUCER
+    if kind == "EARLIEST":
+        pass
+    elif kind == "NOW":
+        after = await asyncio.to_thread(store.last_fragment_number, stream.id)
+    elif kind in ("FRAGMENT_NUMBER", "CONTINUATION_TOKEN"):
+        key = "AfterFragmentNumber" if kind == "FRAGMENT_NUMBER" else "ContinuationToken"
+        number = selector.get(key)
+        if not isinstance(number, str) or not number:
+            raise invalid(f"StartSelector.{key} is required with {kind}")
+        owner, seq = parse_fragment_number(number)
+        if owner != stream.id:
+            raise FragmentNotFoundError(number)
+        after = fragment_number(stream.id, seq - 1) if kind == "FRAGMENT_NUMBER" else number
+    elif kind in (BY_PRODUCER, BY_SERVER):
+        by = kind
+        start_ms = parse_timestamp(selector.get("StartTimestamp"), "StartSelector.StartTimestamp")
+    else:
+        raise invalid("StartSelector.StartSelectorType must be one of EARLIEST, NOW, FRAGMENT_NUMBER, "
+                      "PRODUCER_TIMESTAMP, SERVER_TIMESTAMP, CONTINUATION_TOKEN")
+    response = web.StreamResponse(status=200, headers={"Content-Type": "video/webm"})
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    events = request.app[VIDEO_EVENTS]
+    loop = asyncio.get_running_loop()
+    idle_since = loop.time()
+    while True:
+        event = events.event(stream.name)
+        try:
+            infos = await asyncio.to_thread(store.list_fragments_by_id, stream.id, start_ms, None, by, BATCH, after)
+        except AwsError:
+            break  # the stream was deleted
+        for info in infos:
+            try:
+                data = await asyncio.to_thread(store.read_fragment_by_id, stream.id, info.fragment_number)
+            except FragmentNotFoundError:
+                continue  # removed by retention meanwhile
+            try:
+                await response.write(data)
+            except (ConnectionError, RuntimeError, OSError):
+                return response
+            after = info.fragment_number
+            start_ms = None  # only the first fragment is found by time; then follow fragment numbers
+        if infos:
+            idle_since = loop.time()
+            continue
+        left = LIVE_IDLE_END_SECONDS - (loop.time() - idle_since)
+        if left <= 0 or request.transport is None or request.transport.is_closing():
+            break
+        await events.wait(event, min(left, 1.0))
+    try:
+        await response.write_eof()
+    except (ConnectionError, RuntimeError, OSError):
+        pass
+    return response
+
+
+ROUTES: list[web.RouteDef] = [web.post("/getMedia", get_media)]

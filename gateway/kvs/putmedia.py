@@ -1,0 +1,326 @@
+"""``POST /putMedia``: a long chunked MKV body in, one JSON acknowledgement per event out, as KVS does.
+
+Per fragment (one MKV Cluster) the producer reads, newline-separated on the response:
+
+    {"EventType":"BUFFERING","FragmentTimecode":T}              first bytes of the fragment arrived
+    {"EventType":"RECEIVED","FragmentTimecode":T}               the whole fragment arrived and is valid
+    {"EventType":"PERSISTED","FragmentTimecode":T,"FragmentNumber":"..."}   fsynced file + committed row
+    {"EventType":"ERROR","FragmentTimecode":T,"ErrorId":4004}   rejected (nothing stored)
+    {"EventType":"IDLE"}                                        keep-alive while nothing else is said
+
+Fragment-level rejections (4001 too large, 4002 too long, 4004 timecode going backwards) skip that
+fragment and the session goes on; stream-level ones (4006 invalid MKV, 4010 track mismatch, 4011 track
+without frames, a fragment cut off by the end of the body) end the session after the ERROR ack, since
+the rest of the body can no longer be framed. 5000/5001 are server-side failures.
+
+The body is read incrementally and paced to ``config.video.ingest_bytes_per_sec`` per stream (TCP
+backpressure, not an error). Persisting runs in a thread pool, one fragment at a time per session, so
+reading the next fragment overlaps the fsync of the previous one.
+
+Exactly-once (our agent): ``X-Edge-Producer-Id`` + ``X-Edge-Fragment-Seqs: 7,8,9`` (one integer per
+fragment of the body, in order). A (producer, seq) already stored is acked PERSISTED with its original
+FragmentNumber and not stored again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from gateway.keys import CONFIG
+from gateway.kvs.control import invalid, resolve_stream
+from gateway.kvs.retention import enforce_budget
+from gateway.kvs.store import VIDEO_EVENTS, VIDEO_STORE, NewFragment, StreamRecord, VideoStore
+from kvs import MkvError, MkvStreamParser, ParsedFragment
+
+try:  # the KVS tags writer lands in kvs.tags; until then fragments are stored untagged
+    from kvs.tags import with_kvs_tags
+except ImportError:  # pragma: no cover
+    with_kvs_tags = None
+
+log = logging.getLogger("gateway.kvs.putmedia")
+
+FRAGMENT_TOO_LARGE = 4001
+FRAGMENT_TOO_LONG = 4002
+TIMECODE_BACKWARDS = 4004
+INVALID_MKV = 4006
+STREAM_NOT_ACTIVE = 4008
+INTERNAL_ERROR = 5000
+ARCHIVAL_ERROR = 5001
+#: An IDLE ack goes out when nothing was acked for this long.
+IDLE_ACK_SECONDS = 3.0
+#: A session whose producer sends nothing for this long is ended (a vanished client).
+READ_IDLE_TIMEOUT_SECONDS = 60.0
+#: Fragments parsed but not yet persisted, per session, before reading pauses.
+PERSIST_QUEUE = 4
+#: Threads writing fragments (fsync-bound, so more than the cores).
+WRITER_THREADS = 16
+
+WRITERS = web.AppKey("video_writers", ThreadPoolExecutor)
+RATES = web.AppKey("video_ingest_rates", dict)
+
+
+class TokenBucket:
+    """Bytes per second for one stream, shared by its sessions; ``take`` sleeps instead of refusing."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.tokens = rate
+        self.stamp = time.monotonic()
+
+    async def take(self, n: int) -> None:
+        now = time.monotonic()
+        self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        self.tokens -= n
+        if self.tokens < 0:
+            await asyncio.sleep(-self.tokens / self.rate)
+
+
+def _header(request: web.Request, name: str) -> str | None:
+    value = request.headers.get(name)
+    return value.strip() if value is not None and value.strip() else None
+
+
+@dataclass
+class Session:
+    """One PutMedia request: parse, validate, persist and acknowledge its fragments."""
+
+    request: web.Request
+    response: web.StreamResponse
+    stream: StreamRecord
+    relative: bool
+    start_ms: int
+    producer_id: str | None
+    seqs: list[int]
+    acks: asyncio.Queue[dict[str, Any] | None] = field(default_factory=asyncio.Queue)
+    to_persist: asyncio.Queue[tuple[ParsedFragment, int, int | None] | None] = field(
+        default_factory=lambda: asyncio.Queue(PERSIST_QUEUE))
+    index: int = 0
+    last_timecode: int | None = None
+    buffering_sent: bool = False
+    fragment_server_ms: int = 0
+    client_gone: bool = False
+
+    @property
+    def store(self) -> VideoStore:
+        return self.request.app[VIDEO_STORE]
+
+    async def run(self) -> None:
+        writer = asyncio.create_task(self._write_acks())
+        persister = asyncio.create_task(self._persist_loop())
+        try:
+            await self._read_body()
+        finally:
+            await self.to_persist.put(None)
+            await persister
+            await self.acks.put(None)
+            await writer
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    async def _read_body(self) -> None:
+        config = self.request.app[CONFIG].video
+        parser = MkvStreamParser(max_cluster_bytes=config.max_fragment_bytes * 2 + 1024)
+        rates = self.request.app[RATES]
+        bucket = rates.setdefault(self.stream.id, TokenBucket(config.ingest_bytes_per_sec))
+        fed = consumed_at_fragment_end = 0
+        while True:
+            try:
+                chunk = await asyncio.wait_for(self.request.content.readany(), READ_IDLE_TIMEOUT_SECONDS)
+            except asyncio.TimeoutError:
+                log.info("putMedia %s: no data for %.0fs, ending the session", self.stream.name, READ_IDLE_TIMEOUT_SECONDS)
+                break
+            except (ConnectionError, asyncio.IncompleteReadError, OSError, Exception) as exc:  # noqa: BLE001
+                log.info("putMedia %s: body ended early: %s", self.stream.name, exc)
+                self.client_gone = True
+                break
+            if not chunk:
+                break
+            await bucket.take(len(chunk))
+            fed += len(chunk)
+            try:
+                fragments = parser.feed(chunk)
+            except MkvError as exc:
+                await self._error(exc.error_id, self._current_timecode(parser))
+                log.info("putMedia %s: rejected stream: %s", self.stream.name, exc)
+                return
+            for fragment in fragments:
+                await self._complete(fragment)
+            if fragments:
+                consumed_at_fragment_end = parser.bytes_consumed
+                # bytes after the last complete cluster belong to the next fragment
+            if parser.in_cluster and not self.buffering_sent:
+                await self._buffering(self._current_timecode(parser))
+            if fed - consumed_at_fragment_end > config.max_fragment_bytes:
+                await self._error(FRAGMENT_TOO_LARGE, self._current_timecode(parser))
+                log.info("putMedia %s: fragment over %d bytes, ending the session", self.stream.name, config.max_fragment_bytes)
+                return
+        try:
+            last = parser.finish()
+        except MkvError as exc:
+            await self._error(exc.error_id, self._current_timecode(parser))
+            return
+        if last is not None:
+            if last.complete:
+                await self._complete(last)
+            else:
+                log.info("putMedia %s: body ended inside a fragment; not stored", self.stream.name)
+                await self._error(INVALID_MKV, last.timecode_ms)
+
+    @staticmethod
+    def _current_timecode(parser: MkvStreamParser) -> int | None:
+        timecode = getattr(parser, "_cluster_timecode", None)
+        scale = getattr(parser, "_timecode_scale", 1_000_000)
+        return int(round(timecode * scale / 1_000_000)) if isinstance(timecode, int) and parser.in_cluster else None
+
+    async def _buffering(self, timecode: int | None) -> None:
+        self.buffering_sent = True
+        self.fragment_server_ms = int(time.time() * 1000)
+        await self._ack("BUFFERING", timecode)
+
+    async def _complete(self, fragment: ParsedFragment) -> None:
+        if not self.buffering_sent:
+            await self._buffering(fragment.timecode_ms)
+        self.buffering_sent = False
+        index, self.index = self.index, self.index + 1
+        config = self.request.app[CONFIG].video
+        if fragment.size > config.max_fragment_bytes:
+            return await self._error(FRAGMENT_TOO_LARGE, fragment.timecode_ms)
+        if fragment.duration_ms > config.max_fragment_seconds * 1000:
+            return await self._error(FRAGMENT_TOO_LONG, fragment.timecode_ms)
+        if self.last_timecode is not None and fragment.timecode_ms < self.last_timecode:
+            return await self._error(TIMECODE_BACKWARDS, fragment.timecode_ms)
+        self.last_timecode = fragment.timecode_ms
+        await self._ack("RECEIVED", fragment.timecode_ms)
+        producer_seq = self.seqs[index] if self.producer_id and index < len(self.seqs) else None
+        await self.to_persist.put((fragment, self.fragment_server_ms, producer_seq))
+
+    # -- persisting --------------------------------------------------------------------------------
+
+    async def _persist_loop(self) -> None:
+        app = self.request.app
+        loop = asyncio.get_running_loop()
+        budget = app[CONFIG].video.stream_disk_budget_bytes
+        while (item := await self.to_persist.get()) is not None:
+            fragment, server_ms, producer_seq = item
+            producer_ts = self.start_ms + fragment.timecode_ms if self.relative else fragment.timecode_ms
+            new = NewFragment(fragment.mkv, producer_ts, server_ms, fragment.duration_ms, fragment.frame_count)
+            producer = (self.producer_id, producer_seq) if self.producer_id and producer_seq is not None else None
+            try:
+                number, stored = await loop.run_in_executor(
+                    app[WRITERS], _persist, self.store, self.stream.id, new, producer, budget)
+            except Exception as exc:  # noqa: BLE001 - every failure becomes an ERROR ack
+                deleted = getattr(exc, "code", "") == "ResourceNotFoundException"
+                if not deleted:
+                    log.exception("putMedia %s: could not persist fragment %d", self.stream.name, fragment.timecode_ms)
+                await self._error(STREAM_NOT_ACTIVE if deleted else ARCHIVAL_ERROR, fragment.timecode_ms)
+                continue
+            await self._ack("PERSISTED", fragment.timecode_ms, number)
+            if stored:
+                app[VIDEO_EVENTS].notify(self.stream.name)
+
+    # -- acks --------------------------------------------------------------------------------------
+
+    async def _ack(self, event: str, timecode: int | None, number: str | None = None, error_id: int | None = None) -> None:
+        ack: dict[str, Any] = {"EventType": event}
+        if timecode is not None:
+            ack["FragmentTimecode"] = timecode
+        if number is not None:
+            ack["FragmentNumber"] = number
+        if error_id is not None:
+            ack["ErrorId"] = error_id
+        await self.acks.put(ack)
+
+    async def _error(self, error_id: int, timecode: int | None) -> None:
+        await self._ack("ERROR", timecode, error_id=error_id)
+
+    async def _write_acks(self) -> None:
+        while True:
+            try:
+                ack = await asyncio.wait_for(self.acks.get(), IDLE_ACK_SECONDS)
+            except asyncio.TimeoutError:
+                ack = {"EventType": "IDLE"}
+            if ack is None:
+                return
+            if self.client_gone:
+                continue
+            try:
+                await self.response.write(json.dumps(ack, separators=(",", ":")).encode() + b"\n")
+            except (ConnectionError, RuntimeError, OSError):
+                self.client_gone = True
+
+
+def _persist(store: VideoStore, stream_id: int, new: NewFragment, producer: tuple[str, int] | None,
+             budget: int) -> tuple[str, bool]:
+    number, stored = store.persist(stream_id, new, _tag(new), producer)
+    if stored:
+        enforce_budget(store, stream_id, budget)
+    return number, stored
+
+
+def _tag(new: NewFragment) -> Any:
+    if with_kvs_tags is None:
+        return None
+
+    def tagger(mkv: bytes, number: str) -> bytes:
+        return with_kvs_tags(mkv, {
+            "AWS_KINESISVIDEO_FRAGMENT_NUMBER": number,
+            "AWS_KINESISVIDEO_SERVER_TIMESTAMP": f"{new.server_ts_ms / 1000:.3f}",
+            "AWS_KINESISVIDEO_PRODUCER_TIMESTAMP": f"{new.producer_ts_ms / 1000:.3f}",
+        })
+
+    return tagger
+
+
+async def put_media(request: web.Request) -> web.StreamResponse:
+    stream = await resolve_stream(request, _header(request, "x-amzn-stream-name"), _header(request, "x-amzn-stream-arn"))
+    timecode_type = (_header(request, "x-amzn-fragment-timecode-type") or "").upper()
+    if timecode_type not in ("ABSOLUTE", "RELATIVE"):
+        raise invalid("x-amzn-fragment-timecode-type must be ABSOLUTE or RELATIVE")
+    start = _header(request, "x-amzn-producer-start-timestamp")
+    if start is None and timecode_type == "RELATIVE":
+        raise invalid("x-amzn-producer-start-timestamp is required with RELATIVE timecodes")
+    try:
+        start_ms = int(round(float(start) * 1000)) if start is not None else 0
+    except ValueError as exc:
+        raise invalid(f"x-amzn-producer-start-timestamp {start!r} is not a number of seconds") from exc
+    producer_id = _header(request, "X-Edge-Producer-Id")
+    seqs_header = _header(request, "X-Edge-Fragment-Seqs")
+    try:
+        seqs = [int(s) for s in seqs_header.split(",")] if seqs_header else []
+    except ValueError as exc:
+        raise invalid("X-Edge-Fragment-Seqs must be comma-separated integers") from exc
+    if bool(producer_id) != bool(seqs):
+        raise invalid("X-Edge-Producer-Id and X-Edge-Fragment-Seqs go together")
+    response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    session = Session(request, response, stream, timecode_type == "RELATIVE", start_ms, producer_id, seqs)
+    await session.run()
+    with contextlib.suppress(ConnectionError, RuntimeError, OSError):
+        await response.write_eof()
+    return response
+
+
+async def drain(app: web.Application) -> None:
+    """Stop the writer threads (after sessions ended) at shutdown."""
+    executor = app.get(WRITERS)
+    if executor is not None:
+        await asyncio.to_thread(executor.shutdown, wait=True)
+
+
+async def setup(app: web.Application) -> None:
+    app[WRITERS] = ThreadPoolExecutor(WRITER_THREADS, thread_name_prefix="video-writer")
+    app[RATES] = {}
+
+
+ROUTES: list[web.RouteDef] = [web.post("/putMedia", put_media)]

@@ -1,0 +1,533 @@
+"""Durable video storage: one file per fragment plus an SQLite index (WAL).
+
+Public API (stable; the playback modules use it — call the sync methods via ``asyncio.to_thread``)::
+
+    store = request.app[VIDEO_STORE]                       # VideoStore
+    infos = store.list_fragments("cam", start_ms, end_ms, by="PRODUCER_TIMESTAMP", limit=100, after=None)
+    data = store.read_fragment("cam", infos[0].fragment_number)   # standalone MKV doc with KVS tags
+    FragmentInfo(fragment_number: str, producer_ts_ms, server_ts_ms, duration_ms, size, frame_count)
+    stream = store.describe("cam")                         # StreamRecord (retention, ARN, ...)
+
+    events = request.app[VIDEO_EVENTS]                     # FragmentEvents, for live tails:
+    ev = events.event("cam")           # take the event BEFORE querying the store,
+    infos = store.list_fragments(..., after=last_number)   # then, if nothing new,
+    await events.wait(ev, timeout=5)                       # wait for the next PERSISTED fragment
+
+``list_fragments`` returns fragments overlapping ``[start_ms, end_ms]`` (either bound may be None) on the
+chosen clock, ordered by fragment number, after ``after`` (exclusive) when given. Errors raised are
+``AwsError`` subclasses (``ResourceNotFoundException``...), so handlers can let them propagate.
+
+On-disk layout (under ``<data dir>/video``) and invariants:
+
+    index.db                       SQLite index: streams, fragments, producer_seqs (exactly-once replays)
+    tmp/<uuid>.part                fragments being written; wiped on start
+    streams/<id>/<seq//1000>/<seq>.mkv   one fragment (file names derive from ids, never from stream names)
+
+* A fragment is written to ``tmp``, fsynced, renamed into place, and only then its index row is committed;
+  a row therefore always points to a complete file, and PERSISTED is acked after the commit.
+* Deletion (retention, DeleteStream) commits the row removal first and unlinks files after.
+* On open, files without an index row (a crash between rename and commit, or between a deletion's commit
+  and its unlink) and directories of deleted streams are removed, so no partial fragment is ever served.
+* Fragment numbers are decimal strings ``BASE + stream_id * 10**20 + seq``: 47 digits like AWS ones, unique
+  across streams, increasing within one, and never reused (the counter restarts above any orphan seen).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import os
+import secrets
+import shutil
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from gateway.errors import AwsError
+
+log = logging.getLogger("gateway.kvs.store")
+
+FRAGMENT_NUMBER_BASE = 91343852333 * 10**36
+STREAM_FACTOR = 10**20
+BY_PRODUCER = "PRODUCER_TIMESTAMP"
+BY_SERVER = "SERVER_TIMESTAMP"
+#: A fragment is at most this long (KVS limit); bounds the time-range index scans.
+MAX_FRAGMENT_MS = 10_000
+DEFAULT_ACCOUNT = "000000000000"
+
+#: ``(mkv, fragment_number) -> bytes to store``: adds the KVS tags once the number is known.
+Tagger = Callable[[bytes, str], bytes]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS streams (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE,
+    arn TEXT NOT NULL,
+    device_name TEXT,
+    media_type TEXT,
+    kms_key_id TEXT,
+    retention_hours INTEGER NOT NULL DEFAULT 0,
+    version TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    tags TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS fragments (
+    stream_id INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    producer_ts_ms INTEGER NOT NULL,
+    server_ts_ms INTEGER NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    frame_count INTEGER NOT NULL,
+    PRIMARY KEY (stream_id, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS fragments_by_producer_ts ON fragments (stream_id, producer_ts_ms);
+CREATE INDEX IF NOT EXISTS fragments_by_server_ts ON fragments (stream_id, server_ts_ms);
+CREATE TABLE IF NOT EXISTS producer_seqs (
+    stream_id INTEGER NOT NULL,
+    producer_id TEXT NOT NULL,
+    producer_seq INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (stream_id, producer_id, producer_seq)
+) WITHOUT ROWID;
+"""
+
+
+class StreamNotFoundError(AwsError):
+    def __init__(self, name: str) -> None:
+        super().__init__("ResourceNotFoundException", f"Stream {name} not found", 404)
+
+
+class StreamExistsError(AwsError):
+    def __init__(self, name: str) -> None:
+        super().__init__("ResourceInUseException", f"The stream {name} already exists", 400)
+
+
+class FragmentNotFoundError(AwsError):
+    def __init__(self, number: str) -> None:
+        super().__init__("ResourceNotFoundException", f"Fragment {number} not found", 404)
+
+
+class VersionMismatchError(AwsError):
+    def __init__(self, version: str) -> None:
+        super().__init__("VersionMismatchException", f"The stream version is {version}", 400)
+
+
+@dataclass(frozen=True)
+class FragmentInfo:
+    fragment_number: str
+    producer_ts_ms: int
+    server_ts_ms: int
+    duration_ms: int
+    size: int
+    frame_count: int
+
+
+@dataclass(frozen=True)
+class StreamRecord:
+    id: int
+    name: str
+    arn: str
+    device_name: str | None
+    media_type: str | None
+    kms_key_id: str | None
+    retention_hours: int
+    version: str
+    created_ms: int
+
+
+@dataclass(frozen=True)
+class NewFragment:
+    """What the ingest path hands to ``VideoStore.persist``."""
+
+    mkv: bytes
+    producer_ts_ms: int
+    server_ts_ms: int
+    duration_ms: int
+    frame_count: int
+
+
+def fragment_number(stream_id: int, seq: int) -> str:
+    return str(FRAGMENT_NUMBER_BASE + stream_id * STREAM_FACTOR + seq)
+
+
+def parse_fragment_number(number: str) -> tuple[int, int]:
+    """(stream_id, seq) of a fragment number; ``FragmentNotFoundError`` if it is not one of ours."""
+    if not number.isdigit() or len(number) > 64:
+        raise FragmentNotFoundError(number)
+    rest = int(number) - FRAGMENT_NUMBER_BASE
+    if rest < 0:
+        raise FragmentNotFoundError(number)
+    return divmod(rest, STREAM_FACTOR)
+
+
+def _record(row: sqlite3.Row) -> StreamRecord:
+    return StreamRecord(row["id"], row["name"], row["arn"], row["device_name"], row["media_type"],
+                        row["kms_key_id"], row["retention_hours"], row["version"], row["created_ms"])
+
+
+class VideoStore:
+    """Streams and fragments of the video API. Thread-safe; every method blocks (disk, SQLite)."""
+
+    def __init__(self, root: Path, durability: str = "normal") -> None:
+        self.root = Path(root)
+        self.full_sync = durability == "full"
+        (self.root / "streams").mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(self.root / "tmp", ignore_errors=True)
+        (self.root / "tmp").mkdir()
+        self._db_path = self.root / "index.db"
+        self._write_lock = threading.Lock()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._writer = self._connect()
+        self._writer.executescript(SCHEMA)
+        self._stream_locks: dict[int, threading.Lock] = {}
+        self._next_seq: dict[int, int] = {}
+        self._bytes: dict[int, int] = {}
+        self._recover()
+
+    # -- connections -------------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self._db_path, check_same_thread=False, isolation_level=None, timeout=30)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={'FULL' if self.full_sync else 'NORMAL'}")
+        return conn
+
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._write_lock:
+            self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._writer
+            except BaseException:
+                self._writer.execute("ROLLBACK")
+                raise
+            self._writer.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+        with self._write_lock:
+            self._writer.close()
+
+    # -- recovery ----------------------------------------------------------------------------------
+
+    def _recover(self) -> None:
+        """Remove files no index row points to; set each stream's counters."""
+        rows = self._writer.execute("SELECT id FROM streams").fetchall()
+        live = {row["id"] for row in rows}
+        removed = 0
+        for stream_dir in (self.root / "streams").iterdir():
+            if not stream_dir.name.isdigit() or int(stream_dir.name) not in live:
+                shutil.rmtree(stream_dir, ignore_errors=True)
+                removed += 1
+        for stream_id in live:
+            seqs = {r[0] for r in self._writer.execute("SELECT seq FROM fragments WHERE stream_id = ?", (stream_id,))}
+            highest = max(seqs, default=0)
+            stream_dir = self.root / "streams" / str(stream_id)
+            for path in stream_dir.glob("*/*.mkv") if stream_dir.exists() else []:
+                seq = int(path.stem) if path.stem.isdigit() else -1
+                if seq not in seqs:
+                    highest = max(highest, seq)
+                    path.unlink(missing_ok=True)
+                    removed += 1
+            self._next_seq[stream_id] = highest + 1
+            total = self._writer.execute("SELECT COALESCE(SUM(size), 0) FROM fragments WHERE stream_id = ?", (stream_id,)).fetchone()[0]
+            self._bytes[stream_id] = int(total)
+            self._stream_locks[stream_id] = threading.Lock()
+        if removed:
+            log.warning("removed %d orphan fragment file(s)/dir(s) left by an interrupted write or deletion", removed)
+
+    # -- streams -----------------------------------------------------------------------------------
+
+    def create_stream(self, name: str, *, retention_hours: int = 0, media_type: str | None = None,
+                      device_name: str | None = None, kms_key_id: str | None = None, region: str = "us-east-1",
+                      tags: dict[str, str] | None = None) -> StreamRecord:
+        now_ms = int(time.time() * 1000)
+        arn = f"arn:aws:kinesisvideo:{region}:{DEFAULT_ACCOUNT}:stream/{name}/{now_ms}"
+        try:
+            with self._transaction() as db:
+                cur = db.execute(
+                    "INSERT INTO streams (name, arn, device_name, media_type, kms_key_id, retention_hours, version, created_ms, tags)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (name, arn, device_name, media_type, kms_key_id, retention_hours, secrets.token_hex(10), now_ms, json.dumps(tags or {})),
+                )
+                stream_id = int(cur.lastrowid or 0)
+        except sqlite3.IntegrityError as exc:
+            raise StreamExistsError(name) from exc
+        self._next_seq[stream_id] = 1
+        self._bytes[stream_id] = 0
+        self._stream_locks[stream_id] = threading.Lock()
+        return self.describe(name)
+
+    def describe(self, name: str | None = None, arn: str | None = None) -> StreamRecord:
+        if arn is not None:
+            row = self._reader().execute("SELECT * FROM streams WHERE arn = ?", (arn,)).fetchone()
+        else:
+            row = self._reader().execute("SELECT * FROM streams WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise StreamNotFoundError(name or arn or "")
+        return _record(row)
+
+    def list_streams(self, prefix: str = "", after_name: str = "", limit: int = 10000) -> list[StreamRecord]:
+        rows = self._reader().execute(
+            "SELECT * FROM streams WHERE name > ? AND substr(name, 1, ?) = ? ORDER BY name LIMIT ?",
+            (after_name, len(prefix), prefix, limit),
+        ).fetchall()
+        return [_record(r) for r in rows]
+
+    def delete_stream(self, arn: str, current_version: str | None = None) -> None:
+        stream = self.describe(arn=arn)
+        if current_version is not None and current_version != stream.version:
+            raise VersionMismatchError(stream.version)
+        with self._transaction() as db:
+            db.execute("DELETE FROM fragments WHERE stream_id = ?", (stream.id,))
+            db.execute("DELETE FROM producer_seqs WHERE stream_id = ?", (stream.id,))
+            db.execute("DELETE FROM streams WHERE id = ?", (stream.id,))
+        with self._stream_lock(stream.id):
+            shutil.rmtree(self.root / "streams" / str(stream.id), ignore_errors=True)
+        self._bytes.pop(stream.id, None)
+
+    def update_retention(self, name: str | None, arn: str | None, current_version: str, change_hours: int, increase: bool) -> None:
+        stream = self.describe(name, arn)
+        if current_version != stream.version:
+            raise VersionMismatchError(stream.version)
+        hours = stream.retention_hours + (change_hours if increase else -change_hours)
+        if hours < 0:
+            raise AwsError("InvalidArgumentException", f"Retention would become {hours} hours (current {stream.retention_hours})")
+        with self._transaction() as db:
+            db.execute("UPDATE streams SET retention_hours = ?, version = ? WHERE id = ?", (hours, secrets.token_hex(10), stream.id))
+
+    def _stream_lock(self, stream_id: int) -> threading.Lock:
+        lock = self._stream_locks.get(stream_id)
+        if lock is None:
+            lock = self._stream_locks.setdefault(stream_id, threading.Lock())
+        return lock
+
+    # -- ingest ------------------------------------------------------------------------------------
+
+    def lookup_replay(self, stream_id: int, producer_id: str, producer_seq: int) -> str | None:
+        """Fragment number already stored for (producer, seq), if any (exactly-once replays)."""
+        row = self._reader().execute(
+            "SELECT seq FROM producer_seqs WHERE stream_id = ? AND producer_id = ? AND producer_seq = ?",
+            (stream_id, producer_id, producer_seq),
+        ).fetchone()
+        return fragment_number(stream_id, row[0]) if row else None
+
+    def persist(self, stream_id: int, fragment: NewFragment, tagger: Tagger | None = None,
+                producer: tuple[str, int] | None = None) -> tuple[str, bool]:
+        """Store ``fragment`` durably; return (fragment number, stored). ``stored`` is False for a replay.
+
+        ``tagger(mkv, number)`` returns the bytes to store (the doc with its KVS tags). The per-stream lock
+        keeps numbers committed in increasing order, which live readers rely on.
+        """
+        with self._stream_lock(stream_id):
+            if producer is not None:
+                existing = self.lookup_replay(stream_id, *producer)
+                if existing is not None:
+                    return existing, False
+            if stream_id not in self._next_seq:
+                raise AwsError("ResourceNotFoundException", "Stream was deleted", 404)
+            seq = self._next_seq[stream_id]
+            self._next_seq[stream_id] = seq + 1
+            number = fragment_number(stream_id, seq)
+            data = tagger(fragment.mkv, number) if tagger else fragment.mkv
+            final = self._fragment_path(stream_id, seq)
+            tmp = self.root / "tmp" / f"{uuid.uuid4().hex}.part"
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, final)
+            if self.full_sync:
+                _fsync_dir(final.parent)
+            try:
+                with self._transaction() as db:
+                    if db.execute("SELECT 1 FROM streams WHERE id = ?", (stream_id,)).fetchone() is None:
+                        raise AwsError("ResourceNotFoundException", "Stream was deleted", 404)
+                    db.execute(
+                        "INSERT INTO fragments VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (stream_id, seq, fragment.producer_ts_ms, fragment.server_ts_ms, fragment.duration_ms, len(data), fragment.frame_count),
+                    )
+                    if producer is not None:
+                        db.execute("INSERT INTO producer_seqs VALUES (?, ?, ?, ?)", (stream_id, producer[0], producer[1], seq))
+            except BaseException:
+                final.unlink(missing_ok=True)
+                raise
+            self._bytes[stream_id] = self._bytes.get(stream_id, 0) + len(data)
+            return number, True
+
+    def _fragment_path(self, stream_id: int, seq: int) -> Path:
+        return self.root / "streams" / str(stream_id) / f"{seq // 1000:06d}" / f"{seq:012d}.mkv"
+
+    # -- reads -------------------------------------------------------------------------------------
+
+    def list_fragments(self, stream: str, start_ms: int | None = None, end_ms: int | None = None,
+                       by: str = BY_PRODUCER, limit: int = 1000, after: str | None = None) -> list[FragmentInfo]:
+        stream_id = self.describe(stream).id
+        return self.list_fragments_by_id(stream_id, start_ms, end_ms, by, limit, after)
+
+    def list_fragments_by_id(self, stream_id: int, start_ms: int | None = None, end_ms: int | None = None,
+                             by: str = BY_PRODUCER, limit: int = 1000, after: str | None = None) -> list[FragmentInfo]:
+        column = "server_ts_ms" if by == BY_SERVER else "producer_ts_ms"
+        sql = "SELECT * FROM fragments WHERE stream_id = ?"
+        params: list[object] = [stream_id]
+        if after is not None:
+            after_stream, after_seq = parse_fragment_number(after)
+            if after_stream != stream_id:
+                raise AwsError("InvalidArgumentException", f"Fragment {after} is not of this stream")
+            sql += " AND seq > ?"
+            params.append(after_seq)
+        if start_ms is not None:
+            sql += f" AND {column} > ? AND {column} + duration_ms > ?"
+            params += [start_ms - MAX_FRAGMENT_MS - 1, start_ms]
+        if end_ms is not None:
+            sql += f" AND {column} <= ?"
+            params.append(end_ms)
+        sql += " ORDER BY seq LIMIT ?"
+        params.append(limit)
+        rows = self._reader().execute(sql, params).fetchall()
+        return [FragmentInfo(fragment_number(stream_id, r["seq"]), r["producer_ts_ms"], r["server_ts_ms"],
+                             r["duration_ms"], r["size"], r["frame_count"]) for r in rows]
+
+    def last_fragment_number(self, stream_id: int) -> str | None:
+        row = self._reader().execute("SELECT MAX(seq) FROM fragments WHERE stream_id = ?", (stream_id,)).fetchone()
+        return fragment_number(stream_id, row[0]) if row and row[0] is not None else None
+
+    def read_fragment(self, stream: str, number: str) -> bytes:
+        return self.read_fragment_by_id(self.describe(stream).id, number)
+
+    def read_fragment_by_id(self, stream_id: int, number: str) -> bytes:
+        owner, seq = parse_fragment_number(number)
+        if owner != stream_id:
+            raise FragmentNotFoundError(number)
+        row = self._reader().execute("SELECT 1 FROM fragments WHERE stream_id = ? AND seq = ?", (stream_id, seq)).fetchone()
+        if row is None:
+            raise FragmentNotFoundError(number)
+        try:
+            return self._fragment_path(stream_id, seq).read_bytes()
+        except FileNotFoundError as exc:  # deleted by retention after the row check
+            raise FragmentNotFoundError(number) from exc
+
+    def existing_numbers(self, stream_id: int, numbers: list[str]) -> set[str]:
+        """Which of ``numbers`` are indexed fragments of the stream."""
+        seqs: dict[int, str] = {}
+        for number in numbers:
+            owner, seq = parse_fragment_number(number)
+            if owner == stream_id:
+                seqs[seq] = number
+        found: set[str] = set()
+        items = list(seqs)
+        for i in range(0, len(items), 500):
+            part = items[i : i + 500]
+            marks = ",".join("?" * len(part))
+            rows = self._reader().execute(f"SELECT seq FROM fragments WHERE stream_id = ? AND seq IN ({marks})", [stream_id, *part])
+            found.update(seqs[r[0]] for r in rows)
+        return found
+
+    def stream_bytes(self, stream_id: int) -> int:
+        return self._bytes.get(stream_id, 0)
+
+    # -- retention ---------------------------------------------------------------------------------
+
+    def delete_oldest(self, stream_id: int, *, older_than_ms: int | None = None, keep_bytes: int | None = None,
+                      batch: int = 500) -> int:
+        """Delete the oldest fragments older than ``older_than_ms`` (server clock) or beyond ``keep_bytes``.
+
+        Index rows go first (one transaction), files after, so a crash leaves only orphan files that the
+        next open removes. Returns the number of fragments deleted.
+        """
+        deleted = 0
+        for _ in itertools.count():
+            rows = self._reader().execute(
+                "SELECT seq, size, server_ts_ms FROM fragments WHERE stream_id = ? ORDER BY seq LIMIT ?", (stream_id, batch)
+            ).fetchall()
+            victims: list[int] = []
+            freed = 0
+            total = self._bytes.get(stream_id, 0)
+            for row in rows:
+                too_old = older_than_ms is not None and row["server_ts_ms"] < older_than_ms
+                too_big = keep_bytes is not None and total - freed > keep_bytes
+                if not (too_old or too_big):
+                    break
+                victims.append(row["seq"])
+                freed += row["size"]
+            if not victims:
+                return deleted
+            with self._transaction() as db:
+                db.executemany("DELETE FROM fragments WHERE stream_id = ? AND seq = ?", [(stream_id, s) for s in victims])
+                db.executemany("DELETE FROM producer_seqs WHERE stream_id = ? AND seq = ?", [(stream_id, s) for s in victims])
+            self._bytes[stream_id] = max(0, self._bytes.get(stream_id, 0) - freed)
+            for seq in victims:
+                self._fragment_path(stream_id, seq).unlink(missing_ok=True)
+            deleted += len(victims)
+            if len(victims) < batch:
+                return deleted
+        return deleted  # pragma: no cover
+
+    def streams(self) -> list[StreamRecord]:
+        return [_record(r) for r in self._reader().execute("SELECT * FROM streams ORDER BY id")]
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FragmentEvents:
+    """Wakes live readers when a stream gets a new PERSISTED fragment (event-loop side only)."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, asyncio.Event] = {}
+
+    def event(self, stream: str) -> asyncio.Event:
+        """The event the next fragment of ``stream`` will set; take it before querying the store."""
+        ev = self._events.get(stream)
+        if ev is None or ev.is_set():
+            ev = self._events[stream] = asyncio.Event()
+        return ev
+
+    def notify(self, stream: str) -> None:
+        ev = self._events.pop(stream, None)
+        if ev is not None:
+            ev.set()
+
+    @staticmethod
+    async def wait(ev: asyncio.Event, timeout: float) -> bool:
+        """True if a fragment arrived, False after ``timeout`` seconds."""
+        try:
+            await asyncio.wait_for(ev.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+
+VIDEO_STORE = web.AppKey("video_store", VideoStore)
+VIDEO_EVENTS = web.AppKey("video_events", FragmentEvents)
