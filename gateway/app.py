@@ -16,9 +16,11 @@ import cbor2
 from aiohttp import web
 
 from gateway import kds, kvs
+from gateway.auth import SigV4Verifier
 from gateway.config import GatewayConfig
 from gateway.errors import AwsError
 from gateway.keys import CONFIG
+from gateway.limits import request_limits
 
 log = logging.getLogger("gateway")
 
@@ -63,7 +65,10 @@ async def _add_request_id(request: web.Request, response: web.StreamResponse) ->
 
 def create_app(config: GatewayConfig) -> web.Application:
     config.data_path.mkdir(parents=True, exist_ok=True)
-    app = web.Application(middlewares=[aws_errors], client_max_size=MAX_BODY_BYTES)
+    middlewares = [aws_errors, request_limits(MAX_BODY_BYTES, config.server)]
+    if config.auth.credentials:
+        middlewares.append(SigV4Verifier(config.auth).middleware)
+    app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
     app[CONFIG] = config
     app.on_response_prepare.append(_add_request_id)
     for subsystem in (kds, kvs):

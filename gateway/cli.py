@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import logging
 import sys
 
-from aiohttp import web
-
 from gateway.app import create_app
+from gateway.auth import auth_from_environment
 from gateway.config import DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT, ConfigError, GatewayConfig, LimitsConfig, load_config
+from gateway.server import serve, ssl_context
 
 EXAMPLES = """\
 examples:
@@ -18,6 +19,8 @@ examples:
   edge-gateway --port 8080 --data-dir /var/lib/edge-gateway
   edge-gateway --config /etc/edge-gateway/gateway.toml
   edge-gateway --no-limits                       # no per-shard throughput limits (benchmarks)
+  EDGE_GATEWAY_CREDENTIALS_FILE=/etc/edge-gateway/credentials.toml edge-gateway --host 0.0.0.0
+                                                 # require SigV4 from the keys in that file ([auth] shape)
 
 then, from any machine that reaches it:
   aws kinesis list-streams --endpoint-url http://127.0.0.1:4567
@@ -55,16 +58,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = config_from_args(args)
+        config = dataclasses.replace(config, auth=auth_from_environment(config.auth))
+        context = ssl_context(config.tls)
     except ConfigError as exc:
         print(f"edge-gateway: config error: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    log = logging.getLogger("gateway")
     app = create_app(config)
-
-    async def announce(_app: web.Application) -> None:
-        log.info("serving Kinesis and Kinesis Video APIs on %s (data in %s)", config.base_url, config.data_path.resolve())
-
-    app.on_startup.append(announce)
-    web.run_app(app, host=config.host, port=config.port, print=None, access_log=None)
+    try:
+        asyncio.run(serve(app, config, context))
+    except OSError as exc:
+        print(f"edge-gateway: cannot listen on {config.host}:{config.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     return 0

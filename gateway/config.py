@@ -1,7 +1,7 @@
 """Gateway configuration: typed sections with named defaults, loaded from flags or TOML.
 
 A TOML file mirrors these dataclasses: top-level keys for the server, and one table per
-section (``[limits]``, ``[video]``, ``[auth]``, ``[tls]``). Unknown or mistyped keys raise
+section (``[limits]``, ``[video]``, ``[auth]``, ``[tls]``, ``[server]``). Unknown or mistyped keys raise
 ``ConfigError`` naming the key, so a typo never silently falls back to a default.
 """
 
@@ -76,6 +76,25 @@ class TlsConfig:
 
 
 @dataclass(frozen=True)
+class ServerConfig:
+    """Connection-level limits that keep one misbehaving client from starving the others."""
+
+    #: Open connections accepted at once; above it new connections get an immediate 503.
+    max_connections: int = 512
+    #: A connection must deliver a complete request head within this many seconds
+    #: (also the idle keep-alive timeout).
+    header_timeout_seconds: float = 15.0
+    #: A request body read whole (every API but PutMedia) must arrive within this many seconds.
+    body_timeout_seconds: float = 60.0
+    #: A streamed body (PutMedia) that sends nothing for this many seconds is cut off.
+    body_idle_seconds: float = 30.0
+    #: Longest request line and longest single header, bytes.
+    max_header_bytes: int = 8190
+    #: Most header fields in one request.
+    max_headers: int = 100
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
@@ -91,6 +110,7 @@ class GatewayConfig:
     video: VideoConfig = field(default_factory=VideoConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
 
     @property
     def data_path(self) -> Path:

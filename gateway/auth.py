@@ -1,0 +1,412 @@
+"""SigV4 verification: with credentials configured, every API call must be signed by a known key.
+
+Which requests are API calls: ``POST /`` with ``X-Amz-Target`` (service ``kinesis``) and every
+other ``POST`` (service ``kinesisvideo``: control plane, PutMedia, GetMedia, archived media).
+``GET`` routes (the player page, HLS/DASH session URLs) are not AWS API calls and are left to
+their own handlers, as on AWS where session URLs carry their own token.
+
+The expected signature is computed by botocore's ``SigV4Auth`` -- the signer boto3, the AWS CLI
+and our agent use -- over an ``AWSRequest`` rebuilt from the request with exactly the headers the
+client said it signed, so any drift in canonicalisation shows up in tests, not in production.
+Derived signing keys are cached per key/date/region/service: one HMAC per request, not five.
+
+Errors, as AWS answers them (JSON 1.1 services answer auth errors with 400, rest-json with 403):
+
+    no Authorization header      MissingAuthenticationTokenException
+    malformed header / no date   IncompleteSignatureException
+    unknown access key           UnrecognizedClientException
+    wrong signature, stale date  InvalidSignatureException
+    stream not allowed for key   AccessDeniedException (kinesis 400, kinesisvideo 401),
+                                 NotAuthorizedException (video media APIs, 401)
+
+PutMedia bodies are streamed and cannot be hashed before the handler runs: there the payload
+hash is whatever ``x-amz-content-sha256`` says (``UNSIGNED-PAYLOAD`` is accepted), or, without
+that header, the hash of an empty body -- what the KVS producer SDK signs for streaming calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import cbor2
+from aiohttp import web
+from botocore.auth import EMPTY_SHA256_HASH, UNSIGNED_PAYLOAD, SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.compat import HTTPHeaders
+from botocore.credentials import Credentials
+
+from gateway.config import AuthConfig, ConfigError, config_from_dict
+from gateway.errors import AwsError
+from gateway.limits import STREAMING_PATHS
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+log = logging.getLogger("gateway.auth")
+
+ALGORITHM = "AWS4-HMAC-SHA256"
+AMZ_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
+#: Bodies larger than this are hashed in a worker thread (hashlib releases the GIL).
+HASH_IN_THREAD_BYTES = 256 * 1024
+#: Kinesis Video paths served by the media / archived-media endpoints (NotAuthorizedException there).
+VIDEO_MEDIA_PATHS = frozenset(
+    {"/putMedia", "/getMedia", "/getClip", "/getDASHStreamingSessionURL", "/getHLSStreamingSessionURL",
+     "/getImages", "/getMediaForFragmentList", "/listFragments"}
+)
+#: Environment variables the gateway reads credentials from (systemd ``LoadCredential=`` friendly).
+ENV_CREDENTIALS_FILE = "EDGE_GATEWAY_CREDENTIALS_FILE"
+ENV_ACCESS_KEY_ID = "EDGE_GATEWAY_ACCESS_KEY_ID"
+ENV_SECRET_ACCESS_KEY = "EDGE_GATEWAY_SECRET_ACCESS_KEY"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def _auth_error(code: str, message: str, service: str) -> AwsError:
+    return AwsError(code, message, 400 if service == "kinesis" else 403)
+
+
+def _access_denied(service: str, path: str, message: str) -> AwsError:
+    if service == "kinesis":
+        return AwsError("AccessDeniedException", message, 400)
+    code = "NotAuthorizedException" if path in VIDEO_MEDIA_PATHS else "AccessDeniedException"
+    return AwsError(code, message, 401)
+
+
+SIGNATURE_MISMATCH = (
+    "The request signature we calculated does not match the signature you provided. "
+    "Check your AWS Secret Access Key and signing method. Consult the service documentation for details."
+)
+
+
+# ----------------------------------------------------------------------------- parsing
+
+
+@dataclass(frozen=True)
+class Authorization:
+    """The parts of an ``Authorization: AWS4-HMAC-SHA256 Credential=..., ...`` header."""
+
+    access_key: str
+    date: str
+    region: str
+    service: str
+    terminator: str
+    signed_headers: tuple[str, ...]
+    signature: str
+
+
+def parse_authorization(value: str, service: str) -> Authorization:
+    algorithm, _, rest = value.strip().partition(" ")
+    if algorithm != ALGORITHM:
+        raise _auth_error("IncompleteSignatureException", f"Unsupported AWS 'algorithm': '{algorithm[:40]}'", service)
+    fields: dict[str, str] = {}
+    for part in rest.split(","):
+        key, sep, val = part.strip().partition("=")
+        if sep:
+            fields[key] = val.strip()
+    missing = [k for k in ("Credential", "SignedHeaders", "Signature") if not fields.get(k)]
+    if missing:
+        raise _auth_error(
+            "IncompleteSignatureException",
+            " ".join(f"Authorization header requires '{k}' parameter." for k in missing),
+            service,
+        )
+    scope = fields["Credential"].split("/")
+    if len(scope) != 5 or not all(scope):
+        raise _auth_error(
+            "IncompleteSignatureException",
+            f"Credential must have exactly 5 slash-delimited elements, e.g. keyid/date/region/service/term, got '{fields['Credential'][:200]}'",
+            service,
+        )
+    signed = tuple(fields["SignedHeaders"].lower().split(";"))
+    if "host" not in signed:
+        raise _auth_error("IncompleteSignatureException", "'Host' must be a 'SignedHeader' in the AWS Authorization.", service)
+    return Authorization(scope[0], scope[1], scope[2], scope[3], scope[4], signed, fields["Signature"])
+
+
+def request_time(request: web.Request, service: str) -> tuple[str, float]:
+    """The signing time as (``YYYYMMDDTHHMMSSZ``, epoch seconds), from X-Amz-Date or Date."""
+    amz_date = request.headers.get("X-Amz-Date")
+    try:
+        if amz_date:
+            when = datetime.strptime(amz_date, AMZ_DATE_FORMAT).replace(tzinfo=timezone.utc)
+        elif "Date" in request.headers:
+            when = parsedate_to_datetime(request.headers["Date"]).astimezone(timezone.utc)
+            amz_date = when.strftime(AMZ_DATE_FORMAT)
+        else:
+            raise _auth_error(
+                "IncompleteSignatureException",
+                "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.",
+                service,
+            )
+    except (ValueError, TypeError) as exc:
+        raise _auth_error("IncompleteSignatureException", f"Unparsable request date: {exc}", service) from exc
+    return amz_date, when.timestamp()
+
+
+# ----------------------------------------------------------------------------- signature
+
+
+@lru_cache(maxsize=1024)
+def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
+    """``kSigning`` of the SigV4 key derivation; cached because it is four HMACs per request."""
+    key = ("AWS4" + secret).encode()
+    for part in (date, region, service, "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    return key
+
+
+class _Signer(SigV4Auth):
+    """botocore's SigV4 signer, held to the client's choices: signed headers, payload hash, time."""
+
+    def __init__(self, auth: Authorization, secret: str, payload_hash: str) -> None:
+        super().__init__(Credentials(auth.access_key, secret), auth.service, auth.region)
+        self._secret = secret
+        self._auth = auth
+        self._payload_hash = payload_hash
+
+    def headers_to_sign(self, request: AWSRequest) -> HTTPHeaders:
+        return request.headers  # exactly the headers named in SignedHeaders, nothing dropped
+
+    def payload(self, request: AWSRequest) -> str:
+        return self._payload_hash
+
+    def signature(self, string_to_sign: str, request: AWSRequest) -> str:
+        key = signing_key(self._secret, self._auth.date, self._auth.region, self._auth.service)
+        return hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
+
+
+def expected_signature(request: web.Request, auth: Authorization, secret: str, amz_date: str, payload_hash: str) -> str:
+    headers = HTTPHeaders()
+    for name in auth.signed_headers:
+        for value in request.headers.getall(name, []):
+            headers[name] = value
+    url = f"{request.scheme}://{request.headers.get('Host', '')}{request.raw_path}"
+    aws_request = AWSRequest(method=request.method, url=url, headers=headers)
+    aws_request.context["timestamp"] = amz_date
+    signer = _Signer(auth, secret, payload_hash)
+    canonical = signer.canonical_request(aws_request)
+    return signer.signature(signer.string_to_sign(aws_request, canonical), aws_request)
+
+
+async def _sha256_hex(body: bytes) -> str:
+    if not body:
+        return EMPTY_SHA256_HASH
+    if len(body) > HASH_IN_THREAD_BYTES:
+        return await asyncio.to_thread(lambda: hashlib.sha256(body).hexdigest())
+    return hashlib.sha256(body).hexdigest()
+
+
+# ----------------------------------------------------------------------------- policy
+
+
+def service_of(request: web.Request) -> str | None:
+    """The SigV4 service name of an API request, or None if the request is not an API call."""
+    if request.method != "POST":
+        return None
+    return "kinesis" if request.path == "/" else "kinesisvideo"
+
+
+def action_of(request: web.Request, service: str) -> str:
+    if service == "kinesis":
+        return request.headers.get("X-Amz-Target", "").rpartition(".")[2] or "Unknown"
+    name = request.path.lstrip("/")
+    return name[:1].upper() + name[1:]
+
+
+def _stream_from_arn(arn: Any) -> str:
+    """``arn:aws:kinesis:r:acct:stream/NAME[/...]`` -> NAME; "" when it is not a stream ARN."""
+    if not isinstance(arn, str):
+        return ""
+    _, sep, rest = arn.partition(":stream/")
+    return rest.split("/", 1)[0] if sep else ""
+
+
+def requested_streams(request: web.Request, body: bytes) -> set[str]:
+    """Stream names a request touches (headers for PutMedia, body fields otherwise)."""
+    names: set[str] = set()
+    if "x-amzn-stream-name" in request.headers:
+        names.add(request.headers["x-amzn-stream-name"])
+    if "x-amzn-stream-arn" in request.headers:
+        names.add(_stream_from_arn(request.headers["x-amzn-stream-arn"]))
+    if not body:
+        return names
+    try:
+        doc = cbor2.loads(body) if "cbor" in request.content_type else json.loads(body)
+    except Exception:  # the handler reports the malformed body; nothing named here
+        return names
+    if isinstance(doc, dict):
+        if "StreamName" in doc:
+            name = doc["StreamName"]
+            names.add(name if isinstance(name, str) else "")
+        for field in ("StreamARN", "ConsumerARN", "ResourceARN"):
+            if field in doc:
+                names.add(_stream_from_arn(doc[field]))
+    return names
+
+
+# ----------------------------------------------------------------------------- middleware
+
+
+class SigV4Verifier:
+    """Verifies requests against ``AuthConfig``; ``middleware`` plugs it into the app."""
+
+    def __init__(self, config: AuthConfig) -> None:
+        self.credentials = dict(config.credentials)
+        self.allowed_streams = {key: frozenset(names) for key, names in config.allowed_streams.items()}
+        self.max_skew = config.max_clock_skew_seconds
+
+    async def verify(self, request: web.Request) -> str | None:
+        """Raise ``AwsError`` unless ``request`` is correctly signed; return the access key used."""
+        service = service_of(request)
+        if service is None:
+            return None
+        header = request.headers.get("Authorization")
+        if not header:
+            if "X-Amz-Signature" in request.query:
+                raise _auth_error("IncompleteSignatureException", "Query-string (presigned) authentication is not supported by this gateway.", service)
+            raise _auth_error("MissingAuthenticationTokenException", "Missing Authentication Token", service)
+        auth = parse_authorization(header, service)
+        amz_date, signed_at = request_time(request, service)
+        secret = self.credentials.get(auth.access_key)
+        if secret is None:
+            raise _auth_error("UnrecognizedClientException", "The security token included in the request is invalid.", service)
+        self._check_scope(auth, amz_date, service)
+        self._check_clock(amz_date, signed_at, service)
+        payload_hash = await self._payload_hash(request, auth, service)
+        expected = expected_signature(request, auth, secret, amz_date, payload_hash)
+        if not hmac.compare_digest(expected, auth.signature):
+            raise _auth_error("InvalidSignatureException", SIGNATURE_MISMATCH, service)
+        await self._check_streams(request, auth.access_key, service)
+        return auth.access_key
+
+    def _check_scope(self, auth: Authorization, amz_date: str, service: str) -> None:
+        if auth.service != service:
+            raise _auth_error("InvalidSignatureException", f"Credential should be scoped to correct service: '{service}'. ", service)
+        if auth.terminator != "aws4_request":
+            raise _auth_error("InvalidSignatureException", f"Credential should be scoped with a valid terminator: 'aws4_request', not '{auth.terminator[:40]}'.", service)
+        if auth.date != amz_date[:8]:
+            raise _auth_error(
+                "InvalidSignatureException",
+                f"Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: '{auth.date[:40]}' != '{amz_date[:8]}', from '{amz_date}'.",
+                service,
+            )
+
+    def _check_clock(self, amz_date: str, signed_at: float, service: str) -> None:
+        now = time.time()
+        minutes = f"{self.max_skew // 60} min." if self.max_skew % 60 == 0 else f"{self.max_skew} s."
+
+        def stamp(t: float) -> str:
+            return datetime.fromtimestamp(t, timezone.utc).strftime(AMZ_DATE_FORMAT)
+
+        if signed_at < now - self.max_skew:
+            raise _auth_error(
+                "InvalidSignatureException",
+                f"Signature expired: {amz_date} is now earlier than {stamp(now - self.max_skew)} ({stamp(now)} - {minutes})",
+                service,
+            )
+        if signed_at > now + self.max_skew:
+            raise _auth_error(
+                "InvalidSignatureException",
+                f"Signature not yet current: {amz_date} is still later than {stamp(now + self.max_skew)} ({stamp(now)} + {minutes})",
+                service,
+            )
+
+    async def _payload_hash(self, request: web.Request, auth: Authorization, service: str) -> str:
+        claimed = request.headers.get("x-amz-content-sha256") if "x-amz-content-sha256" in auth.signed_headers else None
+        if request.path in STREAMING_PATHS:
+            return claimed or EMPTY_SHA256_HASH
+        actual = await _sha256_hex(await request.read())
+        if claimed is not None and claimed != actual:
+            raise _auth_error("InvalidSignatureException", "The provided 'x-amz-content-sha256' header does not match what was computed.", service)
+        return actual
+
+    async def _check_streams(self, request: web.Request, access_key: str, service: str) -> None:
+        allowed = self.allowed_streams.get(access_key)
+        if allowed is None:
+            return
+        body = b"" if request.path in STREAMING_PATHS else await request.read()
+        for name in sorted(requested_streams(request, body)):
+            if name not in allowed:
+                action = action_of(request, service)
+                resource = f"arn:aws:{service}:us-east-1:000000000000:stream/{name}"
+                raise _access_denied(
+                    service,
+                    request.path,
+                    f"User: arn:aws:iam::000000000000:user/{access_key} is not authorized to perform: {service}:{action} on resource: {resource}",
+                )
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        await self.verify(request)
+        return await handler(request)
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_credentials_file(path: str | Path) -> AuthConfig:
+    """Read a TOML file shaped like the ``[auth]`` section (``credentials``, ``allowed_streams``, ...)."""
+    try:
+        with open(path, "rb") as f:
+            values = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read credentials file: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    try:
+        return check_auth(config_from_dict({"auth": values}).auth)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
+def check_auth(auth: AuthConfig) -> AuthConfig:
+    for key, secret in auth.credentials.items():
+        if not isinstance(secret, str) or not secret:
+            raise ConfigError(f"auth.credentials.{key}: expected a non-empty secret string")
+    for key, names in auth.allowed_streams.items():
+        if key not in auth.credentials:
+            raise ConfigError(f"auth.allowed_streams.{key}: no such access key in auth.credentials")
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ConfigError(f"auth.allowed_streams.{key}: expected a list of stream names")
+    if auth.max_clock_skew_seconds <= 0:
+        raise ConfigError("auth.max_clock_skew_seconds: must be positive")
+    return auth
+
+
+def auth_from_environment(auth: AuthConfig, environ: Mapping[str, str] = os.environ) -> AuthConfig:
+    """Merge credentials given through the environment (for the systemd unit) into ``auth``.
+
+    ``EDGE_GATEWAY_CREDENTIALS_FILE`` names a TOML file shaped like ``[auth]``;
+    ``EDGE_GATEWAY_ACCESS_KEY_ID`` + ``EDGE_GATEWAY_SECRET_ACCESS_KEY`` add one key.
+    """
+    credentials = dict(auth.credentials)
+    allowed = dict(auth.allowed_streams)
+    if environ.get(ENV_CREDENTIALS_FILE):
+        from_file = load_credentials_file(environ[ENV_CREDENTIALS_FILE])
+        credentials.update(from_file.credentials)
+        allowed.update(from_file.allowed_streams)
+    key_id, secret = environ.get(ENV_ACCESS_KEY_ID, ""), environ.get(ENV_SECRET_ACCESS_KEY, "")
+    if bool(key_id) != bool(secret):
+        raise ConfigError(f"{ENV_ACCESS_KEY_ID} and {ENV_SECRET_ACCESS_KEY} go together")
+    if key_id:
+        credentials[key_id] = secret
+    return check_auth(AuthConfig(credentials=credentials, allowed_streams=allowed, max_clock_skew_seconds=auth.max_clock_skew_seconds))

@@ -1,0 +1,104 @@
+"""Request-level limits: bodies bounded in size and in time, and HTTP errors in the AWS shape.
+
+Every API body except PutMedia's is read whole here, before authentication and the handler,
+so a client that trickles its body is cut off after ``server.body_timeout_seconds`` with a
+``RequestTimeoutException`` (408) instead of holding a handler forever, and an oversize body
+gets an ``InvalidArgumentException`` (413) -- from its Content-Length when declared, before a
+byte of it is read. Handlers then read the cached body (``request.read()`` / ``.json()``).
+
+PutMedia bodies stream for as long as the producer runs, so they get an idle watchdog instead:
+no new byte for ``server.body_idle_seconds`` while the handler waits for one closes the
+connection (the handler sees a client disconnect, as with a producer that lost power).
+
+aiohttp's own HTTP errors (unknown path, wrong method, body over ``client_max_size``) leave as
+AWS errors too, so a client never has to parse an HTML error page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from gateway.config import ServerConfig
+from gateway.errors import AwsError
+
+log = logging.getLogger("gateway.limits")
+
+#: Request paths whose body is streamed to the handler, never read whole before it.
+STREAMING_PATHS = frozenset({"/putMedia"})
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
+
+
+def too_large(limit: int, size: int | None = None) -> AwsError:
+    got = f"of {size} bytes " if size is not None else ""
+    return AwsError("InvalidArgumentException", f"Request body {got}exceeds the gateway's limit of {limit} bytes.", 413)
+
+
+def http_error_as_aws(exc: web.HTTPException, limit: int) -> AwsError:
+    """The AWS error a client should see for an HTTP-level error aiohttp raised."""
+    if exc.status == 413:
+        return too_large(limit)
+    if exc.status in (404, 405):
+        return AwsError("UnknownOperationException", f"{exc.reason}: this gateway has no such operation.", exc.status)
+    if exc.status >= 500:
+        return AwsError("InternalFailure", exc.reason, exc.status)
+    return AwsError("InvalidArgumentException", exc.text or exc.reason, exc.status)
+
+
+async def read_body(request: web.Request, limit: int, timeout: float) -> None:
+    """Read (and cache on ``request``) a whole body within ``limit`` bytes and ``timeout`` seconds."""
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise too_large(limit, declared)
+    try:
+        await asyncio.wait_for(request.read(), timeout)
+    except asyncio.TimeoutError:
+        log.warning("%s %s: body not received within %.0f s, closing", request.method, request.path, timeout)
+        raise AwsError("RequestTimeoutException", f"Request body not received within {timeout:g} seconds.", 408) from None
+
+
+async def watch_idle_body(request: web.Request, idle_seconds: float) -> None:
+    """Close the connection when a streamed body stops arriving while the handler waits for it."""
+    loop = asyncio.get_running_loop()
+    content = request.content
+    last_total, last_progress = content.total_bytes, loop.time()
+    tick = max(0.05, min(1.0, idle_seconds / 4))
+    while not content.is_eof():
+        await asyncio.sleep(tick)
+        # bytes already received but not yet consumed mean the handler is the slow one, not the client
+        buffered = getattr(content, "_size", 0)
+        if content.total_bytes != last_total or buffered:
+            last_total, last_progress = content.total_bytes, loop.time()
+        elif loop.time() - last_progress > idle_seconds:
+            log.warning("%s %s: no body bytes for %.0f s, closing the connection", request.method, request.path, idle_seconds)
+            if request.transport is not None:
+                request.transport.close()
+            return
+
+
+def request_limits(max_body_bytes: int, server: ServerConfig) -> Middleware:
+    """The middleware enforcing body limits; registered inside ``aws_errors`` so its errors render."""
+
+    @web.middleware
+    async def limits(request: web.Request, handler: Handler) -> web.StreamResponse:
+        watchdog: asyncio.Task[None] | None = None
+        try:
+            if request.path in STREAMING_PATHS:
+                watchdog = asyncio.create_task(watch_idle_body(request, server.body_idle_seconds))
+            elif request.body_exists:
+                await read_body(request, max_body_bytes, server.body_timeout_seconds)
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            raise http_error_as_aws(exc, max_body_bytes) from None
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+
+    return limits

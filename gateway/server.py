@@ -1,0 +1,185 @@
+"""Serving the app on a socket: TLS, header caps, slow-client timeouts and a connection cap.
+
+``web.run_app`` has no cap on open connections and no TLS from config, so the gateway runs its
+own loop around aiohttp's public ``AppRunner``:
+
+- header caps: ``max_line_size`` / ``max_field_size`` / ``max_headers`` from ``[server]``; an
+  oversize head gets aiohttp's plain 400 and the connection closes (the request never parsed,
+  so there is no protocol to answer in);
+- slow heads: aiohttp's keep-alive timer starts when a connection opens and closes it if no
+  complete request head arrived by then, so ``header_timeout_seconds`` bounds a slowloris;
+  slow bodies are ``gateway.limits``' job;
+- connection cap: each accepted connection goes through ``ConnectionCap``; above
+  ``max_connections`` it is answered at once with a 503 ``ServiceUnavailableException`` (which
+  botocore retries with backoff) and closed, before any parsing or handler work;
+- TLS: ``[tls] certfile/keyfile`` wrap the listening socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+import signal
+import ssl
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from gateway.config import ConfigError, GatewayConfig, TlsConfig
+
+log = logging.getLogger("gateway")
+
+#: Seconds aiohttp keeps reading (and discarding) the rest of a body it answered early.
+LINGERING_SECONDS = 2.0
+#: Seconds a rejected connection may keep sending its request before it is closed.
+REJECT_GRACE_SECONDS = 0.5
+LISTEN_BACKLOG = 512
+
+
+def _reject_response(limit: int) -> bytes:
+    body = json.dumps(
+        {"__type": "ServiceUnavailableException", "message": f"The gateway is at its limit of {limit} open connections; retry later."}
+    ).encode()
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\n"
+        "Content-Type: application/x-amz-json-1.1\r\n"
+        "x-amzn-ErrorType: ServiceUnavailableException\r\n"
+        "Retry-After: 1\r\n"
+        "Connection: close\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+class ConnectionCap:
+    """A protocol factory that admits at most ``limit`` connections to aiohttp's factory."""
+
+    def __init__(self, factory: Callable[[], asyncio.Protocol], limit: int) -> None:
+        self.factory = factory
+        self.limit = limit
+        self.active = 0
+        self.rejected = 0
+        self._reject = _reject_response(limit)
+
+    def __call__(self) -> asyncio.Protocol:
+        return _CappedProtocol(self)
+
+
+class _CappedProtocol(asyncio.Protocol):
+    """Forwards to aiohttp's protocol when admitted; otherwise answers 503 and closes."""
+
+    def __init__(self, cap: ConnectionCap) -> None:
+        self._cap = cap
+        self._inner: Any = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        cap = self._cap
+        if cap.active >= cap.limit:
+            cap.rejected += 1
+            if cap.rejected == 1 or cap.rejected % 100 == 0:
+                log.warning("connection limit %d reached: refused %d connection(s) so far", cap.limit, cap.rejected)
+            assert isinstance(transport, asyncio.Transport)
+            transport.write(cap._reject)
+            asyncio.get_running_loop().call_later(REJECT_GRACE_SECONDS, transport.close)
+            return
+        cap.active += 1
+        self._inner = cap.factory()
+        self._inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self._inner is not None:
+            self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received() if self._inner is not None else None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._inner is not None:
+            self._cap.active -= 1
+            self._inner.connection_lost(exc)
+            self._inner = None
+
+    def pause_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.resume_writing()
+
+
+def ssl_context(tls: TlsConfig) -> ssl.SSLContext | None:
+    """The server-side TLS context for ``[tls]``, or None for plain HTTP."""
+    if not tls.certfile:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(tls.certfile, tls.keyfile)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"tls: cannot load certfile {tls.certfile!r} / keyfile {tls.keyfile!r}: {exc}") from exc
+    return context
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def security_summary(config: GatewayConfig) -> tuple[str, str | None]:
+    """(what the start line says about auth, a warning to log or None)."""
+    keys = len(config.auth.credentials)
+    if keys:
+        summary = f"SigV4 required ({keys} access key{'s' if keys != 1 else ''})"
+        warning = None
+        if not config.tls.certfile and not is_loopback(config.host):
+            warning = f"listening on {config.host} without TLS: requests are signed but travel in clear text; set [tls] certfile/keyfile"
+        return summary, warning
+    summary = "no credentials configured: unsigned requests accepted"
+    if is_loopback(config.host):
+        return summary + " (loopback only)", None
+    return summary, (
+        f"listening on {config.host} WITHOUT credentials: anyone who can reach port {config.port} can read, write "
+        "and delete every stream; set [auth] credentials or EDGE_GATEWAY_CREDENTIALS_FILE"
+    )
+
+
+async def serve(app: web.Application, config: GatewayConfig, context: ssl.SSLContext | None) -> None:
+    """Serve ``app`` until SIGINT/SIGTERM, then shut down cleanly (stores closed via cleanup_ctx)."""
+    limits = config.server
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log=None,
+        keepalive_timeout=limits.header_timeout_seconds,
+        max_line_size=limits.max_header_bytes,
+        max_field_size=limits.max_header_bytes,
+        max_headers=limits.max_headers,
+        lingering_time=LINGERING_SECONDS,
+    )
+    await runner.setup()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    listener = None
+    try:
+        cap = ConnectionCap(runner.server, limits.max_connections)  # type: ignore[arg-type]
+        listener = await loop.create_server(cap, config.host, config.port, ssl=context, backlog=LISTEN_BACKLOG, reuse_address=True)
+        summary, warning = security_summary(config)
+        log.info("serving Kinesis and Kinesis Video APIs on %s (data in %s); %s", config.base_url, config.data_path.resolve(), summary)
+        if warning:
+            log.warning("%s", warning)
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        if listener is not None:
+            listener.close()
+        await runner.cleanup()
