@@ -1,13 +1,45 @@
-"""Kinesis Data Streams: the JSON/CBOR 1.1 API on ``POST /`` and its durable shard store."""
+"""Kinesis Data Streams: the JSON/CBOR 1.1 API on ``POST /`` and its durable shard store.
+
+Modules, in the order data flows: ``protocol`` (JSON/CBOR codecs) and ``validate`` (botocore
+model checks) → ``api`` (action table) → ``records`` / ``control`` (data and control planes)
+→ ``store`` + ``writer`` (SQLite, group commit) with ``shards`` (hash routing), ``limits``,
+``iterators``, ``sequence``, ``render`` and ``retention`` as helpers.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-ROUTES: list[web.RouteDef] = []
+from gateway.kds.api import make_handler
+from gateway.kds.iterators import IteratorSigner
+from gateway.kds.retention import run_forever
+from gateway.kds.store import Store
+from gateway.keys import CONFIG
+
+__all__ = ["ROUTES", "STORE", "lifecycle"]
+
+STORE = web.AppKey("kds_store", Store)
+SIGNER = web.AppKey("kds_signer", IteratorSigner)
+
+ROUTES: list[web.RouteDef] = [
+    web.post("/", make_handler(lambda request: request.app[STORE], lambda request: request.app[SIGNER])),
+]
 
 
 async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-    yield
+    config = app[CONFIG]
+    store = await asyncio.to_thread(Store, config)
+    app[STORE] = store
+    app[SIGNER] = IteratorSigner(config.data_path)
+    sweeper = asyncio.create_task(run_forever(store, config.retention_sweep_seconds))
+    try:
+        yield
+    finally:
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
+        await asyncio.to_thread(store.close)

@@ -1,0 +1,251 @@
+"""The Kinesis Data Streams wire API: ``POST /`` with ``X-Amz-Target: Kinesis_20131202.<Action>``.
+
+One table maps each action to a thin async handler ``(Call, params) -> response dict``. The
+body is decoded (JSON or CBOR, see ``protocol``), checked against botocore's model (see
+``validate``), handled, and encoded back in the protocol the client spoke. Data-plane
+handlers (PutRecord(s), GetShardIterator, GetRecords) live in ``records``; rendering of
+stream and shard shapes in ``render``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from gateway.errors import AwsError, invalid_argument, validation
+from gateway.kds import control, records, render
+from gateway.kds.iterators import IteratorSigner
+from gateway.kds.protocol import Codec, codec_for
+from gateway.kds.store import Store, Stream
+from gateway.kds.validate import validate
+
+TARGET_PREFIX = "Kinesis_20131202"
+DEFAULT_REGION = "us-east-1"
+_REGION_RE = re.compile(r"Credential=[^/]+/\d{8}/([a-z0-9-]+)/")
+
+
+@dataclass
+class Call:
+    """What a handler needs about one request."""
+
+    request: web.Request
+    codec: Codec
+    store: Store
+    signer: IteratorSigner
+    region: str
+
+    def arn(self, name: str) -> str:
+        return render.stream_arn(self.region, name)
+
+    def stream(self, params: dict[str, Any]) -> Stream:
+        """The stream named by StreamName or StreamARN (both accepted, as AWS)."""
+        name = params.get("StreamName")
+        arn = params.get("StreamARN")
+        if arn is not None:
+            _, sep, arn_name = arn.partition(":stream/")
+            if not sep or not arn_name:
+                raise invalid_argument(f"StreamARN {arn} is not a Kinesis stream ARN.")
+            if name is not None and name != arn_name:
+                raise invalid_argument("StreamARN and StreamName name different streams.")
+            name = arn_name
+        if name is None:
+            raise validation("Either StreamName or StreamARN must be provided.")
+        return self.store.stream(name)
+
+
+Handler = Callable[[Call, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+async def create_stream(call: Call, p: dict[str, Any]) -> dict[str, Any]:
+    mode = p.get("StreamModeDetails", {}).get("StreamMode", "PROVISIONED")
+    count = p.get("ShardCount")
+    if mode == "ON_DEMAND":
+        count = control.ON_DEMAND_SHARDS
+    elif count is None:
+        raise invalid_argument("ShardCount is required for a PROVISIONED stream.")
+    if "StreamName" not in p:
+        raise validation("1 validation error detected: Value null at 'streamName' failed to satisfy constraint: Member must not be null")
+    await control.create_stream(call.store, p["StreamName"], count, mode, p.get("Tags", {}))
+    return {}
+
+
+async def delete_stream(call: Call, p: dict[str, Any]) -> dict[str, Any]:
+    await control.delete_stream(call.store, call.stream(p))
+    return {}
+
+
+async def describe_stream(call: Call, p: dict[str, Any]) -> dict[str, Any]:
+    stream = call.stream(p)
+    limit = p.get("Limit", 100)
+    after = p.get("ExclusiveStartShardId")
+    shards = [s for s in stream.shards if after is None or s.shard_id > after]
+    description = render.summary(call.arn(stream.name), stream, call.codec)
+    for key in ("OpenShardCount", "ConsumerCount", "StreamId"):
+        description.pop(key, None)
+    description["Shards"] = [render.shard(s) for s in shards[:limit]]
+    description["HasMoreShards"] = len(shards) > limit
+    return {"StreamDescription": description}
+
+
+async def describe_stream_summary(call: Call, p: dict[str, Any]) -> dict[str, Any]:
+    stream = call.stream(p)
+    return {"StreamDescriptionSummary": render.summary(call.arn(stream.name), stream, call.codec)}
+
+
+def _token(value: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode()
+
+
+def _untoken(token: str) -> dict[str, Any]:
+    try:
+        value = json.loads(base64.urlsafe_b64decode(token.encode()))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise invalid_argument("Invalid NextToken.") from exc
+    if not isinstance(value, dict):
+        raise invalid_argument("Invalid NextToken.")
+    return value
+
+
+async def list_streams(call: Call, p: dict[str, Any]) -> dict[str, Any]:
+    limit = p.get("Limit", 100)
+    after = p.get("ExclusiveStartStreamName")
+    if "NextToken" in p:
+        after = _untoken(p["NextToken"]).get("after")
+    names = sorted(n for n in call.store.streams if after is None or n > after)
+    page = names[:limit]
+    out: dict[str, Any] = {
+        "StreamNames": page,
+        "HasMoreStreams": len(names) > limit,
+        "StreamSummaries": [render.stream_summary(call.arn(n), call.store.streams[n], call.codec) for n in page if n in call.store.streams],
+    }
+    if len(names) > limit:
+        out["NextToken"] = _token({"after": page[-1]})
+    return out
+
+
+async def list_shards(call: Call, p: dict[str, Any]) -> dict[str, Any]:
+    if "NextToken" in p:
+        if "StreamName" in p or "StreamARN" in p:
+            raise invalid_argument("NextToken and StreamName cannot be provided together.")
+        token = _untoken(p["NextToken"])
+        params = {"StreamName": token.get("stream"), "ExclusiveStartShardId": token.get("after")}
+        if not isinstance(params["StreamName"], str):
+            raise invalid_argument("Invalid NextToken.")
+        stream = call.stream(params)
+        after = params["ExclusiveStartShardId"]
+        shard_filter = token.get("filter")
+    else:
+        stream = call.stream(p)
+        after = p.get("ExclusiveStartShardId")
+        shard_filter = p.get("ShardFilter")
+    limit = p.get("MaxResults", 1000)
+    shards = render.filter_shards(stream, shard_filter)
+    shards = [s for s in shards if after is None or s.shard_id > after]
+    out: dict[str, Any] = {"Shards": [render.shard(s) for s in shards[:limit]]}
+    if len(shards) > limit:
+        out["NextToken"] = _token({"stream": stream.name, "after": shards[limit - 1].shard_id, "filter": shard_filter})
+    return out
+
+
+async def split_shard(call: Call, p: dict[str, Any]) -> dict[str, Any]:
+    await control.split_shard(call.store, call.stream(p), p["ShardToSplit"], int(p["NewStartingHashKey"]))
+    return {}
+
+
+async def merge_shards(call: Call, p: dict[str, Any]) -> dict[str, Any]:
+    await control.merge_shards(call.store, call.stream(p), p["ShardToMerge"], p["AdjacentShardToMerge"])
+    return {}
+
+
+async def update_shard_count(call: Call, p: dict[str, Any]) -> dict[str, Any]:
+    stream = call.stream(p)
+    current = await control.update_shard_count(call.store, stream, p["TargetShardCount"])
+    return {"StreamName": stream.name, "StreamARN": call.arn(stream.name), "CurrentShardCount": current, "TargetShardCount": p["TargetShardCount"]}
+
+
+async def increase_retention(call: Call, p: dict[str, Any]) -> dict[str, Any]:
+    await control.set_retention(call.store, call.stream(p), p["RetentionPeriodHours"], increase=True)
+    return {}
+
+
+async def decrease_retention(call: Call, p: dict[str, Any]) -> dict[str, Any]:
+    await control.set_retention(call.store, call.stream(p), p["RetentionPeriodHours"], increase=False)
+    return {}
+
+
+async def add_tags(call: Call, p: dict[str, Any]) -> dict[str, Any]:
+    await control.add_tags(call.store, call.stream(p), p["Tags"])
+    return {}
+
+
+async def remove_tags(call: Call, p: dict[str, Any]) -> dict[str, Any]:
+    await control.remove_tags(call.store, call.stream(p), p["TagKeys"])
+    return {}
+
+
+async def list_tags(call: Call, p: dict[str, Any]) -> dict[str, Any]:
+    stream = call.stream(p)
+    limit = p.get("Limit", 50)
+    after = p.get("ExclusiveStartTagKey")
+    keys = sorted(k for k in stream.tags if after is None or k > after)
+    return {"Tags": [{"Key": k, "Value": stream.tags[k]} for k in keys[:limit]], "HasMoreTags": len(keys) > limit}
+
+
+async def describe_limits(call: Call, p: dict[str, Any]) -> dict[str, Any]:
+    streams = call.store.streams.values()
+    return {
+        "ShardLimit": control.SHARD_LIMIT,
+        "OpenShardCount": control.open_shard_count(call.store),
+        "OnDemandStreamCount": sum(s.mode == "ON_DEMAND" for s in streams),
+        "OnDemandStreamCountLimit": control.ON_DEMAND_STREAM_LIMIT,
+    }
+
+
+HANDLERS: dict[str, Handler] = {
+    "AddTagsToStream": add_tags,
+    "CreateStream": create_stream,
+    "DecreaseStreamRetentionPeriod": decrease_retention,
+    "DeleteStream": delete_stream,
+    "DescribeLimits": describe_limits,
+    "DescribeStream": describe_stream,
+    "DescribeStreamSummary": describe_stream_summary,
+    "GetRecords": records.get_records,
+    "GetShardIterator": records.get_shard_iterator,
+    "IncreaseStreamRetentionPeriod": increase_retention,
+    "ListShards": list_shards,
+    "ListStreams": list_streams,
+    "ListTagsForStream": list_tags,
+    "MergeShards": merge_shards,
+    "PutRecord": records.put_record,
+    "PutRecords": records.put_records,
+    "RemoveTagsFromStream": remove_tags,
+    "SplitShard": split_shard,
+    "UpdateShardCount": update_shard_count,
+}
+
+
+def region_of(request: web.Request) -> str:
+    match = _REGION_RE.search(request.headers.get("Authorization", ""))
+    return match.group(1) if match else DEFAULT_REGION
+
+
+def make_handler(get_store: Callable[[web.Request], Store], get_signer: Callable[[web.Request], IteratorSigner]) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handle(request: web.Request) -> web.Response:
+        prefix, _, action = request.headers.get("X-Amz-Target", "").partition(".")
+        handler = HANDLERS.get(action) if prefix == TARGET_PREFIX else None
+        if handler is None:
+            raise AwsError("UnknownOperationException", f"Operation {action or request.headers.get('X-Amz-Target', '')!r} is not supported by this Kinesis endpoint.")
+        codec = codec_for(request.content_type)
+        body = codec.decode(await request.read())
+        params = validate(action, body, codec)
+        call = Call(request, codec, get_store(request), get_signer(request), region_of(request))
+        result = await handler(call, params)
+        return web.Response(body=codec.encode(result), content_type=codec.content_type)
+
+    return handle

@@ -1,0 +1,124 @@
+"""The two encodings of the Kinesis JSON 1.1 protocol: JSON and CBOR.
+
+Same shapes, two spellings: JSON carries blobs as base64 strings and timestamps as epoch
+seconds (float); CBOR (Java SDK, KPL, KCL) carries blobs as raw byte strings and timestamps as
+epoch milliseconds. Handlers build responses through ``Codec.blob`` / ``Codec.ts`` so they never
+care which one the client spoke.
+"""
+
+from __future__ import annotations
+
+import binascii
+import datetime as dt
+import json
+from typing import Any
+
+import cbor2
+
+from gateway.errors import serialization
+
+JSON_CONTENT_TYPE = "application/x-amz-json-1.1"
+CBOR_CONTENT_TYPE = "application/x-amz-cbor-1.1"
+
+
+def _cbor_epoch(value: Any, immutable: bool) -> dt.datetime:
+    """Tag 1 as the AWS SDKs write it: epoch milliseconds (not the RFC's seconds)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise ValueError("tag 1 must wrap a number")
+    return dt.datetime.fromtimestamp(value / 1000.0, tz=dt.timezone.utc)
+
+
+class Codec:
+    """Decoding of requests and encoding of responses for one content type."""
+
+    content_type = JSON_CONTENT_TYPE
+    is_cbor = False
+
+    def decode(self, body: bytes) -> dict[str, Any]:
+        if not body.strip():
+            return {}
+        try:
+            value = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise serialization(f"Request body is not valid JSON: {exc}") from exc
+        if not isinstance(value, dict):
+            raise serialization("Request body must be a JSON object")
+        return value
+
+    def encode(self, value: dict[str, Any]) -> bytes:
+        return json.dumps(value, separators=(",", ":")).encode()
+
+    def blob(self, data: bytes) -> Any:
+        return binascii.b2a_base64(data, newline=False).decode("ascii")
+
+    def ts(self, seconds: float) -> Any:
+        return round(seconds, 3)
+
+    def parse_blob(self, value: Any, where: str) -> bytes:
+        if not isinstance(value, str):
+            raise serialization(f"{where}: expected a base64 string, got {type(value).__name__}")
+        try:
+            return binascii.a2b_base64(value, strict_mode=True)
+        except binascii.Error as exc:
+            raise serialization(f"{where}: not valid base64: {exc}") from exc
+
+    def parse_ts(self, value: Any, where: str) -> float:
+        if isinstance(value, bool):
+            raise serialization(f"{where}: expected a timestamp, got bool")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, dt.datetime):
+            return value.timestamp()
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+            try:
+                return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+            except ValueError as exc:
+                raise serialization(f"{where}: not a timestamp: {value!r}") from exc
+        raise serialization(f"{where}: expected a timestamp, got {type(value).__name__}")
+
+
+class CborCodec(Codec):
+    content_type = CBOR_CONTENT_TYPE
+    is_cbor = True
+
+    def decode(self, body: bytes) -> dict[str, Any]:
+        if not body:
+            return {}
+        try:
+            value = cbor2.loads(body, semantic_decoders={1: _cbor_epoch})
+        except (cbor2.CBORError, ValueError, TypeError, OverflowError) as exc:
+            raise serialization(f"Request body is not valid CBOR: {exc}") from exc
+        if not isinstance(value, dict):
+            raise serialization("Request body must be a CBOR map")
+        return value
+
+    def encode(self, value: dict[str, Any]) -> bytes:
+        return cbor2.dumps(value)
+
+    def blob(self, data: bytes) -> Any:
+        return data
+
+    def ts(self, seconds: float) -> Any:
+        return int(round(seconds * 1000))
+
+    def parse_blob(self, value: Any, where: str) -> bytes:
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return bytes(value)
+        return super().parse_blob(value, where)
+
+    def parse_ts(self, value: Any, where: str) -> float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return value / 1000.0
+        return super().parse_ts(value, where)
+
+
+JSON = Codec()
+CBOR = CborCodec()
+
+
+def codec_for(content_type: str) -> Codec:
+    return CBOR if content_type == CBOR_CONTENT_TYPE else JSON

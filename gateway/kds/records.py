@@ -1,0 +1,153 @@
+"""Data-plane handlers: PutRecord, PutRecords, GetShardIterator, GetRecords.
+
+Writes are routed and charged against the shard limits inside the store's writer job, so a
+throttled record is refused before anything is stored and the rest of the batch still lands.
+The exactly-once hook: with ``X-Edge-Producer-Id`` and ``X-Edge-Record-Seqs`` a replayed
+record gets its original ShardId/SequenceNumber back instead of a second copy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+from gateway.errors import invalid_argument, throughput_exceeded, validation
+from gateway.kds import render
+from gateway.kds.sequence import external, internal
+from gateway.kds.shards import MAX_HASH_KEY
+from gateway.kds.store import THROTTLED, PutEntry
+
+if TYPE_CHECKING:
+    from gateway.kds.api import Call
+
+#: Largest record (data + partition key), and largest PutRecords request, in bytes.
+MAX_RECORD_BYTES = 1024 * 1024
+MAX_REQUEST_BYTES = 5 * 1024 * 1024
+PRODUCER_HEADER = "X-Edge-Producer-Id"
+PRODUCER_SEQS_HEADER = "X-Edge-Record-Seqs"
+
+
+def _entry(p: dict[str, Any], where: str) -> PutEntry:
+    key = p.get("PartitionKey")
+    if key is None:
+        raise validation(f"1 validation error detected: Value null at '{where}partitionKey' failed to satisfy constraint: Member must not be null")
+    data = p["Data"]
+    if len(data) + len(key.encode("utf-8")) > MAX_RECORD_BYTES:
+        raise validation(f"1 validation error detected: Value at '{where}data' failed to satisfy constraint: Member must have length less than or equal to {MAX_RECORD_BYTES}")
+    explicit = p.get("ExplicitHashKey")
+    hash_value = None
+    if explicit is not None:
+        hash_value = int(explicit)
+        if hash_value > MAX_HASH_KEY:
+            raise invalid_argument(f"ExplicitHashKey {explicit} is outside the hash-key range [0, 2^128 - 1].")
+    return PutEntry(key, data, hash_value)
+
+
+def _producer(call: Call, count: int) -> tuple[str | None, list[int] | None]:
+    headers = call.request.headers
+    producer = headers.get(PRODUCER_HEADER)
+    raw = headers.get(PRODUCER_SEQS_HEADER)
+    if not producer or raw is None:
+        return None, None
+    try:
+        seqs = [int(s) for s in raw.split(",")]
+    except ValueError as exc:
+        raise validation(f"{PRODUCER_SEQS_HEADER} must be comma-separated integers.") from exc
+    if len(seqs) != count:
+        raise validation(f"{PRODUCER_SEQS_HEADER} has {len(seqs)} numbers for {count} records.")
+    return producer, seqs
+
+
+def _throttled_message(shard_id: str, stream: str) -> str:
+    return f"Rate exceeded for shard {shard_id} in stream {stream} under account {render.ACCOUNT_ID}."
+
+
+async def put_record(call: Call, p: dict[str, Any]) -> dict[str, Any]:
+    stream = call.stream(p)
+    entry = _entry(p, "")
+    producer, seqs = _producer(call, 1)
+    if seqs:
+        entry.producer_seq = seqs[0]
+    [(shard_id, seq)] = await call.store.put(stream.name, [entry], producer)
+    if seq == THROTTLED:
+        raise throughput_exceeded(_throttled_message(shard_id, stream.name))
+    return {"ShardId": shard_id, "SequenceNumber": external(seq), "EncryptionType": "NONE"}
+
+
+async def put_records(call: Call, p: dict[str, Any]) -> dict[str, Any]:
+    stream = call.stream(p)
+    entries = [_entry(r, f"records.{i + 1}.member.") for i, r in enumerate(p["Records"])]
+    total = sum(len(e.data) + len(e.partition_key) for e in entries)
+    if total > MAX_REQUEST_BYTES:
+        raise invalid_argument(f"Records size exceeds {MAX_REQUEST_BYTES // (1024 * 1024)} MB limit")
+    producer, seqs = _producer(call, len(entries))
+    if seqs:
+        for entry, pseq in zip(entries, seqs):
+            entry.producer_seq = pseq
+    results = await call.store.put(stream.name, entries, producer)
+    out = []
+    failed = 0
+    for shard_id, seq in results:
+        if seq == THROTTLED:
+            failed += 1
+            out.append({"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": _throttled_message(shard_id, stream.name)})
+        else:
+            out.append({"SequenceNumber": external(seq), "ShardId": shard_id})
+    return {"FailedRecordCount": failed, "Records": out, "EncryptionType": "NONE"}
+
+
+async def get_shard_iterator(call: Call, p: dict[str, Any]) -> dict[str, Any]:
+    stream = call.stream(p)
+    shard = stream.shard(p["ShardId"])
+    kind = p["ShardIteratorType"]
+    store = call.store
+    if kind == "TRIM_HORIZON":
+        position = shard.start_seq
+    elif kind == "LATEST":
+        position = store.next_seq if shard.end_seq is None else shard.end_seq + 1
+    elif kind in ("AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER"):
+        text = p.get("StartingSequenceNumber")
+        if text is None:
+            raise invalid_argument(f"StartingSequenceNumber is required for {kind}.")
+        n = internal(text)
+        if n < shard.start_seq or (shard.end_seq is not None and n > shard.end_seq):
+            raise invalid_argument(f"StartingSequenceNumber {text} used in GetShardIterator on shard {shard.shard_id} in stream {stream.name} under account {render.ACCOUNT_ID} is invalid because it did not come from this stream.")
+        position = n if kind == "AT_SEQUENCE_NUMBER" else n + 1
+    else:  # AT_TIMESTAMP (the model already checked the enum)
+        ts = p.get("Timestamp")
+        if ts is None:
+            raise invalid_argument("Timestamp is required for AT_TIMESTAMP.")
+        fallback = store.next_seq if shard.end_seq is None else shard.end_seq + 1
+        found = await asyncio.to_thread(store.first_seq_at, shard.key, ts)
+        position = fallback if found is None else found
+    return {"ShardIterator": call.signer.issue(shard.key, max(position, shard.start_seq))}
+
+
+async def get_records(call: Call, p: dict[str, Any]) -> dict[str, Any]:
+    position = call.signer.parse(p["ShardIterator"])
+    store = call.store
+    stream, shard = store.shard_by_key(position.shard_key)
+    limits = store.limits
+    bucket = limits.read(shard.key) if limits.enabled else None
+    if bucket is not None and not bucket.admit_call(time.monotonic()):
+        raise throughput_exceeded(_throttled_message(shard.shard_id, stream.name))
+    result = await asyncio.to_thread(store.read, shard.key, position.seq, p.get("Limit", 10000))
+    if bucket is not None:
+        bucket.charge_bytes(result.nbytes)
+    codec = call.codec
+    blob, ts = codec.blob, codec.ts
+    records = [
+        {"SequenceNumber": external(seq), "ApproximateArrivalTimestamp": ts(arrival), "Data": blob(data), "PartitionKey": key}
+        for seq, arrival, key, data in result.rows
+    ]
+    next_seq = result.rows[-1][0] + 1 if result.rows else position.seq
+    out: dict[str, Any] = {"Records": records}
+    if result.end_seq is not None and result.at_tip:
+        out["MillisBehindLatest"] = 0
+        out["ChildShards"] = render.child_shards(stream, shard)
+        return out
+    behind = 0 if result.at_tip or not result.rows else max(0, int((time.time() - result.rows[-1][1]) * 1000))
+    out["NextShardIterator"] = call.signer.issue(shard.key, next_seq)
+    out["MillisBehindLatest"] = behind
+    return out

@@ -1,0 +1,87 @@
+"""Background retention: drop records (and exactly-once memory) older than each stream's
+retention period, and closed shards whose whole life is past it.
+
+Runs as writer jobs of bounded size so a big backlog never stalls producers for long; if a
+sweep hit its bound, the next one follows right away. ``arrival`` never decreases with
+``seq`` (see ``store``), so the cut-off sequence number is found by bisection on the primary key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+
+from gateway.kds.store import Store, Stream
+
+log = logging.getLogger("gateway.kds.retention")
+
+#: Rows deleted per shard per sweep job.
+BATCH_ROWS = 20_000
+
+
+def first_seq_since(conn: sqlite3.Connection, cutoff: float) -> int:
+    """The smallest seq whose arrival is >= cutoff (one past the end if none)."""
+    lo_row = conn.execute("SELECT min(seq), max(seq) FROM records").fetchone()
+    if lo_row[0] is None:
+        return 0
+    lo, hi = lo_row[0], lo_row[1] + 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        row = conn.execute("SELECT seq, arrival FROM records WHERE seq>=? ORDER BY seq LIMIT 1", (mid,)).fetchone()
+        if row is None or row[1] >= cutoff:
+            hi = mid
+        else:
+            lo = row[0] + 1
+    return lo
+
+
+def _sweep_stream(store: Store, conn: sqlite3.Connection, stream: Stream, now: float) -> tuple[int, bool]:
+    cutoff = now - stream.retention_hours * 3600
+    cut_seq = first_seq_since(conn, cutoff)
+    deleted = 0
+    more = False
+    for shard in stream.shards:
+        cursor = conn.execute(
+            "DELETE FROM records WHERE seq IN (SELECT seq FROM records WHERE shard_key=? AND seq<? ORDER BY seq LIMIT ?)",
+            (shard.key, cut_seq, BATCH_ROWS),
+        )
+        deleted += cursor.rowcount
+        more = more or cursor.rowcount == BATCH_ROWS
+    conn.execute("DELETE FROM producer_seqs WHERE stream_key=? AND at<?", (stream.key, cutoff))
+    if not more:
+        expired = [s for s in stream.shards if s.closed is not None and s.closed < cutoff]
+        for shard in expired:
+            conn.execute("DELETE FROM shards WHERE key=?", (shard.key,))
+            store.shards.pop(shard.key, None)
+        if expired:
+            stream.shards = [s for s in stream.shards if s not in expired]
+    return deleted, more
+
+
+async def sweep(store: Store, now: float | None = None) -> tuple[int, bool]:
+    """One sweep over every stream: (records deleted, whether a backlog remains)."""
+
+    def job(conn: sqlite3.Connection) -> tuple[int, bool]:
+        at = time.time() if now is None else now
+        total, more = 0, False
+        for stream in list(store.streams.values()):
+            deleted, backlog = _sweep_stream(store, conn, stream, at)
+            total += deleted
+            more = more or backlog
+        return total, more
+
+    return await store.run(job)  # type: ignore[no-any-return]
+
+
+async def run_forever(store: Store, interval: float) -> None:
+    while True:
+        try:
+            deleted, more = await sweep(store)
+            if deleted:
+                log.info("retention: deleted %d expired records", deleted)
+        except Exception:
+            log.exception("retention sweep failed")
+            more = False
+        await asyncio.sleep(0 if more else interval)

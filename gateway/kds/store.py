@@ -1,0 +1,309 @@
+"""The durable data-stream store: one SQLite file (WAL) in the data dir, one writer thread.
+
+On-disk format (``kds.sqlite3``)::
+
+    meta(key, value)            next_seq: the next internal sequence number ever handed out
+    streams(key, name, ...)     one row per live stream
+    shards(key, stream_key, shard_id, start_hash, end_hash, start_seq, end_seq, parent, ...)
+    records(seq PK, shard_key, arrival, partition_key, data)   + index (shard_key, seq)
+    tags(stream_key, key, value)
+    producer_seqs(producer, stream_key, pseq, shard_key, seq, at)   exactly-once memory
+
+Invariants: sequence numbers come from one counter for the whole store, so they increase
+within a shard, never repeat (the counter is persisted, not derived from surviving rows), and
+a child shard's numbers are above every parent's; ``arrival`` never decreases with ``seq``
+(retention finds its cut-off by bisection). Every write goes through ``Writer`` (group commit);
+the in-memory model (streams, shards, routers) is only mutated by write jobs and reloaded from
+disk if a commit fails. Reads use per-thread connections off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gateway.config import GatewayConfig
+from gateway.errors import not_found
+from gateway.kds.limits import Limits
+from gateway.kds.shards import Router, Shard, hash_key, shard_name
+from gateway.kds.writer import Writer
+
+DB_FILE = "kds.sqlite3"
+#: GetRecords never returns more than this many bytes in one call (as AWS).
+MAX_READ_BYTES = 10 * 1024 * 1024
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS streams(
+    key INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL, mode TEXT NOT NULL,
+    retention_hours INTEGER NOT NULL, created REAL NOT NULL, next_shard_index INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS shards(
+    key INTEGER PRIMARY KEY, stream_key INTEGER NOT NULL, shard_id TEXT NOT NULL,
+    start_hash TEXT NOT NULL, end_hash TEXT NOT NULL, start_seq INTEGER NOT NULL, end_seq INTEGER,
+    parent TEXT, adjacent_parent TEXT, created REAL NOT NULL, closed REAL);
+CREATE TABLE IF NOT EXISTS records(
+    seq INTEGER PRIMARY KEY, shard_key INTEGER NOT NULL, arrival REAL NOT NULL,
+    partition_key TEXT NOT NULL, data BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS records_by_shard ON records(shard_key, seq);
+CREATE TABLE IF NOT EXISTS tags(stream_key INTEGER NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
+    PRIMARY KEY(stream_key, key));
+CREATE TABLE IF NOT EXISTS producer_seqs(
+    producer TEXT NOT NULL, stream_key INTEGER NOT NULL, pseq INTEGER NOT NULL,
+    shard_key INTEGER NOT NULL, seq INTEGER NOT NULL, at REAL NOT NULL,
+    PRIMARY KEY(producer, stream_key, pseq)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS producer_seqs_by_age ON producer_seqs(stream_key, at);
+"""
+
+
+@dataclass
+class Stream:
+    key: int
+    name: str
+    mode: str
+    retention_hours: int
+    created: float
+    next_shard_index: int
+    shards: list[Shard] = field(default_factory=list)
+    tags: dict[str, str] = field(default_factory=dict)
+    router: Router = field(default_factory=Router)
+    status: str = "ACTIVE"
+
+    def shard(self, shard_id: str) -> Shard:
+        for shard in self.shards:
+            if shard.shard_id == shard_id:
+                return shard
+        raise not_found(f"Shard {shard_id} in stream {self.name} under account 000000000000 does not exist")
+
+    @property
+    def open_shards(self) -> list[Shard]:
+        return [s for s in self.shards if s.is_open]
+
+
+@dataclass
+class PutEntry:
+    partition_key: str
+    data: bytes
+    explicit_hash: int | None = None
+    producer_seq: int | None = None
+
+
+#: One PutRecords result: (shard_id, internal seq); seq is THROTTLED when the shard refused it.
+PutResult = tuple[str, int]
+THROTTLED = -1
+
+
+@dataclass
+class ReadResult:
+    rows: list[tuple[int, float, str, bytes]]
+    #: True when the batch reaches the newest record of the shard.
+    at_tip: bool
+    nbytes: int
+    #: The shard's EndingSequenceNumber in the same snapshot (None: still open).
+    end_seq: int | None
+
+
+def connect(path: Path, durability: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
+    return conn
+
+
+class Store:
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.path = config.data_path / DB_FILE
+        self.limits = Limits(config.limits)
+        self._conn = connect(self.path, config.durability)
+        self._conn.executescript(SCHEMA)
+        self._local = threading.local()
+        self._load()
+        self._writer = Writer(self._conn, self._persist_counter, self._load)
+
+    # -- model ---------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        """(Re)build the in-memory model from disk (startup, or after a failed commit)."""
+        conn = self._conn
+        streams: dict[str, Stream] = {}
+        by_key: dict[int, Stream] = {}
+        for key, name, mode, hours, created, next_index in conn.execute("SELECT key, name, mode, retention_hours, created, next_shard_index FROM streams"):
+            by_key[key] = streams[name] = Stream(key, name, mode, hours, created, next_index)
+        shards: dict[int, tuple[Stream, Shard]] = {}
+        for row in conn.execute("SELECT key, stream_key, shard_id, start_hash, end_hash, start_seq, end_seq, parent, adjacent_parent, created, closed FROM shards ORDER BY key"):
+            stream = by_key.get(row[1])
+            if stream is None:
+                continue
+            shard = Shard(row[0], row[2], int(row[3]), int(row[4]), row[5], row[6], row[7], row[8], row[9], row[10])
+            stream.shards.append(shard)
+            shards[shard.key] = (stream, shard)
+        for stream_key, key, value in conn.execute("SELECT stream_key, key, value FROM tags"):
+            if stream_key in by_key:
+                by_key[stream_key].tags[key] = value
+        for stream in streams.values():
+            stream.router = Router.of(stream.shards)
+        row = conn.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()
+        top = conn.execute("SELECT max(seq), max(arrival) FROM records").fetchone()
+        shard_top = conn.execute("SELECT max(max(start_seq), coalesce(max(end_seq), 0)) FROM shards").fetchone()
+        self.next_seq = max(row[0] if row else 1, (top[0] or 0) + 1, (shard_top[0] or 0) + 1)
+        self._saved_seq = row[0] if row else -1
+        self.last_arrival = top[1] or 0.0
+        self.streams = streams
+        self.streams_by_key = by_key
+        self.shards = shards
+        self.next_shard_key = max(shards, default=0) + 1
+        self.next_stream_key = max(by_key, default=0) + 1
+
+    def _persist_counter(self, conn: sqlite3.Connection) -> None:
+        if self.next_seq != self._saved_seq:
+            conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('next_seq', ?)", (self.next_seq,))
+            self._saved_seq = self.next_seq
+
+    def stream(self, name: str) -> Stream:
+        stream = self.streams.get(name)
+        if stream is None:
+            raise not_found(f"Stream {name} under account 000000000000 not found.")
+        return stream
+
+    def shard_by_key(self, shard_key: int) -> tuple[Stream, Shard]:
+        found = self.shards.get(shard_key)
+        if found is None or self.streams.get(found[0].name) is not found[0]:
+            raise not_found("The shard of this iterator no longer exists.")
+        return found
+
+    def now(self) -> float:
+        """Arrival time for new rows: wall clock, but never before the previous arrival."""
+        now = time.time()
+        if now < self.last_arrival:
+            now = self.last_arrival
+        self.last_arrival = now
+        return now
+
+    # -- writes (jobs run in the writer thread) -------------------------------------------
+
+    def run(self, job: Callable[[sqlite3.Connection], Any]) -> asyncio.Future[Any]:
+        """Run ``job`` in the writer thread, inside the next group commit."""
+        return self._writer.submit(job)
+
+    def close_shard(self, conn: sqlite3.Connection, shard: Shard, now: float) -> None:
+        shard.end_seq = self.next_seq
+        shard.closed = now
+        self.next_seq += 1
+        conn.execute("UPDATE shards SET end_seq=?, closed=? WHERE key=?", (shard.end_seq, now, shard.key))
+
+    def open_shard(self, conn: sqlite3.Connection, stream: Stream, start: int, end: int, now: float, parent: str | None = None, adjacent: str | None = None) -> Shard:
+        shard = Shard(self.next_shard_key, shard_name(stream.next_shard_index), start, end, self.next_seq, None, parent, adjacent, now)
+        self.next_shard_key += 1
+        stream.next_shard_index += 1
+        conn.execute(
+            "INSERT INTO shards(key, stream_key, shard_id, start_hash, end_hash, start_seq, parent, adjacent_parent, created) VALUES (?,?,?,?,?,?,?,?,?)",
+            (shard.key, stream.key, shard.shard_id, str(start), str(end), shard.start_seq, parent, adjacent, now),
+        )
+        conn.execute("UPDATE streams SET next_shard_index=? WHERE key=?", (stream.next_shard_index, stream.key))
+        stream.shards.append(shard)
+        self.shards[shard.key] = (stream, shard)
+        return shard
+
+    async def put(self, stream_name: str, entries: list[PutEntry], producer: str | None = None) -> list[PutResult]:
+        stream = self.stream(stream_name)
+        return await self.run(lambda conn: self._put_job(conn, stream, entries, producer))  # type: ignore[no-any-return]
+
+    def _put_job(self, conn: sqlite3.Connection, stream: Stream, entries: list[PutEntry], producer: str | None) -> list[PutResult]:
+        if self.streams.get(stream.name) is not stream:
+            raise not_found(f"Stream {stream.name} under account 000000000000 not found.")
+        now = self.now()
+        route = stream.router.route
+        limits = self.limits if self.limits.enabled else None
+        mono = time.monotonic()
+        known: dict[int, PutResult] = {}
+        if producer is not None:
+            seqs = [e.producer_seq for e in entries if e.producer_seq is not None]
+            if seqs:
+                for pseq, shard_key, seq in conn.execute(
+                    "SELECT pseq, shard_key, seq FROM producer_seqs WHERE producer=? AND stream_key=? AND pseq BETWEEN ? AND ?",
+                    (producer, stream.key, min(seqs), max(seqs)),
+                ):
+                    if shard_key in self.shards:
+                        known[pseq] = (self.shards[shard_key][1].shard_id, seq)
+        rows: list[tuple[int, int, float, str, bytes]] = []
+        remembered: list[tuple[str, int, int, int, int, float]] = []
+        results: list[PutResult] = []
+        seq = self.next_seq
+        for entry in entries:
+            pseq = entry.producer_seq
+            if known and pseq in known:
+                results.append(known[pseq])
+                continue
+            key = entry.explicit_hash if entry.explicit_hash is not None else hash_key(entry.partition_key)
+            shard = route(key)
+            if limits is not None and not limits.write(shard.key).admit(len(entry.data) + len(entry.partition_key), mono):
+                results.append((shard.shard_id, THROTTLED))
+                continue
+            rows.append((seq, shard.key, now, entry.partition_key, entry.data))
+            result = (shard.shard_id, seq)
+            results.append(result)
+            if producer is not None and pseq is not None:
+                remembered.append((producer, stream.key, pseq, shard.key, seq, now))
+                known[pseq] = result
+            seq += 1
+        self.next_seq = seq
+        conn.executemany("INSERT INTO records(seq, shard_key, arrival, partition_key, data) VALUES (?,?,?,?,?)", rows)
+        if remembered:
+            conn.executemany("INSERT OR REPLACE INTO producer_seqs VALUES (?,?,?,?,?,?)", remembered)
+        return results
+
+    # -- reads (worker threads) -----------------------------------------------------------
+
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+            conn.execute("PRAGMA query_only=ON")
+        return conn
+
+    def read(self, shard_key: int, from_seq: int, limit: int) -> ReadResult:
+        """Up to ``limit`` records of a shard from ``from_seq`` on (blocking: call off the loop).
+
+        The shard's end and its records come from one snapshot, so "closed and fully read"
+        is never concluded while a record written before the close is still uncommitted.
+        """
+        conn = self._reader()
+        conn.execute("BEGIN")
+        try:
+            row = conn.execute("SELECT end_seq FROM shards WHERE key=?", (shard_key,)).fetchone()
+            end_seq = None if row is None else row[0]
+            cursor = conn.execute(
+                "SELECT seq, arrival, partition_key, data FROM records WHERE shard_key=? AND seq>=? ORDER BY seq LIMIT ?",
+                (shard_key, from_seq, limit + 1),
+            )
+            rows: list[tuple[int, float, str, bytes]] = []
+            nbytes = 0
+            at_tip = True
+            for rec in cursor:
+                size = len(rec[3]) + len(rec[2])
+                if len(rows) == limit or (rows and nbytes + size > MAX_READ_BYTES):
+                    at_tip = False
+                    break
+                rows.append(rec)
+                nbytes += size
+            cursor.close()
+        finally:
+            conn.execute("COMMIT")
+        return ReadResult(rows, at_tip, nbytes, end_seq)
+
+    def first_seq_at(self, shard_key: int, timestamp: float) -> int | None:
+        row = self._reader().execute(
+            "SELECT seq FROM records WHERE shard_key=? AND arrival>=? ORDER BY seq LIMIT 1", (shard_key, timestamp)
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    def close(self) -> None:
+        self._writer.close()
+        self._conn.close()
+
