@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from edge_agent.sources.base import Source, SourceConfig
 from edge_agent.sources.mqtt import MqttConfig, MqttSource
+from edge_agent.sources.serial import SerialConfig, SerialSource
 
-__all__ = ["SOURCE_TYPES", "MqttConfig", "MqttSource", "Source", "SourceConfig"]
+__all__ = ["SOURCE_TYPES", "MqttConfig", "MqttSource", "SerialConfig", "SerialSource", "Source", "SourceConfig"]
 
 SOURCE_TYPES: dict[str, type[SourceConfig]] = {
     "mqtt": MqttConfig,
+    "serial": SerialConfig,
 }

@@ -288,22 +288,30 @@ def positive(config: Any, *names: str) -> list[str]:
     return [f"{n}: must be > 0" for n in names if getattr(config, n) <= 0]
 
 
-def run_forever(name: str, stop: threading.Event, attempt: Callable[[], None], logger: logging.Logger) -> None:
-    """Call ``attempt`` until ``stop`` is set; an exception is logged and retried with backoff.
+def run_forever(
+    name: str,
+    stop: threading.Event,
+    attempt: Callable[[], bool | None],
+    logger: logging.Logger,
+    backoff: Backoff | None = None,
+) -> None:
+    """Call ``attempt`` until ``stop`` is set, pausing with backoff between calls.
 
-    This is the last line of defence: sources handle their own expected failures; anything
+    ``attempt`` returns (or fails) when its connection or device is gone; it returns True if it got
+    somewhere (connected, opened the device), which resets the backoff. An exception is logged with
+    its traceback and retried: sources handle their expected failures themselves, and anything
     unexpected restarts the source's inner loop instead of killing the agent.
     """
-    backoff = Backoff()
+    backoff = backoff or Backoff()
     while not stop.is_set():
-        started = time.monotonic()
         try:
-            attempt()
+            progressed = attempt()
         except SpoolClosed:
             return
         except Exception:
             logger.exception("%s: failed; restarting", name)
-        if time.monotonic() - started > 60:
+            progressed = False
+        if progressed:
             backoff.reset()
-        if backoff.wait(stop):
+        if stop.is_set() or backoff.wait(stop):
             return

@@ -1,0 +1,170 @@
+"""Serial source on real pty pairs: framing, garbage, and the device vanishing and coming back."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from edge_agent.errors import ConfigError
+from edge_agent.metrics import REGISTRY
+from edge_agent.sources import SOURCE_TYPES
+from edge_agent.sources.serial import SerialConfig
+from edge_agent.spool import Spool
+
+
+class Device:
+    """A fake serial device: the master side of a pty, reachable through a stable symlink."""
+
+    def __init__(self, link: Path) -> None:
+        self.link = link
+        self.master, slave = os.openpty()
+        self.slave_path = os.ttyname(slave)
+        os.close(slave)  # the source opens the slave by path, like a real /dev/ttyUSB0
+        if link.is_symlink():
+            link.unlink()
+        link.symlink_to(self.slave_path)
+
+    def write(self, data: bytes) -> None:
+        os.write(self.master, data)
+
+    def unplug(self) -> None:
+        self.link.unlink()
+        os.close(self.master)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.02)
+    raise AssertionError("condition not met in time")
+
+
+def rejected(source: str, reason: str) -> float:
+    return REGISTRY.get_sample_value("edge_agent_records_rejected_total", {"source": source, "reason": reason}) or 0.0
+
+
+def datas(spool: Spool) -> list[bytes]:
+    return [r.data for r in spool.read("records", limit=10_000) if not r.data.startswith(b"sync")]
+
+
+def sync(device: Device, spool: Spool) -> None:
+    """Write probe lines until one arrives: the source has (re)opened the port.
+
+    pyserial flushes the input queue when it opens a port, so bytes written before that are lost,
+    as they would be on a real UART.
+    """
+    deadline = time.monotonic() + 10
+    before = len(spool.read("records", limit=10_000))
+    while time.monotonic() < deadline:
+        device.write(b"sync\n")
+        time.sleep(0.05)
+        if len(spool.read("records", limit=10_000)) > before:
+            return
+    raise AssertionError("the source never opened the port")
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Iterator[Callable[..., tuple[Spool, Device, str]]]:
+    started: list[tuple[threading.Thread, threading.Event, Spool]] = []
+
+    def start(**settings: object) -> tuple[Spool, Device, str]:
+        device = Device(tmp_path / "ttyUSB0")
+        name = f"serial-{len(started)}-{os.getpid()}-{time.monotonic_ns()}"
+        config = SerialConfig.from_dict({"stream": "serial", "port": str(device.link), "name": name, **settings}, "sources.serial[0]")
+        spool = Spool(tmp_path / f"spool-{len(started)}.db")
+        stop = threading.Event()
+        thread = threading.Thread(target=config.build(spool, "agent").run, args=(stop,), daemon=True)
+        thread.start()
+        started.append((thread, stop, spool))
+        return spool, device, name
+
+    yield start
+    for thread, stop, spool in started:
+        stop.set()
+        thread.join(5)
+        assert not thread.is_alive()
+        spool.close()
+
+
+def test_lines_and_garbage(source) -> None:
+    spool, device, name = source(max_line_bytes=100)
+    sync(device, spool)
+    device.write(b"temp=21.5\n")
+    device.write(b"\xff\xfe\x80 noise\n")            # not UTF-8
+    device.write(b"hum=40\r\n")                         # CRLF device
+    device.write(b"x" * 5000)                           # runaway line, in pieces
+    device.write(b"y" * 5000 + b"\n")
+    device.write(b"\x00\x00\x07\n")                      # control characters
+    device.write(b"\n")                                  # empty
+    device.write("caf\u00e9=1\n".encode())              # UTF-8 text is fine
+    device.write(b"split ")
+    time.sleep(0.3)                                      # a line arriving in two reads
+    device.write(b"line\n")
+    wait_until(lambda: len(datas(spool)) == 4)
+    assert datas(spool) == [b"temp=21.5", b"hum=40", "caf\u00e9=1".encode(), b"split line"]
+    assert rejected(name, "not_text") == 2
+    assert rejected(name, "too_long") == 1
+    assert rejected(name, "empty") == 1
+    record = spool.read("records")[-1]
+    assert record.partition_key.endswith("ttyUSB0") and record.kind == "telemetry" and record.stream == "serial"
+
+
+def test_device_unplugged_and_plugged_back(source, tmp_path: Path) -> None:
+    spool, device, name = source(reopen_max=0.5)
+    sync(device, spool)
+    device.write(b"before-1\nbefore-2\nhalf a li")
+    wait_until(lambda: len(datas(spool)) == 2)
+    device.unplug()
+    wait_until(lambda: rejected(name, "partial") == 1)
+    time.sleep(0.6)  # a few failed reopen attempts while the device is gone
+    device = Device(tmp_path / "ttyUSB0")  # plugged back: a new device node behind the same link
+    sync(device, spool)
+    device.write(b"after-1\nafter-2\n")
+    wait_until(lambda: len(datas(spool)) == 4)
+    assert datas(spool) == [b"before-1", b"before-2", b"after-1", b"after-2"]
+    device.unplug()
+
+
+def test_fixed_length_binary_frames_and_latin1(source) -> None:
+    spool, device, _ = source(framing="fixed", record_length=4, encoding="binary")
+    deadline = time.monotonic() + 10
+    while not spool.read("records") and time.monotonic() < deadline:  # sync with whole frames
+        device.write(b"\x00\x00\x00\x00")
+        time.sleep(0.05)
+    before = len(spool.read("records", limit=1000))
+    device.write(b"\x01\x02\x03\x04\xff\xfe")
+    device.write(b"\xfd\xfc")
+    wait_until(lambda: len(spool.read("records", limit=1000)) == before + 2)
+    assert [r.data for r in spool.read("records", limit=1000)[before:]] == [b"\x01\x02\x03\x04", b"\xff\xfe\xfd\xfc"]
+
+    spool2, device2, _ = source(encoding="latin-1", terminator="\r\n")
+    sync_line = b"sync\r\n"
+    deadline = time.monotonic() + 10
+    while not spool2.read("records") and time.monotonic() < deadline:
+        device2.write(sync_line)
+        time.sleep(0.05)
+    device2.write(b"caf\xe9\r\n")
+    wait_until(lambda: spool2.read("records", limit=1000)[-1].data != b"sync")
+    assert spool2.read("records", limit=1000)[-1].data == "caf\u00e9".encode("utf-8")
+
+
+def test_config_rules() -> None:
+    assert SOURCE_TYPES["serial"] is SerialConfig
+    config = SerialConfig.from_dict({"stream": "s", "port": "/dev/ttyUSB0"}, "sources.serial[3]")
+    assert (config.name, config.baudrate, config.parity, config.stopbits) == ("serial-3", 9600, "none", 1)
+    with pytest.raises(ConfigError) as err:
+        SerialConfig.from_dict({"stream": "s", "port": "/dev/x", "parity": "N", "stopbits": 3, "baudrate": 9600.0}, "sources.serial[0]")
+    assert "sources.serial[0].parity: expected 'none', 'even', 'odd', 'mark' or 'space'" in str(err.value)
+    assert "sources.serial[0].stopbits: expected 1, 1.5 or 2" in str(err.value)
+    assert "sources.serial[0].baudrate: expected an integer" in str(err.value)
+    with pytest.raises(ConfigError, match="record_length: must be > 0"):
+        SerialConfig.from_dict({"stream": "s", "port": "/dev/x", "framing": "fixed"}, "sources.serial[0]")
+    with pytest.raises(ConfigError, match="encoding: unknown codec"):
+        SerialConfig.from_dict({"stream": "s", "port": "/dev/x", "encoding": "klingon"}, "sources.serial[0]")
