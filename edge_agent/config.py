@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import socket
 import sys
 from dataclasses import dataclass, field
@@ -235,16 +236,15 @@ def _build_sources(values: Any, errors: list[str]) -> tuple[Any, ...]:
             errors.append(f"sources.{kind}: expected [[sources.{kind}]] tables")
             continue
         for index, entry in enumerate(entries):
-            prefix = f"sources.{kind}[{index}]."
+            prefix = f"sources.{kind}[{index}]"
             if not isinstance(entry, dict):
-                errors.append(f"{prefix.rstrip('.')}: expected a table")
+                errors.append(f"{prefix}: expected a table")
                 continue
-            entry = dict(entry)
-            entry.setdefault("name", f"{kind}-{index}")
             try:
                 built.append(SOURCE_TYPES[kind].from_dict(entry, prefix))
             except ConfigError as exc:
-                errors.extend(str(exc).splitlines())
+                # One message per error, whether the source joined them with newlines or "; ".
+                errors.extend(m for line in str(exc).splitlines() for m in re.split(r"; (?=sources\.)", line) if m)
     names = [getattr(s, "name", "") for s in built]
     for name in sorted({n for n in names if names.count(n) > 1}):
         errors.append(f"sources: name {name!r} is used by more than one source")

@@ -1,0 +1,296 @@
+"""The media forwarder: spool lane "media" (MKV fragments) → PutMedia, acked only on PERSISTED.
+
+Like a KVS producer: GetDataEndpoint (``PUT_MEDIA``) once per stream, then ``POST
+{endpoint}/putMedia`` with a chunked body of fragments (each spooled fragment is a standalone
+MKV document, sent oldest first) and ABSOLUTE timecodes, SigV4-signed for ``kinesisvideo``
+with an unsigned payload. The response is a stream of JSON acks (BUFFERING, RECEIVED,
+PERSISTED, ERROR, IDLE); a fragment leaves the spool only when its PERSISTED ack arrives.
+Requests carry ``X-Edge-Fragment-Seqs`` (the spool seqs of the body's fragments, in order),
+so a fragment resent after a lost ack is recognised by the gateway, not stored twice.
+
+Batches are bounded (``media_fragments_per_request``), so the whole body is written before
+acks are read; an outage or a 5xx is retried with backoff, per stream.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from edge_agent import aws, metrics
+from edge_agent.backoff import Backoff
+from edge_agent.config import ForwarderSection, GatewaySection
+from edge_agent.spool import SpoolClosed, SpooledRecord
+
+log = logging.getLogger("edge_agent.media")
+
+#: KVS error ids meaning "this fragment itself is bad": sending it again cannot succeed.
+FRAGMENT_ERRORS = {4000, 4001, 4002, 4003, 4004, 4005, 4006, 4007, 4009, 4010, 4011, 4012}
+#: Most bytes of fragments read from the spool per request.
+MAX_REQUEST_BYTES = 24 * 1024 * 1024
+
+
+@dataclass
+class Ack:
+    event: str
+    timecode: int | None
+    fragment_number: str | None
+    error_id: int | None
+
+
+def parse_acks(chunks: Iterator[bytes]) -> Iterator[Ack]:
+    """JSON ack objects from the response body, however they are split or separated."""
+    decoder = json.JSONDecoder()
+    buf = ""
+    for chunk in chunks:
+        buf += chunk.decode("utf-8", errors="replace")
+        while True:
+            buf = buf.lstrip(" \r\n\t,")
+            if not buf:
+                break
+            try:
+                obj, end = decoder.raw_decode(buf)
+            except json.JSONDecodeError:
+                break  # incomplete: wait for more
+            buf = buf[end:]
+            if isinstance(obj, dict):
+                tc = obj.get("FragmentTimecode")
+                err = obj.get("ErrorId")
+                yield Ack(str(obj.get("EventType", "")), int(tc) if isinstance(tc, (int, float)) else None,
+                          obj.get("FragmentNumber"), int(err) if isinstance(err, (int, float, str)) and str(err).isdigit() else None)
+
+
+def fragment_start_ms(record: SpooledRecord) -> int:
+    return int(record.attrs.get("start_ms", record.timestamp_ms))
+
+
+class MediaForwarder:
+    """Sends spooled video fragments with PutMedia; ``run`` until ``stop`` is set."""
+
+    def __init__(self, spool: Any, session: Any, gateway: GatewaySection, config: ForwarderSection, agent_id: str) -> None:
+        self.spool = spool
+        self.session = session
+        self.gateway = gateway
+        self.config = config
+        self.agent_id = agent_id
+        self.video = aws.make_client(session, "kinesisvideo", gateway.video_url, gateway)
+        self._endpoints: dict[str, str] = {}
+        self._not_before: dict[str, float] = {}
+        self._backoff: dict[str, Backoff] = {}
+        self.heartbeat = time.monotonic()
+        self.last_success: float | None = None
+        self._warned: dict[str, float] = {}
+        self._seen = 0  # highest spool seq looked at (for spool.wait)
+        self._ssl = ssl.create_default_context(cafile=gateway.ca_file or None)
+
+    def run(self, stop: threading.Event) -> None:
+        log.info("media forwarder started")
+        while not stop.is_set():
+            self.heartbeat = time.monotonic()
+            try:
+                if not self.step():
+                    self._idle(stop)
+            except SpoolClosed:
+                return
+            except Exception:
+                log.exception("media forwarder: unexpected error")
+                stop.wait(1.0)
+
+    def _idle(self, stop: threading.Event) -> None:
+        """Sleep until a new fragment is spooled or a stream's retry time comes."""
+        now = time.monotonic()
+        waits = [t - now for t in self._not_before.values() if t > now]
+        self.spool.wait("media", self._seen, max(0.01, min([1.0, *waits])))
+
+    # -- one request ---------------------------------------------------------------------------
+
+    def step(self) -> bool:
+        """Send one batch of one stream's oldest fragments; False when none is ready."""
+        batch = self._next_batch()
+        if not batch:
+            return False
+        self._send(batch[0].stream, batch)
+        return True
+
+    def _next_batch(self) -> list[SpooledRecord]:
+        now = time.monotonic()
+        records = self.spool.read("media", 0, limit=self.config.media_fragments_per_request * 3, max_bytes=MAX_REQUEST_BYTES)
+        if records:
+            self._seen = max(self._seen, records[-1].seq)
+        stream: str | None = None
+        batch: list[SpooledRecord] = []
+        for record in records:
+            if stream is None:
+                if self._not_before.get(record.stream, 0) > now:
+                    continue
+                stream = record.stream
+            if record.stream != stream:
+                continue
+            batch.append(record)
+            if len(batch) >= self.config.media_fragments_per_request:
+                break
+        return batch
+
+    def _endpoint(self, stream: str) -> str:
+        url = self._endpoints.get(stream)
+        if url is None:
+            response = self.video.get_data_endpoint(StreamName=stream, APIName="PUT_MEDIA")
+            url = self._endpoints[stream] = str(response["DataEndpoint"]).rstrip("/")
+        return url
+
+    def _send(self, stream: str, batch: list[SpooledRecord]) -> None:
+        try:
+            endpoint = self._endpoint(stream)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "Unknown")
+            return self._failed(stream, batch, code, str(exc), long=code in ("ResourceNotFoundException", "NotAuthorizedException"))
+        except BotoCoreError as exc:
+            return self._failed(stream, batch, "connection", str(exc))
+        try:
+            persisted, rejected = self._put_media(endpoint, stream, batch)
+        except (OSError, http.client.HTTPException) as exc:
+            self._endpoints.pop(stream, None)
+            return self._failed(stream, batch, "connection", f"{type(exc).__name__}: {exc}")
+        except _HttpError as exc:
+            long = exc.code in ("ResourceNotFoundException", "NotAuthorizedException", "AccessDeniedException")
+            return self._failed(stream, batch, exc.code if exc.status < 500 else "server_error", str(exc), long=long)
+        done = persisted + [r for r, _ in rejected]
+        if done:
+            self.spool.ack([r.seq for r in done])
+        for record, error_id in rejected:
+            metrics.RECORDS_REJECTED.labels(record.source, f"putmedia_{error_id}").inc()
+            log.error("video fragment %d of %s refused by the gateway (ErrorId %d): dropped", record.seq, stream, error_id)
+        if persisted:
+            metrics.RECORDS_SENT.labels(stream).inc(len(persisted))
+            for record in persisted:
+                metrics.RECORDS_OUT.labels(record.source).inc()
+            self.last_success = time.time()
+            metrics.LAST_SEND_SUCCESS.labels("media").set(self.last_success)
+        missing = len(batch) - len(done)
+        if missing:
+            self._failed(stream, batch[len(done):], "incomplete", f"{missing} fragment(s) not persisted")
+        else:
+            self._backoff_for(stream).reset()
+            self._not_before.pop(stream, None)
+
+    def _put_media(self, endpoint: str, stream: str, batch: list[SpooledRecord]) -> tuple[list[SpooledRecord], list[tuple[SpooledRecord, int]]]:
+        """POST the fragments; returns (persisted, rejected with their ErrorId), in order."""
+        url = urlsplit(endpoint)
+        path = url.path.rstrip("/") + "/putMedia"
+        headers = {
+            "x-amzn-stream-name": stream,
+            "x-amzn-fragment-timecode-type": "ABSOLUTE",
+            "x-amzn-producer-start-timestamp": f"{fragment_start_ms(batch[0]) / 1000:.3f}",
+            "X-Edge-Producer-Id": self.agent_id,
+            "X-Edge-Fragment-Seqs": ",".join(str(r.seq) for r in batch),
+        }
+        signed = aws.sign_streaming_request("POST", f"{url.scheme}://{url.netloc}{path}", headers, self.session, self.gateway.region)
+        timeout = self.gateway.read_timeout_seconds
+        conn: http.client.HTTPConnection
+        if url.scheme == "https":
+            conn = http.client.HTTPSConnection(url.netloc, timeout=timeout, context=self._ssl)
+        else:
+            conn = http.client.HTTPConnection(url.netloc, timeout=timeout)
+        try:
+            conn.putrequest("POST", path, skip_accept_encoding=True)
+            for name, value in signed.items():
+                conn.putheader(name, value)
+            conn.putheader("Transfer-Encoding", "chunked")
+            conn.putheader("Content-Type", "application/octet-stream")
+            conn.endheaders()
+            try:
+                for record in batch:
+                    conn.send(b"%x\r\n" % len(record.data) + record.data + b"\r\n")
+                conn.send(b"0\r\n\r\n")
+            except OSError:
+                pass  # the gateway may have answered early (unknown stream...): read what it said
+            response = conn.getresponse()
+            if response.status != 200:
+                raise _HttpError.from_response(response)
+            return self._read_acks(response, batch)
+        finally:
+            conn.close()
+
+    def _read_acks(self, response: http.client.HTTPResponse, batch: list[SpooledRecord]) -> tuple[list[SpooledRecord], list[tuple[SpooledRecord, int]]]:
+        persisted: list[SpooledRecord] = []
+        rejected: list[tuple[SpooledRecord, int]] = []
+        index = 0  # next fragment awaiting its final ack
+        starts = [fragment_start_ms(r) for r in batch]
+
+        def chunks() -> Iterator[bytes]:
+            while True:
+                data = response.read1(65536)
+                if not data:
+                    return
+                yield data
+
+        for ack in parse_acks(chunks()):
+            if ack.event not in ("PERSISTED", "ERROR"):
+                continue
+            if index >= len(batch):
+                break
+            # Final acks come in fragment order; the timecode confirms which one (skip to it if it matches later).
+            if ack.timecode is not None and starts[index] != ack.timecode and ack.timecode in starts[index:]:
+                index = starts.index(ack.timecode, index)
+            if ack.event == "PERSISTED":
+                if len(persisted) + len(rejected) != index:
+                    break  # a fragment before this one got no final ack: stop, resend from there
+                persisted.append(batch[index])
+            else:
+                error_id = ack.error_id or 0
+                if error_id not in FRAGMENT_ERRORS or len(persisted) + len(rejected) != index:
+                    break  # server-side error, or we lost track: resend the rest later
+                rejected.append((batch[index], error_id))
+            index += 1
+            if index >= len(batch):
+                break
+        return persisted, rejected
+
+    # -- failures ------------------------------------------------------------------------------
+
+    def _backoff_for(self, stream: str) -> Backoff:
+        if stream not in self._backoff:
+            self._backoff[stream] = Backoff(self.config.retry_base_seconds, self.config.retry_max_seconds)
+        return self._backoff[stream]
+
+    def _failed(self, stream: str, batch: list[SpooledRecord], reason: str, message: str, long: bool = False) -> None:
+        metrics.SEND_ERRORS.labels("media", reason).inc()
+        metrics.SEND_RETRIES.labels(stream).inc(len(batch))
+        delay = self._backoff_for(stream).next()
+        if long:
+            delay = max(delay, self.config.retry_max_seconds / 4)
+        self._not_before[stream] = time.monotonic() + delay
+        now = time.monotonic()
+        if now - self._warned.get(stream + reason, -1e9) >= 10:
+            self._warned[stream + reason] = now
+            log.warning("PutMedia to %s failed (%s: %s); retrying in %.1fs", stream, reason, message, delay)
+
+
+class _HttpError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"HTTP {status} {code}: {message}")
+        self.status = status
+        self.code = code
+
+    @classmethod
+    def from_response(cls, response: http.client.HTTPResponse) -> _HttpError:
+        body = response.read(65536)
+        code = response.getheader("x-amzn-ErrorType", "") or ""
+        message = body.decode("utf-8", errors="replace")[:300]
+        try:
+            parsed = json.loads(body)
+            code = code or str(parsed.get("__type", ""))
+            message = str(parsed.get("message") or parsed.get("Message") or message)
+        except (ValueError, AttributeError):
+            pass
+        return cls(response.status, code.split(":")[0] or f"HTTP{response.status}", message)

@@ -1,0 +1,145 @@
+"""The running agent: one thread per source, one per forwarder, the metrics endpoint, sd_notify.
+
+``Agent(config).run(stop)`` opens the spool, starts everything, tells systemd READY=1 and then
+pings WATCHDOG=1 while the forwarder loops are alive (a hung forwarder stops the pings and
+systemd restarts the service). A source that fails is restarted after a pause; nothing a source
+or the gateway does stops the agent. On ``stop`` (SIGTERM/SIGINT) threads are joined and the
+spool is closed cleanly; whatever was not sent waits in the spool for the next start.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import start_http_server
+
+from edge_agent import aws, metrics
+from edge_agent.config import AgentConfig
+from edge_agent.forwarder import RecordForwarder
+from edge_agent.media_forwarder import MediaForwarder
+from edge_agent.sdnotify import Notifier, watchdog_interval
+from edge_agent.spool import Spool
+
+log = logging.getLogger("edge_agent")
+
+#: A forwarder loop silent for longer than this (plus the read timeout) is considered hung.
+HUNG_AFTER_SECONDS = 60.0
+JOIN_SECONDS = 10.0
+
+
+class Agent:
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.agent_id = config.agent_id
+        self.spool: Spool | None = None
+        self.records: RecordForwarder | None = None
+        self.media: MediaForwarder | None = None
+        self.threads: list[threading.Thread] = []
+        self.notifier = Notifier()
+        self._metrics_server: Any = None
+
+    # -- starting ------------------------------------------------------------------------------
+
+    def start(self, stop: threading.Event) -> None:
+        cfg = self.config
+        self.spool = Spool(cfg.spool.path, max_bytes=cfg.spool.max_bytes, drop_order=cfg.spool.drop_order, sync=cfg.spool.sync)
+        session = aws.make_session(cfg.gateway)
+        kinesis = aws.make_client(session, "kinesis", cfg.gateway.endpoint_url, cfg.gateway)
+        self.records = RecordForwarder(self.spool, kinesis, cfg.forwarder, self.agent_id)
+        self.media = MediaForwarder(self.spool, session, cfg.gateway, cfg.forwarder, self.agent_id)
+        self._thread("forwarder-records", self.records.run, stop)
+        self._thread("forwarder-media", self.media.run, stop)
+        for source_config in cfg.sources:
+            self._thread(f"source-{source_config.name}", lambda s, c=source_config: self._supervise(c, s), stop)
+        if cfg.metrics.listen:
+            host, _, port = cfg.metrics.listen.rpartition(":")
+            try:
+                self._metrics_server, _ = start_http_server(int(port), addr=host.strip("[]"), registry=metrics.REGISTRY)
+            except OSError as exc:
+                log.error("metrics endpoint %s unavailable: %s (continuing without it)", cfg.metrics.listen, exc)
+        log.info(
+            "agent %s running: %d source(s), spool %s, gateway %s, metrics %s",
+            self.agent_id, len(cfg.sources), cfg.spool.path, cfg.gateway.endpoint_url, cfg.metrics.listen or "off",
+        )
+
+    def _thread(self, name: str, target: Callable[[threading.Event], None], stop: threading.Event) -> None:
+        thread = threading.Thread(target=target, args=(stop,), name=name, daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def _supervise(self, source_config: Any, stop: threading.Event) -> None:
+        """Run one source; if it raises (a bug, a vanished device), restart it after a pause."""
+        while not stop.is_set():
+            try:
+                source = source_config.build(self.spool, self.agent_id)
+                source.run(stop)
+            except Exception:
+                log.exception("source %s failed; restarting in %.0fs", source_config.name, self.config.agent.source_restart_seconds)
+                stop.wait(self.config.agent.source_restart_seconds)
+
+    # -- running -------------------------------------------------------------------------------
+
+    def healthy(self) -> bool:
+        """True while both forwarder loops come round (they update a heartbeat every pass)."""
+        limit = HUNG_AFTER_SECONDS + self.config.gateway.read_timeout_seconds
+        now = time.monotonic()
+        return all(f is not None and now - f.heartbeat < limit for f in (self.records, self.media))
+
+    def run(self, stop: threading.Event) -> None:
+        """Start, announce READY, keep the watchdog fed until ``stop``, then shut down."""
+        self.start(stop)
+        self.notifier.ready(f"forwarding to {self.config.gateway.endpoint_url}")
+        interval = watchdog_interval() or 5.0
+        try:
+            while not stop.wait(interval):
+                if self.healthy():
+                    self.notifier.watchdog()
+                    self.notifier.status(self.status_line())
+                else:
+                    log.error("a forwarder loop is stuck: not feeding the watchdog")
+        finally:
+            self.shutdown(stop)
+
+    def status_line(self) -> str:
+        assert self.spool is not None
+        stats = self.spool.stats()
+        return f"spool: {stats.records.get('records', 0)} records, {stats.records.get('media', 0)} fragments, {stats.bytes} bytes"
+
+    def shutdown(self, stop: threading.Event) -> None:
+        stop.set()
+        self.notifier.stopping()
+        deadline = time.monotonic() + JOIN_SECONDS
+        for thread in self.threads:
+            thread.join(max(0.1, deadline - time.monotonic()))
+        stuck = [t.name for t in self.threads if t.is_alive()]
+        if stuck:
+            log.warning("threads still running at shutdown: %s", ", ".join(stuck))
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
+        if self.spool is not None:
+            self.spool.close()
+        log.info("agent stopped")
+
+
+def install_signal_handlers(stop: threading.Event) -> None:
+    """SIGTERM (systemd stop) and SIGINT (Ctrl-C) end the agent cleanly."""
+
+    def handler(signum: int, _frame: Any) -> None:
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def run_agent(config: AgentConfig) -> int:
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    Agent(config).run(stop)
+    return 0

@@ -1,0 +1,115 @@
+"""``edge-agent status``: what is waiting, what was dropped, when the last send went through.
+
+Asks the running agent's metrics endpoint first (it knows everything: per-source counts, retries,
+throttles). If no agent answers, it reads the spool file directly, read-only (the running agent
+holds the spool's lock, SQLite readers don't need it): depth, bytes and drops survive there.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import urllib.error
+import urllib.request
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+
+@dataclass
+class Status:
+    origin: str
+    spool_records: dict[str, int] = field(default_factory=dict)
+    spool_bytes: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    last_send: dict[str, float] = field(default_factory=dict)
+    records_in: dict[str, float] = field(default_factory=dict)
+    records_out: dict[str, float] = field(default_factory=dict)
+    rejected: dict[str, float] = field(default_factory=dict)
+    retries: float = 0
+    throttled: float = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def render(self) -> str:
+        now = time.time()
+        lines = [f"status from {self.origin}"]
+        lines.append("spool: " + ", ".join(f"{lane} {n}" for lane, n in sorted(self.spool_records.items())) + f"; {self.spool_bytes} bytes")
+        lines.append("dropped (spool cap): " + (", ".join(f"{k} {n}" for k, n in sorted(self.dropped.items())) or "none"))
+        for lane in ("records", "media"):
+            ts = self.last_send.get(lane)
+            lines.append(f"last successful send ({lane}): " + (f"{now - ts:.1f}s ago" if ts else "never"))
+        if self.records_in or self.records_out:
+            for source in sorted(set(self.records_in) | set(self.records_out)):
+                lines.append(f"source {source}: in {int(self.records_in.get(source, 0))}, out {int(self.records_out.get(source, 0))}")
+        if self.rejected:
+            lines.append("rejected: " + ", ".join(f"{k} {int(n)}" for k, n in sorted(self.rejected.items())))
+        if self.origin.startswith("http"):
+            lines.append(f"retries {int(self.retries)}, throttled {int(self.throttled)}")
+        return "\n".join(lines)
+
+
+def from_metrics(url: str, timeout: float = 2.0) -> Status:
+    """Parse the agent's Prometheus endpoint; raises OSError when nothing answers."""
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        text = response.read().decode()
+    status = Status(origin=url)
+    rejected: dict[str, float] = defaultdict(float)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            name, labels, value = sample.name, sample.labels, sample.value
+            if name == "edge_agent_spool_records":
+                status.spool_records[labels["lane"]] = int(value)
+            elif name == "edge_agent_spool_bytes":
+                status.spool_bytes = int(value)
+            elif name == "edge_agent_records_dropped_total":
+                status.dropped[labels["kind"]] = int(value)
+            elif name == "edge_agent_last_send_success_timestamp_seconds":
+                status.last_send[labels["lane"]] = value
+            elif name == "edge_agent_records_in_total":
+                status.records_in[labels["source"]] = value
+            elif name == "edge_agent_records_out_total":
+                status.records_out[labels["source"]] = value
+            elif name == "edge_agent_records_rejected_total":
+                rejected[f"{labels['source']}/{labels['reason']}"] += value
+            elif name == "edge_agent_send_retries_total":
+                status.retries += value
+            elif name == "edge_agent_throttled_total":
+                status.throttled += value
+    status.rejected = dict(rejected)
+    return status
+
+
+def from_spool(path: str | Path) -> Status:
+    """Read depth, bytes and drops straight from the spool file (read-only)."""
+    if not Path(path).exists():
+        raise FileNotFoundError(f"no spool at {path}")
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    try:
+        status = Status(origin=str(path))
+        for lane, count, size in db.execute("SELECT lane, COUNT(*), COALESCE(SUM(size), 0) FROM records GROUP BY lane"):
+            status.spool_records[lane] = count
+            status.spool_bytes += size
+        for name, value in db.execute("SELECT name, value FROM counters WHERE name LIKE 'dropped.%'"):
+            status.dropped[name.removeprefix("dropped.")] = value
+    finally:
+        db.close()
+    for lane in ("records", "media"):
+        status.spool_records.setdefault(lane, 0)
+    return status
+
+
+def get_status(metrics_url: str | None, spool_path: str | None) -> Status:
+    if metrics_url:
+        try:
+            return from_metrics(metrics_url)
+        except (OSError, urllib.error.URLError):
+            if not spool_path:
+                raise
+    if not spool_path:
+        raise FileNotFoundError("no metrics endpoint and no spool path to read")
+    return from_spool(spool_path)
