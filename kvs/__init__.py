@@ -2,6 +2,9 @@
 
 - ``FragmentWriter``: frames/packets -> standalone MKV fragments (one keyframe-led cluster each)
 - ``MkvStreamParser``: a PutMedia body (MKV documents back to back) -> ``ParsedFragment`` per cluster
+- ``kvs.reader``: a stored fragment -> track + encoded frames; ``kvs.tags``: the KVS GetMedia tags
+- ``kvs.remux`` (+ ``kvs.mp4`` boxes): fragments -> MP4 clip, fMP4 init + media segments
+- ``kvs.playlist``: HLS master/media playlists, DASH MPD; ``kvs.images``: JPEG/PNG stills
 """
 
 from kvs.errors import MkvError

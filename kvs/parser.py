@@ -207,6 +207,7 @@ class MkvStreamParser:
             self._info = self._tracks_raw = b""
             self._tracks = {}
             self._timecode_scale = 1_000_000
+            self._pending_tags = {}  # tags never outlive their document
             self._consume(header_len + size)
             return True
         if element_id == ebml.SEGMENT and self._ebml_header:

@@ -91,7 +91,7 @@ class FragmentWriter:
         last_error: Exception | None = None
         for candidate in candidates:
             try:
-                ctx = av.CodecContext.create(candidate, "w")
+                ctx: Any = av.CodecContext.create(candidate, "w")
                 ctx.width = self.width
                 ctx.height = self.height
                 ctx.pix_fmt = "yuv420p"

@@ -1,0 +1,129 @@
+"""Read a stored fragment back into its track description and encoded frames.
+
+Remux (MP4/fMP4) and image extraction start here: no decoding, just the SimpleBlocks of the
+one Cluster with absolute millisecond timestamps, plus the track's codec and parameter sets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kvs import ebml, mkv
+from kvs.errors import INVALID_MKV_DATA, MkvError
+from kvs.parser import parse_fragment
+from kvs.tags import read_tags
+
+
+@dataclass
+class FragmentContent:
+    track: mkv.VideoTrack
+    frames: list[mkv.Frame]
+    timecode_ms: int
+    duration_ms: int
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def end_ms(self) -> int:
+        return self.timecode_ms + self.duration_ms
+
+    def frame_durations(self, next_start_ms: int | None = None) -> list[int]:
+        """Duration of each frame in ms; the last one lasts until the fragment's end (or ``next_start_ms``)."""
+        out = [b.timestamp_ms - a.timestamp_ms for a, b in zip(self.frames, self.frames[1:])]
+        end = next_start_ms if next_start_ms is not None and next_start_ms > self.frames[-1].timestamp_ms else self.end_ms
+        last = end - self.frames[-1].timestamp_ms
+        if last <= 0:
+            last = out[-1] if out else max(1, self.track.default_duration_ns // 1_000_000) or 33
+        return out + [last]
+
+
+def read_fragment(data: bytes) -> FragmentContent:
+    """Parse one standalone MKV document (as the writer, the parser or the store produce)."""
+    parsed = parse_fragment(data)  # validates and normalises unknown sizes into one sized document
+    doc = parsed.mkv
+    header = ebml.read_header(doc, 0)
+    assert header is not None
+    segment_at = header[2] + header[1]
+    seg = ebml.read_header(doc, segment_at)
+    assert seg is not None
+    payload = memoryview(doc)[segment_at + seg[2] : segment_at + seg[2] + seg[1]]
+    track: mkv.VideoTrack | None = None
+    frames: list[mkv.Frame] = []
+    scale_ms = 1.0
+    tags: dict[str, str] = {}
+    for found in read_tags(data):  # the parser keeps only tags before the cluster; GetMedia adds some after
+        tags.update(found)
+    for element_id, value in ebml.iter_children(payload):
+        if element_id == ebml.INFO:
+            for cid, cval in ebml.iter_children(value):
+                if cid == ebml.TIMECODE_SCALE:
+                    scale_ms = (ebml.read_uint(cval) or 1_000_000) / 1_000_000
+        elif element_id == ebml.TRACKS:
+            track = _read_track(value)
+        elif element_id == ebml.CLUSTER:
+            frames = _read_cluster(value, scale_ms, track.number if track else 1)
+    if track is None or not frames:
+        raise MkvError(INVALID_MKV_DATA, "fragment without a track or frames")
+    return FragmentContent(track, frames, parsed.timecode_ms, parsed.duration_ms, tags)
+
+
+def _read_track(tracks: memoryview) -> mkv.VideoTrack:
+    for cid, entry in ebml.iter_children(tracks):
+        if cid != ebml.TRACK_ENTRY:
+            continue
+        fields: dict = {"codec_id": "", "width": 0, "height": 0}
+        track_type = 1
+        for fid, value in ebml.iter_children(entry):
+            if fid == ebml.TRACK_NUMBER:
+                fields["number"] = ebml.read_uint(value)
+            elif fid == ebml.CODEC_ID:
+                fields["codec_id"] = ebml.read_string(value)
+            elif fid == ebml.CODEC_PRIVATE:
+                fields["codec_private"] = bytes(value)
+            elif fid == ebml.TRACK_NAME:
+                fields["name"] = ebml.read_string(value)
+            elif fid == ebml.DEFAULT_DURATION:
+                fields["default_duration_ns"] = ebml.read_uint(value)
+            elif fid == ebml.TRACK_TYPE:
+                track_type = ebml.read_uint(value)
+            elif fid == ebml.VIDEO:
+                for vid, vval in ebml.iter_children(value):
+                    if vid == ebml.PIXEL_WIDTH:
+                        fields["width"] = ebml.read_uint(vval)
+                    elif vid == ebml.PIXEL_HEIGHT:
+                        fields["height"] = ebml.read_uint(vval)
+        if track_type == 1:
+            return mkv.VideoTrack(**fields)
+    raise MkvError(INVALID_MKV_DATA, "no video track")
+
+
+def _read_cluster(cluster: memoryview, scale_ms: float, track_number: int) -> list[mkv.Frame]:
+    base = 0
+    frames: list[mkv.Frame] = []
+    for cid, value in ebml.iter_children(cluster):
+        if cid == ebml.CLUSTER_TIMECODE:
+            base = ebml.read_uint(value)
+        elif cid == ebml.SIMPLE_BLOCK:
+            frames += _block(value, base, scale_ms, track_number, simple=True)
+        elif cid == ebml.BLOCK_GROUP:
+            children = ebml.iter_children(value)
+            key = not any(c == ebml.REFERENCE_BLOCK for c, _ in children)
+            for c, v in children:
+                if c == ebml.BLOCK:
+                    frames += [mkv.Frame(f.data, f.timestamp_ms, key) for f in _block(v, base, scale_ms, track_number, simple=False)]
+    frames.sort(key=lambda f: f.timestamp_ms)
+    return frames
+
+
+def _block(payload: memoryview, base: int, scale_ms: float, track_number: int, simple: bool) -> list[mkv.Frame]:
+    got = ebml.read_size(payload, 0)
+    if got is None:
+        raise MkvError(INVALID_MKV_DATA, "truncated block")
+    track, n = got
+    if track != track_number:
+        return []
+    rel = int.from_bytes(payload[n : n + 2], "big", signed=True)
+    flags = payload[n + 2]
+    if flags & 0x06:
+        raise MkvError(INVALID_MKV_DATA, "laced video blocks are not supported")
+    ts = int(round((base + rel) * scale_ms))
+    return [mkv.Frame(bytes(payload[n + 3 :]), ts, bool(flags & 0x80) if simple else True)]

@@ -1,0 +1,87 @@
+"""Fragments (MKV) -> MP4 clip, or fMP4 init + one media segment per fragment. No re-encoding.
+
+The samples are the fragments' H.264 access units as they are (length-prefixed NAL units, the
+same layout in MKV and MP4); only the container changes. Times come from the fragments'
+producer timestamps, placed on a timeline that starts at ``base_ms``.
+"""
+
+from __future__ import annotations
+
+from kvs import h264, mkv, mp4
+from kvs.reader import FragmentContent, read_fragment
+
+
+class UnsupportedCodecError(ValueError):
+    """The fragments hold video this remuxer cannot put in MP4 (only H.264 is supported)."""
+
+
+class MissingCodecPrivateDataError(ValueError):
+    """H.264 without SPS/PPS in the track or in the first keyframe."""
+
+
+def avc_config(content: FragmentContent) -> h264.AvcConfig:
+    """The stream's parameter sets: from CodecPrivate, else from the in-band SPS/PPS of a keyframe."""
+    if content.track.codec_id != mkv.CODEC_H264:
+        raise UnsupportedCodecError(f"codec {content.track.codec_id} cannot be remuxed to MP4 (H.264 only)")
+    if content.track.codec_private:
+        try:
+            return h264.AvcConfig.from_avcc(content.track.codec_private)
+        except (ValueError, IndexError) as exc:
+            raise MissingCodecPrivateDataError(f"invalid H.264 CodecPrivate: {exc}") from exc
+    for frame in content.frames:
+        try:
+            nals = h264.split_length_prefixed(frame.data)
+        except ValueError:
+            continue
+        sps = tuple(n for n in nals if h264.nal_type(n) == h264.NAL_SPS)
+        pps = tuple(n for n in nals if h264.nal_type(n) == h264.NAL_PPS)
+        if sps and pps:
+            return h264.AvcConfig(sps, pps)
+    raise MissingCodecPrivateDataError("no SPS/PPS in the track or the frames")
+
+
+def codec_string(content: FragmentContent) -> str:
+    """RFC 6381 codec for HLS CODECS= and MSE ``isTypeSupported``, e.g. ``avc1.42c01e``."""
+    return avc_config(content).codec_string
+
+
+def _samples(content: FragmentContent, next_start_ms: int | None) -> list[mp4.Sample]:
+    durations = content.frame_durations(next_start_ms)
+    return [mp4.Sample(f.data, d, f.keyframe) for f, d in zip(content.frames, durations)]
+
+
+def init_segment(content: FragmentContent) -> bytes:
+    """The fMP4 init segment (ftyp+moov) for a stream whose fragments look like ``content``."""
+    config = avc_config(content)
+    return mp4.init_segment(content.track.width, content.track.height, config.to_avcc())
+
+
+def media_segment(content: FragmentContent, sequence: int, base_ms: int, next_start_ms: int | None = None) -> bytes:
+    """One fragment as ``moof+mdat``, decode time ``start - base_ms`` (never negative)."""
+    avc_config(content)  # refuse codecs MP4 cannot carry here
+    base = max(0, content.frames[0].timestamp_ms - base_ms)
+    return mp4.media_segment(_samples(content, next_start_ms), sequence, base)
+
+
+def mp4_clip(contents: list[FragmentContent]) -> bytes:
+    """One progressive MP4 from fragments in time order; the clip starts at time 0.
+
+    Gaps between fragments are closed (each last frame lasts until the next fragment starts),
+    so the clip's duration is its frames' span, as KVS GetClip does.
+    """
+    if not contents:
+        raise ValueError("no fragments")
+    config = avc_config(contents[0])
+    samples: list[mp4.Sample] = []
+    for i, content in enumerate(contents):
+        nxt = contents[i + 1].frames[0].timestamp_ms if i + 1 < len(contents) else None
+        if nxt is not None and nxt - content.end_ms > 0:
+            nxt = None  # a real gap: keep the fragment's own duration
+        samples += _samples(content, nxt)
+    track = contents[0].track
+    return mp4.progressive(track.width, track.height, config.to_avcc(), samples)
+
+
+def fragments_to_mp4(documents: list[bytes]) -> bytes:
+    """Convenience: stored MKV fragments -> one MP4 clip."""
+    return mp4_clip([read_fragment(d) for d in documents])
