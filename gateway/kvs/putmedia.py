@@ -169,12 +169,11 @@ class Session:
         except MkvError as exc:
             await self._error(exc.error_id, self._current_timecode(parser))
             return
-        if last is not None:
-            if last.complete:
-                await self._complete(last)
-            else:
-                log.info("putMedia %s: body ended inside a fragment; not stored", self.stream.name)
-                await self._error(INVALID_MKV, last.timecode_ms)
+        if last is not None and last.complete:
+            await self._complete(last)
+        elif last is not None or parser.bytes_consumed < fed:
+            log.info("putMedia %s: body ended inside a fragment; not stored", self.stream.name)
+            await self._error(INVALID_MKV, last.timecode_ms if last is not None else None)
 
     @staticmethod
     def _current_timecode(parser: MkvStreamParser) -> int | None:

@@ -1,0 +1,98 @@
+"""Kinesis Video control plane through boto3 ``kinesisvideo`` against a real gateway process."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from botocore.exceptions import ClientError
+from helpers import GatewayProcess
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    proc = GatewayProcess(Path(tmp_path_factory.mktemp("video-control")) / "data").start()
+    yield proc
+    proc.kill()
+
+
+def error_of(exc: pytest.ExceptionInfo[ClientError]) -> tuple[str, int]:
+    return exc.value.response["Error"]["Code"], exc.value.response["ResponseMetadata"]["HTTPStatusCode"]
+
+
+def test_create_describe_update_delete(gw: GatewayProcess) -> None:
+    kv = gw.client("kinesisvideo")
+    arn = kv.create_stream(StreamName="front-door", DataRetentionInHours=2, MediaType="video/h264", DeviceName="pi-1")["StreamARN"]
+    assert arn.startswith("arn:aws:kinesisvideo:us-east-1:") and "/front-door/" in arn
+    info = kv.describe_stream(StreamName="front-door")["StreamInfo"]
+    assert (info["StreamARN"], info["Status"], info["DataRetentionInHours"], info["MediaType"], info["DeviceName"]) == (
+        arn, "ACTIVE", 2, "video/h264", "pi-1")
+    assert kv.describe_stream(StreamARN=arn)["StreamInfo"]["StreamName"] == "front-door"
+
+    kv.update_data_retention(StreamName="front-door", CurrentVersion=info["Version"],
+                             Operation="INCREASE_DATA_RETENTION", DataRetentionChangeInHours=10)
+    updated = kv.describe_stream(StreamName="front-door")["StreamInfo"]
+    assert updated["DataRetentionInHours"] == 12 and updated["Version"] != info["Version"]
+    with pytest.raises(ClientError) as exc:  # the old version is stale now
+        kv.update_data_retention(StreamName="front-door", CurrentVersion=info["Version"],
+                                 Operation="DECREASE_DATA_RETENTION", DataRetentionChangeInHours=1)
+    assert error_of(exc) == ("VersionMismatchException", 400)
+    with pytest.raises(ClientError) as exc:
+        kv.update_data_retention(StreamName="front-door", CurrentVersion=updated["Version"],
+                                 Operation="DECREASE_DATA_RETENTION", DataRetentionChangeInHours=13)
+    assert error_of(exc) == ("InvalidArgumentException", 400)
+
+    kv.delete_stream(StreamARN=arn)
+    with pytest.raises(ClientError) as exc:
+        kv.describe_stream(StreamName="front-door")
+    assert error_of(exc) == ("ResourceNotFoundException", 404)
+    # the name is free again, with a new ARN
+    assert kv.create_stream(StreamName="front-door")["StreamARN"] != arn
+
+
+def test_errors_have_model_names_and_statuses(gw: GatewayProcess) -> None:
+    kv = gw.client("kinesisvideo")
+    kv.create_stream(StreamName="dup")
+    with pytest.raises(ClientError) as exc:
+        kv.create_stream(StreamName="dup")
+    assert error_of(exc) == ("ResourceInUseException", 400)
+    with pytest.raises(ClientError) as exc:
+        kv.create_stream(StreamName="../../etc/passwd")
+    assert error_of(exc) == ("InvalidArgumentException", 400)
+    with pytest.raises(ClientError) as exc:
+        kv.get_data_endpoint(StreamName="nope", APIName="GET_MEDIA")
+    assert error_of(exc) == ("ResourceNotFoundException", 404)
+    with pytest.raises(ClientError) as exc:
+        kv.delete_stream(StreamARN="arn:aws:kinesisvideo:us-east-1:000000000000:stream/nope/1")
+    assert error_of(exc) == ("ResourceNotFoundException", 404)
+    info = kv.describe_stream(StreamName="dup")["StreamInfo"]
+    with pytest.raises(ClientError) as exc:
+        kv.delete_stream(StreamARN=info["StreamARN"], CurrentVersion="0000")
+    assert error_of(exc) == ("VersionMismatchException", 400)
+
+
+def test_list_streams_prefix_and_pagination(gw: GatewayProcess) -> None:
+    kv = gw.client("kinesisvideo")
+    names = [f"yard-{i:02d}" for i in range(7)]
+    for name in names:
+        kv.create_stream(StreamName=name)
+    seen: list[str] = []
+    kwargs: dict = {"MaxResults": 3, "StreamNameCondition": {"ComparisonOperator": "BEGINS_WITH", "ComparisonValue": "yard-"}}
+    while True:
+        page = kv.list_streams(**kwargs)
+        assert len(page["StreamInfoList"]) <= 3
+        seen += [s["StreamName"] for s in page["StreamInfoList"]]
+        if "NextToken" not in page:
+            break
+        kwargs["NextToken"] = page["NextToken"]
+    assert seen == names
+    paginated = [s["StreamName"] for p in kv.get_paginator("list_streams").paginate() for s in p["StreamInfoList"]]
+    assert set(names) <= set(paginated)
+
+
+def test_get_data_endpoint_is_this_gateway_for_every_api(gw: GatewayProcess) -> None:
+    kv = gw.client("kinesisvideo")
+    kv.create_stream(StreamName="endpoint-check")
+    for api in ("PUT_MEDIA", "GET_MEDIA", "LIST_FRAGMENTS", "GET_MEDIA_FOR_FRAGMENT_LIST", "GET_HLS_STREAMING_SESSION_URL", "GET_CLIP"):
+        assert kv.get_data_endpoint(StreamName="endpoint-check", APIName=api)["DataEndpoint"] == gw.url

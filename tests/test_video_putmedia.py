@@ -1,0 +1,172 @@
+"""PutMedia over real HTTP: acknowledgements, bad input, limits and exactly-once replays."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers import GatewayProcess
+from test_video_helpers import PutMediaClient, camera_fragments, create_stream, data_client
+
+from kvs import Fragment
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    proc = GatewayProcess(Path(tmp_path_factory.mktemp("video-putmedia")) / "data").start()
+    yield proc
+    proc.kill()
+
+
+@pytest.fixture(scope="module")
+def fragments() -> list[Fragment]:
+    return camera_fragments(6, start_ms=1_700_000_000_000)
+
+
+def listed(gw: GatewayProcess, stream: str) -> list[dict]:
+    archived = data_client(gw, "kinesis-video-archived-media", stream, "LIST_FRAGMENTS")
+    return archived.list_fragments(StreamName=stream)["Fragments"]
+
+
+def by_timecode(acks: list[dict]) -> dict[int, list[str]]:
+    out: dict[int, list[str]] = {}
+    for ack in acks:
+        if "FragmentTimecode" in ack:
+            out.setdefault(ack["FragmentTimecode"], []).append(ack["EventType"])
+    return out
+
+
+def test_acks_in_order_numbers_increase_and_idle(gw: GatewayProcess, fragments: list[Fragment]) -> None:
+    create_stream(gw, "acks")
+    client = PutMediaClient(gw.url, "acks")
+    for fragment in fragments[:4]:
+        client.send(fragment.data)
+        time.sleep(0.05)
+    client.wait_for(lambda acks: sum(a["EventType"] == "PERSISTED" for a in acks) == 4)
+    client.wait_for(lambda acks: any(a["EventType"] == "IDLE" for a in acks), timeout=6)  # quiet producer
+    acks = client.finish()
+    assert client.status == 200
+    assert by_timecode(acks) == {f.start_ms: ["BUFFERING", "RECEIVED", "PERSISTED"] for f in fragments[:4]}
+    numbers = [a["FragmentNumber"] for a in acks if a["EventType"] == "PERSISTED"]
+    assert [int(n) for n in numbers] == sorted(int(n) for n in numbers) and len(set(numbers)) == 4
+    assert all(n.isdigit() for n in numbers)
+    stored = listed(gw, "acks")
+    assert [f["FragmentNumber"] for f in stored] == numbers
+    assert [int(f["ProducerTimestamp"].timestamp() * 1000) for f in stored] == [f.start_ms for f in fragments[:4]]
+    assert [f["FragmentLengthInMilliseconds"] for f in stored] == [f.duration_ms for f in fragments[:4]]
+    assert all(abs(f["ServerTimestamp"].timestamp() - time.time()) < 60 for f in stored)
+
+
+def test_relative_timecodes_add_the_producer_start(gw: GatewayProcess) -> None:
+    create_stream(gw, "relative")
+    relative = camera_fragments(2, start_ms=0)
+    client = PutMediaClient(gw.url, "relative", timecode_type="RELATIVE", start_ts=1_600_000_000.5)
+    client.send_all(f.data for f in relative)
+    acks = client.finish()
+    assert [a["EventType"] for a in acks if a["EventType"] != "IDLE"].count("PERSISTED") == 2
+    stored = listed(gw, "relative")
+    assert [round(f["ProducerTimestamp"].timestamp() * 1000) for f in stored] == [1_600_000_000_500 + f.start_ms for f in relative]
+
+
+def test_garbage_is_an_error_ack_and_nothing_is_stored(gw: GatewayProcess) -> None:
+    create_stream(gw, "garbage")
+    client = PutMediaClient(gw.url, "garbage")
+    client.send(os.urandom(4096))
+    acks = client.finish()
+    assert client.status == 200
+    assert [a for a in acks if a["EventType"] == "ERROR"][0]["ErrorId"] == 4006
+    assert listed(gw, "garbage") == []
+    client = PutMediaClient(gw.url, "garbage")  # the gateway is still fine
+    client.send(b"GET / HTTP/1.0\r\n\r\n" * 10)
+    assert any(a.get("ErrorId") == 4006 for a in client.finish())
+
+
+def test_truncated_fragment_is_reported_not_stored(gw: GatewayProcess, fragments: list[Fragment]) -> None:
+    create_stream(gw, "truncated")
+    client = PutMediaClient(gw.url, "truncated")
+    client.send(fragments[0].data)
+    client.send(fragments[1].data[: len(fragments[1].data) // 2])
+    acks = client.finish()
+    events = [(a["EventType"], a.get("FragmentTimecode"), a.get("ErrorId")) for a in acks if a["EventType"] != "IDLE"]
+    assert ("PERSISTED", fragments[0].start_ms, None) in events
+    assert [e for e in events if e[0] == "ERROR"] == [("ERROR", fragments[1].start_ms, 4006)]
+    stored = listed(gw, "truncated")
+    assert len(stored) == 1 and int(stored[0]["ProducerTimestamp"].timestamp() * 1000) == fragments[0].start_ms
+    # a body cut inside the MKV header (before any cluster) is reported too
+    for cut in (30, 200):
+        client = PutMediaClient(gw.url, "truncated")
+        client.send(fragments[2].data[:cut])
+        assert [a.get("ErrorId") for a in client.finish() if a["EventType"] == "ERROR"] == [4006]
+    assert len(listed(gw, "truncated")) == 1
+
+
+def test_unknown_stream_and_missing_headers_are_aws_errors(gw: GatewayProcess, fragments: list[Fragment]) -> None:
+    client = PutMediaClient(gw.url, "no-such-stream")
+    client.send(fragments[0].data)
+    client.done.wait(10)
+    assert client.status == 404 and b"ResourceNotFoundException" in client.error_body
+    client.close()
+    for stream, timecode_type in ((None, "ABSOLUTE"), ("acks", None), ("acks", "SOMETIMES")):
+        client = PutMediaClient(gw.url, stream, timecode_type=timecode_type)
+        client.done.wait(10)
+        assert client.status == 400 and b"InvalidArgumentException" in client.error_body
+        client.close()
+
+
+def test_timecode_going_backwards_rejects_that_fragment_only(gw: GatewayProcess, fragments: list[Fragment]) -> None:
+    create_stream(gw, "backwards")
+    client = PutMediaClient(gw.url, "backwards")
+    client.send_all(f.data for f in (fragments[2], fragments[1], fragments[3]))
+    acks = client.finish()
+    final = {tc: events[-1] for tc, events in by_timecode(acks).items()}
+    assert final == {fragments[2].start_ms: "PERSISTED", fragments[1].start_ms: "ERROR", fragments[3].start_ms: "PERSISTED"}
+    assert [a["ErrorId"] for a in acks if a["EventType"] == "ERROR"] == [4004]
+    assert len(listed(gw, "backwards")) == 2
+
+
+def test_replayed_fragments_are_acked_with_their_original_numbers(gw: GatewayProcess, fragments: list[Fragment]) -> None:
+    create_stream(gw, "exactly-once")
+    first = PutMediaClient(gw.url, "exactly-once", headers={"X-Edge-Producer-Id": "pi-7", "X-Edge-Fragment-Seqs": "10,11,12"})
+    first.send_all(f.data for f in fragments[:3])
+    numbers = {a["FragmentTimecode"]: a["FragmentNumber"] for a in first.finish() if a["EventType"] == "PERSISTED"}
+    assert len(numbers) == 3
+    replay = PutMediaClient(gw.url, "exactly-once", headers={"X-Edge-Producer-Id": "pi-7", "X-Edge-Fragment-Seqs": "11,12,13"})
+    replay.send_all(f.data for f in fragments[1:4])
+    again = {a["FragmentTimecode"]: a["FragmentNumber"] for a in replay.finish() if a["EventType"] == "PERSISTED"}
+    assert again[fragments[1].start_ms] == numbers[fragments[1].start_ms]
+    assert again[fragments[2].start_ms] == numbers[fragments[2].start_ms]
+    assert int(again[fragments[3].start_ms]) > max(int(n) for n in numbers.values())
+    assert len(listed(gw, "exactly-once")) == 4
+    # without the headers it is plain KVS: the same bytes are a new fragment
+    plain = PutMediaClient(gw.url, "exactly-once")
+    plain.send(fragments[3].data)
+    plain.finish()
+    assert len(listed(gw, "exactly-once")) == 5
+
+
+def test_fragment_limits_and_ingest_rate(gateway_factory, tmp_path: Path) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text("[video]\nmax_fragment_bytes = 100000\nmax_fragment_seconds = 1.5\ningest_bytes_per_sec = 60000\n")
+    gw = gateway_factory("--config", str(config))
+    create_stream(gw, "limits")
+    small = camera_fragments(2, start_ms=1_700_000_000_000)
+    long = camera_fragments(1, seconds=2.0, start_ms=1_700_000_010_000)[0]
+    big = camera_fragments(1, width=640, height=480, start_ms=1_700_000_020_000)[0]
+    assert long.duration_ms > 1500 and len(big.data) > 100000 and len(long.data) < 100000
+    client = PutMediaClient(gw.url, "limits")
+    started = time.monotonic()
+    client.send_all([small[0].data, long.data, small[1].data])
+    acks = client.finish()
+    assert [a["ErrorId"] for a in acks if a["EventType"] == "ERROR"] == [4002]
+    assert sum(a["EventType"] == "PERSISTED" for a in acks) == 2
+    # ~100 KB through a 60 KB/s bucket (60 KB burst): the gateway paced the read
+    sent = len(small[0].data) + len(long.data) + len(small[1].data)
+    assert time.monotonic() - started >= (sent - 60000) / 60000 * 0.8
+    client = PutMediaClient(gw.url, "limits")
+    client.send(big.data)
+    acks = client.finish()
+    assert [a["ErrorId"] for a in acks if a["EventType"] == "ERROR"] == [4001]
+    assert len(listed(gw, "limits")) == 2
