@@ -1,0 +1,42 @@
+"""Helpers shared by the tests/test_kds_*.py files (one gateway per module, read helpers)."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+MAX_HASH = 2**128 - 1
+
+
+def md5_key(partition_key: str) -> int:
+    return int.from_bytes(hashlib.md5(partition_key.encode()).digest(), "big")
+
+
+def shard_for(shards: list[dict[str, Any]], hash_key: int) -> str:
+    for s in shards:
+        r = s["HashKeyRange"]
+        if int(r["StartingHashKey"]) <= hash_key <= int(r["EndingHashKey"]) and "EndingSequenceNumber" not in s["SequenceNumberRange"]:
+            return str(s["ShardId"])
+    raise AssertionError(f"no open shard holds {hash_key}")
+
+
+def read_shard(kinesis: Any, stream: str, shard_id: str, iterator_type: str = "TRIM_HORIZON", **kwargs: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Every record of a shard until it is empty (open) or its end (closed); returns (records, last response)."""
+    it = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard_id, ShardIteratorType=iterator_type, **kwargs)["ShardIterator"]
+    records: list[dict[str, Any]] = []
+    while True:
+        resp = kinesis.get_records(ShardIterator=it, Limit=1000)
+        records.extend(resp["Records"])
+        it = resp.get("NextShardIterator")
+        if it is None or (not resp["Records"] and resp["MillisBehindLatest"] == 0):
+            return records, resp
+
+
+def wait_until(predicate: Any, timeout: float = 5.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.05)

@@ -1,0 +1,129 @@
+"""Data plane: routing by MD5, ordering, every iterator type, durability across SIGKILL, exactly-once."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+from helpers import GatewayProcess
+
+from kds_support import md5_key, read_shard, shard_for
+
+
+def put_batch(kinesis: Any, stream: str, n: int, prefix: str = "r") -> list[dict[str, Any]]:
+    records = [{"Data": f"{prefix}-{i}".encode(), "PartitionKey": f"key-{i % 37}"} for i in range(n)]
+    resp = kinesis.put_records(StreamName=stream, Records=records)
+    assert resp["FailedRecordCount"] == 0
+    return [dict(r, **res) for r, res in zip(records, resp["Records"])]
+
+
+def test_routing_ordering_and_read_back(gateway_factory: Any) -> None:
+    gw = gateway_factory("--no-limits")
+    kinesis = gw.client("kinesis")
+    kinesis.create_stream(StreamName="s", ShardCount=4)
+    shards = kinesis.list_shards(StreamName="s")["Shards"]
+    sent = put_batch(kinesis, "s", 400) + put_batch(kinesis, "s", 100, prefix="b")
+    for rec in sent:
+        assert rec["ShardId"] == shard_for(shards, md5_key(rec["PartitionKey"]))
+        assert len(rec["SequenceNumber"]) >= 20
+    explicit = kinesis.put_record(StreamName="s", Data=b"e", PartitionKey="whatever", ExplicitHashKey=str(2**128 - 1))
+    assert explicit["ShardId"] == shards[-1]["ShardId"]
+    total = 0
+    for shard in shards:
+        got, last = read_shard(kinesis, "s", shard["ShardId"])
+        expected = [r for r in sent if r["ShardId"] == shard["ShardId"]]
+        if shard is shards[-1]:
+            expected.append({"Data": b"e", "PartitionKey": "whatever", "SequenceNumber": explicit["SequenceNumber"]})
+        assert [(r["Data"], r["PartitionKey"], r["SequenceNumber"]) for r in got] == [(r["Data"], r["PartitionKey"], r["SequenceNumber"]) for r in expected]
+        seqs = [int(r["SequenceNumber"]) for r in got]
+        assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+        assert last["MillisBehindLatest"] == 0 and "NextShardIterator" in last
+        total += len(got)
+    assert total == 501
+
+
+def test_iterator_types_and_limit(gateway_factory: Any) -> None:
+    gw = gateway_factory("--no-limits")
+    kinesis = gw.client("kinesis")
+    kinesis.create_stream(StreamName="it", ShardCount=1)
+    sid = "shardId-000000000000"
+    first = [kinesis.put_record(StreamName="it", Data=f"a{i}".encode(), PartitionKey="k")["SequenceNumber"] for i in range(5)]
+    time.sleep(0.05)
+    middle = dt.datetime.now(dt.timezone.utc)
+    time.sleep(0.05)
+    latest_it = kinesis.get_shard_iterator(StreamName="it", ShardId=sid, ShardIteratorType="LATEST")["ShardIterator"]
+    second = [kinesis.put_record(StreamName="it", Data=f"b{i}".encode(), PartitionKey="k")["SequenceNumber"] for i in range(5)]
+
+    def seqs(kind: str, **kw: Any) -> list[str]:
+        return [r["SequenceNumber"] for r in read_shard(kinesis, "it", sid, kind, **kw)[0]]
+
+    assert seqs("TRIM_HORIZON") == first + second
+    assert seqs("AT_SEQUENCE_NUMBER", StartingSequenceNumber=first[2]) == first[2:] + second
+    assert seqs("AFTER_SEQUENCE_NUMBER", StartingSequenceNumber=first[2]) == first[3:] + second
+    assert seqs("AT_TIMESTAMP", Timestamp=middle) == second
+    assert seqs("LATEST") == []
+    assert [r["SequenceNumber"] for r in kinesis.get_records(ShardIterator=latest_it)["Records"]] == second
+    page = kinesis.get_records(ShardIterator=kinesis.get_shard_iterator(StreamName="it", ShardId=sid, ShardIteratorType="TRIM_HORIZON")["ShardIterator"], Limit=3)
+    assert len(page["Records"]) == 3 and page["MillisBehindLatest"] >= 0
+    assert [r["SequenceNumber"] for r in kinesis.get_records(ShardIterator=page["NextShardIterator"], Limit=3)["Records"]] == first[3:] + second[:1]
+    arrival = page["Records"][0]["ApproximateArrivalTimestamp"]
+    assert abs((dt.datetime.now(dt.timezone.utc) - arrival).total_seconds()) < 60
+    with pytest.raises(ClientError) as exc:
+        kinesis.get_shard_iterator(StreamName="it", ShardId=sid, ShardIteratorType="AT_SEQUENCE_NUMBER", StartingSequenceNumber="12")
+    assert exc.value.response["Error"]["Code"] == "InvalidArgumentException"
+    with pytest.raises(ClientError) as exc:
+        kinesis.get_shard_iterator(StreamName="it", ShardId="shardId-000000000009", ShardIteratorType="LATEST")
+    assert exc.value.response["Error"]["Code"] == "ResourceNotFoundException"
+    token = page["NextShardIterator"]
+    with pytest.raises(ClientError) as exc:
+        kinesis.get_records(ShardIterator=token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB"))
+    assert exc.value.response["Error"]["Code"] == "InvalidArgumentException"
+
+
+def test_records_survive_sigkill(gateway_factory: Any, tmp_path: Path) -> None:
+    gw: GatewayProcess = gateway_factory("--no-limits")
+    kinesis = gw.client("kinesis")
+    kinesis.create_stream(StreamName="durable", ShardCount=2)
+    sent = put_batch(kinesis, "durable", 300)
+    before = {s["ShardId"]: read_shard(kinesis, "durable", s["ShardId"])[0] for s in kinesis.list_shards(StreamName="durable")["Shards"]}
+    gw.restart()  # SIGKILL, then start again on the same data dir and port
+    kinesis = gw.client("kinesis")
+    after = {s["ShardId"]: read_shard(kinesis, "durable", s["ShardId"])[0] for s in kinesis.list_shards(StreamName="durable")["Shards"]}
+    assert after == before and sum(len(v) for v in after.values()) == len(sent)
+    newer = kinesis.put_record(StreamName="durable", Data=b"after restart", PartitionKey="key-1")
+    assert int(newer["SequenceNumber"]) > max(int(r["SequenceNumber"]) for r in sent)
+
+
+def test_exactly_once_replay_returns_original_results(gateway_factory: Any) -> None:
+    gw = gateway_factory("--no-limits")
+    kinesis = gw.client("kinesis")
+    kinesis.create_stream(StreamName="eo", ShardCount=2)
+    headers = {"X-Edge-Producer-Id": "agent-7", "X-Edge-Record-Seqs": ",".join(str(100 + i) for i in range(20))}
+
+    def add_headers(request: Any, **_: Any) -> None:
+        for k, v in headers.items():
+            request.headers[k] = v
+
+    kinesis.meta.events.register("before-sign.kinesis.PutRecords", add_headers)
+    records = [{"Data": f"eo-{i}".encode(), "PartitionKey": f"p{i}"} for i in range(20)]
+    first = kinesis.put_records(StreamName="eo", Records=records)
+    second = kinesis.put_records(StreamName="eo", Records=records)
+    assert first["FailedRecordCount"] == 0
+    assert first["Records"] == second["Records"]
+    headers["X-Edge-Record-Seqs"] = ",".join(str(110 + i) for i in range(20))  # half replayed, half new
+    third = kinesis.put_records(StreamName="eo", Records=[{"Data": f"eo-{10 + i}".encode(), "PartitionKey": f"p{10 + i}"} for i in range(20)])
+    assert third["Records"][:10] == first["Records"][10:]
+    kinesis.meta.events.unregister("before-sign.kinesis.PutRecords", add_headers)
+    plain = kinesis.put_records(StreamName="eo", Records=records[:1])  # no headers: plain AWS semantics
+    assert plain["Records"][0]["SequenceNumber"] != first["Records"][0]["SequenceNumber"]
+    stored = [r["Data"] for s in ("shardId-000000000000", "shardId-000000000001") for r in read_shard(kinesis, "eo", s)[0]]
+    assert sorted(stored) == sorted([f"eo-{i}".encode() for i in range(30)] + [b"eo-0"])
+    headers["X-Edge-Record-Seqs"] = "1,2"
+    kinesis.meta.events.register("before-sign.kinesis.PutRecords", add_headers)
+    with pytest.raises(ClientError) as exc:
+        kinesis.put_records(StreamName="eo", Records=records[:3])
+    assert exc.value.response["Error"]["Code"] == "ValidationException"
