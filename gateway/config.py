@@ -86,8 +86,9 @@ class ServerConfig:
     header_timeout_seconds: float = 15.0
     #: A request body read whole (every API but PutMedia) must arrive within this many seconds.
     body_timeout_seconds: float = 60.0
-    #: A streamed body (PutMedia) that sends nothing for this many seconds is cut off.
-    body_idle_seconds: float = 30.0
+    #: A streamed body (PutMedia) that sends nothing for this many seconds is cut off (a backstop:
+    #: the PutMedia handler ends idle sessions itself, sooner).
+    body_idle_seconds: float = 90.0
     #: Longest request line and longest single header, bytes.
     max_header_bytes: int = 8190
     #: Most header fields in one request.
