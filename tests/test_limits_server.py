@@ -1,0 +1,171 @@
+"""Resource limits on a real gateway: body and header caps, slow clients, the connection cap."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from helpers import GatewayProcess
+
+TIMEOUTS_TOML = """
+[server]
+header_timeout_seconds = 2
+body_timeout_seconds = 2
+body_idle_seconds = 2
+"""
+KINESIS = {"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": "Kinesis_20131202.ListStreams"}
+MiB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    tmp = tmp_path_factory.mktemp("limits")
+    (tmp / "gateway.toml").write_text(TIMEOUTS_TOML)
+    gateway = GatewayProcess(tmp / "data", "--config", str(tmp / "gateway.toml")).start()
+    yield gateway
+    gateway.kill()
+
+
+def request(gw: GatewayProcess, method: str, path: str, body: object = None, headers: dict[str, str] | None = None,
+            **kwargs: object) -> tuple[int, dict[str, str], bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=20)
+    try:
+        conn.request(method, path, body=body, headers=headers or {}, **kwargs)  # type: ignore[arg-type]
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def assert_alive(gw: GatewayProcess) -> None:
+    assert gw.proc is not None and gw.proc.poll() is None
+    status, _, body = request(gw, "POST", "/", b"{}", KINESIS)
+    assert status == 200 and "StreamNames" in json.loads(body)
+
+
+def read_until_closed(sock: socket.socket, limit: float) -> tuple[bytes, float]:
+    """Everything the server sends until it closes the connection, and how long that took."""
+    start = time.monotonic()
+    sock.settimeout(0.2)
+    received = b""
+    while time.monotonic() - start < limit:
+        try:
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            continue
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        received += chunk
+    return received, time.monotonic() - start
+
+
+def test_oversize_body_gets_an_aws_413(gw: GatewayProcess) -> None:
+    big = b"x" * (17 * MiB)
+    status, headers, body = request(gw, "POST", "/", big, {**KINESIS, "X-Amz-Target": "Kinesis_20131202.PutRecords"})
+    assert status == 413 and headers["x-amzn-errortype"] == "InvalidArgumentException"
+    assert "exceeds the gateway's limit" in json.loads(body)["message"]
+    # without a Content-Length the cap applies while reading
+    chunks = (b"y" * MiB for _ in range(17))
+    status, headers, body = request(gw, "POST", "/createStream", chunks, {"Content-Type": "application/json"}, encode_chunked=True)
+    assert status == 413 and json.loads(body)["__type"] == "InvalidArgumentException"
+    assert_alive(gw)
+
+
+def test_oversize_or_too_many_headers_get_400(gw: GatewayProcess) -> None:
+    status, _, _ = request(gw, "POST", "/", b"{}", {**KINESIS, "X-Big": "a" * 10_000})
+    assert status == 400
+    status, _, _ = request(gw, "POST", "/", b"{}", {**KINESIS, **{f"X-H{i}": "v" for i in range(200)}})
+    assert status == 400
+    status, _, _ = request(gw, "POST", "/" + "p" * 10_000, b"{}", KINESIS)
+    assert status == 400
+    assert_alive(gw)
+
+
+def test_slow_request_head_is_closed_in_bounded_time(gw: GatewayProcess) -> None:
+    head = b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Amz-Target: Kinesis_20131202.ListStreams\r\nX-Slow: " + b"z" * 100
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as sock:
+        start = time.monotonic()
+        closed = False
+        for byte in head:  # slowloris: one byte every 100 ms, never finishing the head
+            try:
+                sock.sendall(bytes([byte]))
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+                break
+            time.sleep(0.1)
+            if time.monotonic() - start > 8:
+                break
+        if not closed:
+            received, _ = read_until_closed(sock, 5)
+            assert received == b""
+        elapsed = time.monotonic() - start
+    assert 1.5 < elapsed < 8, elapsed  # closed by header_timeout_seconds = 2, not by the client
+    assert_alive(gw)
+
+
+def test_slow_body_gets_408_then_closed(gw: GatewayProcess) -> None:
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as sock:
+        sock.sendall(b"POST /listStreams HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 1000\r\n\r\n{\"MaxResults\":")
+        received, elapsed = read_until_closed(sock, 10)
+    assert received.startswith(b"HTTP/1.1 408")
+    assert b"RequestTimeoutException" in received
+    assert elapsed < 7, elapsed  # 2 s body timeout + 2 s lingering + slack
+    assert_alive(gw)
+
+
+def test_stalled_putmedia_body_is_cut_off(gw: GatewayProcess) -> None:
+    status, _, _ = request(gw, "POST", "/createStream", json.dumps({"StreamName": "stall", "DataRetentionInHours": 1}),
+                           {"Content-Type": "application/json"})
+    assert status == 200
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as sock:
+        sock.sendall(b"POST /putMedia HTTP/1.1\r\nHost: 127.0.0.1\r\nx-amzn-stream-name: stall\r\n"
+                     b"x-amzn-fragment-timecode-type: ABSOLUTE\r\nx-amzn-producer-start-timestamp: 0\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n4\r\n\x1a\x45\xdf\xa3\r\n")
+        _, elapsed = read_until_closed(sock, 15)
+    assert elapsed < 8, elapsed  # body_idle_seconds = 2 (+ watchdog tick and slack)
+    assert "/putMedia: no body bytes for 2 s" in gw.log()
+    assert_alive(gw)
+
+
+def test_connection_cap_answers_503_at_once(tmp_path: Path) -> None:
+    (tmp_path / "gateway.toml").write_text("[server]\nmax_connections = 4\n")
+    gw = GatewayProcess(tmp_path / "data", "--config", str(tmp_path / "gateway.toml")).start()
+    held: list[socket.socket] = []
+    try:
+        time.sleep(0.2)  # the readiness probe's connection is gone
+        held = [socket.create_connection(("127.0.0.1", gw.port), timeout=5) for _ in range(4)]
+        time.sleep(0.2)
+        start = time.monotonic()
+        with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as extra:
+            extra.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+            received, _ = read_until_closed(extra, 5)
+        assert time.monotonic() - start < 2
+        head, _, body = received.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 503") and b"x-amzn-ErrorType: ServiceUnavailableException" in head
+        assert json.loads(body)["__type"] == "ServiceUnavailableException"
+        for sock in held:
+            sock.close()
+        held = []
+        deadline = time.monotonic() + 5
+        while True:  # the freed slots are reusable
+            try:
+                assert_alive(gw)
+                break
+            except AssertionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        assert "connection limit 4 reached" in gw.log()
+    finally:
+        for sock in held:
+            sock.close()
+        gw.kill()
