@@ -1,7 +1,8 @@
 """``POST /getMedia`` (botocore ``kinesis-video-media``): stored fragments, then the live tail.
 
 Each fragment goes out as the complete MKV document that was stored (carrying its KVS tags:
-fragment number, server and producer timestamps), back to back, Content-Type ``video/webm``.
+fragment number, server and producer timestamps) plus a trailing Tags element with
+MILLIS_BEHIND_NOW and CONTINUATION_TOKEN, back to back, Content-Type ``video/webm``.
 Once the stored fragments are sent the response keeps streaming new ones as they are PERSISTED;
 it ends after ``LIVE_IDLE_END_SECONDS`` without a new fragment, or when the client goes away.
 Start selectors: EARLIEST, NOW, FRAGMENT_NUMBER (from that fragment on, inclusive),
@@ -13,14 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 from typing import Any
 
 from aiohttp import web
 
 from gateway.errors import AwsError
 from gateway.kvs.control import invalid, optional_str, read_json, resolve_stream, store_of
-from gateway.kvs.store import (BY_PRODUCER, BY_SERVER, VIDEO_EVENTS, FragmentNotFoundError,
-                               fragment_number, parse_fragment_number)
+from gateway.kvs.store import (BY_PRODUCER, BY_SERVER, VIDEO_EVENTS, FragmentInfo, FragmentNotFoundError,
+                               VideoStore, fragment_number, parse_fragment_number)
+from kvs.tags import CONTINUATION_TOKEN, MILLIS_BEHIND_NOW, with_kvs_tags
 
 #: A live GetMedia ends after this long without a new fragment.
 LIVE_IDLE_END_SECONDS = 30.0
@@ -91,7 +94,7 @@ async def get_media(request: web.Request) -> web.StreamResponse:
             break  # the stream was deleted
         for info in infos:
             try:
-                data = await asyncio.to_thread(store.read_fragment_by_id, stream.id, info.fragment_number)
+                data = await asyncio.to_thread(_tagged_fragment, store, stream.id, info)
             except FragmentNotFoundError:
                 continue  # removed by retention meanwhile
             try:
@@ -112,6 +115,13 @@ async def get_media(request: web.Request) -> web.StreamResponse:
     except (ConnectionError, RuntimeError, OSError):
         pass
     return response
+
+
+def _tagged_fragment(store: VideoStore, stream_id: int, info: FragmentInfo) -> bytes:
+    """The stored document plus the tags only known when sending: millis behind now, resume token."""
+    data = store.read_fragment_by_id(stream_id, info.fragment_number)
+    behind = max(0, int(time.time() * 1000) - info.server_ts_ms)
+    return with_kvs_tags(data, {MILLIS_BEHIND_NOW: str(behind), CONTINUATION_TOKEN: info.fragment_number})
 
 
 ROUTES: list[web.RouteDef] = [web.post("/getMedia", get_media)]

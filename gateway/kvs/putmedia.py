@@ -29,6 +29,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,11 +41,7 @@ from gateway.kvs.control import invalid, resolve_stream
 from gateway.kvs.retention import enforce_budget
 from gateway.kvs.store import VIDEO_EVENTS, VIDEO_STORE, NewFragment, StreamRecord, VideoStore
 from kvs import MkvError, MkvStreamParser, ParsedFragment
-
-try:  # the KVS tags writer lands in kvs.tags; until then fragments are stored untagged
-    from kvs.tags import with_kvs_tags
-except ImportError:  # pragma: no cover
-    with_kvs_tags = None
+from kvs.tags import fragment_tags, with_kvs_tags
 
 log = logging.getLogger("gateway.kvs.putmedia")
 
@@ -266,16 +263,11 @@ def _persist(store: VideoStore, stream_id: int, new: NewFragment, producer: tupl
     return number, stored
 
 
-def _tag(new: NewFragment) -> Any:
-    if with_kvs_tags is None:
-        return None
+def _tag(new: NewFragment) -> Callable[[bytes, str], bytes]:
+    """Stored fragments carry their KVS tags, so GetMedia can send them as they are."""
 
     def tagger(mkv: bytes, number: str) -> bytes:
-        return with_kvs_tags(mkv, {
-            "AWS_KINESISVIDEO_FRAGMENT_NUMBER": number,
-            "AWS_KINESISVIDEO_SERVER_TIMESTAMP": f"{new.server_ts_ms / 1000:.3f}",
-            "AWS_KINESISVIDEO_PRODUCER_TIMESTAMP": f"{new.producer_ts_ms / 1000:.3f}",
-        })
+        return with_kvs_tags(mkv, fragment_tags(number, new.server_ts_ms, new.producer_ts_ms))
 
     return tagger
 
