@@ -1,0 +1,162 @@
+"""What SigV4 verification costs the gateway: signed PutRecords throughput with verification on vs off.
+
+Two real gateway processes (``--no-limits``), one with credentials, one without, receive the
+*same* pre-signed PutRecords requests (botocore-signed ahead of time, so the client only sends
+bytes) from a concurrent aiohttp client. Rounds alternate between the two gateways to even out
+noise from other work on the machine. Target: verification costs < 15 % of throughput.
+
+A micro-benchmark of the verification steps (parse, clock, body hash, botocore canonical request,
+cached-key HMAC) is printed too, per request.
+
+    .venv/bin/python bench/sigv4_cost.py                 # 3 rounds x 4 s per gateway
+    .venv/bin/python bench/sigv4_cost.py --seconds 8 --rounds 4 --records 500 --size 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from helpers import GatewayProcess, aws_client  # noqa: E402
+
+KEY, SECRET = "AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
+STREAM = "bench-sigv4"
+
+
+def put_records_body(records: int, size: int, batch: int) -> bytes:
+    data = base64.b64encode(os.urandom(size)).decode()
+    return json.dumps({"StreamName": STREAM, "Records": [{"Data": data, "PartitionKey": f"k{batch}-{i}"} for i in range(records)]}).encode()
+
+
+def presign(url: str, body: bytes) -> dict[str, str]:
+    headers = {"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": "Kinesis_20131202.PutRecords"}
+    request = AWSRequest(method="POST", url=url + "/", data=body, headers=headers)
+    SigV4Auth(Credentials(KEY, SECRET), "kinesis", "us-east-1").add_auth(request)
+    return dict(request.headers.items())
+
+
+async def blast(url: str, requests: list[tuple[dict[str, str], bytes]], seconds: float, concurrency: int) -> tuple[int, int]:
+    """Send the prepared requests round-robin for ``seconds``; returns (ok requests, failed requests)."""
+    ok = failed = 0
+    deadline = time.monotonic() + seconds
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def worker(offset: int) -> None:
+            nonlocal ok, failed
+            i = offset
+            while time.monotonic() < deadline:
+                headers, body = requests[i % len(requests)]
+                i += concurrency
+                async with session.post(url + "/", data=body, headers=headers) as resp:
+                    payload = await resp.read()
+                    if resp.status == 200 and json.loads(payload).get("FailedRecordCount") == 0:
+                        ok += 1
+                    else:
+                        failed += 1
+
+        await asyncio.gather(*(worker(n) for n in range(concurrency)))
+    return ok, failed
+
+
+def micro(body: bytes, iterations: int = 2000) -> dict[str, float]:
+    """Microseconds per request for each verification step, in this process."""
+    from aiohttp.test_utils import make_mocked_request
+
+    from gateway import auth
+
+    url = "http://127.0.0.1:4567"
+    headers = presign(url, body)
+    headers["Host"] = "127.0.0.1:4567"
+    request = make_mocked_request("POST", "/", headers=headers)
+    steps: dict[str, float] = {}
+
+    def timed(name: str, fn) -> object:  # type: ignore[no-untyped-def]
+        start = time.perf_counter()
+        for _ in range(iterations):
+            result = fn()
+        steps[name] = (time.perf_counter() - start) / iterations * 1e6
+        return result
+
+    parsed = timed("parse Authorization", lambda: auth.parse_authorization(headers["Authorization"], "kinesis"))
+    amz_date, _ = timed("parse date", lambda: auth.request_time(request, "kinesis"))  # type: ignore[misc]
+    import hashlib
+
+    digest = timed("sha256 body", lambda: hashlib.sha256(body).hexdigest())
+    signature = timed("canonical request + HMAC", lambda: auth.expected_signature(request, parsed, SECRET, amz_date, digest))  # type: ignore[arg-type]
+    assert signature == parsed.signature, "micro-benchmark request did not verify"  # type: ignore[attr-defined]
+    steps["total"] = sum(steps.values())
+    return steps
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=4.0, help="length of one round (default 4)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per gateway (default 3)")
+    parser.add_argument("--records", type=int, default=100, help="records per PutRecords (default 100)")
+    parser.add_argument("--size", type=int, default=100, help="bytes per record (default 100)")
+    parser.add_argument("--concurrency", type=int, default=8, help="requests in flight (default 8)")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="sigv4-bench-") as tmp:
+        config = Path(tmp) / "auth.toml"
+        config.write_text(f'[auth]\ncredentials = {{ {KEY} = "{SECRET}" }}\n')
+        gateways = {
+            "verify on": GatewayProcess(Path(tmp) / "on" / "data", "--no-limits", "--config", str(config)).start(),
+            "verify off": GatewayProcess(Path(tmp) / "off" / "data", "--no-limits").start(),
+        }
+        try:
+            bodies = [put_records_body(args.records, args.size, n) for n in range(64)]
+            prepared = {}
+            for name, gw in gateways.items():
+                kinesis = aws_client("kinesis", gw.url)
+                kinesis.create_stream(StreamName=STREAM, ShardCount=4)
+                kinesis.get_waiter("stream_exists").wait(StreamName=STREAM, WaiterConfig={"Delay": 0.2, "MaxAttempts": 50})
+                prepared[name] = [(presign(gw.url, body), body) for body in bodies]
+            totals = {name: [0, 0, 0.0] for name in gateways}
+            for round_no in range(args.rounds):
+                for name, gw in gateways.items():
+                    start = time.monotonic()
+                    ok, failed = asyncio.run(blast(gw.url, prepared[name], args.seconds, args.concurrency))
+                    elapsed = time.monotonic() - start
+                    totals[name][0] += ok
+                    totals[name][1] += failed
+                    totals[name][2] += elapsed
+                    print(f"round {round_no + 1} {name:10s}: {ok / elapsed:8.1f} PutRecords/s  ({ok * args.records / elapsed:9.0f} records/s, {failed} failed)")
+        finally:
+            for gw in gateways.values():
+                gw.kill()
+
+    rate = {name: ok / elapsed for name, (ok, _failed, elapsed) in totals.items()}
+    cost = 1 - rate["verify on"] / rate["verify off"]
+    load = os.getloadavg()
+    print()
+    print(f"PutRecords of {args.records} x {args.size} B, {args.concurrency} in flight, {args.rounds} x {args.seconds:g} s per gateway")
+    for name in gateways:
+        print(f"  {name:10s}: {rate[name]:8.1f} PutRecords/s  {rate[name] * args.records:9.0f} records/s  failed={totals[name][1]}")
+    print(f"  verification cost: {cost * 100:.1f} % of throughput (target < 15 %)")
+    print(f"  load average during the run: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs")
+    steps = micro(bodies[0])
+    print(f"per-request verification steps (in-process, body {len(bodies[0])} B):")
+    for step, micros in steps.items():
+        print(f"  {step:26s} {micros:8.1f} us")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
