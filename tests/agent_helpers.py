@@ -70,3 +70,68 @@ def read_stream(client: Any, stream: str) -> dict[str, list[dict[str, Any]]]:
 
 def all_data(client: Any, stream: str) -> list[bytes]:
     return [r["Data"] for records in read_stream(client, stream).values() for r in records]
+
+
+def synthetic_fragments(count: int, width: int = 160, height: int = 120, fps: int = 10, start_ms: int | None = None) -> list[Any]:
+    """Real H.264 MKV fragments (1 s each) from generated frames, as the camera source makes them."""
+    import numpy as np
+
+    from kvs import FragmentWriter
+
+    writer = FragmentWriter(width, height, fps, fragment_seconds=1.0)
+    t0 = start_ms if start_ms is not None else int(time.time() * 1000) - count * 1000
+    fragments: list[Any] = []
+    frame = 0
+    while len(fragments) < count:
+        image = np.full((height, width, 3), (frame * 7) % 255, dtype=np.uint8)
+        image[:, (frame * 3) % width] = 255
+        fragments.extend(writer.add_frame(image, t0 + frame * 1000 // fps))
+        frame += 1
+    return fragments[:count]
+
+
+def video_records(stream: str, fragments: list[Any], source: str = "camera-test") -> list[Any]:
+    from edge_agent.spool import NewRecord
+
+    return [
+        NewRecord("video", stream, stream, f.data, source, timestamp_ms=f.start_ms,
+                  attrs={"start_ms": f.start_ms, "duration_ms": f.duration_ms, "frame_count": f.frame_count})
+        for f in fragments
+    ]
+
+
+@contextmanager
+def running_media_forwarder(spool: Any, url: str, agent_id: str = "agent-test", **forwarder: Any) -> Iterator[Any]:
+    from edge_agent.media_forwarder import MediaForwarder
+
+    options = {"retry_base_seconds": 0.05, "retry_max_seconds": 1.0, "media_fragments_per_request": 3, **forwarder}
+    gw = GatewaySection(endpoint_url=url, read_timeout_seconds=10, connect_timeout_seconds=2)
+    fw = MediaForwarder(spool, aws.make_session(gw), gw, ForwarderSection(**options), agent_id)
+    stop = threading.Event()
+    thread = threading.Thread(target=fw.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        yield fw
+    finally:
+        stop.set()
+        thread.join(10)
+        assert not thread.is_alive()
+
+
+def list_fragments(url: str, stream: str) -> list[dict[str, Any]]:
+    import sys as _sys
+
+    _sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    from helpers import aws_client
+
+    video = aws_client("kinesisvideo", url)
+    endpoint = video.get_data_endpoint(StreamName=stream, APIName="LIST_FRAGMENTS")["DataEndpoint"]
+    archived = aws_client("kinesis-video-archived-media", endpoint)
+    fragments: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {"StreamName": stream, "MaxResults": 1000}
+    while True:
+        response = archived.list_fragments(**kwargs)
+        fragments.extend(response["Fragments"])
+        if not response.get("NextToken"):
+            return sorted(fragments, key=lambda f: f["ProducerTimestamp"])
+        kwargs = {"StreamName": stream, "NextToken": response["NextToken"]}
