@@ -44,7 +44,7 @@ def media_playlist(
     playlist_type: str = "VOD",
     media_sequence: int = 0,
     discontinuity_sequence: int = 0,
-    program_date_time: bool = True,
+    program_date_time: str = "gaps",
     ended: bool | None = None,
     gap_ms: int = DEFAULT_GAP_MS,
     target_duration_s: int | None = None,
@@ -52,7 +52,11 @@ def media_playlist(
     """An HLS media playlist of fMP4 segments.
 
     ``ended`` defaults to True for VOD only; a LIVE or EVENT playlist ends when the caller says so.
+    ``program_date_time``: ``"always"`` (every segment), ``"gaps"`` (first segment and after each
+    discontinuity) or ``"never"``. ``gap_ms < 0`` marks every segment as a discontinuity.
     """
+    if program_date_time not in ("always", "gaps", "never"):
+        raise ValueError(f"program_date_time must be always, gaps or never, not {program_date_time!r}")
     if playlist_type not in ("VOD", "EVENT", "LIVE"):
         raise ValueError(f"playlist type must be VOD, EVENT or LIVE, not {playlist_type!r}")
     longest = max((s.duration_ms for s in segments), default=1000)
@@ -65,10 +69,10 @@ def media_playlist(
     lines.append(f'#EXT-X-MAP:URI="{init_uri}"')
     previous_end: int | None = None
     for segment in segments:
-        gap = previous_end is not None and abs(segment.start_ms - previous_end) > gap_ms
+        gap = previous_end is not None and (gap_ms < 0 or abs(segment.start_ms - previous_end) > gap_ms)
         if gap:
             lines.append("#EXT-X-DISCONTINUITY")
-        if program_date_time and (previous_end is None or gap):
+        if program_date_time == "always" or (program_date_time == "gaps" and (previous_end is None or gap)):
             lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{iso_time(segment.start_ms)}")
         lines.append(f"#EXTINF:{segment.duration_ms / 1000:.3f},")
         lines.append(segment.uri)
