@@ -8,14 +8,28 @@ agent_id).run(stop)`` in a thread. A new source is one module here plus one line
 from __future__ import annotations
 
 from edge_agent.sources.base import Source, SourceConfig
+from edge_agent.sources.camera import CameraConfig, CameraSource
 from edge_agent.sources.logs import LogsConfig, LogsSource
 from edge_agent.sources.mqtt import MqttConfig, MqttSource
 from edge_agent.sources.serial import SerialConfig, SerialSource
 
-__all__ = ["SOURCE_TYPES", "LogsConfig", "LogsSource", "MqttConfig", "MqttSource", "SerialConfig", "SerialSource", "Source", "SourceConfig"]
+__all__ = [
+    "SOURCE_TYPES",
+    "CameraConfig",
+    "CameraSource",
+    "LogsConfig",
+    "LogsSource",
+    "MqttConfig",
+    "MqttSource",
+    "SerialConfig",
+    "SerialSource",
+    "Source",
+    "SourceConfig",
+]
 
 SOURCE_TYPES: dict[str, type[SourceConfig]] = {
     "mqtt": MqttConfig,
     "serial": SerialConfig,
     "logs": LogsConfig,
+    "camera": CameraConfig,
 }

@@ -1,0 +1,250 @@
+"""Where the camera source gets its pictures: a synthetic scene, OpenCV capture, or PyAV packets.
+
+Each input yields ``VideoFrame``s until its stream ends or fails (then the camera source reopens
+it with backoff). Timestamps are epoch milliseconds and strictly increasing, as MKV fragments need.
+
+- ``SyntheticCamera``: a realistic stand-in for a physical camera (moving pattern, a running clock,
+  sensor noise) at the configured size and rate, in real time.
+- ``OpenCvCapture``: ``cv2.VideoCapture`` on a device index, ``/dev/videoN``, an RTSP/HTTP URL or a
+  file; BGR frames resized to the configured size, to be encoded.
+- ``PacketReader``: PyAV demuxing without decoding (passthrough): H.264 from RTSP or files, MJPEG
+  from a V4L2 device. Length-prefixed (MP4/MKV) H.264 is rewritten to Annex-B with the SPS/PPS
+  in front of every keyframe, so each fragment can be decoded on its own. Streams with B-frames
+  are timestamped by decode time (the order MKV blocks are stored in).
+
+Files are read at their own frame rate (``realtime``), as a camera would deliver them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+from kvs import h264
+
+log = logging.getLogger("edge_agent.sources.camera")
+
+START_CODE = b"\x00\x00\x00\x01"
+
+
+@dataclass(frozen=True)
+class VideoFrame:
+    """A picture to encode (``image``, BGR) or an already-encoded one (``packet``)."""
+
+    timestamp_ms: int
+    image: Any = None
+    packet: bytes | None = None
+    keyframe: bool = False
+
+
+class Clock:
+    """Epoch-ms timestamps that never repeat or go back, optionally paced to real time."""
+
+    def __init__(self, not_before_ms: int = 0) -> None:
+        self.last_ms = not_before_ms
+        self.base_wall: float | None = None
+        self.base_media = 0.0
+
+    def now(self) -> int:
+        self.last_ms = max(int(time.time() * 1000), self.last_ms + 1)
+        return self.last_ms
+
+    def media(self, media_seconds: float, stop: threading.Event, realtime: bool) -> int | None:
+        """The timestamp of a frame at ``media_seconds`` into a file; waits for it when ``realtime``.
+        None if ``stop`` was set while waiting."""
+        if self.base_wall is None:
+            self.base_wall = max(time.time(), (self.last_ms + 1) / 1000)
+            self.base_media = media_seconds
+        due = self.base_wall + (media_seconds - self.base_media)
+        if realtime:
+            delay = due - time.time()
+            if delay > 0 and stop.wait(delay):
+                return None
+        self.last_ms = max(int(due * 1000), self.last_ms + 1)
+        return self.last_ms
+
+
+class SyntheticCamera:
+    """Frames of a plausible scene: drifting colour bands, a moving box, a clock, noise."""
+
+    def __init__(self, width: int, height: int, fps: float, clock: Clock) -> None:
+        self.width = width
+        self.height = height
+        self.fps = fps
+        self.clock = clock
+        rng = np.random.default_rng(1234)
+        # a few noise fields cycled (generating fresh noise every frame costs more than encoding)
+        self._noise = [rng.integers(-12, 13, (height, width, 1), dtype=np.int16) for _ in range(4)]
+        x = np.linspace(0, 2 * np.pi, width, dtype=np.float32)
+        y = np.linspace(0, np.pi, height, dtype=np.float32)[:, None]
+        self._bands = (np.sin(x[None, :] + y) * 0.5 + 0.5)
+
+    def frames(self, stop: threading.Event) -> Iterator[VideoFrame]:
+        interval = 1.0 / self.fps
+        next_at = time.monotonic()
+        n = 0
+        while not stop.is_set():
+            delay = next_at - time.monotonic()
+            if delay > 0 and stop.wait(delay):
+                return
+            next_at = max(next_at + interval, time.monotonic() - interval)  # don't burst after a stall
+            ts = self.clock.now()
+            yield VideoFrame(ts, image=self.render(n, ts))
+            n += 1
+
+    def render(self, n: int, timestamp_ms: int) -> Any:
+        h, w = self.height, self.width
+        shift = (n * 4) % w
+        bands = np.roll(self._bands, shift, axis=1)
+        img = np.empty((h, w, 3), dtype=np.uint8)
+        img[..., 0] = (bands * 200).astype(np.uint8)
+        img[..., 1] = ((1 - bands) * 160 + 40).astype(np.uint8)
+        img[..., 2] = 90
+        box = max(8, min(w, h) // 6)
+        bx = int((w - box) * (0.5 + 0.45 * np.sin(n / 20)))
+        by = int((h - box) * (0.5 + 0.45 * np.cos(n / 27)))
+        img[by:by + box, bx:bx + box] = (30, 30, 230)
+        noisy = img.astype(np.int16) + self._noise[n % len(self._noise)]
+        img = np.clip(noisy, 0, 255).astype(np.uint8)
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(timestamp_ms / 1000)) + f".{timestamp_ms % 1000:03d}"
+        scale = max(0.4, w / 900)
+        cv2.putText(img, stamp, (10, int(30 * scale) + 5), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 2, cv2.LINE_AA)
+        cv2.putText(img, f"frame {n}", (10, h - 12), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+        return img
+
+    def close(self) -> None:
+        pass
+
+
+def _is_device(device: int | str) -> bool:
+    return isinstance(device, int) or str(device).startswith("/dev/video")
+
+
+def _is_file(device: int | str) -> bool:
+    return not _is_device(device) and "://" not in str(device)
+
+
+class OpenCvCapture:
+    """``cv2.VideoCapture`` frames, resized to the configured size."""
+
+    def __init__(self, device: int | str, width: int, height: int, fps: float, realtime: bool, clock: Clock) -> None:
+        self.width = width
+        self.height = height
+        self.clock = clock
+        self.realtime = realtime and _is_file(device)
+        self.is_file = _is_file(device)
+        backend = cv2.CAP_V4L2 if _is_device(device) else cv2.CAP_FFMPEG
+        self.cap = cv2.VideoCapture(device, backend)
+        if not self.cap.isOpened():
+            self.cap.release()
+            raise OSError(f"cannot open {device!r} with OpenCV")
+        if _is_device(device):
+            self.cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
+            self.cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
+            self.cap.set(cv2.CAP_PROP_FPS, fps)
+        self.source_fps = self.cap.get(cv2.CAP_PROP_FPS) or fps
+
+    def frames(self, stop: threading.Event) -> Iterator[VideoFrame]:
+        n = 0
+        while not stop.is_set():
+            ok, image = self.cap.read()
+            if not ok or image is None:
+                return
+            if image.shape[1] != self.width or image.shape[0] != self.height:
+                image = cv2.resize(image, (self.width, self.height), interpolation=cv2.INTER_AREA)
+            if self.is_file:
+                ts = self.clock.media(n / self.source_fps, stop, self.realtime)
+                if ts is None:
+                    return
+            else:
+                ts = self.clock.now()
+            n += 1
+            yield VideoFrame(ts, image=image)
+
+    def close(self) -> None:
+        self.cap.release()
+
+
+class PacketReader:
+    """Encoded packets straight from the container or device (no decoding)."""
+
+    def __init__(self, device: int | str, width: int, height: int, fps: float, realtime: bool, clock: Clock) -> None:
+        import av
+
+        self.clock = clock
+        self.is_file = _is_file(device)
+        self.realtime = realtime and self.is_file
+        if _is_device(device):
+            path = f"/dev/video{device}" if isinstance(device, int) else device
+            options = {"input_format": "mjpeg", "video_size": f"{width}x{height}", "framerate": f"{fps:g}"}
+            self.container: Any = av.open(path, format="video4linux2", options=options)
+        else:
+            options = {"rtsp_transport": "tcp"} if str(device).startswith("rtsp://") else {}
+            self.container = av.open(str(device), options=options, timeout=10)
+        try:
+            self.stream = self.container.streams.video[0]
+        except IndexError:
+            self.container.close()
+            raise OSError(f"{device!r} has no video stream") from None
+        ctx = self.stream.codec_context
+        name = ctx.name
+        if name == "h264":
+            self.codec = "h264-passthrough"
+        elif name == "mjpeg":
+            self.codec = "mjpeg-passthrough"
+        else:
+            self.container.close()
+            raise ValueError(f"{device!r} delivers {name}; passthrough takes H.264 or MJPEG (use codec = \"h264\" to re-encode)")
+        self.width = ctx.width or width
+        self.height = ctx.height or height
+        rate = self.stream.average_rate or self.stream.guessed_rate
+        self.fps = float(rate) if rate else fps
+        self.avc: h264.AvcConfig | None = None
+        extradata = bytes(ctx.extradata or b"")
+        if name == "h264" and extradata[:1] == b"\x01":
+            self.avc = h264.AvcConfig.from_avcc(extradata)  # MP4/MKV style: length-prefixed samples
+
+    def _annexb(self, data: bytes, keyframe: bool) -> bytes:
+        if self.avc is None:
+            return data
+        nals = h264.split_length_prefixed(data, self.avc.length_size)
+        if keyframe:
+            nals = [*self.avc.sps, *self.avc.pps, *nals]
+        return b"".join(START_CODE + nal for nal in nals)
+
+    def frames(self, stop: threading.Event) -> Iterator[VideoFrame]:
+        time_base = self.stream.time_base
+        first: float | None = None
+        for packet in self.container.demux(self.stream):
+            if stop.is_set():
+                return
+            if packet.size == 0:
+                continue  # the demuxer's end-of-stream marker
+            stamp = packet.dts if packet.dts is not None else packet.pts
+            data = bytes(packet)
+            keyframe = bool(packet.is_keyframe)
+            if self.codec == "h264-passthrough":
+                try:
+                    data = self._annexb(data, keyframe)
+                except ValueError as exc:
+                    log.warning("skipping a malformed H.264 packet: %s", exc)
+                    continue
+            if self.is_file and stamp is not None and time_base is not None:
+                seconds = float(stamp * time_base)
+                first = seconds if first is None else first
+                ts = self.clock.media(seconds - first, stop, self.realtime)
+                if ts is None:
+                    return
+            else:
+                ts = self.clock.now()
+            yield VideoFrame(ts, packet=data, keyframe=keyframe)
+
+    def close(self) -> None:
+        self.container.close()

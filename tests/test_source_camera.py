@@ -1,0 +1,159 @@
+"""Camera source: synthetic frames and a real H.264 file (passthrough) → MKV fragments PyAV decodes."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from collections.abc import Callable, Iterator
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from edge_agent.errors import ConfigError
+from edge_agent.metrics import REGISTRY
+from edge_agent.sources import SOURCE_TYPES
+from edge_agent.sources.camera import CameraConfig
+from edge_agent.spool import Spool
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def decode(data: bytes) -> list[av.VideoFrame]:
+    with av.open(io.BytesIO(data), format="matroska") as container:
+        return list(container.decode(video=0))
+
+
+@pytest.fixture
+def camera(tmp_path: Path) -> Iterator[Callable[..., tuple[Spool, str, threading.Event]]]:
+    started: list[tuple[threading.Thread, threading.Event, Spool]] = []
+
+    def start(**settings: object) -> tuple[Spool, str, threading.Event]:
+        name = f"camera-{len(started)}-{time.monotonic_ns()}"
+        config = CameraConfig.from_dict({"stream": "cam", "name": name, **settings}, "sources.camera[0]")
+        spool = Spool(tmp_path / f"spool-{len(started)}.db")
+        stop = threading.Event()
+        thread = threading.Thread(target=config.build(spool, "agent").run, args=(stop,), daemon=True)
+        thread.start()
+        started.append((thread, stop, spool))
+        return spool, name, stop
+
+    yield start
+    for thread, stop, spool in started:
+        stop.set()
+        thread.join(20)
+        assert not thread.is_alive()
+        spool.close()
+
+
+def test_synthetic_camera_fragments_decode_with_their_frame_count(camera) -> None:
+    spool, name, _ = camera(width=320, height=240, fps=10, fragment_seconds=1.0)
+    wait_until(lambda: spool.stats().records["media"] >= 2)
+    fragments = spool.read("media", limit=2)
+    assert spool.read("records") == []  # video goes to its own lane
+    previous_end = None
+    for fragment in fragments:
+        assert fragment.kind == "video" and fragment.stream == "cam" and fragment.partition_key == name
+        attrs = fragment.attrs
+        assert attrs["codec_id"] == "V_MPEG4/ISO/AVC" and (attrs["width"], attrs["height"]) == (320, 240)
+        assert 8 <= attrs["frame_count"] <= 12  # 1 s at 10 fps, give or take scheduling on a busy box
+        assert 800 <= attrs["duration_ms"] <= 1300
+        assert attrs["start_ms"] == fragment.timestamp_ms
+        assert abs(attrs["start_ms"] / 1000 - time.time()) < 30
+        frames = decode(fragment.data)
+        assert len(frames) == attrs["frame_count"]
+        assert (frames[0].width, frames[0].height) == (320, 240)
+        picture = frames[0].to_ndarray(format="bgr24")
+        assert picture.std() > 20  # a scene, not a blank frame
+        if previous_end is not None:
+            assert attrs["start_ms"] >= previous_end - 1
+        previous_end = attrs["start_ms"] + attrs["duration_ms"]
+    # consecutive frames differ (the scene moves)
+    frames = decode(fragments[0].data)
+    a, b = (f.to_ndarray(format="bgr24").astype(int) for f in frames[:2])
+    assert np.abs(a - b).mean() > 1
+
+
+def make_h264_file(path: Path, seconds: int = 3, fps: int = 10, container: str = "mp4") -> int:
+    """A small H.264 file with a keyframe every second; returns its frame count."""
+    count = seconds * fps
+    with av.open(str(path), "w", format=container) as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
+        stream.codec_context.options = {"g": str(fps), "bf": "0", "preset": "ultrafast"}
+        for i in range(count):
+            img = np.zeros((120, 160, 3), dtype=np.uint8)
+            img[:, (i * 5) % 160:(i * 5) % 160 + 20] = (0, 200, 255)
+            frame = av.VideoFrame.from_ndarray(img, format="bgr24")
+            frame.pts = i
+            frame.time_base = Fraction(1, fps)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return count
+
+
+@pytest.mark.parametrize("container", ["mp4", "matroska"])
+def test_h264_file_in_passthrough_keeps_every_frame(camera, tmp_path: Path, container: str) -> None:
+    video = tmp_path / f"clip.{'mkv' if container == 'matroska' else 'mp4'}"
+    count = make_h264_file(video, container=container)
+    spool, name, stop = camera(device=str(video), codec="passthrough", fragment_seconds=1.0, realtime=False)
+    wait_until(lambda: spool.stats().records["media"] >= 3)
+    stop.set()
+    fragments = spool.read("media", limit=3)
+    assert [f.attrs["frame_count"] for f in fragments] == [10, 10, 10]
+    assert sum(len(decode(f.data)) for f in fragments) == count
+    first = fragments[0]
+    assert (first.attrs["width"], first.attrs["height"]) == (160, 120)
+    assert [f.attrs["duration_ms"] for f in fragments] == [1000, 1000, 1000]
+    starts = [f.attrs["start_ms"] for f in fragments]
+    assert starts == sorted(starts) and starts[1] - starts[0] == 1000
+
+
+def test_missing_camera_is_retried_and_counted_not_fatal(camera, tmp_path: Path) -> None:
+    video = tmp_path / "later.mp4"
+    spool, name, _ = camera(device=str(video), codec="passthrough", fragment_seconds=1.0, realtime=False, reopen_max=0.3)
+    time.sleep(0.5)
+    assert spool.stats().records["media"] == 0
+    make_h264_file(tmp_path / "tmp.mp4", seconds=1)
+    (tmp_path / "tmp.mp4").rename(video)  # the camera comes back
+    wait_until(lambda: spool.stats().records["media"] >= 1)
+    # a file ends like a camera going away: counted and reopened (the clip plays again)
+    wait_until(lambda: (REGISTRY.get_sample_value("edge_agent_records_rejected_total", {"source": name, "reason": "camera_lost"}) or 0) >= 1)
+    wait_until(lambda: spool.stats().records["media"] >= 2)
+    first, second = spool.read("media", limit=2)
+    assert second.attrs["start_ms"] > first.attrs["start_ms"]
+
+
+def test_config_rules() -> None:
+    assert SOURCE_TYPES["camera"] is CameraConfig
+    config = CameraConfig.from_dict({"stream": "cam", "device": 0}, "sources.camera[1]")
+    assert (config.name, config.device, config.codec, config.fps) == ("camera-1", 0, "h264", 15.0)
+    with pytest.raises(ConfigError) as err:
+        CameraConfig.from_dict({"stream": "cam", "codec": "h265", "width": 641}, "sources.camera[0]")
+    assert "sources.camera[0].codec: expected 'h264' or 'passthrough'" in str(err.value)
+    with pytest.raises(ConfigError, match="width and height must be even"):
+        CameraConfig.from_dict({"stream": "cam", "width": 641}, "sources.camera[0]")
+    with pytest.raises(ConfigError, match="passthrough.*needs a real input"):
+        CameraConfig.from_dict({"stream": "cam", "codec": "passthrough"}, "sources.camera[0]")
+
+
+def test_file_through_opencv_is_reencoded(camera, tmp_path: Path) -> None:
+    video = tmp_path / "clip.mp4"
+    count = make_h264_file(video, seconds=2)
+    spool, _, stop = camera(device=str(video), codec="h264", width=320, height=240, fps=10, fragment_seconds=1.0, realtime=False)
+    wait_until(lambda: spool.stats().records["media"] >= 2)
+    stop.set()
+    fragments = spool.read("media", limit=2)
+    assert sum(f.attrs["frame_count"] for f in fragments) == count
+    frames = [frame for f in fragments for frame in decode(f.data)]
+    assert len(frames) == count and (frames[0].width, frames[0].height) == (320, 240)  # resized to the config
