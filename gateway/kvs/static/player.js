@@ -1,0 +1,321 @@
+// Edge gateway player: lists streams (ListStreams), draws the recording (ListFragments) on a
+// timeline and plays live or recorded video through an HLS session of this gateway, feeding the
+// fMP4 init + media segments to Media Source Extensions. Media time is the producer timestamp in
+// epoch seconds, so video.currentTime converts straight to wall-clock time.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const video = $("video");
+const state = { stream: null, mode: null, appended: 0, errors: [], timeline: [], generation: 0 };
+window.playerState = state; // read by tests and handy in the console
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function log(message) {
+  const line = `${new Date().toISOString().slice(11, 19)} ${message}\n`;
+  $("log").textContent = (line + $("log").textContent).slice(0, 4000);
+}
+
+function status(message, isError = false) {
+  $("status").textContent = message;
+  $("status").classList.toggle("error", isError);
+  if (isError) { state.errors.push(message); log(message); }
+}
+
+async function api(path, body) {
+  const response = await fetch(path, {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body || {}),
+  });
+  const data = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(`${data.__type || response.status}: ${data.message || data.Message || ""}`);
+  return data;
+}
+
+async function getText(url) {
+  const response = await fetch(url, { cache: "no-store" });
+  if (!response.ok) throw new Error(`${response.status} for ${url.split("?")[0]}`);
+  return response.text();
+}
+
+async function getBytes(url) {
+  const response = await fetch(url);
+  if (!response.ok) throw new Error(`${response.status} for ${url.split("?")[0]}`);
+  return response.arrayBuffer();
+}
+
+// -- streams and timeline -------------------------------------------------------------------------
+
+async function loadStreams() {
+  try {
+    const out = await api("/listStreams", {});
+    const list = $("streams");
+    list.replaceChildren();
+    for (const info of out.StreamInfoList || []) {
+      const item = document.createElement("li");
+      const button = document.createElement("button");
+      button.type = "button";
+      button.textContent = info.StreamName;
+      button.dataset.stream = info.StreamName;
+      button.addEventListener("click", () => selectStream(info.StreamName, "live"));
+      item.append(button);
+      list.append(item);
+    }
+    status(`${(out.StreamInfoList || []).length} stream(s)`);
+  } catch (err) {
+    status(`ListStreams failed: ${err.message}`, true);
+  }
+}
+
+async function loadTimeline(stream) {
+  const spans = [];
+  let token = null;
+  for (let page = 0; page < 20; page++) {
+    const body = token ? { StreamName: stream, NextToken: token, MaxResults: 1000 } : {
+      StreamName: stream, MaxResults: 1000,
+      FragmentSelector: { FragmentSelectorType: "PRODUCER_TIMESTAMP",
+        TimestampRange: { StartTimestamp: 0, EndTimestamp: Date.now() / 1000 + 86400 } },
+    };
+    const out = await api("/listFragments", body);
+    for (const f of out.Fragments || []) {
+      const start = f.ProducerTimestamp;
+      const end = start + f.FragmentLengthInMilliseconds / 1000;
+      const last = spans[spans.length - 1];
+      if (last && start - last[1] < 0.5 && start >= last[0]) last[1] = Math.max(last[1], end);
+      else spans.push([start, end]);
+    }
+    token = out.NextToken;
+    if (!token) break;
+  }
+  spans.sort((a, b) => a[0] - b[0]);
+  state.timeline = spans;
+  drawTimeline();
+}
+
+function timelineRange() {
+  const spans = state.timeline;
+  if (!spans.length) return null;
+  const start = spans[0][0];
+  const end = Math.max(spans[spans.length - 1][1], start + 1);
+  return [start, end];
+}
+
+function drawTimeline() {
+  const box = $("timeline");
+  box.querySelectorAll(".span").forEach((el) => el.remove());
+  const range = timelineRange();
+  $("scale-start").textContent = range ? new Date(range[0] * 1000).toLocaleString() : "";
+  $("scale-end").textContent = range ? new Date(range[1] * 1000).toLocaleString() : "";
+  if (!range) return;
+  const width = range[1] - range[0];
+  for (const [a, b] of state.timeline) {
+    const el = document.createElement("div");
+    el.className = "span";
+    el.style.left = `${((a - range[0]) / width) * 100}%`;
+    el.style.width = `${((b - a) / width) * 100}%`;
+    box.append(el);
+  }
+}
+
+$("timeline").addEventListener("click", (event) => {
+  const range = timelineRange();
+  if (!range || !state.stream) return;
+  const rect = $("timeline").getBoundingClientRect();
+  const t = range[0] + ((event.clientX - rect.left) / rect.width) * (range[1] - range[0]);
+  play(state.stream, "replay", t);
+});
+
+// -- playback -------------------------------------------------------------------------------------
+
+function parseMaster(text, baseUrl) {
+  const lines = text.split("\n").map((l) => l.trim());
+  const inf = lines.find((l) => l.startsWith("#EXT-X-STREAM-INF"));
+  const codecs = /CODECS="([^"]+)"/.exec(inf || "");
+  const uri = lines[lines.indexOf(inf) + 1];
+  return { codecs: codecs ? codecs[1] : "avc1.42E01E", mediaUrl: new URL(uri, baseUrl).href };
+}
+
+function parseMedia(text, baseUrl) {
+  const out = { segments: [], ended: false, target: 2, init: null };
+  let duration = 0;
+  for (const raw of text.split("\n")) {
+    const line = raw.trim();
+    if (line.startsWith("#EXT-X-TARGETDURATION:")) out.target = Number(line.split(":")[1]) || 2;
+    else if (line.startsWith("#EXT-X-MAP:")) out.init = new URL(/URI="([^"]+)"/.exec(line)[1], baseUrl).href;
+    else if (line.startsWith("#EXTINF:")) duration = parseFloat(line.slice(8));
+    else if (line === "#EXT-X-ENDLIST") out.ended = true;
+    else if (line && !line.startsWith("#")) {
+      const url = new URL(line, baseUrl);
+      out.segments.push({ url: url.href, id: url.searchParams.get("FragmentNumber") || url.href, duration });
+    }
+  }
+  return out;
+}
+
+function appendTo(buffer, data) {
+  return new Promise((resolve, reject) => {
+    const done = () => { buffer.removeEventListener("error", fail); resolve(); };
+    const fail = () => { buffer.removeEventListener("updateend", done); reject(new Error("SourceBuffer append failed")); };
+    buffer.addEventListener("updateend", done, { once: true });
+    buffer.addEventListener("error", fail, { once: true });
+    buffer.appendBuffer(data);
+  });
+}
+
+function removeFrom(buffer, start, end) {
+  return new Promise((resolve) => {
+    buffer.addEventListener("updateend", resolve, { once: true });
+    buffer.remove(start, end);
+  });
+}
+
+function bufferedRangeAt(t) {
+  const b = video.buffered;
+  for (let i = 0; i < b.length; i++) if (t >= b.start(i) - 0.05 && t < b.end(i)) return i;
+  return -1;
+}
+
+// Jump over holes in the recording (MSE does not) and keep live playback near the live edge.
+function keepPlaying(live, target) {
+  const b = video.buffered;
+  if (!b.length) return;
+  const t = video.currentTime;
+  if (bufferedRangeAt(t) < 0) {
+    for (let i = 0; i < b.length; i++) {
+      if (b.start(i) > t) { video.currentTime = b.start(i) + 0.01; break; }
+    }
+  }
+  const edge = b.end(b.length - 1);
+  if (live && edge - video.currentTime > 4 * target + 2) video.currentTime = edge - target;
+  if (video.paused && !video.ended) video.play().catch(() => {});
+}
+
+async function play(stream, mode, startSeconds) {
+  const generation = ++state.generation;
+  state.stream = stream;
+  state.mode = mode;
+  state.appended = 0;
+  $("stream-name").textContent = stream;
+  $("mode").textContent = mode === "live" ? "LIVE" : "recording";
+  document.querySelectorAll("#streams button").forEach((b) => b.classList.toggle("active", b.dataset.stream === stream));
+  const request = { StreamName: stream, Expires: 43200 };
+  if (mode === "live") {
+    request.PlaybackMode = "LIVE";
+  } else {
+    request.PlaybackMode = "LIVE_REPLAY";
+    request.MaxMediaPlaylistFragmentResults = 5000;
+    request.HLSFragmentSelector = { FragmentSelectorType: "PRODUCER_TIMESTAMP",
+      TimestampRange: { StartTimestamp: startSeconds } };
+  }
+  let sessionUrl;
+  try {
+    sessionUrl = (await api("/getHLSStreamingSessionURL", request)).HLSStreamingSessionURL;
+  } catch (err) {
+    status(`no playback: ${err.message}`, true);
+    return;
+  }
+  const master = parseMaster(await getText(sessionUrl), sessionUrl);
+  const mime = `video/mp4; codecs="${master.codecs}"`;
+  if (!window.MediaSource || !MediaSource.isTypeSupported(mime)) {
+    status(`this browser cannot play ${mime}`, true);
+    return;
+  }
+  const source = new MediaSource();
+  video.src = URL.createObjectURL(source);
+  await new Promise((resolve) => source.addEventListener("sourceopen", resolve, { once: true }));
+  const buffer = source.addSourceBuffer(mime);
+  const seen = new Set();
+  let initUrl = null;
+  let started = false;
+  status(`playing ${stream} (${mode})`);
+  log(`session ${mode} ${stream}, ${mime}`);
+  while (generation === state.generation) {
+    let playlist;
+    try {
+      playlist = parseMedia(await getText(master.mediaUrl), master.mediaUrl);
+    } catch (err) {
+      status(`playlist: ${err.message}`, true);
+      await sleep(2000);
+      continue;
+    }
+    try {
+      if (playlist.init && playlist.init !== initUrl) {
+        await appendTo(buffer, await getBytes(playlist.init));
+        initUrl = playlist.init;
+      }
+      for (const segment of playlist.segments) {
+        if (generation !== state.generation) return;
+        if (seen.has(segment.id)) continue;
+        seen.add(segment.id);
+        const data = await getBytes(segment.url);
+        if (video.buffered.length && video.buffered.start(0) < video.currentTime - 60) {
+          await removeFrom(buffer, 0, video.currentTime - 30);
+        }
+        await appendTo(buffer, data);
+        state.appended += 1;
+        if (!started && video.buffered.length) {
+          started = true;
+          const from = startSeconds && bufferedRangeAt(startSeconds) >= 0 ? startSeconds : video.buffered.start(0);
+          video.currentTime = mode === "live" ? Math.max(from, video.buffered.end(video.buffered.length - 1) - 2 * playlist.target) : from;
+          video.play().catch((err) => log(`play(): ${err.message}`));
+        }
+      }
+    } catch (err) {
+      if (generation === state.generation) status(`segment: ${err.message}`, true);
+      return;
+    }
+    if (playlist.ended) {
+      if (source.readyState === "open" && !buffer.updating) source.endOfStream();
+      return;
+    }
+    keepPlaying(mode === "live", playlist.target);
+    await sleep(Math.max(500, (playlist.target * 1000) / 2));
+  }
+}
+
+async function selectStream(stream, mode, startSeconds) {
+  $("live").disabled = false;
+  $("play-from").disabled = false;
+  state.timeline = [];
+  drawTimeline();
+  loadTimeline(stream).catch((err) => log(`timeline: ${err.message}`));
+  await play(stream, mode, startSeconds);
+}
+
+video.addEventListener("error", () => {
+  const e = video.error;
+  status(`media error ${e ? e.code : "?"}: ${e && e.message ? e.message : ""}`, true);
+});
+video.addEventListener("waiting", () => keepPlaying(state.mode === "live", 1));
+
+setInterval(() => {
+  if (!state.stream) return;
+  const t = video.currentTime;
+  if (t > 1e8) $("clock").textContent = new Date(t * 1000).toLocaleString();
+  const range = timelineRange();
+  if (range && t >= range[0]) {
+    const fraction = Math.min(1, (t - range[0]) / (range[1] - range[0]));
+    $("cursor").style.left = `calc(${fraction * 100}% - 1px)`;
+  }
+  if (!video.seeking) keepPlaying(state.mode === "live", 1);
+}, 500);
+
+setInterval(() => { if (state.stream) loadTimeline(state.stream).catch(() => {}); }, 15000);
+
+$("refresh").addEventListener("click", loadStreams);
+$("live").addEventListener("click", () => state.stream && play(state.stream, "live"));
+$("play-from").addEventListener("click", () => {
+  const value = $("from").value;
+  if (state.stream && value) play(state.stream, "replay", new Date(value).getTime() / 1000);
+});
+
+// ?stream=NAME[&mode=live|replay][&start=EPOCH_SECONDS] starts playback at once (links, kiosks, tests)
+(async () => {
+  await loadStreams();
+  const params = new URLSearchParams(location.search);
+  const stream = params.get("stream");
+  if (stream) {
+    const mode = params.get("mode") === "replay" ? "replay" : "live";
+    const start = Number(params.get("start")) || undefined;
+    await selectStream(stream, mode, start);
+  }
+})();

@@ -1,0 +1,146 @@
+"""The web player in headless Chromium (Debian's, via Playwright): live video, then the recording
+after a SIGKILL + restart of the gateway. Video flows camera -> FragmentWriter -> PutMedia.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_video_helpers import PutMediaClient, camera_fragments, create_stream
+
+from helpers import GatewayProcess
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync"]
+
+pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="chromium is not installed")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        instance = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()
+
+
+class LiveCamera(threading.Thread):
+    """Sends 1-second fragments in real time, each once its last frame has been 'captured'."""
+
+    def __init__(self, gw: GatewayProcess, stream: str, backlog_s: int = 3, seconds: int = 30) -> None:
+        super().__init__(daemon=True)
+        self.start_ms = int(time.time() * 1000) - backlog_s * 1000
+        self.fragments = camera_fragments(backlog_s + seconds, start_ms=self.start_ms)
+        self.client = PutMediaClient(gw.url, stream)
+        self.stopped = threading.Event()
+        self.sent = 0
+
+    def run(self) -> None:
+        for fragment in self.fragments:
+            due = (fragment.start_ms + fragment.duration_ms) / 1000
+            if self.stopped.wait(max(0.0, due - time.time())):
+                break
+            try:
+                self.client.send(fragment.data)
+            except OSError:
+                break
+            self.sent += 1
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join(5)
+        try:
+            self.client.finish(timeout=10)
+        except (OSError, TimeoutError):
+            self.client.close()
+
+
+def playback_advances(page: Any, seconds: float = 2.5) -> tuple[float, float]:
+    page.wait_for_function("window.playerState && window.playerState.appended >= 2 && !document.getElementById('video').paused",
+                           timeout=20_000)
+    t1 = page.evaluate("document.getElementById('video').currentTime")
+    page.wait_for_timeout(int(seconds * 1000))
+    t2 = page.evaluate("document.getElementById('video').currentTime")
+    return t1, t2
+
+
+def media_errors(page: Any) -> list[str]:
+    error = page.evaluate("(() => { const e = document.getElementById('video').error; return e ? e.code + ' ' + e.message : null })()")
+    return ([error] if error else []) + page.evaluate("window.playerState.errors")
+
+
+def test_page_and_assets_are_served_locally(tmp_path: Path) -> None:
+    gw = GatewayProcess(tmp_path / "data").start()
+    try:
+        for path in ("/", "/player"):
+            with urllib.request.urlopen(gw.url + path, timeout=10) as response:
+                html = response.read().decode()
+                assert response.headers["Content-Type"].startswith("text/html")
+            assert '<video id="video"' in html and "/player/static/player.js" in html
+            assert "http://" not in html and "https://" not in html  # nothing from a CDN
+        with urllib.request.urlopen(gw.url + "/player/static/player.js", timeout=10) as response:
+            assert "MediaSource" in response.read().decode()
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(gw.url + "/player/static/..%2Fclips.py", timeout=10)
+        assert info.value.code == 404
+    finally:
+        gw.kill()
+
+
+def test_plays_live_then_the_recording_after_a_restart(tmp_path: Path, browser: Any) -> None:
+    data = tmp_path / "data"
+    gw = GatewayProcess(data).start()
+    create_stream(gw, "porch")
+    create_stream(gw, "garage")
+    camera = LiveCamera(gw, "porch")
+    camera.start()
+    page = browser.new_page()
+    try:
+        assert page.evaluate("MediaSource.isTypeSupported('video/mp4; codecs=\"avc1.42E01E\"')")
+        while camera.sent < 3:
+            time.sleep(0.1)
+        page.goto(gw.url + "/player")
+        page.wait_for_selector("#streams button[data-stream='garage']", timeout=10_000)
+        page.click("#streams button[data-stream='porch']")  # the stream list opens live playback
+        t1, t2 = playback_advances(page)
+        assert t2 - t1 > 1.0, (t1, t2, media_errors(page))
+        assert abs(t2 - time.time()) < 15  # media time is wall-clock time, close to live
+        assert page.evaluate("window.playerState.mode") == "live"
+        assert media_errors(page) == []
+        page.wait_for_selector("#timeline .span", timeout=20_000)  # the recording is on the timeline
+    finally:
+        camera.stop()
+        page.close()
+    recorded_from = camera.start_ms / 1000
+
+    gw.kill()  # SIGKILL, then a new process on the same data dir
+    gw = GatewayProcess(data, port=gw.port).start()
+    page = browser.new_page()
+    try:
+        page.goto(f"{gw.url}/player?stream=porch&mode=replay&start={recorded_from + 1}")
+        t1, t2 = playback_advances(page)
+        assert t2 - t1 > 1.0, (t1, t2, media_errors(page))
+        assert recorded_from < t1 < recorded_from + 20  # playing the recording, not live
+        assert media_errors(page) == []
+        # seek by clicking the timeline near its start
+        page.wait_for_selector("#timeline .span", timeout=10_000)
+        box = page.locator("#timeline").bounding_box()
+        before = page.evaluate("window.playerState.generation")
+        page.mouse.click(box["x"] + 3, box["y"] + box["height"] / 2)
+        page.wait_for_function(f"window.playerState.generation > {before} && window.playerState.appended >= 1", timeout=10_000)
+        t3, t4 = playback_advances(page, 1.5)
+        assert t4 > t3 and t3 < recorded_from + 5
+        assert media_errors(page) == []
+    finally:
+        page.close()
+        gw.kill()
