@@ -30,7 +30,8 @@ class Notifier:
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
                 sock.connect(self.address)
-                sock.sendall(message)
+                # Never block: if the receiver's queue is full the message is dropped, the agent goes on.
+                sock.send(message, socket.MSG_DONTWAIT)
             return True
         except OSError:
             return False
@@ -38,8 +39,8 @@ class Notifier:
     def ready(self, status: str = "") -> bool:
         return self.notify("READY=1", *([f"STATUS={status}"] if status else []))
 
-    def watchdog(self) -> bool:
-        return self.notify("WATCHDOG=1")
+    def watchdog(self, status: str = "") -> bool:
+        return self.notify("WATCHDOG=1", *([f"STATUS={status}"] if status else []))
 
     def status(self, text: str) -> bool:
         return self.notify(f"STATUS={text}")

@@ -98,8 +98,7 @@ class Agent:
         try:
             while not stop.wait(interval):
                 if self.healthy():
-                    self.notifier.watchdog()
-                    self.notifier.status(self.status_line())
+                    self.notifier.watchdog(self.status_line())
                 else:
                     log.error("a forwarder loop is stuck: not feeding the watchdog")
         finally:

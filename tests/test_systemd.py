@@ -92,3 +92,17 @@ def test_watchdog_interval(monkeypatch: pytest.MonkeyPatch) -> None:
     assert watchdog_interval() is None
     monkeypatch.delenv("WATCHDOG_USEC")
     assert watchdog_interval() is None
+
+
+def test_notify_never_blocks_on_a_full_socket(tmp_path: Path) -> None:
+    """A receiver that stops reading must not hang the agent (the datagram is dropped instead)."""
+    import time
+
+    path = str(tmp_path / "full.sock")
+    with _datagram_socket(path) as sock:
+        notifier = Notifier(path)
+        started = time.monotonic()
+        results = [notifier.watchdog("x" * 200) for _ in range(2000)]
+        assert time.monotonic() - started < 5
+        assert results[0] and not all(results)  # the first went in, later ones were dropped
+        assert sock.recv(4096).startswith(b"WATCHDOG=1\nSTATUS=")

@@ -1,0 +1,142 @@
+"""The agent as a process: sd_notify READY/WATCHDOG/STOPPING, metrics, status, clean SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from agent_helpers import all_data, wait_until  # noqa: E402
+from helpers import free_port  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write_config(tmp_path: Path, gateway_url: str, metrics_port: int, log_file: Path) -> Path:
+    config = tmp_path / "agent.toml"
+    config.write_text(f"""
+[agent]
+id = "agent-svc"
+[spool]
+path = "{tmp_path / 'spool.db'}"
+sync = "normal"
+[gateway]
+endpoint_url = "{gateway_url}"
+connect_timeout_seconds = 1.0
+read_timeout_seconds = 5.0
+[forwarder]
+retry_max_seconds = 1.0
+[metrics]
+listen = "127.0.0.1:{metrics_port}"
+[[sources.logs]]
+name = "app-log"
+stream = "logs"
+paths = ["{log_file}"]
+poll_interval = 0.05
+""")
+    return config
+
+
+def recv_until(sock: socket.socket, wanted: bytes, timeout: float = 20) -> list[bytes]:
+    seen: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            message = sock.recv(4096)
+        except TimeoutError:
+            continue
+        seen.append(message)
+        if wanted in message.split(b"\n"):
+            return seen
+    raise AssertionError(f"no {wanted!r} among {seen}")
+
+
+def drain(sock: socket.socket) -> None:
+    sock.setblocking(False)
+    try:
+        while True:
+            sock.recv(4096)
+    except BlockingIOError:
+        pass
+    finally:
+        sock.settimeout(0.5)
+
+
+def test_agent_process_notifies_systemd_serves_metrics_and_stops_cleanly(gateway, tmp_path: Path) -> None:
+    gateway.client("kinesis").create_stream(StreamName="logs", ShardCount=1)
+    log_file = tmp_path / "app.log"
+    log_file.write_text("".join(f"line {i}\n" for i in range(50)))
+    metrics_port = free_port()
+    config = write_config(tmp_path, gateway.url, metrics_port, log_file)
+    notify_path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(notify_path)
+    sock.settimeout(0.5)
+    env = {"NOTIFY_SOCKET": notify_path, "WATCHDOG_USEC": "300000", "PATH": "/usr/bin:/bin"}
+    agent = subprocess.Popen([sys.executable, "-m", "edge_agent", "--config", str(config)], cwd=ROOT, env=env,
+                             stdout=open(tmp_path / "agent.log", "wb"), stderr=subprocess.STDOUT)
+    try:
+        recv_until(sock, b"READY=1")
+        recv_until(sock, b"WATCHDOG=1", timeout=5)
+        client = gateway.client("kinesis")
+        wait_until(lambda: len(all_data(client, "logs")) == 50, 20, interval=0.3, what="the log lines at the gateway")
+        with log_file.open("a") as f:
+            f.write("one more\n")
+        wait_until(lambda: b"one more" in all_data(client, "logs"), 20, interval=0.3, what="an appended line")
+
+        metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+        out = subprocess.run([sys.executable, "-m", "edge_agent", "status", "--metrics-url", metrics_url, "--json"],
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        status = json.loads(out.stdout)
+        assert status["records_in"]["app-log"] == 51
+        assert status["records_out"]["app-log"] == 51
+        assert status["spool_records"]["records"] == 0
+        assert status["last_send"]["records"] > time.time() - 60
+        text = subprocess.run([sys.executable, "-m", "edge_agent", "status", "--metrics-url", metrics_url],
+                              capture_output=True, text=True, timeout=30).stdout
+        assert "last successful send (records)" in text and "source app-log: in 51, out 51" in text
+
+        drain(sock)
+        agent.send_signal(signal.SIGTERM)
+        recv_until(sock, b"STOPPING=1", timeout=10)
+        assert agent.wait(timeout=20) == 0
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+        sock.close()
+    log = (tmp_path / "agent.log").read_text()
+    assert "agent stopped" in log, log
+    # With the agent gone, status reads the spool file itself.
+    out = subprocess.run([sys.executable, "-m", "edge_agent", "status", "--config", str(config)],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert f"status from {tmp_path / 'spool.db'}" in out.stdout
+    assert "records 0" in out.stdout
+
+
+def test_agent_keeps_running_while_the_gateway_is_unreachable(tmp_path: Path) -> None:
+    log_file = tmp_path / "app.log"
+    log_file.write_text("a\nb\nc\n")
+    config = write_config(tmp_path, f"http://127.0.0.1:{free_port()}", free_port(), log_file)
+    agent = subprocess.Popen([sys.executable, "-m", "edge_agent", "run", "--config", str(config)], cwd=ROOT,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(2.0)
+        assert agent.poll() is None  # no gateway is not a reason to exit
+        agent.send_signal(signal.SIGINT)
+        assert agent.wait(timeout=20) == 0
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+    out = subprocess.run([sys.executable, "-m", "edge_agent", "status", "--spool", str(tmp_path / "spool.db"), "--json"],
+                         capture_output=True, text=True, timeout=30)
+    assert json.loads(out.stdout)["spool_records"]["records"] == 3  # kept for when the gateway is back
