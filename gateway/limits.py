@@ -10,6 +10,9 @@ PutMedia bodies stream for as long as the producer runs, so they get an idle wat
 no new byte for ``server.body_idle_seconds`` while the handler waits for one closes the
 connection (the handler sees a client disconnect, as with a producer that lost power).
 
+JSON nested deeper than Python's parser can recurse would make every handler's ``json.loads``
+raise ``RecursionError`` (a 500); such bodies get a ``SerializationException`` here instead.
+
 aiohttp's own HTTP errors (unknown path, wrong method, body over ``client_max_size``) leave as
 AWS errors too, so a client never has to parse an HTML error page.
 """
@@ -17,6 +20,7 @@ AWS errors too, so a client never has to parse an HTML error page.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -26,6 +30,12 @@ from gateway.config import ServerConfig
 from gateway.errors import AwsError
 
 log = logging.getLogger("gateway.limits")
+
+#: A body with fewer opening brackets than this cannot nest deep enough to exhaust the JSON
+#: parser's stack (Python's recursion limit is 1000), so only bodies above it are test-parsed.
+NESTING_SCAN_BRACKETS = 800
+#: Bodies larger than this are test-parsed in a worker thread.
+PARSE_IN_THREAD_BYTES = 256 * 1024
 
 #: Request paths whose body is streamed to the handler, never read whole before it.
 STREAMING_PATHS = frozenset({"/putMedia"})
@@ -56,10 +66,30 @@ async def read_body(request: web.Request, limit: int, timeout: float) -> None:
     if declared is not None and declared > limit:
         raise too_large(limit, declared)
     try:
-        await asyncio.wait_for(request.read(), timeout)
+        body = await asyncio.wait_for(request.read(), timeout)
     except asyncio.TimeoutError:
         log.warning("%s %s: body not received within %.0f s, closing", request.method, request.path, timeout)
         raise AwsError("RequestTimeoutException", f"Request body not received within {timeout:g} seconds.", 408) from None
+    await check_nesting(request, body)
+
+
+def _nests_too_deep(body: bytes) -> bool:
+    try:
+        json.loads(body)
+    except RecursionError:
+        return True
+    except ValueError:  # not JSON at all: the handler says so
+        pass
+    return False
+
+
+async def check_nesting(request: web.Request, body: bytes) -> None:
+    """Refuse JSON nested so deep that parsing it would exhaust the stack."""
+    if "cbor" in request.content_type or body.count(b"[") + body.count(b"{") < NESTING_SCAN_BRACKETS:
+        return  # cbor2 enforces its own nesting limit
+    too_deep = await asyncio.to_thread(_nests_too_deep, body) if len(body) > PARSE_IN_THREAD_BYTES else _nests_too_deep(body)
+    if too_deep:
+        raise AwsError("SerializationException", "Request body is nested too deeply to parse.", 400)
 
 
 async def watch_idle_body(request: web.Request, idle_seconds: float) -> None:

@@ -4,8 +4,8 @@
 own loop around aiohttp's public ``AppRunner``:
 
 - header caps: ``max_line_size`` / ``max_field_size`` / ``max_headers`` from ``[server]``; an
-  oversize head gets aiohttp's plain 400 and the connection closes (the request never parsed,
-  so there is no protocol to answer in);
+  oversize or malformed head never reaches the app: ``AwsRequestHandler`` answers it with an
+  AWS-shaped 400 (``InvalidArgumentException``) and closes the connection;
 - slow heads: aiohttp's keep-alive timer starts when a connection opens and closes it if no
   complete request head arrived by then, so ``header_timeout_seconds`` bounds a slowloris;
   slow bodies are ``gateway.limits``' job;
@@ -26,7 +26,10 @@ import ssl
 from collections.abc import Callable
 from typing import Any
 
+from http import HTTPStatus
+
 from aiohttp import web
+from aiohttp.web_request import BaseRequest
 
 from gateway.config import ConfigError, GatewayConfig, TlsConfig
 
@@ -52,6 +55,24 @@ def _reject_response(limit: int) -> bytes:
         f"Content-Length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body
+
+
+class AwsRequestHandler(web.RequestHandler):
+    """aiohttp's per-connection protocol, answering requests it cannot parse in the AWS error shape."""
+
+    def handle_error(
+        self, request: BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
+    ) -> web.StreamResponse:
+        if request.writer.output_size > 0 or status >= 500:
+            return super().handle_error(request, status, exc, message)  # a bug or a broken stream: logged in full
+        text = (message or HTTPStatus(status).phrase).strip().splitlines()[0]
+        log.info("unparsable request from %s: %s", request.remote, text)
+        body = json.dumps({"__type": "InvalidArgumentException", "message": text})
+        response = web.Response(
+            status=status, text=body, content_type="application/x-amz-json-1.1", headers={"x-amzn-ErrorType": "InvalidArgumentException"}
+        )
+        response.force_close()
+        return response
 
 
 class ConnectionCap:
@@ -154,9 +175,7 @@ def security_summary(config: GatewayConfig) -> tuple[str, str | None]:
 async def serve(app: web.Application, config: GatewayConfig, context: ssl.SSLContext | None) -> None:
     """Serve ``app`` until SIGINT/SIGTERM, then shut down cleanly (stores closed via cleanup_ctx)."""
     limits = config.server
-    runner = web.AppRunner(
-        app,
-        handle_signals=False,
+    handler_args: dict[str, Any] = dict(
         access_log=None,
         keepalive_timeout=limits.header_timeout_seconds,
         max_line_size=limits.max_header_bytes,
@@ -164,6 +183,7 @@ async def serve(app: web.Application, config: GatewayConfig, context: ssl.SSLCon
         max_headers=limits.max_headers,
         lingering_time=LINGERING_SECONDS,
     )
+    runner = web.AppRunner(app, handle_signals=False, **handler_args)
     await runner.setup()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -171,7 +191,9 @@ async def serve(app: web.Application, config: GatewayConfig, context: ssl.SSLCon
         loop.add_signal_handler(sig, stop.set)
     listener = None
     try:
-        cap = ConnectionCap(runner.server, limits.max_connections)  # type: ignore[arg-type]
+        server = runner.server
+        assert server is not None
+        cap = ConnectionCap(lambda: AwsRequestHandler(server, loop=loop, **handler_args), limits.max_connections)
         listener = await loop.create_server(cap, config.host, config.port, ssl=context, backlog=LISTEN_BACKLOG, reuse_address=True)
         summary, warning = security_summary(config)
         log.info("serving Kinesis and Kinesis Video APIs on %s (data in %s); %s", config.base_url, config.data_path.resolve(), summary)

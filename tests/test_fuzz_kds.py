@@ -1,0 +1,116 @@
+"""Fuzzing the data-stream API of a real gateway process: no 500, no crash, AWS-shaped errors,
+bounded memory, and records stored before the storm still readable (and writable) after it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import cbor2
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fuzz_support import JUNK, NAME_LIKE, RawClient, assert_aws_error, from_shape, rss_kib, service_model
+from helpers import GatewayProcess
+from kds_support import read_shard
+
+KEEP = "fuzz-keep"  # holds the reference records; no fuzz input ever names it
+TARGET = "fuzz-target"  # fuzz inputs name this one, so they reach past "stream not found"
+KINESIS = service_model("kinesis")
+ACTIONS = sorted(KINESIS.operation_names)
+NAMES = st.one_of(st.just(TARGET), NAME_LIKE.filter(lambda n: KEEP not in n))
+BODIES = {op: from_shape(KINESIS.operation_model(op).input_shape, NAMES) for op in ACTIONS}
+FUZZ = settings(max_examples=300, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+COUNTS: dict[str, int] = {}
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    gateway = GatewayProcess(tmp_path_factory.mktemp("fuzz-kds") / "data", "--no-limits").start()
+    kinesis = gateway.client("kinesis")
+    for name in (KEEP, TARGET):
+        kinesis.create_stream(StreamName=name, ShardCount=2)
+        kinesis.get_waiter("stream_exists").wait(StreamName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 50})
+    kinesis.put_records(StreamName=KEEP, Records=[{"Data": f"before-{i}".encode(), "PartitionKey": str(i)} for i in range(20)])
+    gateway.rss_before = rss_kib(gateway.proc.pid)  # type: ignore[attr-defined, union-attr]
+    yield gateway
+    gateway.kill()
+
+
+@pytest.fixture(scope="module")
+def raw(gw: GatewayProcess) -> Iterator[RawClient]:
+    client = RawClient(gw.port)
+    yield client
+    client.close()
+
+
+def headers(action: str, content_type: str = "application/x-amz-json-1.1") -> dict[str, str]:
+    return {"Content-Type": content_type, "X-Amz-Target": f"Kinesis_20131202.{action}"}
+
+
+def check(gw: GatewayProcess, resp: object, context: object) -> None:
+    assert gw.proc is not None and gw.proc.poll() is None, f"gateway died on {context!r}"
+    assert_aws_error(resp, context)  # type: ignore[arg-type]
+
+
+@FUZZ
+@given(data=st.data())
+def test_every_action_with_shaped_json(gw: GatewayProcess, raw: RawClient, data: st.DataObject) -> None:
+    action = data.draw(st.sampled_from(ACTIONS))
+    body = data.draw(BODIES[action])
+    payload = json.dumps(body, allow_nan=True).encode()
+    resp = raw.post("/", payload, headers(action), read_limit=1 << 20 if action == "SubscribeToShard" else None)
+    check(gw, resp, (action, body))
+    if resp.status >= 400:
+        assert json.loads(resp.body)["__type"]
+    COUNTS["json"] = COUNTS.get("json", 0) + 1
+
+
+@settings(FUZZ, max_examples=100)
+@given(action=st.sampled_from(ACTIONS), body=st.one_of(JUNK.map(cbor2.dumps), st.binary(max_size=300)))
+def test_every_action_with_cbor_and_random_bytes(gw: GatewayProcess, raw: RawClient, action: str, body: bytes) -> None:
+    resp = raw.post("/", body, headers(action, "application/x-amz-cbor-1.1"), read_limit=1 << 20 if action == "SubscribeToShard" else None)
+    check(gw, resp, (action, body[:100]))
+    if resp.status >= 400:
+        assert cbor2.loads(resp.body)["__type"]  # errors come back in the protocol the client spoke
+    COUNTS["cbor"] = COUNTS.get("cbor", 0) + 1
+
+
+@settings(FUZZ, max_examples=40)
+@given(target=st.text(max_size=60), content_type=st.sampled_from(["application/x-amz-json-1.1", "application/json", "text/plain", ""]),
+       body=st.binary(max_size=200))
+def test_garbled_targets_and_content_types(gw: GatewayProcess, raw: RawClient, target: str, content_type: str, body: bytes) -> None:
+    target = target.encode("latin-1", "replace").decode("latin-1").replace("\r", "").replace("\n", "")
+    resp = raw.post("/", body, {"Content-Type": content_type, "X-Amz-Target": target})
+    check(gw, resp, (target, content_type, body[:100]))
+    COUNTS["garbled"] = COUNTS.get("garbled", 0) + 1
+
+
+def test_huge_bodies_and_headers(gw: GatewayProcess, raw: RawClient) -> None:
+    big_record = {"StreamName": TARGET, "Data": "A" * (2 * 1024 * 1024), "PartitionKey": "k"}
+    many_records = {"StreamName": TARGET, "Records": [{"Data": "QQ==", "PartitionKey": "k" * 300}] * 20_000}
+    for action, body in (("PutRecord", big_record), ("PutRecords", many_records), ("ListStreams", {"Limit": 10**30})):
+        check(gw, raw.post("/", json.dumps(body).encode(), headers(action)), action)
+    check(gw, raw.post("/", b"[" * 100_000 + b"]" * 100_000, headers("PutRecords")), "deep nesting")
+    check(gw, raw.post("/", b'{"StreamName":"' + b"x" * (15 * 1024 * 1024) + b'"}', headers("DescribeStream")), "15 MiB name")
+    raw.close()
+    resp = raw.post("/", b"{}", {**headers("ListStreams"), "X-Huge": "h" * 9000})
+    assert resp.status == 400
+    raw.close()
+    COUNTS["huge"] = 6
+
+
+def test_zz_reference_data_survives_and_memory_is_bounded(gw: GatewayProcess) -> None:
+    """Runs last in this module (file order): the storm is over."""
+    kinesis = gw.client("kinesis")
+    shards = kinesis.describe_stream(StreamName=KEEP)["StreamDescription"]["Shards"]
+    before = sorted(r["Data"] for s in shards for r in read_shard(kinesis, KEEP, s["ShardId"])[0])
+    assert before == sorted(f"before-{i}".encode() for i in range(20))
+    kinesis.put_record(StreamName=KEEP, Data=b"after", PartitionKey="z")
+    after = [r["Data"] for s in shards for r in read_shard(kinesis, KEEP, s["ShardId"])[0]]
+    assert b"after" in after
+    rss_after = rss_kib(gw.proc.pid)  # type: ignore[union-attr]
+    growth_mib = (rss_after - gw.rss_before) / 1024  # type: ignore[attr-defined]
+    print(f"\nfuzz-kds cases: {COUNTS}; gateway RSS {gw.rss_before // 1024} -> {rss_after // 1024} MiB")  # type: ignore[attr-defined]
+    assert growth_mib < 200, f"gateway RSS grew by {growth_mib:.0f} MiB during fuzzing"
