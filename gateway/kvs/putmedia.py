@@ -99,7 +99,8 @@ class Session:
     producer_id: str | None
     seqs: list[int]
     acks: asyncio.Queue[dict[str, Any] | None] = field(default_factory=asyncio.Queue)
-    to_persist: asyncio.Queue[tuple[ParsedFragment, int, int | None] | None] = field(
+    #: Persist jobs, and ERROR acks that must follow the PERSISTED acks of earlier fragments.
+    to_persist: asyncio.Queue[tuple[ParsedFragment, int, int | None] | dict[str, Any] | None] = field(
         default_factory=lambda: asyncio.Queue(PERSIST_QUEUE))
     index: int = 0
     last_timecode: int | None = None
@@ -207,6 +208,9 @@ class Session:
         loop = asyncio.get_running_loop()
         budget = app[CONFIG].video.stream_disk_budget_bytes
         while (item := await self.to_persist.get()) is not None:
+            if isinstance(item, dict):
+                await self.acks.put(item)
+                continue
             fragment, server_ms, producer_seq = item
             producer_ts = self.start_ms + fragment.timecode_ms if self.relative else fragment.timecode_ms
             new = NewFragment(fragment.mkv, producer_ts, server_ms, fragment.duration_ms, fragment.frame_count)
@@ -218,7 +222,7 @@ class Session:
                 deleted = getattr(exc, "code", "") == "ResourceNotFoundException"
                 if not deleted:
                     log.exception("putMedia %s: could not persist fragment %d", self.stream.name, fragment.timecode_ms)
-                await self._error(STREAM_NOT_ACTIVE if deleted else ARCHIVAL_ERROR, fragment.timecode_ms)
+                await self._error(STREAM_NOT_ACTIVE if deleted else ARCHIVAL_ERROR, fragment.timecode_ms, in_order=False)
                 continue
             await self._ack("PERSISTED", fragment.timecode_ms, number)
             if stored:
@@ -226,18 +230,12 @@ class Session:
 
     # -- acks --------------------------------------------------------------------------------------
 
-    async def _ack(self, event: str, timecode: int | None, number: str | None = None, error_id: int | None = None) -> None:
-        ack: dict[str, Any] = {"EventType": event}
-        if timecode is not None:
-            ack["FragmentTimecode"] = timecode
-        if number is not None:
-            ack["FragmentNumber"] = number
-        if error_id is not None:
-            ack["ErrorId"] = error_id
-        await self.acks.put(ack)
+    async def _ack(self, event: str, timecode: int | None, number: str | None = None) -> None:
+        await self.acks.put(make_ack(event, timecode, number))
 
-    async def _error(self, error_id: int, timecode: int | None) -> None:
-        await self._ack("ERROR", timecode, error_id=error_id)
+    async def _error(self, error_id: int, timecode: int | None, in_order: bool = True) -> None:
+        """ERROR ack; ``in_order`` ones wait for the PERSISTED acks of the fragments before."""
+        await (self.to_persist if in_order else self.acks).put(make_ack("ERROR", timecode, error_id=error_id))
 
     async def _write_acks(self) -> None:
         while True:
@@ -253,6 +251,18 @@ class Session:
                 await self.response.write(json.dumps(ack, separators=(",", ":")).encode() + b"\n")
             except (ConnectionError, RuntimeError, OSError):
                 self.client_gone = True
+
+
+def make_ack(event: str, timecode: int | None, number: str | None = None, error_id: int | None = None) -> dict[str, Any]:
+    """An acknowledgement in KVS's shape and key order."""
+    ack: dict[str, Any] = {"EventType": event}
+    if timecode is not None:
+        ack["FragmentTimecode"] = timecode
+    if number is not None:
+        ack["FragmentNumber"] = number
+    if error_id is not None:
+        ack["ErrorId"] = error_id
+    return ack
 
 
 def _persist(store: VideoStore, stream_id: int, new: NewFragment, producer: tuple[str, int] | None,
