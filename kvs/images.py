@@ -8,6 +8,7 @@ but not kept, since a P-frame is not decodable alone).
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import av
@@ -49,16 +50,20 @@ def target_size(src_w: int, src_h: int, width: int | None, height: int | None) -
     return src_w, src_h
 
 
-def decode_frames(mkv: bytes) -> list[tuple[int, np.ndarray]]:
-    """Every frame of a fragment as ``(timestamp_ms, BGR array)``."""
-    out: list[tuple[int, np.ndarray]] = []
+def iter_frames(mkv: bytes) -> Iterator[tuple[int, av.VideoFrame]]:
+    """Decoded frames of a fragment as ``(timestamp_ms, frame)``, lazily (stop early to save work)."""
     with av.open(io.BytesIO(mkv), mode="r") as container:
         stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
         for frame in container.decode(stream):
             if frame.pts is None or frame.time_base is None:
                 continue
-            out.append((int(round(frame.pts * frame.time_base * 1000)), frame.to_ndarray(format="bgr24")))
-    return out
+            yield int(round(frame.pts * frame.time_base * 1000)), frame
+
+
+def decode_frames(mkv: bytes) -> list[tuple[int, np.ndarray]]:
+    """Every frame of a fragment as ``(timestamp_ms, BGR array)``."""
+    return [(ts, frame.to_ndarray(format="bgr24")) for ts, frame in iter_frames(mkv)]
 
 
 def images_from_fragment(
@@ -71,21 +76,25 @@ def images_from_fragment(
 ) -> dict[int, Image]:
     """For each sample time, the first frame at or after it in this fragment (keyed by sample time).
 
-    Sample times that fall after the fragment's last frame get nothing here.
+    Sample times that fall after the fragment's last frame get nothing here. Decoding stops after
+    the last frame needed, and only chosen frames are converted and encoded.
     """
     if image_format not in FORMATS:
         raise ValueError(f"image format must be JPEG or PNG, not {image_format!r}")
     wanted = sorted(sample_times_ms)
     if not wanted:
         return {}
-    frames = decode_frames(mkv)
     out: dict[int, Image] = {}
     i = 0
-    for ts, bgr in frames:
+    for ts, frame in iter_frames(mkv):
+        if wanted[i] > ts:
+            continue
+        bgr = frame.to_ndarray(format="bgr24")
+        w, h = target_size(bgr.shape[1], bgr.shape[0], width, height)
+        img = bgr if (w, h) == (bgr.shape[1], bgr.shape[0]) else cv2.resize(bgr, (w, h), interpolation=cv2.INTER_AREA)
+        encoded = Image(ts, _encode(img, image_format, quality), w, h)
         while i < len(wanted) and wanted[i] <= ts:
-            w, h = target_size(bgr.shape[1], bgr.shape[0], width, height)
-            img = bgr if (w, h) == (bgr.shape[1], bgr.shape[0]) else cv2.resize(bgr, (w, h), interpolation=cv2.INTER_AREA)
-            out[wanted[i]] = Image(ts, _encode(img, image_format, quality), w, h)
+            out[wanted[i]] = encoded
             i += 1
         if i >= len(wanted):
             break

@@ -8,6 +8,7 @@ when encoding we force a keyframe every ``fragment_seconds`` so fragments have a
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import logging
 from dataclasses import dataclass
@@ -109,6 +110,13 @@ class FragmentWriter:
                         "x264-params": f"keyint={gop * 4}:min-keyint={gop * 4}:scenecut=0:bframes=0:repeat-headers=1",
                     }
                 ctx.open()
+                if ctx.extradata:  # some encoders (v4l2m2m) announce SPS/PPS here, not in every keyframe
+                    extradata = bytes(ctx.extradata)
+                    if h264.is_annexb(extradata):
+                        self._learn_parameter_sets(h264.split_annexb(extradata))
+                    else:
+                        with contextlib.suppress(ValueError, IndexError):
+                            self.avc = h264.AvcConfig.from_avcc(extradata)
                 self.encoder_name = candidate
                 log.info("video encoder: %s %dx%d@%s", candidate, self.width, self.height, self.fps)
                 return ctx

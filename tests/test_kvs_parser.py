@@ -203,3 +203,35 @@ def test_vint_round_trip() -> None:
     assert ebml.read_size(b"\x40", 0) is None  # needs its second byte
     with pytest.raises(ebml.EbmlError):
         ebml.read_size(b"\x00\x01", 0)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.tuples(st.integers(min_value=0, max_value=len(BODY) - 1), st.integers(min_value=0, max_value=255)), min_size=1, max_size=6),
+    st.integers(min_value=1, max_value=len(BODY)),
+)
+def test_corrupted_bodies_only_raise_mkv_error(flips: list[tuple[int, int]], cut: int) -> None:
+    """Any corruption is either still parseable or an MkvError - never another exception."""
+    data = bytearray(BODY[:cut])
+    for pos, value in flips:
+        if pos < len(data):
+            data[pos] = value
+    parser = MkvStreamParser(max_cluster_bytes=1024 * 1024, max_element_bytes=64 * 1024)
+    try:
+        for i in range(0, len(data), 500):
+            for fragment in parser.feed(bytes(data[i : i + 500])):
+                assert fragment.frame_count >= 1 and fragment.size == len(fragment.mkv)
+        parser.finish()
+    except MkvError as exc:
+        assert exc.error_id in (4006, 4010, 4011)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(min_size=1, max_size=2000))
+def test_random_bytes_are_rejected_cleanly(data: bytes) -> None:
+    parser = MkvStreamParser()
+    try:
+        parser.feed(data)
+        parser.finish()
+    except MkvError:
+        pass
