@@ -21,7 +21,7 @@ from aiohttp import web
 from gateway.errors import AwsError, invalid_argument, validation
 from gateway.kds import control, records, render
 from gateway.kds.iterators import IteratorSigner
-from gateway.kds.protocol import Codec, codec_for
+from gateway.kds.protocol import Codec, RawJson, codec_for
 from gateway.kds.store import Store, Stream
 from gateway.kds.validate import validate
 
@@ -59,7 +59,7 @@ class Call:
         return self.store.stream(name)
 
 
-Handler = Callable[[Call, dict[str, Any]], Awaitable[dict[str, Any]]]
+Handler = Callable[[Call, dict[str, Any]], Awaitable[dict[str, Any] | RawJson]]
 
 
 async def create_stream(call: Call, p: dict[str, Any]) -> dict[str, Any]:
@@ -246,6 +246,7 @@ def make_handler(get_store: Callable[[web.Request], Store], get_signer: Callable
         params = validate(action, body, codec)
         call = Call(request, codec, get_store(request), get_signer(request), region_of(request))
         result = await handler(call, params)
-        return web.Response(body=codec.encode(result), content_type=codec.content_type)
+        body = result if isinstance(result, RawJson) else codec.encode(result)
+        return web.Response(body=body, content_type=codec.content_type)
 
     return handle

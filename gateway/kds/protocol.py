@@ -28,6 +28,10 @@ def _cbor_epoch(value: Any, immutable: bool) -> dt.datetime:
     return dt.datetime.fromtimestamp(value / 1000.0, tz=dt.timezone.utc)
 
 
+class RawJson(bytes):
+    """A response body a handler already encoded as JSON (only returned to JSON clients)."""
+
+
 class Codec:
     """Decoding of requests and encoding of responses for one content type."""
 

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.errors import invalid_argument, throughput_exceeded, validation
 from gateway.kds import render
-from gateway.kds.sequence import external, internal
+from gateway.kds.protocol import RawJson
+from gateway.kds.sequence import SEQUENCE_BASE, external, internal
 from gateway.kds.shards import MAX_HASH_KEY
 from gateway.kds.store import THROTTLED, PutEntry
 
@@ -44,6 +45,26 @@ def _entry(p: dict[str, Any], where: str) -> PutEntry:
     return PutEntry(key, data, hash_value)
 
 
+def _entries(records: list[dict[str, Any]]) -> tuple[list[PutEntry], int]:
+    """PutEntry tuples and their total size; the common entry (small, ASCII key, no
+    ExplicitHashKey) takes a fast path, anything else the careful one."""
+    entries: list[PutEntry] = []
+    total = 0
+    fast_limit = MAX_RECORD_BYTES - 4 * 256  # below this, a key's UTF-8 length cannot matter
+    append = entries.append
+    for i, r in enumerate(records):
+        key = r.get("PartitionKey")
+        data = r["Data"]
+        if len(r) == 2 and key is not None and len(data) < fast_limit:
+            append(PutEntry(key, data))
+            total += len(data) + len(key)
+        else:
+            entry = _entry(r, f"records.{i + 1}.member.")
+            append(entry)
+            total += len(entry.data) + len(entry.partition_key)
+    return entries, total
+
+
 def _producer(call: Call, count: int) -> tuple[str | None, list[int] | None]:
     headers = call.request.headers
     producer = headers.get(PRODUCER_HEADER)
@@ -68,24 +89,26 @@ async def put_record(call: Call, p: dict[str, Any]) -> dict[str, Any]:
     entry = _entry(p, "")
     producer, seqs = _producer(call, 1)
     if seqs:
-        entry.producer_seq = seqs[0]
+        entry = entry._replace(producer_seq=seqs[0])
     [(shard_id, seq)] = await call.store.put(stream.name, [entry], producer)
     if seq == THROTTLED:
         raise throughput_exceeded(_throttled_message(shard_id, stream.name))
     return {"ShardId": shard_id, "SequenceNumber": external(seq), "EncryptionType": "NONE"}
 
 
-async def put_records(call: Call, p: dict[str, Any]) -> dict[str, Any]:
+async def put_records(call: Call, p: dict[str, Any]) -> dict[str, Any] | RawJson:
     stream = call.stream(p)
-    entries = [_entry(r, f"records.{i + 1}.member.") for i, r in enumerate(p["Records"])]
-    total = sum(len(e.data) + len(e.partition_key) for e in entries)
+    entries, total = _entries(p["Records"])
     if total > MAX_REQUEST_BYTES:
         raise invalid_argument(f"Records size exceeds {MAX_REQUEST_BYTES // (1024 * 1024)} MB limit")
     producer, seqs = _producer(call, len(entries))
     if seqs:
-        for entry, pseq in zip(entries, seqs):
-            entry.producer_seq = pseq
+        entries = [e._replace(producer_seq=pseq) for e, pseq in zip(entries, seqs)]
     results = await call.store.put(stream.name, entries, producer)
+    if not call.codec.is_cbor and all(seq != THROTTLED for _, seq in results):
+        # The hot path: the AWS JSON shape spelled out directly (3x faster than json.dumps).
+        body = ",".join([f'{{"SequenceNumber":"{SEQUENCE_BASE + seq}","ShardId":"{shard_id}"}}' for shard_id, seq in results])
+        return RawJson(f'{{"FailedRecordCount":0,"Records":[{body}],"EncryptionType":"NONE"}}'.encode())
     out = []
     failed = 0
     for shard_id, seq in results:

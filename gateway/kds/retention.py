@@ -3,7 +3,7 @@ retention period, and closed shards whose whole life is past it.
 
 Runs as writer jobs of bounded size so a big backlog never stalls producers for long; if a
 sweep hit its bound, the next one follows right away. ``arrival`` never decreases with
-``seq`` (see ``store``), so the cut-off sequence number is found by bisection on the primary key.
+``seq`` (see ``store``), so each shard's cut-off sequence number is found by bisection on the primary key.
 """
 
 from __future__ import annotations
@@ -21,15 +21,15 @@ log = logging.getLogger("gateway.kds.retention")
 BATCH_ROWS = 20_000
 
 
-def first_seq_since(conn: sqlite3.Connection, cutoff: float) -> int:
-    """The smallest seq whose arrival is >= cutoff (one past the end if none)."""
-    lo_row = conn.execute("SELECT min(seq), max(seq) FROM records").fetchone()
+def first_seq_since(conn: sqlite3.Connection, shard_key: int, cutoff: float) -> int:
+    """The smallest seq of a shard whose arrival is >= cutoff (one past its last if none)."""
+    lo_row = conn.execute("SELECT min(seq), max(seq) FROM records WHERE shard_key=?", (shard_key,)).fetchone()
     if lo_row[0] is None:
         return 0
     lo, hi = lo_row[0], lo_row[1] + 1
     while lo < hi:
         mid = (lo + hi) // 2
-        row = conn.execute("SELECT seq, arrival FROM records WHERE seq>=? ORDER BY seq LIMIT 1", (mid,)).fetchone()
+        row = conn.execute("SELECT seq, arrival FROM records WHERE shard_key=? AND seq>=? ORDER BY seq LIMIT 1", (shard_key, mid)).fetchone()
         if row is None or row[1] >= cutoff:
             hi = mid
         else:
@@ -39,14 +39,12 @@ def first_seq_since(conn: sqlite3.Connection, cutoff: float) -> int:
 
 def _sweep_stream(store: Store, conn: sqlite3.Connection, stream: Stream, now: float) -> tuple[int, bool]:
     cutoff = now - stream.retention_hours * 3600
-    cut_seq = first_seq_since(conn, cutoff)
     deleted = 0
     more = False
     for shard in stream.shards:
-        cursor = conn.execute(
-            "DELETE FROM records WHERE seq IN (SELECT seq FROM records WHERE shard_key=? AND seq<? ORDER BY seq LIMIT ?)",
-            (shard.key, cut_seq, BATCH_ROWS),
-        )
+        cut_seq = first_seq_since(conn, shard.key, cutoff)
+        bound = conn.execute("SELECT seq FROM records WHERE shard_key=? AND seq<? ORDER BY seq LIMIT 1 OFFSET ?", (shard.key, cut_seq, BATCH_ROWS)).fetchone()
+        cursor = conn.execute("DELETE FROM records WHERE shard_key=? AND seq<?", (shard.key, cut_seq if bound is None else bound[0]))
         deleted += cursor.rowcount
         more = more or cursor.rowcount == BATCH_ROWS
     conn.execute("DELETE FROM producer_seqs WHERE stream_key=? AND at<?", (stream.key, cutoff))
