@@ -77,6 +77,11 @@ async def get_media(request: web.Request) -> web.StreamResponse:
     elif kind in (BY_PRODUCER, BY_SERVER):
         by = kind
         start_ms = parse_timestamp(selector.get("StartTimestamp"), "StartSelector.StartTimestamp")
+        after = await asyncio.to_thread(store.number_before_time, stream.id, start_ms, by)
+        if after is None:  # nothing there yet: the first fragment to come that reaches start_ms
+            after = await asyncio.to_thread(store.last_fragment_number, stream.id)
+        else:
+            start_ms = None
     else:
         raise invalid("StartSelector.StartSelectorType must be one of EARLIEST, NOW, FRAGMENT_NUMBER, "
                       "PRODUCER_TIMESTAMP, SERVER_TIMESTAMP, CONTINUATION_TOKEN")

@@ -194,6 +194,8 @@ class VideoStore:
         self._stream_locks: dict[int, threading.Lock] = {}
         self._next_seq: dict[int, int] = {}
         self._bytes: dict[int, int] = {}
+        self._bytes_lock = threading.Lock()
+        self._retention_lock = threading.Lock()
         self._recover()
 
     # -- connections -------------------------------------------------------------------------------
@@ -309,7 +311,9 @@ class VideoStore:
             db.execute("DELETE FROM streams WHERE id = ?", (stream.id,))
         with self._stream_lock(stream.id):
             shutil.rmtree(self.root / "streams" / str(stream.id), ignore_errors=True)
-        self._bytes.pop(stream.id, None)
+            self._next_seq.pop(stream.id, None)
+        with self._bytes_lock:
+            self._bytes.pop(stream.id, None)
 
     def update_retention(self, name: str | None, arn: str | None, current_version: str, change_hours: int, increase: bool) -> None:
         stream = self.describe(name, arn)
@@ -378,8 +382,13 @@ class VideoStore:
             except BaseException:
                 final.unlink(missing_ok=True)
                 raise
-            self._bytes[stream_id] = self._bytes.get(stream_id, 0) + len(data)
+            self._add_bytes(stream_id, len(data))
             return number, True
+
+    def _add_bytes(self, stream_id: int, delta: int) -> None:
+        with self._bytes_lock:
+            if stream_id in self._bytes:
+                self._bytes[stream_id] = max(0, self._bytes[stream_id] + delta)
 
     def _fragment_path(self, stream_id: int, seq: int) -> Path:
         return self.root / "streams" / str(stream_id) / f"{seq // 1000:06d}" / f"{seq:012d}.mkv"
@@ -413,6 +422,19 @@ class VideoStore:
         rows = self._reader().execute(sql, params).fetchall()
         return [FragmentInfo(fragment_number(stream_id, r["seq"]), r["producer_ts_ms"], r["server_ts_ms"],
                              r["duration_ms"], r["size"], r["frame_count"]) for r in rows]
+
+    def number_before_time(self, stream_id: int, start_ms: int, by: str = BY_PRODUCER) -> str | None:
+        """A cursor (``after=``) just before the first fragment containing or following ``start_ms``.
+
+        Uses the timestamp index alone, so starting from a time is cheap however long the stream is.
+        """
+        column = "server_ts_ms" if by == BY_SERVER else "producer_ts_ms"
+        row = self._reader().execute(
+            f"SELECT seq FROM fragments WHERE stream_id = ? AND {column} > ? AND {column} + duration_ms > ?"
+            f" ORDER BY {column}, seq LIMIT 1",
+            (stream_id, start_ms - MAX_FRAGMENT_MS - 1, start_ms),
+        ).fetchone()
+        return fragment_number(stream_id, row[0] - 1) if row else None
 
     def last_fragment_number(self, stream_id: int) -> str | None:
         row = self._reader().execute("SELECT MAX(seq) FROM fragments WHERE stream_id = ?", (stream_id,)).fetchone()
@@ -461,6 +483,10 @@ class VideoStore:
         Index rows go first (one transaction), files after, so a crash leaves only orphan files that the
         next open removes. Returns the number of fragments deleted.
         """
+        with self._retention_lock:  # the sweep and the post-ingest budget check never race
+            return self._delete_oldest(stream_id, older_than_ms, keep_bytes, batch)
+
+    def _delete_oldest(self, stream_id: int, older_than_ms: int | None, keep_bytes: int | None, batch: int) -> int:
         deleted = 0
         for _ in itertools.count():
             rows = self._reader().execute(
@@ -481,7 +507,7 @@ class VideoStore:
             with self._transaction() as db:
                 db.executemany("DELETE FROM fragments WHERE stream_id = ? AND seq = ?", [(stream_id, s) for s in victims])
                 db.executemany("DELETE FROM producer_seqs WHERE stream_id = ? AND seq = ?", [(stream_id, s) for s in victims])
-            self._bytes[stream_id] = max(0, self._bytes.get(stream_id, 0) - freed)
+            self._add_bytes(stream_id, -freed)
             for seq in victims:
                 self._fragment_path(stream_id, seq).unlink(missing_ok=True)
             deleted += len(victims)
