@@ -218,3 +218,47 @@ def test_mjpeg_stream_gives_images_but_no_clip(gw: GatewayProcess, tmp_path: Pat
     out = client.get_images(StreamName="mjpeg", ImageSelectorType="PRODUCER_TIMESTAMP", StartTimestamp=T0 / 1000,
                             EndTimestamp=(T0 + 2000) / 1000, SamplingInterval=1000, Format="JPEG")
     assert [("ImageContent" in e) for e in out["Images"]] == [True, True]
+
+
+def test_hls_live_plays_in_ffmpeg_as_fragments_arrive(gw: GatewayProcess) -> None:
+    from test_player_browser import LiveCamera
+
+    create_stream(gw, "live-ffmpeg")
+    camera = LiveCamera(gw, "live-ffmpeg", backlog_s=2, seconds=15)
+    camera.start()
+    try:
+        while camera.sent < 2:
+            time.sleep(0.05)
+        url = hls_url(gw, "live-ffmpeg", "LIVE")
+        times: list[int] = []
+        with av.open(url, timeout=10) as container:
+            for frame in container.decode(video=0):
+                times.append(round(frame.pts * frame.time_base * 1000))
+                if len(times) == 40:  # 20 frames were there at the start; the rest arrive live
+                    break
+        assert times == [camera.start_ms + i * 100 for i in range(40)]  # every frame, in order
+    finally:
+        camera.stop()
+
+
+def test_get_images_by_server_timestamp(gw: GatewayProcess) -> None:
+    client = gw.client("kinesis-video-archived-media")
+    fragments = client.list_fragments(StreamName="cam", FragmentSelector={"FragmentSelectorType": "PRODUCER_TIMESTAMP",
+                                      "TimestampRange": {"StartTimestamp": T0 / 1000, "EndTimestamp": (T0 + 6000) / 1000}})
+    first = min(f["ServerTimestamp"].timestamp() for f in fragments["Fragments"])
+    out = client.get_images(StreamName="cam", ImageSelectorType="SERVER_TIMESTAMP", StartTimestamp=first,
+                            EndTimestamp=first + 0.5, SamplingInterval=1000, Format="JPEG")
+    assert len(out["Images"]) == 1 and "ImageContent" in out["Images"][0]
+
+
+def test_expired_or_foreign_session_tokens_are_refused(tmp_path: Path) -> None:
+    from gateway.errors import AwsError
+    from gateway.kvs.hls import Session, decode_token, encode_token
+
+    session = Session("cam", 1, "LIVE", "SERVER_TIMESTAMP", None, None, 1_000_000, 5, "ON_DISCONTINUITY", "NEVER", "1")
+    token = encode_token(session, b"k" * 32)
+    assert decode_token(token, b"k" * 32, 999_999) == session
+    for key, now in ((b"k" * 32, 1_000_001), (b"x" * 32, 0)):
+        with pytest.raises(AwsError) as info:
+            decode_token(token, key, now)
+        assert info.value.code == "NotAuthorizedException"
