@@ -1,0 +1,46 @@
+"""`edge-agent demo` starts the whole stack, data flows end to end, Ctrl-C stops every process."""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from agent_helpers import all_data, list_fragments, wait_until  # noqa: E402
+from helpers import aws_client, free_port  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_demo_runs_end_to_end_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    port = free_port()
+    out_path = tmp_path / "demo.out"
+    demo = subprocess.Popen([sys.executable, "-m", "edge_agent", "demo", "--port", str(port), "--data-dir", str(tmp_path / "demo"),
+                             "--duration", "90"], cwd=ROOT, stdout=open(out_path, "wb"), stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: "player:" in out_path.read_text(), 30, interval=0.2, what="the demo banner")
+        text = out_path.read_text()
+        url = f"http://127.0.0.1:{port}"
+        assert f"{url}/player" in text
+        assert 'boto3.client("kinesis", endpoint_url="' + url in text
+        kinesis = aws_client("kinesis", url)
+        wait_until(lambda: len(all_data(kinesis, "telemetry")) >= 5, 30, interval=0.5, what="telemetry at the gateway")
+        wait_until(lambda: len(all_data(kinesis, "logs")) >= 2, 30, interval=0.5, what="log lines at the gateway")
+        wait_until(lambda: len(list_fragments(url, "demo-camera")) >= 1, 40, interval=0.5, what="a video fragment")
+        assert re.search(rb'"sensor": "line-\d"', all_data(kinesis, "telemetry")[0])
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(timeout=30) == 0
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+    assert "demo stopped" in out_path.read_text()
+    with socket.socket() as s:  # the gateway process is gone too
+        assert s.connect_ex(("127.0.0.1", port)) != 0
+    time.sleep(0.1)
