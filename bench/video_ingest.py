@@ -20,6 +20,7 @@ import statistics
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,12 +138,16 @@ def cpu_seconds(pid: int) -> float:
 async def hls_probe(gw: GatewayProcess, stream: str, until: float, latencies: list[float]) -> str:
     """Fetch the live HLS playlist and its newest media segments during the run; '' if unsupported."""
     loop = asyncio.get_running_loop()
-    try:
-        kam = gw.client("kinesis-video-archived-media")
-        url = (await loop.run_in_executor(None, lambda: kam.get_hls_streaming_session_url(
-            StreamName=stream, PlaybackMode="LIVE")))["HLSStreamingSessionURL"]
-    except Exception as exc:  # noqa: BLE001 - HLS is optional for this bench
-        return f"no HLS: {type(exc).__name__}"
+    kam = gw.client("kinesis-video-archived-media")
+    url = ""
+    while not url:
+        try:
+            url = (await loop.run_in_executor(None, lambda: kam.get_hls_streaming_session_url(
+                StreamName=stream, PlaybackMode="LIVE")))["HLSStreamingSessionURL"]
+        except Exception as exc:  # noqa: BLE001 - no fragment yet, or no HLS on this gateway
+            if time.monotonic() > until:
+                return f"no HLS: {type(exc).__name__}"
+            await asyncio.sleep(0.5)
 
     def fetch(u: str) -> bytes:
         with urllib.request.urlopen(u, timeout=10) as r:
@@ -150,8 +155,6 @@ async def hls_probe(gw: GatewayProcess, stream: str, until: float, latencies: li
 
     def resolve(base: str, ref: str) -> str:
         return urllib.parse.urljoin(base, ref)
-
-    import urllib.parse
 
     while time.monotonic() < until:
         try:
