@@ -8,6 +8,12 @@ Public API (stable; the playback modules use it — call the sync methods via ``
     FragmentInfo(fragment_number: str, producer_ts_ms, server_ts_ms, duration_ms, size, frame_count)
     stream = store.describe("cam")                         # StreamRecord (retention, ARN, ...)
 
+    # the same by stream id (one describe() per request instead of per call), and cursors:
+    store.list_fragments_by_id(stream.id, ...); store.read_fragment_by_id(stream.id, number)
+    store.last_fragment_number(stream.id)                  # newest, or None
+    store.number_before_time(stream.id, ms, by)            # after= cursor for "from this time on"
+    fragment_number(stream_id, seq) / parse_fragment_number(number) -> (stream_id, seq)
+
     events = request.app[VIDEO_EVENTS]                     # FragmentEvents, for live tails:
     ev = events.event("cam")           # take the event BEFORE querying the store,
     infos = store.list_fragments(..., after=last_number)   # then, if nothing new,
