@@ -340,16 +340,29 @@ class LogsSource(Source):
         tail.read_pos += len(chunk)
         out = []
         limit = self.config.max_line_bytes
+        kind, stream, name = self.config.kind, self.config.stream, self.name
+        key, ts = partition_key(tail.origin), now_ms()
+        blank = 0
         for part in parts[:-1]:
-            total = tail.pending_total + len(part)
-            if len(tail.pending) < limit:
-                tail.pending += part[: limit - len(tail.pending)]
-            line = bytes(tail.pending)
-            tail.pending.clear()
-            tail.pending_total = 0
-            record = self._record(tail, line, total)
-            if record is not None:
-                out.append(record)
+            if tail.pending_total or len(part) > limit:  # the rare paths: a continued or long line
+                total = tail.pending_total + len(part)
+                if len(tail.pending) < limit:
+                    tail.pending += part[: limit - len(tail.pending)]
+                line = bytes(tail.pending)
+                tail.pending.clear()
+                tail.pending_total = 0
+                record = self._record(tail, line, total)
+                if record is not None:
+                    out.append(record)
+                continue
+            if part.endswith(b"\r"):
+                part = part[:-1]
+            if part:
+                out.append(NewRecord(kind, stream, key, part, name, ts))
+            else:
+                blank += 1
+        if blank:
+            self.rejects("empty", f"{blank} blank line(s) in {tail.path}", blank)
         last = parts[-1]
         if len(tail.pending) < limit:
             tail.pending += last[: limit - len(tail.pending)]

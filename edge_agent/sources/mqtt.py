@@ -49,7 +49,7 @@ log = logging.getLogger("edge_agent.sources.mqtt")
 
 DEFAULT_HOST = "localhost"
 DEFAULT_PORT = 1883
-DEFAULT_QOS = 1
+DEFAULT_QOS: Literal[0, 1, 2] = 1
 DEFAULT_KEEPALIVE = 60
 DEFAULT_SESSION_EXPIRY = 7 * 24 * 3600
 DEFAULT_MAX_PAYLOAD_BYTES = 1_000_000
@@ -185,7 +185,8 @@ class MqttSource(Source):
             "%s: connected to %s:%d as %s (session present: %s)",
             self.name, self.config.host, self.config.port, self.client_id, bool(flags.session_present),
         )
-        client.subscribe([(topic, self.config.qos) for topic in self.config.topics])
+        subscriptions: list[tuple[str, int]] = [(topic, self.config.qos) for topic in self.config.topics]
+        client.subscribe(subscriptions)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         self._connected.clear()

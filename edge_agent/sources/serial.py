@@ -73,7 +73,8 @@ class SerialConfig(SourceConfig):
     baudrate: int = DEFAULT_BAUDRATE
     bytesize: Literal[5, 6, 7, 8] = 8
     parity: Literal["none", "even", "odd", "mark", "space"] = "none"
-    stopbits: Literal[1, 1.5, 2] = 1
+    #: 1, 1.5 or 2.
+    stopbits: float = 1
     #: Hardware (RTS/CTS) and software (XON/XOFF) flow control.
     rtscts: bool = False
     xonxoff: bool = False
@@ -97,6 +98,8 @@ class SerialConfig(SourceConfig):
         problems += positive(self, "baudrate", "max_line_bytes", "reopen_max")
         if not self.port:
             problems.append("port: must not be empty")
+        if self.stopbits not in (1, 1.5, 2):
+            problems.append("stopbits: expected 1, 1.5 or 2")
         if self.framing == "line" and not self.terminator:
             problems.append("terminator: must not be empty")
         if self.framing == "fixed" and self.record_length <= 0:
