@@ -24,42 +24,53 @@ JUNK = st.recursive(JSON_SCALARS, lambda inner: st.one_of(st.lists(inner, max_si
 NAME_LIKE = st.one_of(st.from_regex(r"[a-zA-Z0-9_.-]{1,20}", fullmatch=True), st.text(max_size=300), st.just("../../etc/passwd"), st.just("a" * 300))
 
 
+def weighted(usual: st.SearchStrategy[Any], rare: st.SearchStrategy[Any], ratio: int) -> st.SearchStrategy[Any]:
+    """``usual`` ``ratio`` times as often as ``rare`` (``one_of`` would weigh them evenly)."""
+    return st.integers(0, ratio).flatmap(lambda i: rare if i == 0 else usual)
+
+
 def service_model(name: str) -> Any:
     return botocore.session.get_session().get_service_model(name)
 
 
 def from_shape(shape: Any, names: st.SearchStrategy[str], depth: int = 0) -> st.SearchStrategy[Any]:
-    """Values for a botocore shape: usually well-typed, sometimes junk, with stream names from ``names``."""
+    """Values for a botocore shape: usually well-typed (required members present), sometimes junk,
+    with stream names drawn from ``names`` so requests reach existing streams."""
     if depth > 4:
         return JUNK
     kind = shape.type_name
     if kind == "structure":
+        required = set(shape.required_members)
         members = {m: from_shape(s, names, depth + 1) for m, s in shape.members.items()}
-        typed = st.fixed_dictionaries({}, optional=members)  # type: ignore[arg-type]
+        typed = st.fixed_dictionaries(
+            {m: v for m, v in members.items() if m in required},
+            optional={m: v for m, v in members.items() if m not in required},
+        )
     elif kind == "list":
         typed = st.lists(from_shape(shape.member, names, depth + 1), max_size=4)
     elif kind == "map":
         typed = st.dictionaries(st.text(max_size=20), from_shape(shape.value, names, depth + 1), max_size=4)
     elif kind == "string":
         options = [st.text(max_size=40)]
-        if shape.enum:
-            options.append(st.sampled_from(shape.enum))
-        if "Name" in shape.name or "ARN" in shape.name or "Arn" in shape.name:
-            options.append(names)
         typed = st.one_of(*options)
+        if shape.enum:
+            typed = weighted(st.sampled_from(shape.enum), typed, 4)
+        if "Name" in shape.name or "ARN" in shape.name or "Arn" in shape.name:
+            typed = weighted(names, typed, 4)
     elif kind in ("integer", "long"):
-        typed = st.one_of(st.integers(-5, 20), st.integers(-(2**70), 2**70))
+        typed = weighted(st.integers(0, 10), st.integers(-(2**70), 2**70), 3)
     elif kind in ("float", "double"):
         typed = st.floats(allow_nan=True, allow_infinity=True)
     elif kind == "boolean":
         typed = st.booleans()
     elif kind == "blob":
-        typed = st.one_of(st.binary(max_size=64).map(lambda b: base64.b64encode(b).decode()), st.text(max_size=20))
+        # non-ASCII text in a blob is a known gateway bug (see test_fuzz_kds.py::test_non_ascii_base64_blob_is_a_400)
+        typed = st.one_of(st.binary(max_size=64).map(lambda b: base64.b64encode(b).decode()), st.text(alphabet=st.characters(max_codepoint=127), max_size=20))
     elif kind == "timestamp":
-        typed = st.one_of(st.integers(-(2**40), 2**40), st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=30))
+        typed = st.one_of(st.integers(1_600_000_000, 1_900_000_000), st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=30))
     else:
         typed = JUNK
-    return st.one_of(typed, typed, typed, JUNK)
+    return weighted(typed, JUNK, 9)
 
 
 @dataclass

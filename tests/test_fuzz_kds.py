@@ -11,7 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fuzz_support import JUNK, NAME_LIKE, RawClient, assert_aws_error, from_shape, rss_kib, service_model
+from fuzz_support import weighted, JUNK, NAME_LIKE, RawClient, assert_aws_error, from_shape, rss_kib, service_model
+from gateway.kds.api import HANDLERS
 from helpers import GatewayProcess
 from kds_support import read_shard
 
@@ -19,8 +20,11 @@ KEEP = "fuzz-keep"  # holds the reference records; no fuzz input ever names it
 TARGET = "fuzz-target"  # fuzz inputs name this one, so they reach past "stream not found"
 KINESIS = service_model("kinesis")
 ACTIONS = sorted(KINESIS.operation_names)
-NAMES = st.one_of(st.just(TARGET), NAME_LIKE.filter(lambda n: KEEP not in n))
+SERVED = sorted(set(HANDLERS) & set(ACTIONS))  # what the gateway implements gets 9 in 10 cases
+NAMES = st.one_of(st.just(TARGET), st.just(f"arn:aws:kinesis:us-east-1:000000000000:stream/{TARGET}"),
+                  NAME_LIKE.filter(lambda n: KEEP not in n))
 BODIES = {op: from_shape(KINESIS.operation_model(op).input_shape, NAMES) for op in ACTIONS}
+PICK_ACTION = weighted(st.sampled_from(SERVED), st.sampled_from(ACTIONS), 9)
 FUZZ = settings(max_examples=300, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 COUNTS: dict[str, int] = {}
 
@@ -57,18 +61,19 @@ def check(gw: GatewayProcess, resp: object, context: object) -> None:
 @FUZZ
 @given(data=st.data())
 def test_every_action_with_shaped_json(gw: GatewayProcess, raw: RawClient, data: st.DataObject) -> None:
-    action = data.draw(st.sampled_from(ACTIONS))
+    action = data.draw(PICK_ACTION)
     body = data.draw(BODIES[action])
     payload = json.dumps(body, allow_nan=True).encode()
     resp = raw.post("/", payload, headers(action), read_limit=1 << 20 if action == "SubscribeToShard" else None)
     check(gw, resp, (action, body))
     if resp.status >= 400:
         assert json.loads(resp.body)["__type"]
-    COUNTS["json"] = COUNTS.get("json", 0) + 1
+    outcome = "OK" if resp.status < 400 else json.loads(resp.body)["__type"]
+    COUNTS[f"json {outcome}"] = COUNTS.get(f"json {outcome}", 0) + 1
 
 
 @settings(FUZZ, max_examples=100)
-@given(action=st.sampled_from(ACTIONS), body=st.one_of(JUNK.map(cbor2.dumps), st.binary(max_size=300)))
+@given(action=PICK_ACTION, body=st.one_of(JUNK.map(cbor2.dumps), st.binary(max_size=300)))
 def test_every_action_with_cbor_and_random_bytes(gw: GatewayProcess, raw: RawClient, action: str, body: bytes) -> None:
     resp = raw.post("/", body, headers(action, "application/x-amz-cbor-1.1"), read_limit=1 << 20 if action == "SubscribeToShard" else None)
     check(gw, resp, (action, body[:100]))
@@ -85,6 +90,16 @@ def test_garbled_targets_and_content_types(gw: GatewayProcess, raw: RawClient, t
     resp = raw.post("/", body, {"Content-Type": content_type, "X-Amz-Target": target})
     check(gw, resp, (target, content_type, body[:100]))
     COUNTS["garbled"] = COUNTS.get("garbled", 0) + 1
+
+
+@pytest.mark.xfail(reason="kds codec: binascii.a2b_base64 raises ValueError (not binascii.Error) on non-ASCII text -> 500; "
+                   "found by test_every_action_with_shaped_json, owner: gateway/kds/protocol.py", strict=False)
+def test_non_ascii_base64_blob_is_a_400(gw: GatewayProcess, raw: RawClient) -> None:
+    for action, body in (("PutRecord", {"StreamName": TARGET, "Data": "\x80", "PartitionKey": "k"}),
+                         ("PutRecords", {"StreamName": TARGET, "Records": [{"Data": "\u00e9t\u00e9", "PartitionKey": "k"}]})):
+        resp = raw.post("/", json.dumps(body).encode(), headers(action))
+        check(gw, resp, (action, body))
+        assert json.loads(resp.body)["__type"] == "SerializationException"
 
 
 def test_huge_bodies_and_headers(gw: GatewayProcess, raw: RawClient) -> None:
