@@ -231,12 +231,15 @@ def test_hls_live_plays_in_ffmpeg_as_fragments_arrive(gw: GatewayProcess) -> Non
             time.sleep(0.05)
         url = hls_url(gw, "live-ffmpeg", "LIVE")
         times: list[int] = []
-        with av.open(url, timeout=10) as container:
+        # start at the window's first segment (FFmpeg's default is 3 from the end)
+        with av.open(url, timeout=15, options={"live_start_index": "0"}) as container:
             for frame in container.decode(video=0):
                 times.append(round(frame.pts * frame.time_base * 1000))
-                if len(times) == 40:  # 20 frames were there at the start; the rest arrive live
+                if len(times) == 40:  # about 20 frames were there at the start; the rest arrive live
                     break
-        assert times == [camera.start_ms + i * 100 for i in range(40)]  # every frame, in order
+        assert (times[0] - camera.start_ms) % 1000 == 0  # starts at a fragment (keyframe)
+        assert times == [times[0] + i * 100 for i in range(40)]  # every frame, in order, across live reloads
+        assert camera.sent >= (times[-1] - camera.start_ms) // 1000
     finally:
         camera.stop()
 

@@ -88,9 +88,18 @@ def _key(data_path: Path) -> bytes:
             key = path.read_bytes()
         except FileNotFoundError:
             data_path.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            tmp = path.with_name(f"{path.name}.{secrets.token_hex(4)}.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as f:
                 f.write(secrets.token_bytes(32))
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, path)  # atomic; if another thread won the race, use its key
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
             key = path.read_bytes()
         _KEYS[data_path] = key
     return key
