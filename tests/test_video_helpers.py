@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import socket
+import struct
 import threading
 import time
 from collections.abc import Iterable
@@ -56,6 +57,7 @@ class PutMediaClient:
         self.acks: list[dict[str, Any]] = []
         self.done = threading.Event()
         self._cond = threading.Condition()
+        self._file = self.sock.makefile("rb")
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -72,6 +74,12 @@ class PutMediaClient:
     def end(self) -> None:
         """Finish the body (last chunk)."""
         self.sock.sendall(b"0\r\n\r\n")
+
+    def abort(self) -> None:
+        """Vanish like a producer losing power: a TCP reset, no last chunk."""
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self._file.close()
+        self.sock.close()
 
     def close(self) -> None:
         try:
@@ -103,7 +111,7 @@ class PutMediaClient:
         return [a for a in self.acks if kind is None or a["EventType"] == kind]
 
     def _read(self) -> None:
-        f = self.sock.makefile("rb")
+        f = self._file
         try:
             status_line = f.readline()
             if not status_line:

@@ -170,3 +170,19 @@ def test_fragment_limits_and_ingest_rate(gateway_factory, tmp_path: Path) -> Non
     acks = client.finish()
     assert [a["ErrorId"] for a in acks if a["EventType"] == "ERROR"] == [4001]
     assert len(listed(gw, "limits")) == 2
+
+
+def test_producer_vanishing_mid_fragment_keeps_the_complete_ones(gw: GatewayProcess, fragments: list[Fragment]) -> None:
+    create_stream(gw, "vanish")
+    client = PutMediaClient(gw.url, "vanish")
+    client.send_all(f.data for f in fragments[:2])
+    client.send(fragments[2].data[:5000])
+    client.wait_for(lambda acks: sum(a["EventType"] == "PERSISTED" for a in acks) == 2)
+    client.abort()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and len(listed(gw, "vanish")) != 2:
+        time.sleep(0.1)
+    stored = listed(gw, "vanish")
+    assert [int(f["ProducerTimestamp"].timestamp() * 1000) for f in stored] == [f.start_ms for f in fragments[:2]]
+    time.sleep(0.3)
+    assert len(listed(gw, "vanish")) == 2  # the cut third one never appears
