@@ -23,14 +23,21 @@ def avc_config(content: FragmentContent) -> h264.AvcConfig:
     """The stream's parameter sets: from CodecPrivate, else from the in-band SPS/PPS of a keyframe."""
     if content.track.codec_id != mkv.CODEC_H264:
         raise UnsupportedCodecError(f"codec {content.track.codec_id} cannot be remuxed to MP4 (H.264 only)")
-    if content.track.codec_private:
+    private = content.track.codec_private
+    if private and h264.is_annexb(private):  # some producers put raw SPS/PPS there instead of avcC
+        nals = h264.split_annexb(private)
+        sps = tuple(n for n in nals if h264.nal_type(n) == h264.NAL_SPS)
+        pps = tuple(n for n in nals if h264.nal_type(n) == h264.NAL_PPS)
+        if sps and pps:
+            return h264.AvcConfig(sps, pps)
+    elif private:
         try:
-            return h264.AvcConfig.from_avcc(content.track.codec_private)
+            return h264.AvcConfig.from_avcc(private)
         except (ValueError, IndexError) as exc:
             raise MissingCodecPrivateDataError(f"invalid H.264 CodecPrivate: {exc}") from exc
     for frame in content.frames:
         try:
-            nals = h264.split_length_prefixed(frame.data)
+            nals = _nals(frame.data)
         except ValueError:
             continue
         sps = tuple(n for n in nals if h264.nal_type(n) == h264.NAL_SPS)
@@ -45,9 +52,30 @@ def codec_string(content: FragmentContent) -> str:
     return avc_config(content).codec_string
 
 
+def _nals(sample: bytes) -> list[bytes]:
+    """NAL units of a sample stored length-prefixed (the MKV norm) or, by some producers, as Annex-B."""
+    try:
+        return h264.split_length_prefixed(sample)
+    except ValueError:
+        if h264.is_annexb(sample):
+            return h264.split_annexb(sample)
+        raise
+
+
+def _mp4_sample_data(sample: bytes) -> bytes:
+    """The sample as MP4 wants it: 4-byte length-prefixed NAL units."""
+    if h264.is_annexb(sample):
+        try:
+            h264.split_length_prefixed(sample)
+            return sample  # valid as length-prefixed too (a 1-byte first NAL): keep as is
+        except ValueError:
+            return h264.length_prefixed(h264.split_annexb(sample))
+    return sample
+
+
 def _samples(content: FragmentContent, next_start_ms: int | None) -> list[mp4.Sample]:
     durations = content.frame_durations(next_start_ms)
-    return [mp4.Sample(f.data, d, f.keyframe) for f, d in zip(content.frames, durations)]
+    return [mp4.Sample(_mp4_sample_data(f.data), d, f.keyframe) for f, d in zip(content.frames, durations)]
 
 
 def init_segment(content: FragmentContent) -> bytes:

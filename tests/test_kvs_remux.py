@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import subprocess
+import sys
 from pathlib import Path
 
 import av
@@ -156,3 +157,29 @@ def test_images_at_sampling_interval() -> None:
     png = images.images_from_fragment(fragment.data, [T0], "PNG", width=32, height=32)[T0]
     assert png.data.startswith(b"\x89PNG") and (png.width, png.height) == (32, 32)
     assert images.images_from_fragment(fragment.data, [T0 + 5000]) == {}
+
+
+def test_annexb_samples_and_codec_private_are_converted() -> None:
+    """Some producers put Annex-B in MKV (start codes in blocks and CodecPrivate); MP4 gets lengths."""
+    from kvs import h264
+
+    content = read_fragment(FRAGMENTS[0].data)
+    config = h264.AvcConfig.from_avcc(content.track.codec_private)
+    annexb_frames = [
+        mkv.Frame(b"".join(b"\x00\x00\x00\x01" + n for n in h264.split_length_prefixed(f.data)), f.timestamp_ms, f.keyframe)
+        for f in content.frames
+    ]
+    private = b"".join(b"\x00\x00\x00\x01" + n for n in config.sps + config.pps)
+    track = mkv.VideoTrack(mkv.CODEC_H264, 160, 120, private)
+    doc = mkv.document(mkv.info(), track.to_element(), mkv.cluster(annexb_frames))
+    clip = remux.fragments_to_mp4([doc])
+    assert len(decode_all(clip)) == 10
+    assert remux.codec_string(read_fragment(doc)) == config.codec_string
+
+
+def test_kvs_is_plain_python_without_aiohttp() -> None:
+    import kvs
+
+    assert kvs.__all__ == sorted(kvs.__all__)
+    code = "import sys, kvs, kvs.remux, kvs.images, kvs.playlist, kvs.tags, kvs.reader; assert 'aiohttp' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
