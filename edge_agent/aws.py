@@ -44,6 +44,8 @@ def client_config(gw: GatewaySection, pool: int = 4) -> Config:
         read_timeout=gw.read_timeout_seconds,
         max_pool_connections=pool,
         tcp_keepalive=True,
+        # We build every request ourselves; botocore's per-field validation costs ~15 % of a 500-record send.
+        parameter_validation=False,
     )
 
 

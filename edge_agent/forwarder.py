@@ -27,6 +27,7 @@ import logging
 import threading
 import time
 from collections import Counter, OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,6 +117,9 @@ class RecordForwarder:
         self._range_units: dict[int, Unit] = {}
         self._header_seqs: list[int] = []
         self._warned: dict[str, float] = {}
+        # Spool deletes run on their own thread: the next batch goes out while the last one's ack commits.
+        self._acker = ThreadPoolExecutor(1, thread_name_prefix="forwarder-ack")
+        self._acks: list[Future] = []
         client.meta.events.register("before-sign.kinesis.PutRecords", self._add_headers)
 
     # -- headers -------------------------------------------------------------------------------
@@ -134,10 +138,12 @@ class RecordForwarder:
                 if not self.step(stop):
                     self._idle(stop)
             except SpoolClosed:
-                return
+                break
             except Exception:  # a bug must not kill the forwarder: log, pause, go on
                 log.exception("records forwarder: unexpected error")
                 stop.wait(1.0)
+        self.flush()
+        self._acker.shutdown(wait=True)
 
     def step(self, stop: threading.Event | None = None) -> bool:
         """Read, select and send one batch; False when there was nothing ready to send."""
@@ -332,15 +338,41 @@ class RecordForwarder:
             self.key_window = min(self.config.batch_max_records, self.key_window * 2)
 
     def _acknowledge(self, units: list[Unit]) -> None:
+        """Delete acknowledged records from the spool (on the ack thread) and count them."""
         seqs = [s for u in units for s in u.seqs]
-        self.spool.ack(seqs)
+        self._acks.append(self._acker.submit(self.spool.ack, seqs))
+        self._reap_acks()
+        by_stream: Counter = Counter()
+        by_source: Counter = Counter()
         for unit in units:
             self.pending.pop(unit.id, None)
-            metrics.RECORDS_SENT.labels(unit.stream).inc(sum(unit.sources.values()))
-            for source, n in unit.sources.items():
-                metrics.RECORDS_OUT.labels(source).inc(n)
+            by_stream[unit.stream] += sum(unit.sources.values())
+            by_source.update(unit.sources)
+        for stream, n in by_stream.items():
+            metrics.RECORDS_SENT.labels(stream).inc(n)
+        for source, n in by_source.items():
+            metrics.RECORDS_OUT.labels(source).inc(n)
         self.last_success = time.time()
         metrics.LAST_SEND_SUCCESS.labels("records").set(self.last_success)
+
+    def _reap_acks(self, wait: bool = False) -> None:
+        """Collect finished spool deletes; a failed one is logged (the records are resent, then deduplicated)."""
+        still: list[Future] = []
+        for future in self._acks:
+            if wait or future.done():
+                try:
+                    future.result()
+                except SpoolClosed:
+                    pass
+                except Exception as exc:  # noqa: BLE001
+                    log.error("spool ack failed (the records will be sent again): %s", exc)
+            else:
+                still.append(future)
+        self._acks = still
+
+    def flush(self) -> None:
+        """Wait until every acknowledged record is deleted from the spool."""
+        self._reap_acks(wait=True)
 
     def _retry_later(self, unit: Unit, now: float, minimum: float = 0.0) -> None:
         unit.not_before = now + max(minimum, self.backoff.delay(unit.attempts))
