@@ -40,6 +40,9 @@ LINGERING_SECONDS = 2.0
 #: Seconds a rejected connection may keep sending its request before it is closed.
 REJECT_GRACE_SECONDS = 0.5
 LISTEN_BACKLOG = 512
+#: Seconds in-flight requests (PutMedia sessions, GetMedia tails) get to finish on SIGTERM; aiohttp
+#: waits up to twice this (finish, then after cancelling the request) before it cancels handlers.
+SHUTDOWN_SECONDS = 4.0
 
 
 def _reject_response(limit: int) -> bytes:
@@ -183,7 +186,7 @@ async def serve(app: web.Application, config: GatewayConfig, context: ssl.SSLCon
         max_headers=limits.max_headers,
         lingering_time=LINGERING_SECONDS,
     )
-    runner = web.AppRunner(app, handle_signals=False, **handler_args)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=SHUTDOWN_SECONDS, **handler_args)
     await runner.setup()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

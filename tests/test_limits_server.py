@@ -182,3 +182,20 @@ def test_deeply_nested_json_is_a_400_everywhere(gw: GatewayProcess) -> None:
     status, _, body = request(gw, "POST", "/", b"[" * 790 + b"]" * 790, KINESIS)
     assert 400 <= status < 500, body
     assert_alive(gw)
+
+
+def test_example_config_documents_the_server_defaults() -> None:
+    from gateway.config import ServerConfig, load_config
+
+    example = load_config(Path(__file__).parent.parent / "configs" / "gateway.example.toml")
+    assert example.server == ServerConfig()
+
+
+def test_sigterm_shuts_down_cleanly(tmp_path: Path) -> None:
+    gw = GatewayProcess(tmp_path / "data").start()
+    assert_alive(gw)
+    start = time.monotonic()
+    gw.stop()  # SIGTERM
+    assert gw.proc is not None and gw.proc.returncode == 0
+    assert time.monotonic() - start < 10
+    assert "shutting down" in gw.log()
