@@ -20,8 +20,8 @@ def test_default_limits_partial_failure_and_put_record_400(gateway_factory: Any)
     ok = [r for r in resp["Records"] if "SequenceNumber" in r]
     assert len(ok) * 3004 <= 1024 * 1024 + 3004 * 50  # about one second's worth (the bucket refills while we work)
     with pytest.raises(ClientError) as exc:
-        for _ in range(20):
-            kinesis.put_record(StreamName="hot", Data=b"z" * 400_000, PartitionKey="same")
+        for _ in range(20):  # each call takes (nearly) a whole second's budget of the shard
+            kinesis.put_record(StreamName="hot", Data=b"z" * 1_000_000, PartitionKey="same")
     assert exc.value.response["Error"]["Code"] == "ProvisionedThroughputExceededException"
     assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
     # the other shard is not affected
@@ -31,7 +31,7 @@ def test_default_limits_partial_failure_and_put_record_400(gateway_factory: Any)
 
 def test_read_call_limit_and_configured_limits(gateway_factory: Any, tmp_path: Path) -> None:
     config = tmp_path / "gateway.toml"
-    config.write_text("[limits]\nshard_write_records_per_sec = 100\nshard_read_calls_per_sec = 2\n")
+    config.write_text("[limits]\nshard_write_records_per_sec = 100\nshard_read_calls_per_sec = 1\n")
     kinesis = gateway_factory("--config", str(config)).client("kinesis")
     kinesis.create_stream(StreamName="slow", ShardCount=1)
     resp = kinesis.put_records(StreamName="slow", Records=[{"Data": b"r", "PartitionKey": str(i)} for i in range(300)])

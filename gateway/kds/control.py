@@ -65,7 +65,7 @@ async def delete_stream(store: Store, stream: Stream) -> None:
     def job(conn: sqlite3.Connection) -> None:
         live = _live(store, stream)
         for shard in live.shards:
-            conn.execute("DELETE FROM records WHERE shard_key=?", (shard.key,))
+            conn.execute("DELETE FROM segments WHERE shard_key=?", (shard.key,))
             store.shards.pop(shard.key, None)
         for table in ("shards", "tags", "producer_seqs"):
             conn.execute(f"DELETE FROM {table} WHERE stream_key=?", (live.key,))

@@ -44,11 +44,23 @@ class ShardWriteLimit:
 
     def admit(self, size: int, now: float) -> bool:
         """Charge one record of ``size`` bytes, or refuse it without charging anything."""
-        if self.records.refill(now) >= 1 and self.bytes.refill(now) >= size:
-            self.records.tokens -= 1
-            self.bytes.tokens -= size
-            return True
-        return False
+        return bool(self.admit_many([size], now)[0])
+
+    def admit_many(self, sizes: list[int], now: float) -> list[bool]:
+        """Charge records in order; each one that does not fit is refused (and not charged)."""
+        records = self.records.refill(now)
+        nbytes = self.bytes.refill(now)
+        verdicts = []
+        for size in sizes:
+            if records >= 1 and nbytes >= size:
+                records -= 1
+                nbytes -= size
+                verdicts.append(True)
+            else:
+                verdicts.append(False)
+        self.records.tokens = records
+        self.bytes.tokens = nbytes
+        return verdicts
 
 
 class ShardReadLimit:

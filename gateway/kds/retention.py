@@ -1,9 +1,9 @@
-"""Background retention: drop records (and exactly-once memory) older than each stream's
+"""Background retention: drop record segments (and exactly-once memory) older than each stream's
 retention period, and closed shards whose whole life is past it.
 
 Runs as writer jobs of bounded size so a big backlog never stalls producers for long; if a
 sweep hit its bound, the next one follows right away. ``arrival`` never decreases with
-``seq`` (see ``store``), so each shard's cut-off sequence number is found by bisection on the primary key.
+``seq`` (see ``store``), so each shard's cut-off is found by bisection on its segment index.
 """
 
 from __future__ import annotations
@@ -17,24 +17,24 @@ from gateway.kds.store import Store, Stream
 
 log = logging.getLogger("gateway.kds.retention")
 
-#: Rows deleted per shard per sweep job.
-BATCH_ROWS = 20_000
+#: Segments deleted per shard per sweep job.
+BATCH_ROWS = 5_000
 
 
-def first_seq_since(conn: sqlite3.Connection, shard_key: int, cutoff: float) -> int:
-    """The smallest seq of a shard whose arrival is >= cutoff (one past its last if none)."""
-    lo_row = conn.execute("SELECT min(seq), max(seq) FROM records WHERE shard_key=?", (shard_key,)).fetchone()
-    if lo_row[0] is None:
-        return 0
-    lo, hi = lo_row[0], lo_row[1] + 1
+def first_fresh_segment(conn: sqlite3.Connection, shard_key: int, cutoff: float) -> int | None:
+    """``last_seq`` of the shard's oldest segment that arrived at or after cutoff (None: all expired)."""
+    bounds = conn.execute("SELECT min(last_seq), max(last_seq) FROM segments WHERE shard_key=?", (shard_key,)).fetchone()
+    if bounds[0] is None:
+        return None
+    lo, hi = bounds[0], bounds[1] + 1
     while lo < hi:
         mid = (lo + hi) // 2
-        row = conn.execute("SELECT seq, arrival FROM records WHERE shard_key=? AND seq>=? ORDER BY seq LIMIT 1", (shard_key, mid)).fetchone()
+        row = conn.execute("SELECT last_seq, arrival FROM segments WHERE shard_key=? AND last_seq>=? ORDER BY last_seq LIMIT 1", (shard_key, mid)).fetchone()
         if row is None or row[1] >= cutoff:
             hi = mid
         else:
             lo = row[0] + 1
-    return lo
+    return None if lo > bounds[1] else lo
 
 
 def _sweep_stream(store: Store, conn: sqlite3.Connection, stream: Stream, now: float) -> tuple[int, bool]:
@@ -42,9 +42,10 @@ def _sweep_stream(store: Store, conn: sqlite3.Connection, stream: Stream, now: f
     deleted = 0
     more = False
     for shard in stream.shards:
-        cut_seq = first_seq_since(conn, shard.key, cutoff)
-        bound = conn.execute("SELECT seq FROM records WHERE shard_key=? AND seq<? ORDER BY seq LIMIT 1 OFFSET ?", (shard.key, cut_seq, BATCH_ROWS)).fetchone()
-        cursor = conn.execute("DELETE FROM records WHERE shard_key=? AND seq<?", (shard.key, cut_seq if bound is None else bound[0]))
+        fresh = first_fresh_segment(conn, shard.key, cutoff)
+        limit = 2**62 if fresh is None else fresh
+        bound = conn.execute("SELECT last_seq FROM segments WHERE shard_key=? AND last_seq<? ORDER BY last_seq LIMIT 1 OFFSET ?", (shard.key, limit, BATCH_ROWS)).fetchone()
+        cursor = conn.execute("DELETE FROM segments WHERE shard_key=? AND last_seq<?", (shard.key, limit if bound is None else bound[0]))
         deleted += cursor.rowcount
         more = more or cursor.rowcount == BATCH_ROWS
     conn.execute("DELETE FROM producer_seqs WHERE stream_key=? AND at<?", (stream.key, cutoff))
@@ -59,7 +60,7 @@ def _sweep_stream(store: Store, conn: sqlite3.Connection, stream: Stream, now: f
 
 
 async def sweep(store: Store, now: float | None = None) -> tuple[int, bool]:
-    """One sweep over every stream: (records deleted, whether a backlog remains)."""
+    """One sweep over every stream: (segments deleted, whether a backlog remains)."""
 
     def job(conn: sqlite3.Connection) -> tuple[int, bool]:
         at = time.time() if now is None else now
@@ -78,7 +79,7 @@ async def run_forever(store: Store, interval: float) -> None:
         try:
             deleted, more = await sweep(store)
             if deleted:
-                log.info("retention: deleted %d expired records", deleted)
+                log.info("retention: deleted %d expired segments", deleted)
         except Exception:
             log.exception("retention sweep failed")
             more = False

@@ -14,6 +14,8 @@ import hashlib
 from dataclasses import dataclass, field
 
 MAX_HASH_KEY = 2**128 - 1
+#: Partition keys whose shard a Router remembers (the cache is simply dropped when full).
+CACHED_PARTITION_KEYS = 65536
 
 
 @dataclass
@@ -62,6 +64,9 @@ class Router:
 
     shards: list[Shard] = field(default_factory=list)
     starts: list[int] = field(default_factory=list)
+    #: partition key -> shard. Devices reuse their keys and MD5 is the costly part of routing;
+    #: a reshard builds a new Router, so the cache can never point at a closed shard.
+    by_partition_key: dict[str, Shard] = field(default_factory=dict)
 
     @classmethod
     def of(cls, shards: list[Shard]) -> "Router":
@@ -70,6 +75,14 @@ class Router:
 
     def route(self, key: int) -> Shard:
         return self.shards[bisect.bisect_right(self.starts, key) - 1]
+
+    def route_partition_key(self, partition_key: str) -> Shard:
+        shard = self.by_partition_key.get(partition_key)
+        if shard is None:
+            if len(self.by_partition_key) >= CACHED_PARTITION_KEYS:
+                self.by_partition_key.clear()
+            shard = self.by_partition_key[partition_key] = self.route(hash_key(partition_key))
+        return shard
 
 
 def split_points(start: int, end: int, boundaries: list[int]) -> list[int]:

@@ -5,8 +5,8 @@ On-disk format (``kds.sqlite3``)::
     meta(key, value)            next_seq: the next internal sequence number ever handed out
     streams(key, name, ...)     one row per live stream
     shards(key, stream_key, shard_id, start_hash, end_hash, start_seq, end_seq, parent, ...)
-    records(shard_key, seq, arrival, partition_key, data)    PK (shard_key, seq), WITHOUT ROWID
-                                (one B-tree per insert; reads are range scans of one shard)
+    segments(id, shard_key, first_seq, last_seq, arrival, payload)   + index (shard_key, last_seq)
+                                the records of one PutRecords call in one shard (see ``segments``)
     tags(stream_key, key, value)
     producer_seqs(producer, stream_key, pseq, shard_key, seq, at)   exactly-once memory
 
@@ -31,13 +31,12 @@ from typing import Any, NamedTuple
 
 from gateway.config import GatewayConfig
 from gateway.errors import not_found
+from gateway.kds import segments
 from gateway.kds.limits import Limits
-from gateway.kds.shards import Router, Shard, hash_key, shard_name
+from gateway.kds.shards import Router, Shard, shard_name
 from gateway.kds.writer import Writer
 
 DB_FILE = "kds.sqlite3"
-#: Partition keys whose hash is remembered (the cache is simply dropped when full).
-HASH_CACHE_SIZE = 65536
 #: GetRecords never returns more than this many bytes in one call (as AWS).
 MAX_READ_BYTES = 10 * 1024 * 1024
 
@@ -50,9 +49,10 @@ CREATE TABLE IF NOT EXISTS shards(
     key INTEGER PRIMARY KEY, stream_key INTEGER NOT NULL, shard_id TEXT NOT NULL,
     start_hash TEXT NOT NULL, end_hash TEXT NOT NULL, start_seq INTEGER NOT NULL, end_seq INTEGER,
     parent TEXT, adjacent_parent TEXT, created REAL NOT NULL, closed REAL);
-CREATE TABLE IF NOT EXISTS records(
-    shard_key INTEGER NOT NULL, seq INTEGER NOT NULL, arrival REAL NOT NULL,
-    partition_key TEXT NOT NULL, data BLOB NOT NULL, PRIMARY KEY(shard_key, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS segments(
+    id INTEGER PRIMARY KEY, shard_key INTEGER NOT NULL, first_seq INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL, arrival REAL NOT NULL, payload BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS segments_by_shard ON segments(shard_key, last_seq);
 CREATE TABLE IF NOT EXISTS tags(stream_key INTEGER NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
     PRIMARY KEY(stream_key, key));
 CREATE TABLE IF NOT EXISTS producer_seqs(
@@ -128,8 +128,6 @@ class Store:
         self._conn = connect(self.path, config.durability)
         self._conn.executescript(SCHEMA)
         self._local = threading.local()
-        #: partition key -> MD5 hash key (devices reuse their keys; MD5 is the costly part of routing)
-        self._hash_cache: dict[str, int] = {}
         self._load()
         self._writer = Writer(self._conn, self._persist_counter, self._load)
 
@@ -158,7 +156,7 @@ class Store:
         row = conn.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()
         top_seq, top_arrival = 0, 0.0
         for shard_key in shards:
-            last = conn.execute("SELECT seq, arrival FROM records WHERE shard_key=? ORDER BY seq DESC LIMIT 1", (shard_key,)).fetchone()
+            last = conn.execute("SELECT last_seq, arrival FROM segments WHERE shard_key=? ORDER BY last_seq DESC LIMIT 1", (shard_key,)).fetchone()
             if last is not None:
                 top_seq, top_arrival = max(top_seq, last[0]), max(top_arrival, last[1])
         shard_top = conn.execute("SELECT max(max(start_seq), coalesce(max(end_seq), 0)) FROM shards").fetchone()
@@ -229,8 +227,8 @@ class Store:
         if self.streams.get(stream.name) is not stream:
             raise not_found(f"Stream {stream.name} under account 000000000000 not found.")
         now = self.now()
-        route = stream.router.route
-        hashes = self._hash_cache
+        router = stream.router
+        route, route_key, cached = router.route, router.route_partition_key, router.by_partition_key
         limits = self.limits if self.limits.enabled else None
         mono = time.monotonic()
         known: dict[int, PutResult] = {}
@@ -243,37 +241,56 @@ class Store:
                 ):
                     if shard_key in self.shards:
                         known[pseq] = (self.shards[shard_key][1].shard_id, seq)
-        rows: list[tuple[int, int, float, str, bytes]] = []  # (shard_key, seq, arrival, key, data)
-        remembered: list[tuple[str, int, int, int, int, float]] = []
-        results: list[PutResult] = []
+        results: list[PutResult | None] = [None] * len(entries)
+        groups: dict[int, tuple[Shard, list[int]]] = {}  # shard key -> (shard, entry indexes)
+        first_of: dict[int, int] = {}  # producer seq -> index of its first entry in this call
+        aliases: list[tuple[int, int]] = []
+        for index, (partition_key, data, explicit_hash, pseq) in enumerate(entries):
+            if pseq is not None:
+                if pseq in known:
+                    results[index] = known[pseq]
+                    continue
+                if pseq in first_of:
+                    aliases.append((index, first_of[pseq]))
+                    continue
+                first_of[pseq] = index
+            if explicit_hash is None:
+                shard = cached.get(partition_key) or route_key(partition_key)
+            else:
+                shard = route(explicit_hash)
+            group = groups.get(shard.key)
+            if group is None:
+                group = groups[shard.key] = (shard, [])
+            group[1].append(index)
+        # Each shard's admitted records get a block of consecutive numbers and become one segment.
         seq = self.next_seq
-        for partition_key, data, explicit_hash, pseq in entries:
-            if known and pseq in known:
-                results.append(known[pseq])
-                continue
-            key = explicit_hash
-            if key is None:
-                key = hashes.get(partition_key)
-                if key is None:
-                    if len(hashes) >= HASH_CACHE_SIZE:
-                        hashes.clear()
-                    key = hashes[partition_key] = hash_key(partition_key)
-            shard = route(key)
-            if limits is not None and not limits.write(shard.key).admit(len(data) + len(partition_key), mono):
-                results.append((shard.shard_id, THROTTLED))
-                continue
-            rows.append((shard.key, seq, now, partition_key, data))
-            result = (shard.shard_id, seq)
-            results.append(result)
-            if producer is not None and pseq is not None:
-                remembered.append((producer, stream.key, pseq, shard.key, seq, now))
-                known[pseq] = result
-            seq += 1
+        rows: list[tuple[int, int, int, float, bytes]] = []
+        remembered: list[tuple[str, int, int, int, int, float]] = []
+        for shard, indexes in groups.values():
+            if limits is not None:
+                verdicts = limits.write(shard.key).admit_many([len(entries[i].data) + len(entries[i].partition_key) for i in indexes], mono)
+                if not all(verdicts):
+                    for index, ok in zip(indexes, verdicts):
+                        if not ok:
+                            results[index] = (shard.shard_id, THROTTLED)
+                    indexes = [i for i, ok in zip(indexes, verdicts) if ok]
+                    if not indexes:
+                        continue
+            first = seq
+            for index in indexes:
+                results[index] = (shard.shard_id, seq)
+                if producer is not None and entries[index].producer_seq is not None:
+                    remembered.append((producer, stream.key, entries[index].producer_seq, shard.key, seq, now))  # type: ignore[arg-type]
+                seq += 1
+            payload = segments.pack([entries[i].partition_key for i in indexes], [entries[i].data for i in indexes])
+            rows.append((shard.key, first, seq - 1, now, payload))
+        for index, original in aliases:
+            results[index] = results[original]
         self.next_seq = seq
-        conn.executemany("INSERT INTO records(shard_key, seq, arrival, partition_key, data) VALUES (?,?,?,?,?)", rows)
+        conn.executemany("INSERT INTO segments(shard_key, first_seq, last_seq, arrival, payload) VALUES (?,?,?,?,?)", rows)
         if remembered:
             conn.executemany("INSERT OR REPLACE INTO producer_seqs VALUES (?,?,?,?,?,?)", remembered)
-        return results
+        return results  # type: ignore[return-value]
 
     # -- reads (worker threads) -----------------------------------------------------------
 
@@ -296,19 +313,23 @@ class Store:
             row = conn.execute("SELECT end_seq FROM shards WHERE key=?", (shard_key,)).fetchone()
             end_seq = None if row is None else row[0]
             cursor = conn.execute(
-                "SELECT seq, arrival, partition_key, data FROM records WHERE shard_key=? AND seq>=? ORDER BY seq LIMIT ?",
-                (shard_key, from_seq, limit + 1),
+                "SELECT first_seq, arrival, payload FROM segments WHERE shard_key=? AND last_seq>=? ORDER BY last_seq",
+                (shard_key, from_seq),
             )
             rows: list[tuple[int, float, str, bytes]] = []
             nbytes = 0
             at_tip = True
-            for rec in cursor:
-                size = len(rec[3]) + len(rec[2])
-                if len(rows) == limit or (rows and nbytes + size > MAX_READ_BYTES):
-                    at_tip = False
+            for first, arrival, payload in cursor:
+                skip = max(0, from_seq - first)
+                for offset, (key, data) in enumerate(segments.unpack(payload, skip), start=first + skip):
+                    size = len(data) + len(key)
+                    if len(rows) == limit or (rows and nbytes + size > MAX_READ_BYTES):
+                        at_tip = False
+                        break
+                    rows.append((offset, arrival, key, data))
+                    nbytes += size
+                if not at_tip:
                     break
-                rows.append(rec)
-                nbytes += size
             cursor.close()
         finally:
             conn.execute("COMMIT")
@@ -316,7 +337,7 @@ class Store:
 
     def first_seq_at(self, shard_key: int, timestamp: float) -> int | None:
         row = self._reader().execute(
-            "SELECT seq FROM records WHERE shard_key=? AND arrival>=? ORDER BY seq LIMIT 1", (shard_key, timestamp)
+            "SELECT first_seq FROM segments WHERE shard_key=? AND arrival>=? ORDER BY last_seq LIMIT 1", (shard_key, timestamp)
         ).fetchone()
         return None if row is None else int(row[0])
 
