@@ -14,13 +14,13 @@ from edge_agent.sources.mqtt import MqttConfig, MqttSource
 from edge_agent.sources.serial import SerialConfig, SerialSource
 
 __all__ = [
-    "SOURCE_TYPES",
     "CameraConfig",
     "CameraSource",
     "LogsConfig",
     "LogsSource",
     "MqttConfig",
     "MqttSource",
+    "SOURCE_TYPES",
     "SerialConfig",
     "SerialSource",
     "Source",
