@@ -7,11 +7,21 @@ import time
 from pathlib import Path
 from typing import Any
 
+from collections.abc import Iterator
+
 import pytest
 from botocore.exceptions import ClientError
 from helpers import GatewayProcess
 
 from kds_support import md5_key, read_shard, shard_for
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    """One gateway for the tests that do not restart it (each uses its own stream)."""
+    proc = GatewayProcess(tmp_path_factory.mktemp("kds-records") / "data", "--no-limits").start()
+    yield proc
+    proc.kill()
 
 
 def put_batch(kinesis: Any, stream: str, n: int, prefix: str = "r") -> list[dict[str, Any]]:
@@ -21,8 +31,8 @@ def put_batch(kinesis: Any, stream: str, n: int, prefix: str = "r") -> list[dict
     return [dict(r, **res) for r, res in zip(records, resp["Records"])]
 
 
-def test_routing_ordering_and_read_back(gateway_factory: Any) -> None:
-    gw = gateway_factory("--no-limits")
+def test_routing_ordering_and_read_back(shared: GatewayProcess) -> None:
+    gw = shared
     kinesis = gw.client("kinesis")
     kinesis.create_stream(StreamName="s", ShardCount=4)
     shards = kinesis.list_shards(StreamName="s")["Shards"]
@@ -46,8 +56,8 @@ def test_routing_ordering_and_read_back(gateway_factory: Any) -> None:
     assert total == 501
 
 
-def test_iterator_types_and_limit(gateway_factory: Any) -> None:
-    gw = gateway_factory("--no-limits")
+def test_iterator_types_and_limit(shared: GatewayProcess) -> None:
+    gw = shared
     kinesis = gw.client("kinesis")
     kinesis.create_stream(StreamName="it", ShardCount=1)
     sid = "shardId-000000000000"
@@ -98,8 +108,8 @@ def test_records_survive_sigkill(gateway_factory: Any, tmp_path: Path) -> None:
     assert int(newer["SequenceNumber"]) > max(int(r["SequenceNumber"]) for r in sent)
 
 
-def test_exactly_once_replay_returns_original_results(gateway_factory: Any) -> None:
-    gw = gateway_factory("--no-limits")
+def test_exactly_once_replay_returns_original_results(shared: GatewayProcess) -> None:
+    gw = shared
     kinesis = gw.client("kinesis")
     kinesis.create_stream(StreamName="eo", ShardCount=2)
     headers = {"X-Edge-Producer-Id": "agent-7", "X-Edge-Record-Seqs": ",".join(str(100 + i) for i in range(20))}

@@ -4,9 +4,20 @@ parent record before any child record, so per-key order holds across the boundar
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
+from helpers import GatewayProcess
+
 from kds_support import read_shard
+
+
+@pytest.fixture(scope="module")
+def kinesis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    proc = GatewayProcess(tmp_path_factory.mktemp("kds-reshard") / "data", "--no-limits").start()
+    yield proc.client("kinesis")
+    proc.kill()
 
 
 def put(kinesis: Any, stream: str, start: int, n: int) -> list[tuple[str, bytes]]:
@@ -44,8 +55,7 @@ def per_key(pairs: list[tuple[str, bytes]]) -> dict[str, list[bytes]]:
     return dict(out)
 
 
-def test_split_merge_and_read_across_boundaries(gateway_factory: Any) -> None:
-    kinesis = gateway_factory("--no-limits").client("kinesis")
+def test_split_merge_and_read_across_boundaries(kinesis: Any) -> None:
     kinesis.create_stream(StreamName="rs", ShardCount=2)
     sent = put(kinesis, "rs", 0, 200)
     kinesis.split_shard(StreamName="rs", ShardToSplit="shardId-000000000000", NewStartingHashKey=str(2**126))
@@ -69,8 +79,7 @@ def test_split_merge_and_read_across_boundaries(gateway_factory: Any) -> None:
     assert children["shardId-000000000001"][0]["ParentShards"] == ["shardId-000000000003", "shardId-000000000001"]
 
 
-def test_update_shard_count_uniform_scaling(gateway_factory: Any) -> None:
-    kinesis = gateway_factory("--no-limits").client("kinesis")
+def test_update_shard_count_uniform_scaling(kinesis: Any) -> None:
     kinesis.create_stream(StreamName="us", ShardCount=3)
     sent = put(kinesis, "us", 0, 150)
     out = kinesis.update_shard_count(StreamName="us", TargetShardCount=5, ScalingType="UNIFORM_SCALING")
