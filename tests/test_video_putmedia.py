@@ -186,3 +186,21 @@ def test_producer_vanishing_mid_fragment_keeps_the_complete_ones(gw: GatewayProc
     assert [int(f["ProducerTimestamp"].timestamp() * 1000) for f in stored] == [f.start_ms for f in fragments[:2]]
     time.sleep(0.3)
     assert len(listed(gw, "vanish")) == 2  # the cut third one never appears
+
+
+def test_deleting_a_stream_during_putmedia_and_getmedia(gw: GatewayProcess, fragments: list[Fragment]) -> None:
+    kv = create_stream(gw, "doomed")
+    media = data_client(gw, "kinesis-video-media", "doomed", "GET_MEDIA")
+    client = PutMediaClient(gw.url, "doomed")
+    client.send(fragments[0].data)
+    client.wait_for(lambda acks: any(a["EventType"] == "PERSISTED" for a in acks))
+    payload = media.get_media(StreamName="doomed", StartSelector={"StartSelectorType": "EARLIEST"})["Payload"]
+    files = len(list((gw.data_dir / "video" / "streams").glob("*/*/*.mkv")))
+    kv.delete_stream(StreamARN=kv.describe_stream(StreamName="doomed")["StreamInfo"]["StreamARN"])
+    client.send(fragments[1].data)
+    acks = client.finish()
+    assert [a["ErrorId"] for a in acks if a["EventType"] == "ERROR"] == [4008]
+    started = time.monotonic()
+    assert len(payload.read()) > 0  # the stored fragment, then the response ends with the stream
+    assert time.monotonic() - started < 10
+    assert len(list((gw.data_dir / "video" / "streams").glob("*/*/*.mkv"))) == files - 1

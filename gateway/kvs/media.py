@@ -4,7 +4,8 @@ Each fragment goes out as the complete MKV document that was stored (carrying it
 fragment number, server and producer timestamps) plus a trailing Tags element with
 MILLIS_BEHIND_NOW and CONTINUATION_TOKEN, back to back, Content-Type ``video/webm``.
 Once the stored fragments are sent the response keeps streaming new ones as they are PERSISTED;
-it ends after ``LIVE_IDLE_END_SECONDS`` without a new fragment, or when the client goes away.
+it ends after ``LIVE_IDLE_END_SECONDS`` without a new fragment, when the stream is deleted, or
+when the client goes away.
 Start selectors: EARLIEST, NOW, FRAGMENT_NUMBER (from that fragment on, inclusive),
 CONTINUATION_TOKEN (after the fragment it names: the last fragment number received),
 PRODUCER_TIMESTAMP / SERVER_TIMESTAMP (the first fragment containing or following StartTimestamp).
@@ -111,6 +112,8 @@ async def get_media(request: web.Request) -> web.StreamResponse:
         if infos:
             idle_since = loop.time()
             continue
+        if not await asyncio.to_thread(store.stream_exists, stream.id):
+            break  # deleted while we were tailing it
         left = LIVE_IDLE_END_SECONDS - (loop.time() - idle_since)
         if left <= 0 or request.transport is None or request.transport.is_closing():
             break

@@ -442,6 +442,9 @@ class VideoStore:
         ).fetchone()
         return fragment_number(stream_id, row[0] - 1) if row else None
 
+    def stream_exists(self, stream_id: int) -> bool:
+        return self._reader().execute("SELECT 1 FROM streams WHERE id = ?", (stream_id,)).fetchone() is not None
+
     def last_fragment_number(self, stream_id: int) -> str | None:
         row = self._reader().execute("SELECT MAX(seq) FROM fragments WHERE stream_id = ?", (stream_id,)).fetchone()
         return fragment_number(stream_id, row[0]) if row and row[0] is not None else None
