@@ -117,6 +117,17 @@ def test_copytruncate_with_the_copy_matched_is_exactly_once(runner: Runner, tmp_
     assert sorted(lines(runner.spool)) == [f"line-{i:03d}".encode() for i in range(160)]
 
 
+def test_compressed_rotations_are_excluded(runner: Runner, tmp_path: Path) -> None:
+    import gzip
+
+    append(tmp_path / "app.log", "plain")
+    (tmp_path / "app.log.2.gz").write_bytes(gzip.compress(b"old rotated\n"))
+    runner.start(paths=[str(tmp_path / "app.log*")])
+    wait_until(lambda: len(lines(runner.spool)) == 1)
+    time.sleep(0.3)
+    assert lines(runner.spool) == [b"plain"]
+
+
 def test_copytruncate_without_the_copy_reads_the_file_again_from_the_start(runner: Runner, tmp_path: Path) -> None:
     log = tmp_path / "app.log"
     append(log, "a-long-first-line-of-the-old-content", "b")

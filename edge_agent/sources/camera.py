@@ -127,11 +127,16 @@ class CameraSource(Source):
                 self._fail_logged = True
             return False
         self._fail_logged = False
-        if isinstance(source, PacketReader):
-            writer = FragmentWriter(source.width, source.height, source.fps, cfg.fragment_seconds, codec=source.codec)
-        else:
-            writer = FragmentWriter(cfg.width, cfg.height, cfg.fps, cfg.fragment_seconds, codec="h264",
-                                    encoder=cfg.encoder, bitrate=cfg.bitrate)
+        try:
+            if isinstance(source, PacketReader):
+                writer = FragmentWriter(source.width, source.height, source.fps, cfg.fragment_seconds, codec=source.codec)
+            else:
+                writer = FragmentWriter(cfg.width, cfg.height, cfg.fps, cfg.fragment_seconds, codec="h264",
+                                        encoder=cfg.encoder, bitrate=cfg.bitrate)
+        except (RuntimeError, ValueError) as exc:  # no usable encoder, or sizes the writer refuses
+            source.close()
+            log.error("%s: cannot encode %r: %s; retrying", self.name, cfg.device, exc)
+            return False
         log.info("%s: capturing %r as %s (%dx%d)", self.name, cfg.device, writer.codec, writer.width, writer.height)
         frames = 0
         try:

@@ -24,12 +24,15 @@ Rules, in the order a newcomer asks about them:
   or deleted instead, it is emitted after ``rotate_wait`` with ``attrs = {"partial": true}``.
 - **Blank lines** are skipped (counted as ``empty`` rejects); a trailing ``\\r`` is removed.
 - **Deleted files** are drained through the open descriptor, then closed.
+- **While the agent is down**, a file renamed to a name ``paths`` does not match is not read
+  further, so include the rotated names (``app.log*``; compressed ones are in ``exclude``).
 
 Record data: the line's bytes as written (not re-encoded). Partition key: the file path.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import hashlib
 import json
@@ -59,6 +62,7 @@ log = logging.getLogger("edge_agent.sources.logs")
 DEFAULT_MAX_LINE_BYTES = 256 * 1024
 DEFAULT_POLL_INTERVAL = 0.25
 DEFAULT_ROTATE_WAIT = 5.0
+DEFAULT_EXCLUDE = ("*.gz", "*.bz2", "*.xz", "*.zst", "*.zip", "*.lz4")
 #: How many leading bytes identify a file's content (with its inode).
 HEAD_BYTES = 1024
 #: One read; and the most read from one file before the others get a turn.
@@ -82,6 +86,9 @@ class LogsConfig(SourceConfig):
     paths: tuple[str, ...]
     #: Unique source name (metrics, logs, checkpoint keys); default ``logs-<index>``.
     name: str = ""
+    #: Glob patterns (matched against the file name) to leave alone even when ``paths`` match:
+    #: by default compressed rotations, which are not text.
+    exclude: tuple[str, ...] = DEFAULT_EXCLUDE
     #: Where to start in files that exist on the source's first run: ``"beginning"`` or ``"end"``.
     start_at: Literal["beginning", "end"] = "beginning"
     #: Longer lines are cut to this many bytes and marked truncated.
@@ -202,6 +209,8 @@ class LogsSource(Source):
         fresh: list[tuple[str, os.stat_result]] = []
         for pattern in self.config.paths:
             for path in sorted(glob.glob(pattern)):
+                if any(fnmatch.fnmatch(os.path.basename(path), ex) for ex in self.config.exclude):
+                    continue
                 try:
                     st = os.stat(path)
                 except OSError:

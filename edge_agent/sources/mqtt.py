@@ -171,7 +171,7 @@ class MqttSource(Source):
         self.writer = SpoolWriter(spool, self.name, self.rejects)
         self._queue: queue.Queue[_Received] = queue.Queue(QUEUE_SIZE)
         self._generation = 0
-        self._connected = threading.Event()
+        self._closing = threading.Event()  # set while shutting down: stop waiting on a full queue
 
     # -- paho callbacks (network thread) ---------------------------------------------------------
 
@@ -180,7 +180,6 @@ class MqttSource(Source):
             log.error("%s: broker %s:%d refused the connection: %s", self.name, self.config.host, self.config.port, reason)
             return
         self._generation += 1
-        self._connected.set()
         log.info(
             "%s: connected to %s:%d as %s (session present: %s)",
             self.name, self.config.host, self.config.port, self.client_id, bool(flags.session_present),
@@ -189,7 +188,6 @@ class MqttSource(Source):
         client.subscribe(subscriptions)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
-        self._connected.clear()
         if reason.is_failure:
             log.warning("%s: disconnected from %s:%d: %s; reconnecting", self.name, self.config.host, self.config.port, reason)
 
@@ -210,7 +208,12 @@ class MqttSource(Source):
         item = _Received(
             self._generation, message.mid, message.qos, topic, bytes(message.payload), bool(message.retain), content_type, now_ms()
         )
-        self._queue.put(item)
+        while not self._closing.is_set():  # a full queue holds the network thread: TCP backpressure
+            try:
+                self._queue.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
 
     # -- the committing thread ---------------------------------------------------------------
 
@@ -248,6 +251,7 @@ class MqttSource(Source):
             client.connect_async(cfg.host, cfg.port, cfg.keepalive, clean_start=False, properties=properties)
         else:
             client.connect_async(cfg.host, cfg.port, cfg.keepalive)
+        self._closing.clear()
         client.loop_start()
         try:
             while not stop.is_set():
@@ -258,6 +262,7 @@ class MqttSource(Source):
             while batch := self._take(timeout=0):
                 self._commit(batch, client, stop)
         finally:
+            self._closing.set()
             client.disconnect()
             client.loop_stop()
             self._drop_unacked()
