@@ -242,8 +242,7 @@ def make_handler(get_store: Callable[[web.Request], Store], get_signer: Callable
         if handler is None:
             raise AwsError("UnknownOperationException", f"Operation {action or request.headers.get('X-Amz-Target', '')!r} is not supported by this Kinesis endpoint.")
         codec = codec_for(request.content_type)
-        body = codec.decode(await request.read())
-        params = validate(action, body, codec)
+        params = validate(action, codec.decode(await request.read()), codec)
         call = Call(request, codec, get_store(request), get_signer(request), region_of(request))
         result = await handler(call, params)
         body = result if isinstance(result, RawJson) else codec.encode(result)
