@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -192,6 +193,68 @@ def test_reconnects_after_the_broker_restarts(tmp_path: Path, running) -> None:
         pub.disconnect()
         assert [r.data for r in spool.read("records")] == [b"before", b"while-reconnecting", b"after"]
         spool.close()
+    finally:
+        broker.stop()
+
+
+def make_tls_files(d: Path) -> None:
+    """A throwaway CA and a server certificate for 127.0.0.1, made with the openssl CLI."""
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    run = lambda *args: subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)  # noqa: E731
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=edge-test-ca")
+    run("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem",
+        "-days", "1", "-extfile", "san.ext")
+
+
+class TlsBroker(MosquittoProcess):
+    """Mosquitto with TLS and a password file: anonymous clients refused."""
+
+    def start(self) -> "TlsBroker":
+        d = self.workdir
+        d.mkdir(parents=True, exist_ok=True)
+        make_tls_files(d)
+        subprocess.run(["mosquitto_passwd", "-b", "-c", str(d / "passwd"), "edge", "s3cret"], check=True, capture_output=True)
+        user = "user root\n" if os.geteuid() == 0 else ""
+        (d / "mosquitto.conf").write_text(
+            f"listener {self.port} 127.0.0.1\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n"
+            f"allow_anonymous false\npassword_file {d}/passwd\n{user}"
+        )
+        self.proc = subprocess.Popen(["mosquitto", "-c", str(d / "mosquitto.conf")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port, proc=self.proc)
+        return self
+
+
+@pytest.mark.skipif(not shutil.which("openssl") or not shutil.which("mosquitto_passwd"), reason="needs openssl and mosquitto_passwd")
+def test_tls_and_password(tmp_path: Path, running) -> None:
+    broker = TlsBroker(tmp_path / "tls").start()
+    try:
+        base = {"stream": "s", "host": "127.0.0.1", "port": broker.port, "topics": ["secure/#"], "ca_file": str(broker.workdir / "ca.pem")}
+        good = MqttConfig.from_dict({**base, "name": "mqtt-tls-good", "username": "edge", "password": "s3cret"}, "sources.mqtt[0]")
+        bad = MqttConfig.from_dict({**base, "name": "mqtt-tls-bad", "username": "edge", "password": "wrong",
+                                    "reconnect_min": 1.0, "reconnect_max": 1.0}, "sources.mqtt[1]")
+        assert good.use_tls
+        spool_good, spool_bad = Spool(tmp_path / "good.db"), Spool(tmp_path / "bad.db")
+        running(good, spool_good)
+        running(bad, spool_bad)
+        pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="tls-pub")
+        pub.tls_set(ca_certs=str(broker.workdir / "ca.pem"))
+        pub.username_pw_set("edge", "s3cret")
+        pub.connect("127.0.0.1", broker.port)
+        pub.loop_start()
+        try:
+            wait_until(lambda: pub.is_connected())
+            time.sleep(0.5)
+            pub.publish("secure/a", b"over tls", qos=1).wait_for_publish(5)
+            wait_until(lambda: spool_good.stats().records["records"] == 1)
+        finally:
+            pub.loop_stop()
+            pub.disconnect()
+        assert spool_good.read("records")[0].data == b"over tls"
+        assert spool_bad.stats().records["records"] == 0  # refused by the broker, retried, never crashed
+        spool_good.close()
+        spool_bad.close()
     finally:
         broker.stop()
 
