@@ -137,3 +137,31 @@ def test_exactly_once_replay_returns_original_results(shared: GatewayProcess) ->
     with pytest.raises(ClientError) as exc:
         kinesis.put_records(StreamName="eo", Records=records[:3])
     assert exc.value.response["Error"]["Code"] == "ValidationException"
+
+
+def test_concurrent_producers_group_commit(shared: GatewayProcess) -> None:
+    """Many PutRecords in flight at once (one transaction for several of them): every
+    acknowledged record is stored once, and sequence numbers stay unique and ordered per shard."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    shared.client("kinesis").create_stream(StreamName="busy", ShardCount=3)
+
+    def produce(worker: int) -> list[tuple[str, str, bytes]]:
+        client = shared.client("kinesis")
+        acked = []
+        for batch in range(5):
+            records = [{"Data": f"w{worker}-b{batch}-{i}".encode(), "PartitionKey": f"w{worker}-{i % 5}"} for i in range(50)]
+            resp = client.put_records(StreamName="busy", Records=records)
+            acked += [(r["ShardId"], r["SequenceNumber"], rec["Data"]) for r, rec in zip(resp["Records"], records)]
+        return acked
+
+    with ThreadPoolExecutor(8) as pool:
+        acked = [item for part in pool.map(produce, range(8)) for item in part]
+    kinesis = shared.client("kinesis")
+    stored = []
+    for shard in kinesis.list_shards(StreamName="busy")["Shards"]:
+        records, _ = read_shard(kinesis, "busy", shard["ShardId"])
+        seqs = [int(r["SequenceNumber"]) for r in records]
+        assert seqs == sorted(set(seqs))
+        stored += [(shard["ShardId"], r["SequenceNumber"], r["Data"]) for r in records]
+    assert sorted(stored) == sorted(acked) and len(stored) == 8 * 5 * 50

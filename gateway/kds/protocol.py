@@ -43,7 +43,7 @@ class Codec:
             return {}
         try:
             value = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:
             raise serialization(f"Request body is not valid JSON: {exc}") from exc
         if not isinstance(value, dict):
             raise serialization("Request body must be a JSON object")
@@ -94,7 +94,7 @@ class CborCodec(Codec):
             return {}
         try:
             value = cbor2.loads(body, semantic_decoders={1: _cbor_epoch})
-        except (cbor2.CBORError, ValueError, TypeError, OverflowError) as exc:
+        except (cbor2.CBORError, ValueError, TypeError, OverflowError, RecursionError, MemoryError) as exc:
             raise serialization(f"Request body is not valid CBOR: {exc}") from exc
         if not isinstance(value, dict):
             raise serialization("Request body must be a CBOR map")

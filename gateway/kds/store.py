@@ -233,11 +233,12 @@ class Store:
         mono = time.monotonic()
         known: dict[int, PutResult] = {}
         if producer is not None:
-            seqs = [e.producer_seq for e in entries if e.producer_seq is not None]
+            seqs = sorted({e.producer_seq for e in entries if e.producer_seq is not None})
             if seqs:
+                marks = ",".join("?" * len(seqs))
                 for pseq, shard_key, seq in conn.execute(
-                    "SELECT pseq, shard_key, seq FROM producer_seqs WHERE producer=? AND stream_key=? AND pseq BETWEEN ? AND ?",
-                    (producer, stream.key, min(seqs), max(seqs)),
+                    f"SELECT pseq, shard_key, seq FROM producer_seqs WHERE producer=? AND stream_key=? AND pseq IN ({marks})",
+                    (producer, stream.key, *seqs),
                 ):
                     if shard_key in self.shards:
                         known[pseq] = (self.shards[shard_key][1].shard_id, seq)
