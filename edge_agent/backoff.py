@@ -9,6 +9,7 @@ while sends succeed, so the agent settles just under what the gateway accepts.
 from __future__ import annotations
 
 import random
+from collections import deque
 import threading
 import time
 
@@ -51,20 +52,25 @@ class Backoff:
 
 
 class RateController:
-    """AIMD send-rate limiter (token bucket whose rate moves with the gateway's push-back).
+    """AIMD-style send-rate limiter: a token bucket whose rate follows the gateway's push-back.
 
-    ``ceiling`` 0 means no limit until the first push-back. ``acquire(n)`` returns how long to
-    wait before sending ``n`` records.
+    ``ceiling`` 0 means no limit until the first push-back. On a throttle the rate drops to
+    what the gateway actually accepted over the last second (or half the current rate, whichever
+    is lower), at most once per second since shard limits are per-second buckets; while sends
+    go through it grows back by ``growth`` of itself per second (gentle probing). ``wait_time(n)``
+    says how long to wait before sending ``n`` records.
     """
 
-    def __init__(self, ceiling: float = 0.0, increase_per_second: float = 200.0, decrease_factor: float = 0.5) -> None:
+    def __init__(self, ceiling: float = 0.0, growth: float = 0.15, decrease_factor: float = 0.7) -> None:
         self.ceiling = ceiling
         self.rate: float | None = ceiling or None  # None: unlimited
-        self.increase_per_second = increase_per_second
+        self.growth = growth
         self.decrease_factor = decrease_factor
         self._tokens = 0.0
         self._last = time.monotonic()
-        self._last_decrease = 0.0
+        self._last_decrease = -1e9
+        self._last_growth = time.monotonic()
+        self._accepted: deque[tuple[float, int]] = deque()
         self.throttled_events = 0
 
     def _refill(self, now: float) -> None:
@@ -78,7 +84,7 @@ class RateController:
         self._refill(now)
         if self.rate is None or self._tokens >= n:
             return 0.0
-        # Allow a batch larger than one second's worth once the bucket is full.
+        # A batch larger than one second's worth may go once the bucket is full.
         need = min(float(n), self.rate) - self._tokens
         return max(0.0, need / self.rate)
 
@@ -86,22 +92,41 @@ class RateController:
         if self.rate is not None:
             self._tokens -= n
 
-    def on_throttle(self, sent_rate_hint: float | None = None) -> None:
-        """The gateway pushed back: cut the rate (at most once per 200 ms, one burst = one event)."""
+    def accepted(self, n: int) -> None:
+        """``n`` records went through just now (the gateway's observed capacity)."""
         now = time.monotonic()
-        if now - self._last_decrease < 0.2:
+        self._accepted.append((now, n))
+        while self._accepted and self._accepted[0][0] < now - 1.0:
+            self._accepted.popleft()
+
+    def accepted_last_second(self) -> int:
+        now = time.monotonic()
+        return sum(n for t, n in self._accepted if t >= now - 1.0)
+
+    def on_throttle(self) -> None:
+        """The gateway pushed back: cut the rate (once per second: one burst is one event)."""
+        now = time.monotonic()
+        if now - self._last_decrease < 1.0:
             return
         self._last_decrease = now
         self.throttled_events += 1
-        current = self.rate if self.rate is not None else (sent_rate_hint or UNCAPPED_START_RATE)
-        self.rate = max(MIN_RATE, current * self.decrease_factor)
-        self._tokens = min(self._tokens, self.rate)
+        accepted = float(self.accepted_last_second())
+        current = self.rate if self.rate is not None else max(accepted, UNCAPPED_START_RATE)
+        target = current * self.decrease_factor
+        if accepted > 0:
+            target = min(target, accepted)
+        self.rate = max(MIN_RATE, target)
+        self._tokens = min(self._tokens, 0.0)
+        self._last_growth = now
 
-    def on_success(self, elapsed: float) -> None:
-        """Sends went through: grow the rate back additively (unlimited again past the ceiling)."""
+    def on_success(self) -> None:
+        """Sends went through: grow the rate back (unlimited again past the ceiling)."""
+        now = time.monotonic()
+        elapsed = min(now - self._last_growth, 1.0)
+        self._last_growth = now
         if self.rate is None:
             return
-        self.rate += self.increase_per_second * max(elapsed, 0.0)
+        self.rate += max(1.0, self.growth * self.rate) * elapsed
         limit = self.ceiling or UNCAPPED_START_RATE * 10
         if self.rate >= limit:
             self.rate = self.ceiling or None

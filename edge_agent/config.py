@@ -152,7 +152,7 @@ def _build_section(cls: type, values: Any, prefix: str, errors: list[str]) -> An
             errors.append(f"{name}: unknown key (expected one of {', '.join(sorted(fields))})")
             continue
         f = fields[key]
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc,operator]
         expected = type(default)
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)

@@ -46,6 +46,8 @@ MAX_RECORD_BYTES = 1024 * 1024
 MAX_PARTITION_KEY_CHARS = 256
 #: Units held in memory: a few batches' worth.
 WINDOW_BATCHES = 3
+#: Retry delays after throttling stop doubling here (base * 2^4 = 1.6 s by default).
+THROTTLE_MAX_EXPONENT = 4
 AGG_CHECKPOINT = "forwarder.records.aggregates"
 THROTTLE_CODES = {"ProvisionedThroughputExceededException", "ThrottlingException", "LimitExceededException", "KMSThrottlingException"}
 #: Request-level errors a single bad record causes: the batch is split to isolate it.
@@ -70,6 +72,8 @@ class Unit:
     attempts: int = 0
     not_before: float = 0.0
     solo: bool = False
+    #: Last failure was a throttle (not an outage): may be recalled early once the gateway has room.
+    throttled: bool = False
 
     @property
     def id(self) -> int:
@@ -321,21 +325,25 @@ class RecordForwarder:
             failed_keys.add(unit.key)
             if code in THROTTLE_CODES:
                 throttled += 1
+                unit.throttled = True
             self._retry_later(unit, now)
         if done:
             self._acknowledge(done)
         stream = batch[0].stream
+        if done:
+            self.rate.accepted(len(done))
         if throttled:
             metrics.THROTTLED.labels(stream).inc(throttled)
-            self.rate.on_throttle(len(done) / elapsed if elapsed > 0 else None)
+            self.rate.on_throttle()
             self.key_window = 1
         if len(done) < len(batch):
             metrics.SEND_RETRIES.labels(stream).inc(len(batch) - len(done))
             metrics.SEND_ERRORS.labels("records", "throttled" if throttled else "record_failed").inc()
         else:
             self.backoff.reset()
-            self.rate.on_success(elapsed)
+            self.rate.on_success()
             self.key_window = min(self.config.batch_max_records, self.key_window * 2)
+            self._recall_throttled(now)
 
     def _acknowledge(self, units: list[Unit]) -> None:
         """Delete acknowledged records from the spool (on the ack thread) and count them."""
@@ -374,8 +382,19 @@ class RecordForwarder:
         """Wait until every acknowledged record is deleted from the spool."""
         self._reap_acks(wait=True)
 
+    def _recall_throttled(self, now: float) -> None:
+        """A clean batch: the gateway has room again. Records parked far out by repeated throttles
+        come back now (the rate limiter paces them), instead of idling out their long backoff."""
+        soon = now + self.config.retry_base_seconds
+        for unit in self.pending.values():
+            if unit.throttled and unit.not_before > soon:
+                unit.not_before = now + self.backoff.delay(0)
+                unit.throttled = False
+
     def _retry_later(self, unit: Unit, now: float, minimum: float = 0.0) -> None:
-        unit.not_before = now + max(minimum, self.backoff.delay(unit.attempts))
+        # Throttles are paced by the rate limiter too, so their exponent stops growing early.
+        attempt = min(unit.attempts, THROTTLE_MAX_EXPONENT) if unit.throttled else unit.attempts
+        unit.not_before = now + max(minimum, self.backoff.delay(attempt))
         unit.attempts += 1
 
     def _request_failed(self, batch: list[Unit], code: str, status: int, message: str) -> None:

@@ -9,6 +9,7 @@ spool is closed cleanly; whatever was not sent waits in the spool for the next s
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import threading
@@ -55,7 +56,7 @@ class Agent:
         self._thread("forwarder-records", self.records.run, stop)
         self._thread("forwarder-media", self.media.run, stop)
         for source_config in cfg.sources:
-            self._thread(f"source-{source_config.name}", lambda s, c=source_config: self._supervise(c, s), stop)
+            self._thread(f"source-{source_config.name}", functools.partial(self._supervise, source_config), stop)
         if cfg.metrics.listen:
             host, _, port = cfg.metrics.listen.rpartition(":")
             try:
