@@ -215,6 +215,8 @@ def test_mjpeg_stream_gives_images_but_no_clip(gw: GatewayProcess, tmp_path: Pat
         client.get_clip(StreamName="mjpeg", ClipFragmentSelector={"FragmentSelectorType": "PRODUCER_TIMESTAMP",
                         "TimestampRange": {"StartTimestamp": T0 / 1000, "EndTimestamp": (T0 + 2000) / 1000}})
     assert info.value.response["Error"]["Code"] == "UnsupportedStreamMediaTypeException"
+    with pytest.raises(client.exceptions.UnsupportedStreamMediaTypeException):
+        client.get_hls_streaming_session_url(StreamName="mjpeg", PlaybackMode="LIVE")
     out = client.get_images(StreamName="mjpeg", ImageSelectorType="PRODUCER_TIMESTAMP", StartTimestamp=T0 / 1000,
                             EndTimestamp=(T0 + 2000) / 1000, SamplingInterval=1000, Format="JPEG")
     assert [("ImageContent" in e) for e in out["Images"]] == [True, True]

@@ -7,15 +7,19 @@ from __future__ import annotations
 import os
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
 import pytest
 from test_video_helpers import PutMediaClient, camera_fragments, create_stream
 
 from helpers import GatewayProcess
+from kvs import Fragment, FragmentWriter
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -79,7 +83,7 @@ def media_errors(page: Any) -> list[str]:
     return ([error] if error else []) + page.evaluate("window.playerState.errors")
 
 
-def test_page_and_assets_are_served_locally(tmp_path: Path) -> None:
+def test_page_assets_and_stills_for_mjpeg(tmp_path: Path, browser: Any) -> None:
     gw = GatewayProcess(tmp_path / "data").start()
     try:
         for path in ("/", "/player"):
@@ -93,6 +97,32 @@ def test_page_and_assets_are_served_locally(tmp_path: Path) -> None:
         with pytest.raises(urllib.error.HTTPError) as info:
             urllib.request.urlopen(gw.url + "/player/static/..%2Fclips.py", timeout=10)
         assert info.value.code == 404
+
+        # an MJPEG camera cannot go through MSE: the player shows GetImages stills instead
+        create_stream(gw, "doorbell")
+        start_ms = int(time.time() * 1000) - 30_000
+        writer = FragmentWriter(64, 48, 5, fragment_seconds=1.0, codec="mjpeg-passthrough")
+        fragments: list[Fragment] = []
+        for i in range(20):
+            jpeg = cv2.imencode(".jpg", np.full((48, 64, 3), (i * 12) % 256, np.uint8))[1].tobytes()
+            fragments += writer.add_packet(jpeg, start_ms + i * 200, keyframe=True)
+        client = PutMediaClient(gw.url, "doorbell")
+        client.send_all(f.data for f in fragments + writer.flush())
+        assert sum(a["EventType"] == "PERSISTED" for a in client.finish()) == 4
+        page = browser.new_page()
+        try:
+            page.goto(f"{gw.url}/player?stream=doorbell&mode=replay&start={start_ms / 1000}")
+            try:
+                page.wait_for_function("window.playerState.stills >= 2", timeout=15_000)
+            except Exception:
+                print(page.evaluate("document.getElementById('log').textContent"), page.evaluate("JSON.stringify(window.playerState)"))
+                raise
+            assert page.evaluate("document.getElementById('still').naturalWidth") == 64
+            assert page.evaluate("document.getElementById('video').hidden")
+            assert start_ms / 1000 <= page.evaluate("window.playerState.stillTime") <= start_ms / 1000 + 4
+            assert page.evaluate("window.playerState.errors") == []
+        finally:
+            page.close()
     finally:
         gw.kill()
 

@@ -192,8 +192,19 @@ async def _create_session(request: web.Request, selector_key: str, results_key: 
     first = await asyncio.to_thread(_first_fragment, store_of(request), stream.id, mode, start, end, by)
     if first is None:
         raise AwsError("ResourceNotFoundException", "No fragments found for the requested playback", 404)
+    await asyncio.to_thread(_check_codec, store_of(request), stream.id, first.fragment_number)
     return Session(stream.name, stream.id, mode, by, start, end, int(time.time() * 1000) + expires * 1000,
                    results, discontinuity, timestamps, first.fragment_number)
+
+
+def _check_codec(store: VideoStore, stream_id: int, number: str) -> None:
+    """Refuse at session creation (as KVS does) what cannot be streamed as fMP4 (only H.264 can)."""
+    try:
+        remux.codec_string(read_fragment(store.read_fragment_by_id(stream_id, number)))
+    except FragmentNotFoundError:
+        return  # removed by retention meanwhile; the playlist will show what is left
+    except (ValueError, MkvError) as exc:
+        raise media_error(exc) from exc
 
 
 async def get_hls_session_url(request: web.Request) -> web.Response:

@@ -207,13 +207,24 @@ async function play(stream, mode, startSeconds) {
       TimestampRange: { StartTimestamp: startSeconds } };
   }
   let sessionUrl;
+  showStills(false);
   try {
     sessionUrl = (await api("/getHLSStreamingSessionURL", request)).HLSStreamingSessionURL;
+  } catch (err) {
+    if (err.message.startsWith("UnsupportedStreamMediaTypeException")) {
+      await playStills(stream, mode, startSeconds, generation); // e.g. an MJPEG camera: no MSE codec
+      return;
+    }
+    status(`no playback: ${err.message}`, true);
+    return;
+  }
+  let master;
+  try {
+    master = parseMaster(await getText(sessionUrl), sessionUrl);
   } catch (err) {
     status(`no playback: ${err.message}`, true);
     return;
   }
-  const master = parseMaster(await getText(sessionUrl), sessionUrl);
   const mime = `video/mp4; codecs="${master.codecs}"`;
   if (!window.MediaSource || !MediaSource.isTypeSupported(mime)) {
     status(`this browser cannot play ${mime}`, true);
@@ -272,6 +283,42 @@ async function play(stream, mode, startSeconds) {
   }
 }
 
+function showStills(on) {
+  $("still").hidden = !on;
+  video.hidden = on;
+  if (on) video.removeAttribute("src");
+}
+
+// Streams browsers cannot decode through MSE (MJPEG) are shown as stills, about one per second,
+// from GetImages: the newest for live, stepping through the recording for replay.
+async function playStills(stream, mode, startSeconds, generation) {
+  showStills(true);
+  state.stills = 0;
+  status(`showing stills of ${stream} (its codec cannot be streamed to a browser)`);
+  let cursor = startSeconds || Date.now() / 1000 - 5;
+  while (generation === state.generation) {
+    const now = Date.now() / 1000;
+    const request = mode === "live"
+      ? { ImageSelectorType: "SERVER_TIMESTAMP", StartTimestamp: now - 6, EndTimestamp: now + 1, SamplingInterval: 500 }
+      : { ImageSelectorType: "PRODUCER_TIMESTAMP", StartTimestamp: cursor, EndTimestamp: cursor + 1, SamplingInterval: 1000 };
+    try {
+      const out = await api("/getImages", { StreamName: stream, Format: "JPEG", MaxResults: 20, ...request });
+      const images = (out.Images || []).filter((i) => i.ImageContent);
+      const latest = images[images.length - 1];
+      if (latest && generation === state.generation) {
+        $("still").src = `data:image/jpeg;base64,${latest.ImageContent}`;
+        state.stills += 1;
+        state.stillTime = latest.TimeStamp;
+        $("clock").textContent = new Date(latest.TimeStamp * 1000).toLocaleString();
+      }
+    } catch (err) {
+      status(`stills: ${err.message}`, true);
+    }
+    cursor += 1;
+    await sleep(1000);
+  }
+}
+
 async function selectStream(stream, mode, startSeconds) {
   $("live").disabled = false;
   $("play-from").disabled = false;
@@ -289,8 +336,8 @@ video.addEventListener("waiting", () => keepPlaying(state.mode === "live", 1));
 
 setInterval(() => {
   if (!state.stream) return;
-  const t = video.currentTime;
-  if (t > 1e8) $("clock").textContent = new Date(t * 1000).toLocaleString();
+  const t = $("still").hidden ? video.currentTime : state.stillTime || 0;
+  if (t > 1e8 && $("still").hidden) $("clock").textContent = new Date(t * 1000).toLocaleString();
   const range = timelineRange();
   if (range && t >= range[0]) {
     const fraction = Math.min(1, (t - range[0]) / (range[1] - range[0]));
