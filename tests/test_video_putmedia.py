@@ -6,12 +6,13 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import GatewayProcess
 from test_video_helpers import PutMediaClient, camera_fragments, create_stream, data_client
 
-from kvs import Fragment
+from kvs import Fragment, ebml
 
 
 @pytest.fixture(scope="module")
@@ -204,3 +205,37 @@ def test_deleting_a_stream_during_putmedia_and_getmedia(gw: GatewayProcess, frag
     assert len(payload.read()) > 0  # the stored fragment, then the response ends with the stream
     assert time.monotonic() - started < 10
     assert len(list((gw.data_dir / "video" / "streams").glob("*/*/*.mkv"))) == files - 1
+
+
+def rebuild_cluster(doc: bytes, change: Any) -> bytes:
+    """``doc`` with its Cluster's children replaced by ``change(children)`` (list of (id, payload))."""
+    header = ebml.read_header(doc, 0)
+    assert header is not None
+    segment_at = header[2] + header[1]
+    seg = ebml.read_header(doc, segment_at)
+    assert seg is not None
+    body_at = segment_at + seg[2]
+    children = []
+    for element_id, payload in ebml.iter_children(memoryview(doc)[body_at : body_at + seg[1]]):
+        if element_id == ebml.CLUSTER:
+            inner = [(cid, bytes(p)) for cid, p in ebml.iter_children(payload)]
+            children.append(ebml.master(ebml.CLUSTER, *(ebml.element(cid, p) for cid, p in change(inner))))
+        else:
+            children.append(ebml.element(element_id, bytes(payload)))
+    return doc[:segment_at] + ebml.master(ebml.SEGMENT, *children)
+
+
+def test_track_mismatch_and_track_without_frames(gw: GatewayProcess, fragments: list[Fragment]) -> None:
+    create_stream(gw, "tracks")
+    no_frames = rebuild_cluster(fragments[1].data, lambda kids: [k for k in kids if k[0] == ebml.CLUSTER_TIMECODE])
+    wrong_track = rebuild_cluster(fragments[1].data, lambda kids: [
+        (cid, b"\x82" + p[1:]) if cid == ebml.SIMPLE_BLOCK else (cid, p) for cid, p in kids])
+    for body, error_id in ((no_frames, 4011), (wrong_track, 4010)):
+        client = PutMediaClient(gw.url, "tracks")
+        client.send(fragments[0].data)
+        client.send(body)
+        acks = client.finish()
+        assert [a["EventType"] for a in acks if a["EventType"] != "IDLE"][-1] == "ERROR"
+        assert [a["ErrorId"] for a in acks if a["EventType"] == "ERROR"] == [error_id]
+        assert sum(a["EventType"] == "PERSISTED" for a in acks) == 1
+    assert len(listed(gw, "tracks")) == 2  # fragments[0] twice, nothing of the bad ones

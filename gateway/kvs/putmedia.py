@@ -82,6 +82,29 @@ class TokenBucket:
             await asyncio.sleep(-self.tokens / self.rate)
 
 
+class KeepingParser(MkvStreamParser):
+    """``MkvStreamParser`` that keeps the clusters completed in a ``feed`` call that then fails.
+
+    ``feed`` raises ``MkvError`` for the first bad element of a chunk, and the clusters it had
+    completed earlier in that chunk would go with it. The parser appends them to one list per call
+    (the argument of ``_step``); keeping a reference to it recovers them. If the parser's internals
+    change, this degrades to an empty list (those clusters are then reported, not stored).
+    """
+
+    _out: list[ParsedFragment] | None = None
+
+    def _step(self, out: list[ParsedFragment]) -> bool:
+        self._out = out
+        return bool(super()._step(out))  # type: ignore[misc]
+
+    def feed(self, chunk: bytes) -> list[ParsedFragment]:
+        self._out = None
+        return super().feed(chunk)
+
+    def completed_before_error(self) -> list[ParsedFragment]:
+        return list(self._out or [])
+
+
 def _header(request: web.Request, name: str) -> str | None:
     value = request.headers.get(name)
     return value.strip() if value is not None and value.strip() else None
@@ -127,7 +150,7 @@ class Session:
 
     async def _read_body(self) -> None:
         config = self.request.app[CONFIG].video
-        parser = MkvStreamParser(max_cluster_bytes=config.max_fragment_bytes * 2 + 1024)
+        parser = KeepingParser(max_cluster_bytes=config.max_fragment_bytes * 2 + 1024)
         rates = self.request.app[RATES]
         bucket = rates.setdefault(self.stream.id, TokenBucket(config.ingest_bytes_per_sec))
         fed = consumed_at_fragment_end = 0
@@ -148,6 +171,8 @@ class Session:
             try:
                 fragments = parser.feed(chunk)
             except MkvError as exc:
+                for fragment in parser.completed_before_error():  # good data before the bad is kept
+                    await self._complete(fragment)
                 await self._error(exc.error_id, self._current_timecode(parser))
                 log.info("putMedia %s: rejected stream: %s", self.stream.name, exc)
                 return
