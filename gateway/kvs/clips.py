@@ -24,7 +24,6 @@ from gateway.kvs.control import invalid, optional_str, read_json, resolve_stream
 from gateway.kvs.media import parse_timestamp
 from gateway.kvs.store import BY_PRODUCER, BY_SERVER, FragmentInfo, FragmentNotFoundError, StreamRecord, VideoStore
 from kvs import MkvError, images, remux
-from kvs.reader import FragmentContent, read_fragment
 
 log = logging.getLogger("gateway.kvs.clips")
 
