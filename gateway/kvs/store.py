@@ -41,6 +41,7 @@ On-disk layout (under ``<data dir>/video``) and invariants:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
@@ -244,7 +245,12 @@ class VideoStore:
     # -- recovery ----------------------------------------------------------------------------------
 
     def _recover(self) -> None:
-        """Remove files no index row points to; set each stream's counters."""
+        """Remove files no index row points to; set each stream's counters.
+
+        Orphans can only sit below a stream's oldest indexed fragment (an interrupted deletion) or
+        above its newest (an interrupted write), so only the first and last 1000-fragment
+        directories are listed: opening a long stream costs a few directory reads, not one per file.
+        """
         rows = self._writer.execute("SELECT id FROM streams").fetchall()
         live = {row["id"] for row in rows}
         removed = 0
@@ -253,17 +259,29 @@ class VideoStore:
                 shutil.rmtree(stream_dir, ignore_errors=True)
                 removed += 1
         for stream_id in live:
-            seqs = {r[0] for r in self._writer.execute("SELECT seq FROM fragments WHERE stream_id = ?", (stream_id,))}
-            highest = max(seqs, default=0)
+            low, high, total = self._writer.execute(
+                "SELECT MIN(seq), MAX(seq), COALESCE(SUM(size), 0) FROM fragments WHERE stream_id = ?", (stream_id,)
+            ).fetchone()
+            highest = high or 0
             stream_dir = self.root / "streams" / str(stream_id)
-            for path in stream_dir.glob("*/*.mkv") if stream_dir.exists() else []:
-                seq = int(path.stem) if path.stem.isdigit() else -1
-                if seq not in seqs:
-                    highest = max(highest, seq)
-                    path.unlink(missing_ok=True)
-                    removed += 1
+            buckets = sorted(int(d.name) for d in stream_dir.iterdir() if d.name.isdigit()) if stream_dir.exists() else []
+            for bucket in buckets:
+                if low is not None and low // 1000 < bucket < high // 1000:
+                    continue  # wholly inside the indexed range: nothing can be orphaned there
+                bucket_dir = stream_dir / f"{bucket:06d}"
+                indexed = {r[0] for r in self._writer.execute(
+                    "SELECT seq FROM fragments WHERE stream_id = ? AND seq BETWEEN ? AND ?",
+                    (stream_id, bucket * 1000, bucket * 1000 + 999))}
+                for path in bucket_dir.glob("*"):
+                    seq = int(path.stem) if path.stem.isdigit() and path.suffix == ".mkv" else -1
+                    if seq not in indexed:
+                        highest = max(highest, seq)
+                        path.unlink(missing_ok=True)
+                        removed += 1
+                if not indexed:
+                    with contextlib.suppress(OSError):
+                        bucket_dir.rmdir()
             self._next_seq[stream_id] = highest + 1
-            total = self._writer.execute("SELECT COALESCE(SUM(size), 0) FROM fragments WHERE stream_id = ?", (stream_id,)).fetchone()[0]
             self._bytes[stream_id] = int(total)
             self._stream_locks[stream_id] = threading.Lock()
         if removed:
@@ -519,10 +537,18 @@ class VideoStore:
             self._add_bytes(stream_id, -freed)
             for seq in victims:
                 self._fragment_path(stream_id, seq).unlink(missing_ok=True)
+            self._remove_empty_dirs(stream_id, {seq // 1000 for seq in victims})
             deleted += len(victims)
             if len(victims) < batch:
                 return deleted
         return deleted  # pragma: no cover
+
+    def _remove_empty_dirs(self, stream_id: int, buckets: set[int]) -> None:
+        """Drop bucket directories retention emptied (under the stream lock, so no write races it)."""
+        with self._stream_lock(stream_id):
+            for bucket in buckets:
+                with contextlib.suppress(OSError):  # not empty (or gone): keep it
+                    (self.root / "streams" / str(stream_id) / f"{bucket:06d}").rmdir()
 
     def streams(self) -> list[StreamRecord]:
         return [_record(r) for r in self._reader().execute("SELECT * FROM streams ORDER BY id")]
