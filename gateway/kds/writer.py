@@ -88,21 +88,28 @@ class Writer:
                     if not isinstance(exc, AwsError):
                         log.exception("write job failed")
                         self._after_failure()  # the job may have half-updated the in-memory model
-                        exc = AwsError("InternalFailure", "the store failed to write, see the gateway log", 500)
+                        exc = _commit_failure(exc) if isinstance(exc, sqlite3.Error) else AwsError("InternalFailure", "the store failed to write, see the gateway log", 500)
                     outcomes.append((False, exc))
             self._before_commit(conn)
             conn.execute("COMMIT")
-        except sqlite3.Error:
+        except sqlite3.Error as exc:
             log.exception("commit failed; nothing in this group was stored")
             try:
                 conn.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
             self._after_failure()
-            failure = AwsError("InternalFailure", "the store failed to commit, see the gateway log", 500)
+            failure = _commit_failure(exc)
             outcomes = [(False, failure)] * len(batch)
         for (ok, value), (_, future, loop) in zip(outcomes, batch):
             try:
                 loop.call_soon_threadsafe(_settle, future, ok, value)
             except RuntimeError:  # the loop is gone (shutdown)
                 pass
+
+
+def _commit_failure(exc: sqlite3.Error) -> AwsError:
+    """What producers are told when a commit fails: a full disk says so, so operators know what to fix."""
+    if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "full" in str(exc):
+        return AwsError("InternalFailure", "the gateway's disk is full: nothing in this request was stored; retry later", 500)
+    return AwsError("InternalFailure", "the store failed to commit, see the gateway log", 500)
