@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +20,7 @@ from edge_agent.metrics import REGISTRY
 from edge_agent.sources import SOURCE_TYPES
 from edge_agent.sources.camera import CameraConfig
 from edge_agent.spool import Spool
+from helpers import free_port
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
@@ -157,3 +160,31 @@ def test_file_through_opencv_is_reencoded(camera, tmp_path: Path) -> None:
     assert sum(f.attrs["frame_count"] for f in fragments) == count
     frames = [frame for f in fragments for frame in decode(f.data)]
     assert len(frames) == count and (frames[0].width, frames[0].height) == (320, 240)  # resized to the config
+
+
+@pytest.mark.skipif(not shutil.which("ffmpeg"), reason="needs the ffmpeg CLI")
+def test_http_mpegts_stream_in_passthrough(camera, tmp_path: Path) -> None:
+    """A live H.264 feed over HTTP (Annex-B, parameter sets in band), served by a real ffmpeg."""
+    video = tmp_path / "clip.mp4"
+    count = make_h264_file(video, seconds=2)
+    port = free_port()
+    server = subprocess.Popen(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-i", str(video), "-c", "copy", "-f", "mpegts",
+         "-listen", "1", f"http://127.0.0.1:{port}/cam.ts"],
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        # (no probe connection: ffmpeg serves exactly one client; the source retries until it listens)
+        spool, name, stop = camera(device=f"http://127.0.0.1:{port}/cam.ts", codec="passthrough", fragment_seconds=1.0,
+                                   reopen_max=0.5)
+        wait_until(lambda: server.poll() is not None, timeout=15)  # the feed played to its end
+        wait_until(lambda: sum(f.attrs["frame_count"] for f in spool.read("media", limit=10)) >= count)
+        stop.set()
+    finally:
+        if server.poll() is None:
+            server.kill()
+        server.wait(10)
+    fragments = spool.read("media", limit=10)
+    assert [f.attrs["frame_count"] for f in fragments] == [10, 10]
+    assert [len(decode(f.data)) for f in fragments] == [10, 10]
+    assert fragments[1].attrs["start_ms"] - fragments[0].attrs["start_ms"] == 1000  # the stream's clock, no jitter

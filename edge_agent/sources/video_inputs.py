@@ -12,7 +12,9 @@ it with backoff). Timestamps are epoch milliseconds and strictly increasing, as 
   in front of every keyframe, so each fragment can be decoded on its own. Streams with B-frames
   are timestamped by decode time (the order MKV blocks are stored in).
 
-Files are read at their own frame rate (``realtime``), as a camera would deliver them.
+Files are read at their own frame rate (``realtime``), as a camera would deliver them. Passthrough
+streams are timestamped by their own clock anchored to the wall clock (no network jitter in the
+fragment timeline), re-anchored if the two drift more than ``MAX_DRIFT_S`` apart.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from kvs import h264
 log = logging.getLogger("edge_agent.sources.camera")
 
 START_CODE = b"\x00\x00\x00\x01"
+#: A live stream's own clock may wander this far from the wall clock before timestamps re-anchor.
+MAX_DRIFT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,18 @@ class Clock:
             delay = due - time.time()
             if delay > 0 and stop.wait(delay):
                 return None
+        self.last_ms = max(int(due * 1000), self.last_ms + 1)
+        return self.last_ms
+
+
+    def live(self, media_seconds: float) -> int:
+        """The timestamp of a live stream's frame: its own clock (smooth, no network jitter),
+        anchored to the wall clock and re-anchored when the two drift apart by ``MAX_DRIFT_S``."""
+        now = time.time()
+        if self.base_wall is None or abs(self.base_wall + (media_seconds - self.base_media) - now) > MAX_DRIFT_S:
+            self.base_wall = max(now, (self.last_ms + 1) / 1000)
+            self.base_media = media_seconds
+        due = self.base_wall + (media_seconds - self.base_media)
         self.last_ms = max(int(due * 1000), self.last_ms + 1)
         return self.last_ms
 
@@ -236,12 +252,15 @@ class PacketReader:
                 except ValueError as exc:
                     log.warning("skipping a malformed H.264 packet: %s", exc)
                     continue
-            if self.is_file and stamp is not None and time_base is not None:
+            if stamp is not None and time_base is not None:
                 seconds = float(stamp * time_base)
                 first = seconds if first is None else first
-                ts = self.clock.media(seconds - first, stop, self.realtime)
-                if ts is None:
-                    return
+                if self.is_file:
+                    ts = self.clock.media(seconds - first, stop, self.realtime)
+                    if ts is None:
+                        return
+                else:
+                    ts = self.clock.live(seconds - first)
             else:
                 ts = self.clock.now()
             yield VideoFrame(ts, packet=data, keyframe=keyframe)
