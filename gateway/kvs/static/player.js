@@ -209,7 +209,9 @@ async function play(stream, mode, startSeconds) {
   let sessionUrl;
   showStills(false);
   try {
-    sessionUrl = (await api("/getHLSStreamingSessionURL", request)).HLSStreamingSessionURL;
+    const returned = new URL((await api("/getHLSStreamingSessionURL", request)).HLSStreamingSessionURL);
+    // same gateway, but reached the way this page was (the advertised URL may be 127.0.0.1)
+    sessionUrl = new URL(returned.pathname + returned.search, location.origin).href;
   } catch (err) {
     if (err.message.startsWith("UnsupportedStreamMediaTypeException")) {
       await playStills(stream, mode, startSeconds, generation); // e.g. an MJPEG camera: no MSE codec
