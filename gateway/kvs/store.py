@@ -52,27 +52,24 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
 
 from gateway.errors import AwsError
+from gateway.kvs.records import (BY_PRODUCER, BY_SERVER, DEFAULT_ACCOUNT, MAX_FRAGMENT_MS, FragmentInfo,
+                                 FragmentNotFoundError, NewFragment, StreamExistsError, StreamNotFoundError,
+                                 StreamRecord, Tagger, VersionMismatchError, fragment_number, parse_fragment_number)
 
 log = logging.getLogger("gateway.kvs.store")
 
-FRAGMENT_NUMBER_BASE = 91343852333 * 10**36
-STREAM_FACTOR = 10**20
-BY_PRODUCER = "PRODUCER_TIMESTAMP"
-BY_SERVER = "SERVER_TIMESTAMP"
-#: A fragment is at most this long (KVS limit); bounds the time-range index scans.
-MAX_FRAGMENT_MS = 10_000
-DEFAULT_ACCOUNT = "000000000000"
-
-#: ``(mkv, fragment_number) -> bytes to store``: adds the KVS tags once the number is known.
-Tagger = Callable[[bytes, str], bytes]
+__all__ = [  # the records are re-exported: ``from gateway.kvs.store import FragmentInfo`` keeps working
+    "BY_PRODUCER", "BY_SERVER", "VIDEO_EVENTS", "VIDEO_STORE", "FragmentEvents", "FragmentInfo",
+    "FragmentNotFoundError", "NewFragment", "StreamNotFoundError", "StreamRecord", "VideoStore",
+    "fragment_number", "parse_fragment_number",
+]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS streams (
@@ -107,74 +104,6 @@ CREATE TABLE IF NOT EXISTS producer_seqs (
     PRIMARY KEY (stream_id, producer_id, producer_seq)
 ) WITHOUT ROWID;
 """
-
-
-class StreamNotFoundError(AwsError):
-    def __init__(self, name: str) -> None:
-        super().__init__("ResourceNotFoundException", f"Stream {name} not found", 404)
-
-
-class StreamExistsError(AwsError):
-    def __init__(self, name: str) -> None:
-        super().__init__("ResourceInUseException", f"The stream {name} already exists", 400)
-
-
-class FragmentNotFoundError(AwsError):
-    def __init__(self, number: str) -> None:
-        super().__init__("ResourceNotFoundException", f"Fragment {number} not found", 404)
-
-
-class VersionMismatchError(AwsError):
-    def __init__(self, version: str) -> None:
-        super().__init__("VersionMismatchException", f"The stream version is {version}", 400)
-
-
-@dataclass(frozen=True)
-class FragmentInfo:
-    fragment_number: str
-    producer_ts_ms: int
-    server_ts_ms: int
-    duration_ms: int
-    size: int
-    frame_count: int
-
-
-@dataclass(frozen=True)
-class StreamRecord:
-    id: int
-    name: str
-    arn: str
-    device_name: str | None
-    media_type: str | None
-    kms_key_id: str | None
-    retention_hours: int
-    version: str
-    created_ms: int
-
-
-@dataclass(frozen=True)
-class NewFragment:
-    """What the ingest path hands to ``VideoStore.persist``."""
-
-    mkv: bytes
-    producer_ts_ms: int
-    server_ts_ms: int
-    duration_ms: int
-    frame_count: int
-
-
-def fragment_number(stream_id: int, seq: int) -> str:
-    return str(FRAGMENT_NUMBER_BASE + stream_id * STREAM_FACTOR + seq)
-
-
-def parse_fragment_number(number: str) -> tuple[int, int]:
-    """(stream_id, seq) of a fragment number; ``FragmentNotFoundError`` if it is not one of ours."""
-    if not number.isdigit() or len(number) > 64:
-        raise FragmentNotFoundError(number)
-    rest = int(number) - FRAGMENT_NUMBER_BASE
-    if rest < 0:
-        raise FragmentNotFoundError(number)
-    return divmod(rest, STREAM_FACTOR)
 
 
 def _record(row: sqlite3.Row) -> StreamRecord:
