@@ -11,7 +11,9 @@ Per fragment (one MKV Cluster) the producer reads, newline-separated on the resp
 Fragment-level rejections (4001 too large, 4002 too long, 4004 timecode going backwards) skip that
 fragment and the session goes on; stream-level ones (4006 invalid MKV, 4010 track mismatch, 4011 track
 without frames, a fragment cut off by the end of the body) end the session after the ERROR ack, since
-the rest of the body can no longer be framed. 5000/5001 are server-side failures.
+the rest of the body can no longer be framed. A fragment still arriving when it passes the size
+limit also ends the session with 4001 (skipping it would mean buffering it). 4008: the stream was
+deleted meanwhile; 5000/5001 are server-side failures.
 
 The body is read incrementally and paced to ``config.video.ingest_bytes_per_sec`` per stream (TCP
 backpressure, not an error). Persisting runs in a thread pool, one fragment at a time per session, so
