@@ -153,6 +153,7 @@ class _Tail:
     read_pos: int = 0  # how far the file has been read (offset + the pending line)
     pending: bytearray = field(default_factory=bytearray)  # the unfinished line, at most max_line_bytes
     pending_total: int = 0  # its full length so far
+    pending_cr: bool = False  # its last byte so far is a \r (part of a \r\n ending)
     last_growth: float = field(default_factory=time.monotonic)
     present: bool = True  # matched by the last scan
 
@@ -342,6 +343,7 @@ class LogsSource(Source):
             self.truncations = self.truncations[-16:]
         tail.offset = tail.read_pos = tail.pending_total = 0
         tail.pending.clear()
+        tail.pending_cr = False
         tail.head = _head_of(tail.fd, size)
 
     def _lines(self, tail: _Tail, chunk: bytes) -> list[NewRecord]:
@@ -355,12 +357,14 @@ class LogsSource(Source):
         for part in parts[:-1]:
             if tail.pending_total or len(part) > limit:  # the rare paths: a continued or long line
                 total = tail.pending_total + len(part)
+                ends_cr = part.endswith(b"\r") if part else tail.pending_cr
                 if len(tail.pending) < limit:
                     tail.pending += part[: limit - len(tail.pending)]
                 line = bytes(tail.pending)
                 tail.pending.clear()
                 tail.pending_total = 0
-                record = self._record(tail, line, total)
+                tail.pending_cr = False
+                record = self._record(tail, line, total, ends_cr)
                 if record is not None:
                     out.append(record)
                 continue
@@ -376,11 +380,14 @@ class LogsSource(Source):
         if len(tail.pending) < limit:
             tail.pending += last[: limit - len(tail.pending)]
         tail.pending_total += len(last)
+        if last:
+            tail.pending_cr = last.endswith(b"\r")
         return out
 
-    def _record(self, tail: _Tail, line: bytes, total: int, partial: bool = False) -> NewRecord | None:
-        if line.endswith(b"\r") and total == len(line):
-            line, total = line[:-1], total - 1
+    def _record(self, tail: _Tail, line: bytes, total: int, ends_cr: bool, partial: bool = False) -> NewRecord | None:
+        if ends_cr:  # a \r\n line ending is not part of the line (nor of original_bytes)
+            total -= 1
+            line = line[:total]
         if not line:
             self.rejects("empty", f"blank line in {tail.path}")
             return None
@@ -405,7 +412,7 @@ class LogsSource(Source):
                 continue
             self._follow(tail, stop)
             if tail.pending_total:
-                record = self._record(tail, bytes(tail.pending), tail.pending_total, partial=True)
+                record = self._record(tail, bytes(tail.pending), tail.pending_total, tail.pending_cr, partial=True)
                 end = tail.read_pos
                 tail.pending.clear()
                 tail.pending_total = 0
