@@ -62,9 +62,11 @@ def test_acks_in_order_numbers_increase_and_idle(gw: GatewayProcess, fragments: 
 
 
 def test_relative_timecodes_add_the_producer_start(gw: GatewayProcess) -> None:
-    create_stream(gw, "relative")
+    kv = create_stream(gw, "relative")
+    arn = kv.describe_stream(StreamName="relative")["StreamInfo"]["StreamARN"]
     relative = camera_fragments(2, start_ms=0)
-    client = PutMediaClient(gw.url, "relative", timecode_type="RELATIVE", start_ts=1_600_000_000.5)
+    client = PutMediaClient(gw.url, None, timecode_type="RELATIVE", start_ts=1_600_000_000.5,
+                            headers={"x-amzn-stream-arn": arn})  # by ARN this time
     client.send_all(f.data for f in relative)
     acks = client.finish()
     assert [a["EventType"] for a in acks if a["EventType"] != "IDLE"].count("PERSISTED") == 2
