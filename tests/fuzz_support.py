@@ -10,11 +10,15 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import botocore.session
 from hypothesis import strategies as st
+
+#: ``EDGE_FUZZ_SCALE=20 pytest tests/test_fuzz_*.py`` runs 20x the examples (a longer hunt than CI's).
+SCALE = max(1, int(os.environ.get("EDGE_FUZZ_SCALE", "1")))
 
 JSON_SCALARS = st.one_of(
     st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True, allow_infinity=True),
@@ -99,11 +103,18 @@ class RawClient:
             self.conn.close()
             self.conn = None
 
-    def post(self, path: str, body: bytes, headers: dict[str, str], read_limit: int | None = None) -> Response:
-        """POST and read the answer; ``read_limit`` stops reading a (streaming) success body early."""
+    def post(self, path: str, body: bytes, headers: dict[str, str], read_limit: int | None = None,
+             timeout: float | None = None) -> Response:
+        """POST and read the answer; ``read_limit`` stops reading a (streaming) success body early.
+
+        Any failure (including a timeout) drops the connection, so the next call starts clean.
+        """
         self.sent += 1
         for attempt in range(2):
             conn = self._connection()
+            conn.timeout = timeout or self.timeout
+            if conn.sock is not None:
+                conn.sock.settimeout(conn.timeout)
             try:
                 conn.putrequest("POST", path, skip_accept_encoding=True)
                 for name, value in {**headers, "Content-Length": str(len(body))}.items():
@@ -123,6 +134,9 @@ class RawClient:
                 self.close()
                 if attempt:
                     raise
+            except BaseException:
+                self.close()
+                raise
         raise AssertionError("unreachable")
 
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fuzz_support import weighted, JUNK, NAME_LIKE, RawClient, assert_aws_error, from_shape, rss_kib, service_model
+from fuzz_support import SCALE, weighted, JUNK, NAME_LIKE, RawClient, assert_aws_error, from_shape, rss_kib, service_model
 from gateway.kds.api import HANDLERS
 from helpers import GatewayProcess
 from kds_support import read_shard
@@ -25,7 +25,7 @@ NAMES = st.one_of(st.just(TARGET), st.just(f"arn:aws:kinesis:us-east-1:000000000
                   NAME_LIKE.filter(lambda n: KEEP not in n))
 BODIES = {op: from_shape(KINESIS.operation_model(op).input_shape, NAMES) for op in ACTIONS}
 PICK_ACTION = weighted(st.sampled_from(SERVED), st.sampled_from(ACTIONS), 9)
-FUZZ = settings(max_examples=300, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+FUZZ = settings(max_examples=300 * SCALE, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 COUNTS: dict[str, int] = {}
 
 
@@ -72,7 +72,7 @@ def test_every_action_with_shaped_json(gw: GatewayProcess, raw: RawClient, data:
     COUNTS[f"json {outcome}"] = COUNTS.get(f"json {outcome}", 0) + 1
 
 
-@settings(FUZZ, max_examples=100)
+@settings(FUZZ, max_examples=100 * SCALE)
 @given(action=PICK_ACTION, body=st.one_of(JUNK.map(cbor2.dumps), st.binary(max_size=300)))
 def test_every_action_with_cbor_and_random_bytes(gw: GatewayProcess, raw: RawClient, action: str, body: bytes) -> None:
     resp = raw.post("/", body, headers(action, "application/x-amz-cbor-1.1"), read_limit=1 << 20 if action == "SubscribeToShard" else None)
@@ -82,7 +82,7 @@ def test_every_action_with_cbor_and_random_bytes(gw: GatewayProcess, raw: RawCli
     COUNTS["cbor"] = COUNTS.get("cbor", 0) + 1
 
 
-@settings(FUZZ, max_examples=40)
+@settings(FUZZ, max_examples=40 * SCALE)
 @given(target=st.text(max_size=60), content_type=st.sampled_from(["application/x-amz-json-1.1", "application/json", "text/plain", ""]),
        body=st.binary(max_size=200))
 def test_garbled_targets_and_content_types(gw: GatewayProcess, raw: RawClient, target: str, content_type: str, body: bytes) -> None:

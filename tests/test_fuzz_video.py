@@ -8,11 +8,11 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from test_video_helpers import camera_fragments
 
-from fuzz_support import weighted, NAME_LIKE, RawClient, Response, assert_aws_error, from_shape, rss_kib, service_model
+from fuzz_support import SCALE, weighted, NAME_LIKE, RawClient, Response, assert_aws_error, from_shape, rss_kib, service_model
 from gateway.kvs import ROUTES as VIDEO_ROUTES
 from helpers import GatewayProcess
 from kvs import MkvStreamParser
@@ -30,7 +30,7 @@ for _service in ("kinesisvideo", "kinesis-video-media", "kinesis-video-archived-
         OPERATIONS.append((_operation.http["requestUri"], from_shape(_operation.input_shape, NAMES)))
 SERVED = [op for op in OPERATIONS if op[0] in SERVED_PATHS]
 PICK_OPERATION = weighted(st.sampled_from(SERVED), st.sampled_from(OPERATIONS), 9)
-FUZZ = settings(max_examples=200, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+FUZZ = settings(max_examples=200 * SCALE, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 COUNTS: dict[str, int] = {}
 JSON_HEADERS = {"Content-Type": "application/json"}
 
@@ -77,6 +77,13 @@ def parse_acks(resp: Response) -> list[dict]:
     return acks
 
 
+def known_bug(path: str, body: object) -> str | None:
+    """Inputs that hit a bug already pinned by an xfail test below, kept out of the hunt for new ones."""
+    if path == "/getDataEndpoint" and isinstance(body, dict) and isinstance(body.get("APIName"), (list, dict)):
+        return "test_get_data_endpoint_with_unhashable_api_name_is_a_400"
+    return None
+
+
 def frames_in(mkv: bytes) -> int:
     parser = MkvStreamParser()
     parsed = parser.feed(mkv)
@@ -93,7 +100,16 @@ def alive(gw: GatewayProcess, context: object) -> None:
 def test_every_video_operation_with_shaped_json(gw: GatewayProcess, raw: RawClient, data: st.DataObject) -> None:
     path, bodies = data.draw(PICK_OPERATION)
     body = data.draw(bodies)
-    resp = raw.post(path, json.dumps(body, allow_nan=True).encode(), JSON_HEADERS, read_limit=64 * 1024)
+    assume(known_bug(path, body) is None)
+    try:
+        resp = raw.post(path, json.dumps(body, allow_nan=True).encode(), JSON_HEADERS, read_limit=64 * 1024,
+                        timeout=1.5 if path == "/getMedia" else None)
+    except TimeoutError:
+        # GetMedia on a stream with nothing to send yet waits for the first fragment before answering
+        assert path == "/getMedia", (path, body)
+        alive(gw, (path, body))
+        COUNTS["rest-json getMedia waiting"] = COUNTS.get("rest-json getMedia waiting", 0) + 1
+        return
     alive(gw, (path, body))
     assert_aws_error(resp, (path, body))
     COUNTS["rest-json"] = COUNTS.get("rest-json", 0) + 1
@@ -131,7 +147,7 @@ def mangled_mkv(draw: st.DrawFn, fragments: list[bytes]) -> bytes:
 
 
 def test_truncated_and_garbled_mkv_bodies(gw: GatewayProcess, raw: RawClient, fragments: list[bytes]) -> None:
-    @settings(FUZZ, max_examples=60)
+    @settings(FUZZ, max_examples=60 * SCALE)
     @given(body=mangled_mkv(fragments))
     def run(body: bytes) -> None:
         resp = raw.post("/putMedia", body, putmedia_headers(PUT))
@@ -147,7 +163,7 @@ def test_truncated_and_garbled_mkv_bodies(gw: GatewayProcess, raw: RawClient, fr
     run()
 
 
-@settings(FUZZ, max_examples=60)
+@settings(FUZZ, max_examples=60 * SCALE)
 @given(
     stream=st.one_of(st.just(PUT), st.from_regex(r"[ -~]{0,300}", fullmatch=True)),
     timecode_type=st.one_of(st.sampled_from(["ABSOLUTE", "RELATIVE"]), st.from_regex(r"[ -~]{0,20}", fullmatch=True)),
@@ -165,6 +181,16 @@ def test_odd_putmedia_headers(gw: GatewayProcess, raw: RawClient, fragments: lis
     if resp.status == 200:
         parse_acks(resp)
     COUNTS["putmedia-headers"] = COUNTS.get("putmedia-headers", 0) + 1
+
+
+@pytest.mark.xfail(reason="kvs control: `body.get('APIName') not in API_NAMES` raises TypeError for a list/dict -> 500; "
+                   "found by test_every_video_operation_with_shaped_json, owner: gateway/kvs/control.py", strict=False)
+def test_get_data_endpoint_with_unhashable_api_name_is_a_400(gw: GatewayProcess, raw: RawClient) -> None:
+    for api_name in ([], {}, ["GET_MEDIA"]):
+        resp = raw.post("/getDataEndpoint", json.dumps({"StreamName": TARGET, "APIName": api_name}).encode(), JSON_HEADERS)
+        alive(gw, api_name)
+        assert_aws_error(resp, api_name)
+        assert resp.headers["x-amzn-errortype"] == "InvalidArgumentException"
 
 
 def test_zz_reference_fragments_survive_and_memory_is_bounded(gw: GatewayProcess, fragments: list[bytes]) -> None:
