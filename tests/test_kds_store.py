@@ -15,7 +15,7 @@ from gateway.config import GatewayConfig, LimitsConfig
 from gateway.errors import AwsError
 from gateway.kds import control, retention, segments
 from gateway.kds.iterators import IteratorSigner
-from gateway.kds.store import PutEntry, Store
+from gateway.kds.store import Store, put_entry
 
 
 def all_records(store: Store, stream: str) -> list[tuple[int, str, bytes]]:
@@ -31,12 +31,12 @@ def test_retention_keeps_fresh_records_and_the_counter(tmp_path: Path) -> None:
     async def scenario() -> None:
         store = Store(config)
         await control.create_stream(store, "r", 2, "PROVISIONED", {})
-        await store.put("r", [PutEntry(f"k{i}", b"old", producer_seq=i) for i in range(40)], producer="agent")
+        await store.put("r", [put_entry(f"k{i}", b"old", producer_seq=i) for i in range(40)], producer="agent")
         await control.split_shard(store, store.stream("r"), "shardId-000000000000", 2**126)
         time.sleep(0.05)
         between = time.time()
         time.sleep(0.05)
-        new = await store.put("r", [PutEntry(f"k{i}", b"new") for i in range(40)])
+        new = await store.put("r", [put_entry(f"k{i}", b"new") for i in range(40)])
         assert (await retention.sweep(store, between + 1))[0] == 0  # nothing is a day old yet
         deleted, backlog = await retention.sweep(store, between + 24 * 3600)
         assert deleted > 0 and not backlog
@@ -49,7 +49,7 @@ def test_retention_keeps_fresh_records_and_the_counter(tmp_path: Path) -> None:
         assert all_records(store, "r") == []
         store.close()
         reopened = Store(config)  # the counter survives even when no record does
-        [(_, seq)] = await reopened.put("r", [PutEntry("k1", b"later")])
+        [(_, seq)] = await reopened.put("r", [put_entry("k1", b"later")])
         assert seq > max(s for _, s in new)
         reopened.close()
 

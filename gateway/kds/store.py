@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from gateway.config import GatewayConfig
 from gateway.errors import not_found
@@ -87,13 +87,13 @@ class Stream:
         return [s for s in self.shards if s.is_open]
 
 
-class PutEntry(NamedTuple):
-    """One record to store (a tuple: built 500 times per PutRecords call)."""
+#: One record to store: (partition key, data, explicit hash key, producer seq). A plain
+#: tuple, not a class: 500 of them are built per PutRecords call.
+PutEntry = tuple[str, bytes, "int | None", "int | None"]
 
-    partition_key: str
-    data: bytes
-    explicit_hash: int | None = None
-    producer_seq: int | None = None
+
+def put_entry(partition_key: str, data: bytes, explicit_hash: int | None = None, producer_seq: int | None = None) -> PutEntry:
+    return (partition_key, data, explicit_hash, producer_seq)
 
 
 #: One PutRecords result: (shard_id, internal seq); seq is THROTTLED when the shard refused it.
@@ -233,7 +233,7 @@ class Store:
         mono = time.monotonic()
         known: dict[int, PutResult] = {}
         if producer is not None:
-            seqs = sorted({e.producer_seq for e in entries if e.producer_seq is not None})
+            seqs = sorted({e[3] for e in entries if e[3] is not None})
             if seqs:
                 marks = ",".join("?" * len(seqs))
                 for pseq, shard_key, seq in conn.execute(
@@ -269,7 +269,7 @@ class Store:
         remembered: list[tuple[str, int, int, int, int, float]] = []
         for shard, indexes in groups.values():
             if limits is not None:
-                verdicts = limits.write(shard.key).admit_many([len(entries[i].data) + len(entries[i].partition_key) for i in indexes], mono)
+                verdicts = limits.write(shard.key).admit_many([len(entries[i][1]) + len(entries[i][0]) for i in indexes], mono)
                 if not all(verdicts):
                     for index, ok in zip(indexes, verdicts):
                         if not ok:
@@ -280,10 +280,11 @@ class Store:
             first = seq
             for index in indexes:
                 results[index] = (shard.shard_id, seq)
-                if producer is not None and entries[index].producer_seq is not None:
-                    remembered.append((producer, stream.key, entries[index].producer_seq, shard.key, seq, now))  # type: ignore[arg-type]
+                pseq = entries[index][3]
+                if producer is not None and pseq is not None:
+                    remembered.append((producer, stream.key, pseq, shard.key, seq, now))
                 seq += 1
-            payload = segments.pack([entries[i].partition_key for i in indexes], [entries[i].data for i in indexes])
+            payload = segments.pack([entries[i][0] for i in indexes], [entries[i][1] for i in indexes])
             rows.append((shard.key, first, seq - 1, now, payload))
         for index, original in aliases:
             results[index] = results[original]

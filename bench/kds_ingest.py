@@ -1,0 +1,258 @@
+"""Ingest throughput of the gateway's Kinesis Data Streams API (PutRecords), with comparisons.
+
+Runs, in one go and with the same load:
+  1. the gateway with ``--no-limits``                        -> records/s, MB/s
+  2. the gateway with limits ON but set far above the load   -> cost of limit enforcement
+  3. kinesalite (Node.js emulator, installed with npm into --kinesalite-dir)  -> ratio
+
+Load: ``--clients`` concurrent asyncio/aiohttp connections per load process (``--procs``
+processes), each sending pre-built PutRecords bodies (``--batch`` records of ``--size`` bytes,
+spread over many partition keys) back to back for ``--duration`` seconds. Only records the
+server acknowledged (FailedRecordCount subtracted) are counted.
+
+    .venv/bin/python bench/kds_ingest.py --duration 5 --rounds 2
+    .venv/bin/python bench/kds_ingest.py --skip-kinesalite --clients 16 --procs 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+STREAM = "bench"
+TARGET = "Kinesis_20131202."
+HEADERS = {
+    "Content-Type": "application/x-amz-json-1.1",
+    # kinesalite insists on an Authorization header (it never checks the signature); the
+    # gateway only verifies signatures when credentials are configured (not here).
+    "Authorization": "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20240101/us-east-1/kinesis/aws4_request, SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature=00",
+    "X-Amz-Date": "20240101T000000Z",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"nothing listening on {port}")
+
+
+def call(url: str, action: str, body: dict[str, object]) -> dict[str, object]:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers=dict(HEADERS, **{"X-Amz-Target": TARGET + action}))
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        raw = resp.read()
+    return json.loads(raw) if raw else {}
+
+
+def create_stream(url: str, shards: int) -> None:
+    call(url, "CreateStream", {"StreamName": STREAM, "ShardCount": shards})
+    for _ in range(100):
+        desc = call(url, "DescribeStream", {"StreamName": STREAM})
+        if desc["StreamDescription"]["StreamStatus"] == "ACTIVE":  # type: ignore[index]
+            return
+        time.sleep(0.1)
+    raise TimeoutError("stream never became ACTIVE")
+
+
+def build_bodies(batch: int, size: int, variants: int = 8) -> list[bytes]:
+    bodies = []
+    for v in range(variants):
+        records = [
+            {"Data": base64.b64encode(os.urandom(size)).decode(), "PartitionKey": f"device-{v}-{i}"}
+            for i in range(batch)
+        ]
+        bodies.append(json.dumps({"StreamName": STREAM, "Records": records}).encode())
+    return bodies
+
+
+async def _load(url: str, clients: int, duration: float, batch: int, size: int, seed: int) -> tuple[int, int, int]:
+    bodies = build_bodies(batch, size)
+    headers = dict(HEADERS, **{"X-Amz-Target": TARGET + "PutRecords"})
+    ok = failed = errors = 0
+    deadline = time.monotonic() + duration
+
+    async def client(n: int, session: aiohttp.ClientSession) -> None:
+        nonlocal ok, failed, errors
+        i = n + seed
+        while time.monotonic() < deadline:
+            body = bodies[i % len(bodies)]
+            i += 1
+            async with session.post(url, data=body, headers=headers) as resp:
+                raw = await resp.read()
+            if resp.status != 200:
+                errors += 1
+                await asyncio.sleep(0.01)
+                continue
+            marker = raw.find(b'"FailedRecordCount":')
+            count = int(raw[marker + 20 : raw.index(b",", marker)]) if marker >= 0 else json.loads(raw)["FailedRecordCount"]
+            ok += batch - count
+            failed += count
+
+    connector = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
+        await asyncio.gather(*(client(n, session) for n in range(clients)))
+    return ok, failed, errors
+
+
+def _load_proc(args: tuple[str, int, float, int, int, int], out: "multiprocessing.Queue[tuple[int, int, int]]") -> None:
+    out.put(asyncio.run(_load(*args)))
+
+
+def run_load(url: str, opts: argparse.Namespace) -> dict[str, float]:
+    queue: multiprocessing.Queue[tuple[int, int, int]] = multiprocessing.Queue()
+    procs = [multiprocessing.Process(target=_load_proc, args=((url, opts.clients, opts.duration, opts.batch, opts.size, p * 1000), queue)) for p in range(opts.procs)]
+    load_before = os.getloadavg()[0]
+    started = time.monotonic()
+    for p in procs:
+        p.start()
+    results = [queue.get(timeout=opts.duration + 120) for _ in procs]
+    elapsed = time.monotonic() - started
+    for p in procs:
+        p.join()
+    ok = sum(r[0] for r in results)
+    return {
+        "records_per_s": ok / opts.duration,
+        "mb_per_s": ok * opts.size / opts.duration / 1e6,
+        "throttled": sum(r[1] for r in results),
+        "http_errors": sum(r[2] for r in results),
+        "elapsed": elapsed,
+        "load_before": load_before,
+    }
+
+
+def start_gateway(data_dir: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    cmd = [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir), "--log-level", "WARNING", *extra]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_port(port, proc)
+    return proc, f"http://127.0.0.1:{port}/"
+
+
+def start_kinesalite(install_dir: Path) -> tuple[subprocess.Popen[bytes], str] | str:
+    """Start kinesalite (npm-installing it first if needed); returns an error string on failure."""
+    script = install_dir / "node_modules" / "kinesalite" / "cli.js"
+    if not script.exists():
+        if not shutil.which("npm"):
+            return "npm is not installed"
+        install_dir.mkdir(parents=True, exist_ok=True)
+        out = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "kinesalite"], cwd=install_dir, capture_output=True, text=True, timeout=600)
+        if out.returncode != 0 or not script.exists():
+            return f"npm install kinesalite failed: {out.stderr.strip()[-300:]}"
+    port = free_port()
+    # createStreamMs=0: streams are ACTIVE at once; shardLimit high enough for any --shards.
+    proc = subprocess.Popen(["node", str(script), "--port", str(port), "--createStreamMs", "0", "--shardLimit", "1000"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_port(port, proc)
+    return proc, f"http://127.0.0.1:{port}/"
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def report(name: str, runs: list[dict[str, float]]) -> float:
+    rate = sum(r["records_per_s"] for r in runs) / len(runs)
+    mb = sum(r["mb_per_s"] for r in runs) / len(runs)
+    spread = ", ".join(f"{r['records_per_s']:,.0f}" for r in runs)
+    throttled = sum(r["throttled"] for r in runs)
+    errors = sum(r["http_errors"] for r in runs)
+    loads = ", ".join(f"{r['load_before']:.1f}" for r in runs)
+    print(f"{name:<36} {rate:>10,.0f} records/s {mb:>7.2f} MB/s  runs [{spread}]  throttled {throttled:.0f}, HTTP errors {errors:.0f}, load avg before runs [{loads}]", flush=True)
+    return rate
+
+
+def warmup_options(opts: argparse.Namespace) -> argparse.Namespace:
+    warm = argparse.Namespace(**vars(opts))
+    warm.duration = min(2.0, opts.duration / 4)
+    return warm
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds of load per run (default 5)")
+    parser.add_argument("--clients", type=int, default=8, help="concurrent connections per load process (default 8)")
+    parser.add_argument("--procs", type=int, default=1, help="load-generator processes (default 1)")
+    parser.add_argument("--batch", type=int, default=500, help="records per PutRecords (default 500)")
+    parser.add_argument("--size", type=int, default=100, help="bytes of data per record (default 100)")
+    parser.add_argument("--shards", type=int, default=4, help="shards in the stream (default 4)")
+    parser.add_argument("--kinesalite-dir", type=Path, default=Path("/tmp/kinesalite"), help="where kinesalite is (or gets) npm-installed, outside the repo (default /tmp/kinesalite)")
+    parser.add_argument("--skip-kinesalite", action="store_true", help="do not compare with kinesalite")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per server (default 2)")
+    parser.add_argument("--skip-limits", action="store_true", help="do not measure the cost of limit enforcement")
+    opts = parser.parse_args(argv)
+
+    print(f"PutRecords: {opts.batch} x {opts.size} B records, {opts.shards} shards, {opts.procs} x {opts.clients} clients, {opts.rounds} x {opts.duration:.0f} s per server")
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
+    servers: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
+    with tempfile.TemporaryDirectory(prefix="kds-bench-") as tmp:
+        try:
+            servers["gateway --no-limits"] = start_gateway(Path(tmp) / "nolimits", "--no-limits")
+            if not opts.skip_limits:
+                config = Path(tmp) / "limits.toml"
+                huge = 10**12
+                config.write_text(f"[limits]\nenabled = true\nshard_write_bytes_per_sec = {huge}\nshard_write_records_per_sec = {huge}\n")
+                servers["gateway, limits on (not throttling)"] = start_gateway(Path(tmp) / "limits", "--config", str(config))
+            if not opts.skip_kinesalite:
+                started = start_kinesalite(opts.kinesalite_dir)
+                if isinstance(started, str):
+                    print(f"KINESALITE NOT RUN: {started}")
+                else:
+                    servers["kinesalite"] = started
+            for _, url in servers.values():
+                create_stream(url, opts.shards)
+                run_load(url, warmup_options(opts))
+            # Rounds alternate between servers so a burst of load from other processes on a
+            # shared machine does not land on one server only.
+            runs: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
+            for _ in range(opts.rounds):
+                for name, (_, url) in servers.items():
+                    runs[name].append(run_load(url, opts))
+        finally:
+            for proc, _ in servers.values():
+                stop(proc)
+    rates = {name: report(name, r) for name, r in runs.items()}
+    base = rates["gateway --no-limits"]
+    limited = rates.get("gateway, limits on (not throttling)")
+    if limited is not None:
+        print(f"cost of limit enforcement: {100.0 * (1 - limited / base):+.1f} % (target < 10 %; negative = noise)")
+    if "kinesalite" in rates:
+        print(f"gateway / kinesalite: {base / rates['kinesalite']:.1f}x (target >= 3x)")
+    print(f"target >= 50,000 records/s on 2 cores: {'MET' if base >= 50_000 else 'NOT MET'} ({base:,.0f}); load average now {os.getloadavg()[0]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
