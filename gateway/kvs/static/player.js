@@ -6,7 +6,9 @@
 
 const $ = (id) => document.getElementById(id);
 const video = $("video");
-const state = { stream: null, mode: null, appended: 0, errors: [], timeline: [], generation: 0 };
+const params = new URLSearchParams(location.search);
+const state = { stream: null, mode: null, appended: 0, sessions: 0, errors: [], timeline: [], generation: 0,
+  replayWindow: Number(params.get("window")) || 300 };
 window.playerState = state; // read by tests and handy in the console
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -137,15 +139,18 @@ function parseMaster(text, baseUrl) {
 function parseMedia(text, baseUrl) {
   const out = { segments: [], ended: false, target: 2, init: null };
   let duration = 0;
+  let time = null;
   for (const raw of text.split("\n")) {
     const line = raw.trim();
     if (line.startsWith("#EXT-X-TARGETDURATION:")) out.target = Number(line.split(":")[1]) || 2;
     else if (line.startsWith("#EXT-X-MAP:")) out.init = new URL(/URI="([^"]+)"/.exec(line)[1], baseUrl).href;
     else if (line.startsWith("#EXTINF:")) duration = parseFloat(line.slice(8));
+    else if (line.startsWith("#EXT-X-PROGRAM-DATE-TIME:")) time = Date.parse(line.slice(25)) / 1000;
     else if (line === "#EXT-X-ENDLIST") out.ended = true;
     else if (line && !line.startsWith("#")) {
       const url = new URL(line, baseUrl);
-      out.segments.push({ url: url.href, id: url.searchParams.get("FragmentNumber") || url.href, duration });
+      out.segments.push({ url: url.href, id: url.searchParams.get("FragmentNumber") || url.href, duration, time });
+      time = null;
     }
   }
   return out;
@@ -189,41 +194,52 @@ function keepPlaying(live, target) {
   if (video.paused && !video.ended) video.play().catch(() => {});
 }
 
+// One HLS session of this gateway: its media playlist URL and codec. LIVE follows the live edge;
+// "replay" is LIVE_REPLAY from startSeconds, a window of replayWindow fragments at a time.
+async function openSession(stream, mode, startSeconds) {
+  const request = { StreamName: stream, Expires: 43200, DisplayFragmentTimestamp: "ALWAYS" };
+  if (mode === "live") {
+    request.PlaybackMode = "LIVE";
+  } else {
+    request.PlaybackMode = "LIVE_REPLAY";
+    request.MaxMediaPlaylistFragmentResults = state.replayWindow;
+    request.HLSFragmentSelector = { FragmentSelectorType: "PRODUCER_TIMESTAMP",
+      TimestampRange: { StartTimestamp: startSeconds } };
+  }
+  const returned = new URL((await api("/getHLSStreamingSessionURL", request)).HLSStreamingSessionURL);
+  // same gateway, but reached the way this page was (the advertised URL may be 127.0.0.1)
+  const sessionUrl = new URL(returned.pathname + returned.search, location.origin).href;
+  return parseMaster(await getText(sessionUrl), sessionUrl);
+}
+
+const AHEAD_SECONDS = 30; // fetch no further ahead of the playhead than this
+
+async function waitForRoom(generation) {
+  while (generation === state.generation && video.buffered.length &&
+         video.buffered.end(video.buffered.length - 1) - video.currentTime > AHEAD_SECONDS) {
+    await sleep(500);
+  }
+}
+
 async function play(stream, mode, startSeconds) {
   const generation = ++state.generation;
   state.stream = stream;
   state.mode = mode;
   state.appended = 0;
+  state.sessions = 0;
   $("stream-name").textContent = stream;
   $("mode").textContent = mode === "live" ? "LIVE" : "recording";
   document.querySelectorAll("#streams button").forEach((b) => b.classList.toggle("active", b.dataset.stream === stream));
-  const request = { StreamName: stream, Expires: 43200 };
-  if (mode === "live") {
-    request.PlaybackMode = "LIVE";
-  } else {
-    request.PlaybackMode = "LIVE_REPLAY";
-    request.MaxMediaPlaylistFragmentResults = 5000;
-    request.HLSFragmentSelector = { FragmentSelectorType: "PRODUCER_TIMESTAMP",
-      TimestampRange: { StartTimestamp: startSeconds } };
-  }
-  let sessionUrl;
   showStills(false);
+  let master;
   try {
-    const returned = new URL((await api("/getHLSStreamingSessionURL", request)).HLSStreamingSessionURL);
-    // same gateway, but reached the way this page was (the advertised URL may be 127.0.0.1)
-    sessionUrl = new URL(returned.pathname + returned.search, location.origin).href;
+    master = await openSession(stream, mode, startSeconds);
+    state.sessions += 1;
   } catch (err) {
     if (err.message.startsWith("UnsupportedStreamMediaTypeException")) {
       await playStills(stream, mode, startSeconds, generation); // e.g. an MJPEG camera: no MSE codec
       return;
     }
-    status(`no playback: ${err.message}`, true);
-    return;
-  }
-  let master;
-  try {
-    master = parseMaster(await getText(sessionUrl), sessionUrl);
-  } catch (err) {
     status(`no playback: ${err.message}`, true);
     return;
   }
@@ -250,6 +266,7 @@ async function play(stream, mode, startSeconds) {
       await sleep(2000);
       continue;
     }
+    let added = 0;
     try {
       if (playlist.init && playlist.init !== initUrl) {
         await appendTo(buffer, await getBytes(playlist.init));
@@ -258,6 +275,8 @@ async function play(stream, mode, startSeconds) {
       for (const segment of playlist.segments) {
         if (generation !== state.generation) return;
         if (seen.has(segment.id)) continue;
+        await waitForRoom(generation);
+        if (generation !== state.generation) return;
         seen.add(segment.id);
         const data = await getBytes(segment.url);
         if (video.buffered.length && video.buffered.start(0) < video.currentTime - 60) {
@@ -265,6 +284,7 @@ async function play(stream, mode, startSeconds) {
         }
         await appendTo(buffer, data);
         state.appended += 1;
+        added += 1;
         if (!started && video.buffered.length) {
           started = true;
           const from = startSeconds && bufferedRangeAt(startSeconds) >= 0 ? startSeconds : video.buffered.start(0);
@@ -279,6 +299,19 @@ async function play(stream, mode, startSeconds) {
     if (playlist.ended) {
       if (source.readyState === "open" && !buffer.updating) source.endOfStream();
       return;
+    }
+    const last = playlist.segments[playlist.segments.length - 1];
+    if (mode !== "live" && !added && last && last.time && playlist.segments.length >= state.replayWindow) {
+      // the replay window is full and played out: continue with a session that starts where it ends
+      try {
+        const next = await openSession(stream, mode, last.time + last.duration);
+        master = next;
+        state.sessions += 1;
+        log(`replay continues from ${new Date((last.time + last.duration) * 1000).toISOString()}`);
+        continue;
+      } catch (err) {
+        log(`replay: ${err.message}`); // nothing recorded after it yet: keep polling
+      }
     }
     keepPlaying(mode === "live", playlist.target);
     await sleep(Math.max(500, (playlist.target * 1000) / 2));
@@ -358,9 +391,9 @@ $("play-from").addEventListener("click", () => {
 });
 
 // ?stream=NAME[&mode=live|replay][&start=EPOCH_SECONDS] starts playback at once (links, kiosks, tests)
+// &window=N sets how many fragments one replay session lists (the next one continues after it)
 (async () => {
   await loadStreams();
-  const params = new URLSearchParams(location.search);
   const stream = params.get("stream");
   if (stream) {
     const mode = params.get("mode") === "replay" ? "replay" : "live";
