@@ -118,15 +118,14 @@ def running_media_forwarder(spool: Any, url: str, agent_id: str = "agent-test", 
         assert not thread.is_alive()
 
 
-def list_fragments(url: str, stream: str) -> list[dict[str, Any]]:
-    import sys as _sys
-
-    _sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
-    from helpers import aws_client
-
-    video = aws_client("kinesisvideo", url)
+def list_fragments(url: str, stream: str, make_client: Callable[[str, str], Any] | None = None) -> list[dict[str, Any]]:
+    """Every fragment of ``stream`` via boto3 (GetDataEndpoint first), oldest first."""
+    if make_client is None:
+        from helpers import aws_client as make_client
+    assert make_client is not None
+    video = make_client("kinesisvideo", url)
     endpoint = video.get_data_endpoint(StreamName=stream, APIName="LIST_FRAGMENTS")["DataEndpoint"]
-    archived = aws_client("kinesis-video-archived-media", endpoint)
+    archived = make_client("kinesis-video-archived-media", endpoint)
     fragments: list[dict[str, Any]] = []
     kwargs: dict[str, Any] = {"StreamName": stream, "MaxResults": 1000}
     while True:
