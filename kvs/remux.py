@@ -94,8 +94,8 @@ def media_segment(content: FragmentContent, sequence: int, base_ms: int, next_st
 def mp4_clip(contents: list[FragmentContent]) -> bytes:
     """One progressive MP4 from fragments in time order; the clip starts at time 0.
 
-    Gaps between fragments are closed (each last frame lasts until the next fragment starts),
-    so the clip's duration is its frames' span, as KVS GetClip does.
+    Contiguous fragments join exactly (a fragment's last frame lasts until the next one starts);
+    a real gap between fragments is left out, so the clip plays straight on.
     """
     if not contents:
         raise ValueError("no fragments")
