@@ -195,6 +195,28 @@ def test_start_at_end_skips_existing_content_but_not_new_files(runner: Runner, t
     assert sorted(lines(runner.spool)) == sorted([b"in progress", b"new-1", b"while-away"])
 
 
+def test_changes_while_the_agent_is_away(runner: Runner, tmp_path: Path) -> None:
+    """Stopped, then: one file rewritten in place (same inode, new content), one rotated by
+    copytruncate with its copy matched. On restart neither loses nor repeats a line."""
+    rewritten, rotated = tmp_path / "rewritten.log", tmp_path / "rotated.log"
+    append(rewritten, "old-1", "old-2")
+    append(rotated, "r-1", "r-2")
+    runner.start(paths=[str(tmp_path / "*.log*")])
+    wait_until(lambda: len(lines(runner.spool)) == 4)
+    runner.stop()
+    rewritten.write_text("brand-new-content-1\nbrand-new-content-2\n")  # longer than what was read
+    append(rotated, "r-3")  # written, never read before the rotation
+    shutil.copyfile(rotated, tmp_path / "rotated.log.1")
+    rotated.write_text("")
+    append(rotated, "r-4")
+    runner.start(paths=[str(tmp_path / "*.log*")])
+    wait_until(lambda: len(lines(runner.spool)) == 8)
+    time.sleep(0.3)
+    assert sorted(lines(runner.spool)) == sorted(
+        [b"old-1", b"old-2", b"r-1", b"r-2", b"brand-new-content-1", b"brand-new-content-2", b"r-3", b"r-4"]
+    )
+
+
 AGENT = """
 import sys, threading, signal
 from edge_agent.sources.logs import LogsConfig
