@@ -159,8 +159,17 @@ class FragmentWriter:
         return self._add_encoded(data, timestamp_ms, keyframe)
 
     def _add_encoded(self, data: bytes, timestamp_ms: int, keyframe: bool) -> list["Fragment"]:
+        if not data:
+            self.dropped_frames += 1
+            return []
         if self.codec_id == mkv.CODEC_H264:
-            nals = h264.split_annexb(data) if h264.is_annexb(data) else h264.split_length_prefixed(data)
+            try:
+                nals = h264.split_annexb(data) if h264.is_annexb(data) else h264.split_length_prefixed(data)
+            except ValueError:
+                nals = []
+            if not nals:
+                self.dropped_frames += 1  # neither Annex-B nor length-prefixed H.264: not a frame we can store
+                return []
             self._learn_parameter_sets(nals)
             keyframe = keyframe or any(h264.nal_type(n) == h264.NAL_IDR for n in nals)
             data = h264.length_prefixed(nals)

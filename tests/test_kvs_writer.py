@@ -160,3 +160,12 @@ def test_rejects_bad_arguments() -> None:
         FragmentWriter(160, 120, 10, codec="vp9")
     with pytest.raises(ValueError):
         FragmentWriter(0, 120, 10)
+
+
+def test_unusable_packets_are_counted_not_raised() -> None:
+    writer = FragmentWriter(160, 120, 25, codec="h264-passthrough")
+    assert writer.add_packet(b"", T0, True) == []
+    assert writer.add_packet(b"\x00\x00\x10\x00garbage", T0 + 40, True) == []  # a length running past the end
+    assert writer.dropped_frames == 2
+    mjpeg = FragmentWriter(160, 120, 5, codec="mjpeg-passthrough")
+    assert mjpeg.add_packet(b"", T0, True) == [] and mjpeg.dropped_frames == 1
