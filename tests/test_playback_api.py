@@ -112,8 +112,13 @@ def test_get_images_sampled_resized_and_paginated(gw: GatewayProcess) -> None:
         assert img.shape == (60, 80, 3)
     png = client.get_images(**{**request, "Format": "PNG", "WidthPixels": 32, "HeightPixels": 24, "MaxResults": 1})
     assert base64.b64decode(png["Images"][0]["ImageContent"]).startswith(b"\x89PNG")
+    sizes = [len(client.get_images(**{**request, "MaxResults": 1, "FormatConfig": {"JPEGQuality": q}})["Images"][0]["ImageContent"])
+             for q in ("10", "95")]
+    assert sizes[0] < sizes[1]
     with pytest.raises(client.exceptions.InvalidArgumentException):
         client.get_images(**{**request, "SamplingInterval": 10})
+    with pytest.raises(client.exceptions.InvalidArgumentException):
+        client.get_images(**{**request, "FormatConfig": {"JPEGQuality": "high"}})
 
 
 def test_get_images_reports_no_media_in_a_gap(gw: GatewayProcess) -> None:
