@@ -86,6 +86,9 @@ class ServerConfig:
     header_timeout_seconds: float = 15.0
     #: A request body read whole (every API but PutMedia) must arrive within this many seconds.
     body_timeout_seconds: float = 60.0
+    #: Request bodies held in memory at once across all requests (0 = no limit); above it a request
+    #: waits for room, then gets a 503 that clients retry.
+    max_buffered_body_bytes: int = 256 * MiB
     #: A streamed body (PutMedia) that sends nothing for this many seconds is cut off (a backstop:
     #: the PutMedia handler ends idle sessions itself, sooner).
     body_idle_seconds: float = 90.0

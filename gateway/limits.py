@@ -6,6 +6,10 @@ so a client that trickles its body is cut off after ``server.body_timeout_second
 gets an ``InvalidArgumentException`` (413) -- from its Content-Length when declared, before a
 byte of it is read. Handlers then read the cached body (``request.read()`` / ``.json()``).
 
+Bodies held in memory at once are capped across requests (``server.max_buffered_body_bytes``):
+a body reserves its declared length before it is read and gives it back when its request is
+answered, so a crowd of clients each sending 16 MiB cannot exhaust a Raspberry Pi's memory.
+
 PutMedia bodies stream for as long as the producer runs, so they get an idle watchdog instead:
 no new byte for ``server.body_idle_seconds`` while the handler waits for one closes the
 connection (the handler sees a client disconnect, as with a producer that lost power).
@@ -22,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -60,11 +65,76 @@ def http_error_as_aws(exc: web.HTTPException, limit: int) -> AwsError:
     return AwsError("InvalidArgumentException", exc.text or exc.reason, exc.status)
 
 
-async def read_body(request: web.Request, limit: int, timeout: float) -> None:
-    """Read (and cache on ``request``) a whole body within ``limit`` bytes and ``timeout`` seconds."""
+#: Longest a request waits for room in the body budget before it gets a 503.
+BUDGET_WAIT_SECONDS = 5.0
+
+
+class BodyBudget:
+    """Bytes of request bodies in memory across all requests; ``reserve`` waits (FIFO) for room.
+
+    Only the event loop thread touches it, so plain counters suffice and ``release`` never blocks.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.used = 0
+        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+
+    def _fits(self, size: int) -> bool:
+        return self.used == 0 or self.used + size <= self.capacity  # one request is always let through alone
+
+    async def reserve(self, size: int, timeout: float = BUDGET_WAIT_SECONDS) -> int:
+        """Hold ``size`` bytes; returns what the caller must ``release``."""
+        if not self.capacity or size <= 0:
+            return 0
+        if not self._waiters and self._fits(size):
+            self.used += size
+            return size
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((size, turn))
+        try:
+            await asyncio.wait_for(asyncio.shield(turn), timeout)
+        except asyncio.TimeoutError:
+            if turn.done():  # granted at the last moment: keep it
+                return size
+            self._waiters.remove((size, turn))
+            raise AwsError(
+                "ServiceUnavailableException", "The gateway is holding as many request bodies as it can; retry later.", 503
+            ) from None
+        except BaseException:
+            if turn.done():
+                self.release(size)
+            else:
+                self._waiters.remove((size, turn))
+            raise
+        return size
+
+    def release(self, size: int) -> None:
+        self.used -= size
+        while self._waiters and self._fits(self._waiters[0][0]):
+            size, turn = self._waiters.popleft()
+            self.used += size
+            turn.set_result(None)
+
+
+async def read_body(request: web.Request, limit: int, timeout: float, budget: BodyBudget) -> int:
+    """Read (and cache on ``request``) a whole body within ``limit`` bytes and ``timeout`` seconds.
+
+    Returns the bytes reserved in ``budget``, which the caller releases once the request is answered.
+    """
     declared = request.content_length
     if declared is not None and declared > limit:
         raise too_large(limit, declared)
+    reserved = await budget.reserve(declared if declared is not None else limit)
+    try:
+        await _read_within(request, timeout)
+    except BaseException:
+        budget.release(reserved)
+        raise
+    return reserved
+
+
+async def _read_within(request: web.Request, timeout: float) -> None:
     try:
         body = await asyncio.wait_for(request.read(), timeout)
     except asyncio.TimeoutError:
@@ -114,14 +184,17 @@ async def watch_idle_body(request: web.Request, idle_seconds: float) -> None:
 def request_limits(max_body_bytes: int, server: ServerConfig) -> Middleware:
     """The middleware enforcing body limits; registered inside ``aws_errors`` so its errors render."""
 
+    budget = BodyBudget(server.max_buffered_body_bytes)
+
     @web.middleware
     async def limits(request: web.Request, handler: Handler) -> web.StreamResponse:
         watchdog: asyncio.Task[None] | None = None
+        reserved = 0
         try:
             if request.path in STREAMING_PATHS:
                 watchdog = asyncio.create_task(watch_idle_body(request, server.body_idle_seconds))
             elif request.body_exists:
-                await read_body(request, max_body_bytes, server.body_timeout_seconds)
+                reserved = await read_body(request, max_body_bytes, server.body_timeout_seconds, budget)
             return await handler(request)
         except web.HTTPException as exc:
             if exc.status < 400:
@@ -130,5 +203,6 @@ def request_limits(max_body_bytes: int, server: ServerConfig) -> Middleware:
         finally:
             if watchdog is not None:
                 watchdog.cancel()
+            budget.release(reserved)
 
     return limits

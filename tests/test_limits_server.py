@@ -199,3 +199,53 @@ def test_sigterm_shuts_down_cleanly(tmp_path: Path) -> None:
     assert gw.proc is not None and gw.proc.returncode == 0
     assert time.monotonic() - start < 10
     assert "shutting down" in gw.log()
+
+
+def test_body_budget_makes_requests_wait_for_room(tmp_path: Path) -> None:
+    (tmp_path / "gateway.toml").write_text("[server]\nmax_buffered_body_bytes = 1000000\nbody_timeout_seconds = 3\n")
+    gw = GatewayProcess(tmp_path / "data", "--config", str(tmp_path / "gateway.toml")).start()
+    try:
+        with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as hog:
+            # declares 900 kB, sends a little, stalls: its reservation holds 90 % of the budget
+            hog.sendall(b"POST /listStreams HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: 900000\r\n\r\n{\"MaxResults\": 1, ")
+            time.sleep(0.3)
+            start = time.monotonic()
+            status, _, _ = request(gw, "POST", "/listStreams", b"{}", {"Content-Type": "application/json"})
+            assert status == 200 and time.monotonic() - start < 1  # small bodies still fit
+            big = b'{"MaxResults": 1, "pad": "' + b"p" * 899_000 + b'"}'
+            status, headers, _ = request(gw, "POST", "/listStreams", big, {"Content-Type": "application/json"})
+            waited = time.monotonic() - start
+            assert status != 503 and waited > 2, (status, waited)  # admitted once the hog timed out (3 s)
+            received, _ = read_until_closed(hog, 5)
+            assert received.startswith(b"HTTP/1.1 408")
+        assert_alive(gw)
+    finally:
+        gw.kill()
+
+
+def test_body_budget_queue_and_timeout() -> None:
+    import asyncio
+
+    from gateway.errors import AwsError
+    from gateway.limits import BodyBudget
+
+    async def scenario() -> None:
+        budget = BodyBudget(100)
+        assert await budget.reserve(80) == 80
+        assert await budget.reserve(20) == 20  # exactly full
+        waiter = asyncio.create_task(budget.reserve(50, timeout=2))
+        await asyncio.sleep(0.05)
+        assert not waiter.done()
+        budget.release(80)
+        assert await waiter == 50 and budget.used == 70
+        with pytest.raises(AwsError) as info:
+            await budget.reserve(40, timeout=0.1)
+        assert (info.value.code, info.value.status) == ("ServiceUnavailableException", 503)
+        budget.release(20)
+        budget.release(50)
+        assert budget.used == 0
+        assert await budget.reserve(500) == 500  # alone, even an oversize body is let through
+        budget.release(500)
+
+    asyncio.run(scenario())
