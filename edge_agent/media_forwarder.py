@@ -37,7 +37,7 @@ log = logging.getLogger("edge_agent.media")
 #: KVS error ids meaning "this fragment itself is bad": sending it again cannot succeed.
 FRAGMENT_ERRORS = {4000, 4001, 4002, 4003, 4004, 4005, 4006, 4007, 4009, 4010, 4011, 4012}
 #: Most bytes of fragments read from the spool per request.
-MAX_REQUEST_BYTES = 24 * 1024 * 1024
+MAX_REQUEST_BYTES = 16 * 1024 * 1024
 
 
 @dataclass
@@ -124,7 +124,7 @@ class MediaForwarder:
 
     def _next_batch(self) -> list[SpooledRecord]:
         now = time.monotonic()
-        records = self.spool.read("media", 0, limit=self.config.media_fragments_per_request * 3, max_bytes=MAX_REQUEST_BYTES)
+        records = self.spool.read("media", 0, limit=self.config.media_fragments_per_request * 2, max_bytes=MAX_REQUEST_BYTES)
         if records:
             self._seen = max(self._seen, records[-1].seq)
         stream: str | None = None

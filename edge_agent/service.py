@@ -24,7 +24,7 @@ from edge_agent.config import AgentConfig
 from edge_agent.forwarder import RecordForwarder
 from edge_agent.media_forwarder import MediaForwarder
 from edge_agent.sdnotify import Notifier, watchdog_interval
-from edge_agent.spool import Spool
+from edge_agent.spool import Spool, SpoolError
 
 log = logging.getLogger("edge_agent")
 
@@ -139,7 +139,12 @@ def install_signal_handlers(stop: threading.Event) -> None:
 
 
 def run_agent(config: AgentConfig) -> int:
+    """Run until SIGTERM/SIGINT; 0 on a clean stop, 1 if the spool cannot be opened."""
     stop = threading.Event()
     install_signal_handlers(stop)
-    Agent(config).run(stop)
+    try:
+        Agent(config).run(stop)
+    except SpoolError as exc:  # another agent holds it, or the disk refuses
+        log.error("cannot open the spool: %s", exc)
+        return 1
     return 0

@@ -103,6 +103,12 @@ def test_agent_process_notifies_systemd_serves_metrics_and_stops_cleanly(gateway
                               capture_output=True, text=True, timeout=30).stdout
         assert "last successful send (records)" in text and "source app-log: in 51, out 51" in text
 
+        # A second agent on the same spool refuses to start (the spool's lock), cleanly.
+        second = subprocess.run([sys.executable, "-m", "edge_agent", "--config", str(config)], cwd=ROOT, capture_output=True,
+                                text=True, timeout=60)
+        assert second.returncode == 1
+        assert "cannot open the spool" in second.stderr and "Traceback" not in second.stderr
+
         drain(sock)
         agent.send_signal(signal.SIGTERM)
         recv_until(sock, b"STOPPING=1", timeout=10)

@@ -119,3 +119,27 @@ def test_record_over_the_kinesis_limit_is_rejected_not_blocking(gateway, tmp_pat
         wait_until(lambda: spool.stats().records["records"] == 0, 20, what="the spool to drain")
     assert metric("edge_agent_records_rejected_total", source="huge-src", reason="too_large") == rejected_before + 1
     assert sorted(all_data(client, "big")) == sorted(r.data for r in make_records("big", 20, ["k"]))
+
+
+def test_long_outage_over_the_spool_cap_drops_by_priority_then_drains_in_order(gateway, tmp_path: Path) -> None:
+    """Offline longer than the spool holds: logs go before telemetry; what is left drains in order."""
+    client = gateway.client("kinesis")
+    client.create_stream(StreamName="cap", ShardCount=1)
+    gateway.kill()
+    payload = b"t" * 1000
+    with Spool(tmp_path / "spool.db", max_bytes=1024 * 1024, sync="normal") as spool, running_forwarder(spool, gateway.url, batch_max_records=100):
+        for start in range(0, 600, 50):  # ~0.6 MB of telemetry, kept
+            spool.append([NewRecord("telemetry", "cap", "sensor", payload[:-8] + b"%08d" % i, "tele-src") for i in range(start, start + 50)])
+        for start in range(0, 900, 100):  # ~0.9 MB of logs: the cap is passed, the oldest logs go
+            spool.append([NewRecord("log", "cap", "app.log", b"l" * 992 + b"%08d" % i, "log-src") for i in range(start, start + 100)])
+        stats = spool.stats()
+        assert stats.dropped.get("log", 0) > 0 and not stats.dropped.get("telemetry")
+        assert stats.bytes <= 1024 * 1024
+        gateway.start()
+        wait_until(lambda: spool.stats().records["records"] == 0, 40, what="the spool to drain after the long outage")
+    stored = all_data(client, "cap")
+    telemetry = [int(d[-8:]) for d in stored if d.startswith(b"t")]
+    logs = [int(d[-8:]) for d in stored if d.startswith(b"l")]
+    assert telemetry == list(range(600))  # every telemetry record, in order, once
+    assert logs == sorted(logs) and len(logs) == len(set(logs))  # surviving logs in order, once
+    assert logs[-1] == 899  # the newest logs survived; the oldest were dropped
