@@ -314,12 +314,16 @@ class VideoStore:
             data = tagger(fragment.mkv, number) if tagger else fragment.mkv
             final = self._fragment_path(stream_id, seq)
             tmp = self.root / "tmp" / f"{uuid.uuid4().hex}.part"
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, final)
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp, final)
+            except BaseException:  # a full disk, typically: leave nothing behind
+                tmp.unlink(missing_ok=True)
+                raise
             if self.full_sync:
                 _fsync_dir(final.parent)
             try:
