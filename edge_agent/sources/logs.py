@@ -173,6 +173,7 @@ class LogsSource(Source):
         self.truncations: list[_Truncation] = []
         self.deferred: dict[tuple[int, int], float] = {}  # possible copies, waiting for a truncation
         self._first_run = False
+        self._unreadable: set[str] = set()
 
     def run(self, stop: threading.Event) -> None:
         run_forever(self.name, stop, lambda: self._session(stop), log)
@@ -254,10 +255,14 @@ class LogsSource(Source):
 
     def _open(self, path: str) -> int | None:
         try:
-            return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
-            log.warning("%s: cannot open %s: %s", self.name, path, exc)
+            if path not in self._unreadable:  # once, not at every poll
+                self._unreadable.add(path)
+                log.warning("%s: cannot open %s: %s", self.name, path, exc)
             return None
+        self._unreadable.discard(path)
+        return fd
 
     def _stored(self, st: os.stat_result) -> dict[str, Any] | None:
         value = self.spool.checkpoint(self._checkpoint_key(f"{st.st_dev}:{st.st_ino}"))
