@@ -59,7 +59,7 @@ IDLE_ACK_SECONDS = 3.0
 #: A session whose producer sends nothing for this long is ended (a vanished client).
 READ_IDLE_TIMEOUT_SECONDS = 60.0
 #: Fragments parsed but not yet persisted, per session, before reading pauses.
-PERSIST_QUEUE = 4
+PERSIST_QUEUE = 2
 #: Threads writing fragments (fsync-bound, so more than the cores).
 WRITER_THREADS = 16
 
