@@ -15,6 +15,7 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -130,8 +131,32 @@ def bench_gateway(fragments: list[Fragment], args: argparse.Namespace) -> None:
             summary("HLS media playlist", timed(lambda: urllib.request.urlopen(media_url, timeout=30).read(), 10))
             seg_ms = [timed(lambda u=u: urllib.request.urlopen(base + u, timeout=30).read(), 1)[0] for u in uris]
             summary("HLS fMP4 media segment (one fragment)", seg_ms)
+            bench_viewers(base, uris, args.viewers, args.fragment_seconds)
         finally:
             gw.kill()
+
+
+def bench_viewers(base: str, uris: list[str], viewers: int, fragment_seconds: float) -> None:
+    """``viewers`` clients each fetching every segment as fast as they can: the gateway's segment rate."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+
+    def viewer() -> None:
+        mine = [timed(lambda u=u: urllib.request.urlopen(base + u, timeout=60).read(), 1)[0] for u in uris]
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=viewer) for _ in range(viewers)]
+    t = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - t
+    rate = len(latencies) / elapsed
+    summary(f"HLS segments, {viewers} concurrent viewers", latencies)
+    print(f"         {rate:.0f} segments/s served = {rate * fragment_seconds:.0f} live viewers' worth "
+          f"({fragment_seconds:g} s fragments)")
 
 
 def main() -> None:
@@ -141,6 +166,7 @@ def main() -> None:
     parser.add_argument("--fps", type=int, default=15)
     parser.add_argument("--fragment-seconds", type=float, default=2.0)
     parser.add_argument("--fragments", type=int, default=30)
+    parser.add_argument("--viewers", type=int, default=8, help="concurrent HLS clients for the segment-rate test")
     args = parser.parse_args()
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
     fragments = bench_encode(args)
