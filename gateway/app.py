@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 
 import cbor2
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from gateway import kds, kvs
 from gateway.auth import SigV4Verifier
@@ -65,7 +66,7 @@ async def _add_request_id(request: web.Request, response: web.StreamResponse) ->
 
 def create_app(config: GatewayConfig) -> web.Application:
     config.data_path.mkdir(parents=True, exist_ok=True)
-    middlewares = [aws_errors, request_limits(MAX_BODY_BYTES, config.server)]
+    middlewares: list[Middleware] = [aws_errors, request_limits(MAX_BODY_BYTES, config.server)]
     if config.auth.credentials:
         middlewares.append(SigV4Verifier(config.auth).middleware)
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)

@@ -30,6 +30,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from gateway.config import ServerConfig
 from gateway.errors import AwsError
@@ -46,7 +47,6 @@ PARSE_IN_THREAD_BYTES = 256 * 1024
 STREAMING_PATHS = frozenset({"/putMedia"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 
 def too_large(limit: int, size: int | None = None) -> AwsError:
