@@ -162,7 +162,7 @@ class Session:
             except asyncio.TimeoutError:
                 log.info("putMedia %s: no data for %.0fs, ending the session", self.stream.name, READ_IDLE_TIMEOUT_SECONDS)
                 break
-            except (ConnectionError, asyncio.IncompleteReadError, OSError, Exception) as exc:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001 - a reset, a watchdog close: the producer is gone
                 log.info("putMedia %s: body ended early: %s", self.stream.name, exc)
                 self.client_gone = True
                 break
@@ -180,9 +180,8 @@ class Session:
                 return
             for fragment in fragments:
                 await self._complete(fragment)
-            if fragments:
+            if fragments:  # bytes after the last complete cluster belong to the next fragment
                 consumed_at_fragment_end = parser.bytes_consumed
-                # bytes after the last complete cluster belong to the next fragment
             if parser.in_cluster and not self.buffering_sent:
                 await self._buffering(self._current_timecode(parser))
             if fed - consumed_at_fragment_end > config.max_fragment_bytes:
