@@ -153,10 +153,9 @@ class CameraSource(Source):
                 self.rejects("camera_lost", f"{cfg.device!r} stopped delivering after {frames} frame(s); reopening")
         except SpoolClosed:
             raise
-        except Exception as exc:
-            if stop.is_set():
-                raise
-            self.rejects("camera_lost", f"{cfg.device!r} failed after {frames} frame(s): {exc}; reopening")
+        except Exception as exc:  # the device or stream failed mid-read (OpenCV/PyAV errors vary)
+            if not stop.is_set():
+                self.rejects("camera_lost", f"{cfg.device!r} failed after {frames} frame(s): {exc}; reopening")
         finally:
             self.last_ms = clock.last_ms
             source.close()

@@ -98,6 +98,8 @@ class MqttConfig(SourceConfig):
     key_file: str | None = None
     #: Larger payloads are rejected (counted, acknowledged). At most 1 MiB (the Kinesis record cap).
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    #: ``"telemetry"`` or ``"log"``: decides the drop priority when the spool is full.
+    kind: Literal["telemetry", "log"] = "telemetry"
     #: Seconds between reconnect attempts grow from ``reconnect_min`` to ``reconnect_max``.
     reconnect_min: float = DEFAULT_RECONNECT_MIN
     reconnect_max: float = DEFAULT_RECONNECT_MAX
@@ -309,7 +311,7 @@ class MqttSource(Source):
         attrs: dict[str, Any] = {"topic": item.topic, "qos": item.qos, "retain": item.retain}
         if item.content_type is not None:
             attrs["content_type"] = item.content_type
-        return NewRecord("telemetry", cfg.stream, key, item.payload, self.name, item.timestamp_ms, attrs)
+        return NewRecord(cfg.kind, cfg.stream, key, item.payload, self.name, item.timestamp_ms, attrs)
 
     def _drop_unacked(self) -> None:
         """Forget messages received after the last commit: the broker redelivers QoS 1/2 ones."""
