@@ -262,3 +262,24 @@ def test_start_line_says_whether_auth_is_on(gateway: GatewayProcess) -> None:
     assert "unsigned requests accepted" in summary and warning and "WITHOUT credentials" in warning
     summary, warning = security_summary(GatewayConfig(host="0.0.0.0", auth=AuthConfig(credentials={"K": "s"})))
     assert summary == "SigV4 required (1 access key)" and warning and "without TLS" in warning
+
+
+def test_agent_signed_putmedia_is_persisted(gw: GatewayProcess) -> None:
+    """The edge agent's own PutMedia signer (UNSIGNED-PAYLOAD, service kinesisvideo) passes, fragments are stored."""
+    import botocore.session
+    from test_video_helpers import camera_fragments
+
+    from edge_agent.aws import sign_streaming_request
+
+    gw.client("kinesisvideo").create_stream(StreamName="agent-video", DataRetentionInHours=1)
+    session = botocore.session.Session()
+    session.set_credentials(LIMITED, LIMITED_SECRET)
+    body = b"".join(f.data for f in camera_fragments(2, fps=5, width=64, height=48))
+    base = {"x-amzn-stream-name": "agent-video", "x-amzn-fragment-timecode-type": "ABSOLUTE",
+            "x-amzn-producer-start-timestamp": "1700000000.000"}
+    status, headers, raw = post(gw, "/putMedia", body, sign_streaming_request("POST", gw.url + "/putMedia", base, session, REGION))
+    assert (status, headers.get("x-amzn-errortype")) == (401, "NotAuthorizedException")  # not one of LIMITED's streams
+    session.set_credentials(KEY, SECRET)
+    status, _, raw = post(gw, "/putMedia", body, sign_streaming_request("POST", gw.url + "/putMedia", base, session, REGION))
+    acks = [json.loads(line) for line in raw.splitlines() if line.strip()]
+    assert status == 200 and [a["EventType"] for a in acks].count("PERSISTED") == 2, acks
