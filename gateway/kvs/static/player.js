@@ -68,28 +68,47 @@ async function loadStreams() {
   }
 }
 
+const TIMELINE_HOURS = 24; // the timeline shows the recording of the last day
+
+function mergeSpans(spans) {
+  spans.sort((a, b) => a[0] - b[0]);
+  const out = [];
+  for (const [a, b] of spans) {
+    const last = out[out.length - 1];
+    if (last && a - last[1] < 0.5) last[1] = Math.max(last[1], b);
+    else out.push([a, b]);
+  }
+  return out;
+}
+
+// The first call for a stream loads the last TIMELINE_HOURS; later calls only what came since.
 async function loadTimeline(stream) {
-  const spans = [];
+  const fresh = state.timelineStream !== stream;
+  const now = Date.now() / 1000;
+  const from = fresh ? now - TIMELINE_HOURS * 3600 : Math.max(now - TIMELINE_HOURS * 3600, state.timelineEnd - 1);
+  const spans = fresh ? [] : state.timeline.map((span) => span.slice());
+  let end = fresh ? 0 : state.timelineEnd;
   let token = null;
-  for (let page = 0; page < 20; page++) {
+  for (let page = 0; page < 60; page++) {
     const body = token ? { StreamName: stream, NextToken: token, MaxResults: 1000 } : {
       StreamName: stream, MaxResults: 1000,
       FragmentSelector: { FragmentSelectorType: "PRODUCER_TIMESTAMP",
-        TimestampRange: { StartTimestamp: 0, EndTimestamp: Date.now() / 1000 + 86400 } },
+        TimestampRange: { StartTimestamp: from, EndTimestamp: now + 3600 } },
     };
     const out = await api("/listFragments", body);
     for (const f of out.Fragments || []) {
       const start = f.ProducerTimestamp;
-      const end = start + f.FragmentLengthInMilliseconds / 1000;
-      const last = spans[spans.length - 1];
-      if (last && start - last[1] < 0.5 && start >= last[0]) last[1] = Math.max(last[1], end);
-      else spans.push([start, end]);
+      const stop = start + f.FragmentLengthInMilliseconds / 1000;
+      spans.push([start, stop]);
+      end = Math.max(end, stop);
     }
     token = out.NextToken;
     if (!token) break;
   }
-  spans.sort((a, b) => a[0] - b[0]);
-  state.timeline = spans;
+  if (stream !== state.stream) return; // the user moved on meanwhile
+  state.timelineStream = stream;
+  state.timelineEnd = end;
+  state.timeline = mergeSpans(spans);
   drawTimeline();
 }
 
@@ -358,6 +377,7 @@ async function selectStream(stream, mode, startSeconds) {
   $("live").disabled = false;
   $("play-from").disabled = false;
   state.timeline = [];
+  state.timelineStream = null;
   drawTimeline();
   loadTimeline(stream).catch((err) => log(`timeline: ${err.message}`));
   await play(stream, mode, startSeconds);
