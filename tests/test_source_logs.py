@@ -217,6 +217,35 @@ def test_changes_while_the_agent_is_away(runner: Runner, tmp_path: Path) -> None
     )
 
 
+def test_a_full_spool_holds_the_source_back_without_loss(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Nothing may be dropped (empty drop order) and the spool is full: the source waits, its
+    offset stays put, and it carries on once the forwarder frees room."""
+    log = tmp_path / "app.log"
+    expected = [f"line-{i:05d}-" + "x" * 40 for i in range(3000)]  # ~150 KB
+    append(log, *expected)
+    spool = Spool(tmp_path / "spool.db", max_bytes=64 * 1024, drop_order=())
+    config = LogsConfig.from_dict({"stream": "logs", "paths": [str(log)], **FAST}, "sources.logs[0]")
+    stop = threading.Event()
+    thread = threading.Thread(target=config.build(spool, "agent").run, args=(stop,), daemon=True)
+    thread.start()
+    delivered: list[bytes] = []
+    deadline = time.monotonic() + 30
+    try:
+        while len(delivered) < len(expected) and time.monotonic() < deadline:
+            wait_until(lambda: spool.stats().records["records"] > 0)
+            time.sleep(0.1)  # let the source run into the cap
+            assert spool.stats().bytes <= 64 * 1024
+            batch = spool.read("records", limit=10_000)
+            delivered += [r.data for r in batch]
+            spool.ack(r.seq for r in batch)  # what a forwarder does once the gateway took them
+    finally:
+        stop.set()
+        thread.join(10)
+        spool.close()
+    assert delivered == [e.encode() for e in expected]
+    assert any("spool full, waiting" in r.getMessage() for r in caplog.records)  # it really was held back
+
+
 AGENT = """
 import sys, threading, signal
 from edge_agent.sources.logs import LogsConfig

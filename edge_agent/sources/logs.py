@@ -169,6 +169,8 @@ class LogsSource(Source):
         self.spool = spool
         self.rejects = Rejects(self.name, log)
         self.writer = SpoolWriter(spool, self.name, self.rejects)
+        # a batch must fit in the spool even when the drop policy can free nothing for it
+        self.batch_bytes = max(1, min(BATCH_BYTES, spool.max_bytes // 8))
         self.tails: dict[tuple[int, int], _Tail] = {}
         self.truncations: list[_Truncation] = []
         self.deferred: dict[tuple[int, int], float] = {}  # possible copies, waiting for a truncation
@@ -319,7 +321,7 @@ class LogsSource(Source):
             records: list[NewRecord] = []
             batch_bytes = 0
             while budget > 0 and not stop.is_set():
-                chunk = os.pread(tail.fd, CHUNK_BYTES, tail.read_pos)
+                chunk = os.pread(tail.fd, min(CHUNK_BYTES, self.batch_bytes), tail.read_pos)
                 if not chunk:
                     break
                 tail.last_growth = time.monotonic()
@@ -327,7 +329,7 @@ class LogsSource(Source):
                 for record in self._lines(tail, chunk):
                     records.append(record)
                     batch_bytes += len(record.data)
-                if len(records) >= BATCH_RECORDS or batch_bytes >= BATCH_BYTES:
+                if len(records) >= BATCH_RECORDS or batch_bytes >= self.batch_bytes:
                     self._commit(tail, records, self._line_end(tail), stop)
                     records, batch_bytes = [], 0
             if records or self._line_end(tail) != tail.offset:

@@ -171,6 +171,8 @@ class MqttSource(Source):
         self.client_id = config.client_id or f"edge-{agent_id}-{config.name}"
         self.rejects = Rejects(self.name, log)
         self.writer = SpoolWriter(spool, self.name, self.rejects)
+        # a batch must fit in the spool even when the drop policy can free nothing for it
+        self.batch_bytes = max(1, min(BATCH_BYTES, spool.max_bytes // 8))
         self._queue: queue.Queue[_Received] = queue.Queue(QUEUE_SIZE)
         self._generation = 0
         self._closing = threading.Event()  # set while shutting down: stop waiting on a full queue
@@ -276,7 +278,7 @@ class MqttSource(Source):
             return []
         batch = [first]
         size = len(first.payload)
-        while len(batch) < BATCH_RECORDS and size < BATCH_BYTES:
+        while len(batch) < BATCH_RECORDS and size < self.batch_bytes:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
