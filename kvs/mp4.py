@@ -119,23 +119,27 @@ def media_segment(samples: list[Sample], sequence: int, base_decode_time: int) -
     return moof(size + 8) + mdat
 
 
-def progressive(width: int, height: int, avcc: bytes, samples: list[Sample]) -> bytes:
-    """A plain MP4 file (ftyp + moov + mdat): what GetClip returns."""
-    if not samples:
+def progressive_header(width: int, height: int, avcc: bytes, table: list[tuple[int, int, bool]]) -> bytes:
+    """ftyp + moov + mdat header of a plain MP4 whose samples are ``(size, duration, keyframe)``.
+
+    The sample data follows the header in order, so a clip can be streamed fragment by fragment
+    once its sample table is known.
+    """
+    if not table:
         raise ValueError("an MP4 needs at least one sample")
-    duration = sum(s.duration for s in samples)
+    duration = sum(d for _, d, _ in table)
     stts_runs: list[list[int]] = []
-    for s in samples:
-        if stts_runs and stts_runs[-1][1] == s.duration:
+    for _, d, _ in table:
+        if stts_runs and stts_runs[-1][1] == d:
             stts_runs[-1][0] += 1
         else:
-            stts_runs.append([1, s.duration])
+            stts_runs.append([1, d])
     stts = full_box(b"stts", 0, 0, struct.pack(">I", len(stts_runs)), *(struct.pack(">II", n, d) for n, d in stts_runs))
-    keys = [i + 1 for i, s in enumerate(samples) if s.keyframe]
+    keys = [i + 1 for i, (_, _, key) in enumerate(table) if key]
     stss = full_box(b"stss", 0, 0, struct.pack(">I", len(keys)), *(struct.pack(">I", k) for k in keys))
-    stsc = full_box(b"stsc", 0, 0, struct.pack(">IIII", 1, 1, len(samples), 1))
-    stsz = full_box(b"stsz", 0, 0, struct.pack(">II", 0, len(samples)), *(struct.pack(">I", len(s.data)) for s in samples))
-    mdat_payload = sum(len(s.data) for s in samples)
+    stsc = full_box(b"stsc", 0, 0, struct.pack(">IIII", 1, 1, len(table), 1))
+    stsz = full_box(b"stsz", 0, 0, struct.pack(">II", 0, len(table)), *(struct.pack(">I", size) for size, _, _ in table))
+    mdat_payload = sum(size for size, _, _ in table)
     large = mdat_payload + 16 > 0xFFFFFFFF
 
     def moov(offset: int) -> bytes:
@@ -146,4 +150,10 @@ def progressive(width: int, height: int, avcc: bytes, samples: list[Sample]) -> 
     head = ftyp(fragmented=False)
     mdat_header = struct.pack(">I4sQ", 1, b"mdat", mdat_payload + 16) if large else struct.pack(">I4s", mdat_payload + 8, b"mdat")
     offset = len(head) + len(moov(0)) + len(mdat_header)
-    return head + moov(offset) + mdat_header + b"".join(s.data for s in samples)
+    return head + moov(offset) + mdat_header
+
+
+def progressive(width: int, height: int, avcc: bytes, samples: list[Sample]) -> bytes:
+    """A plain MP4 file (ftyp + moov + mdat): what GetClip returns."""
+    table = [(len(s.data), s.duration, s.keyframe) for s in samples]
+    return progressive_header(width, height, avcc, table) + b"".join(s.data for s in samples)

@@ -7,6 +7,8 @@ producer timestamps, placed on a timeline that starts at ``base_ms``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from kvs import h264, mkv, mp4
 from kvs.reader import FragmentContent, read_fragment
 
@@ -91,23 +93,53 @@ def media_segment(content: FragmentContent, sequence: int, base_ms: int, next_st
     return mp4.media_segment(_samples(content, next_start_ms), sequence, base)
 
 
-def mp4_clip(contents: list[FragmentContent]) -> bytes:
-    """One progressive MP4 from fragments in time order; the clip starts at time 0.
+@dataclass(frozen=True)
+class ClipPart:
+    """One fragment's share of a clip: what the MP4 header needs, without the frame data."""
+
+    timestamps: list[int]
+    sizes: list[int]
+    keyframes: list[bool]
+    end_ms: int
+
+
+def clip_part(content: FragmentContent) -> ClipPart:
+    sizes = [len(_mp4_sample_data(f.data)) for f in content.frames]
+    return ClipPart([f.timestamp_ms for f in content.frames], sizes, [f.keyframe for f in content.frames], content.end_ms)
+
+
+def clip_part_data(content: FragmentContent) -> bytes:
+    """The fragment's samples as they follow the clip header (same bytes ``clip_part`` measured)."""
+    return b"".join(_mp4_sample_data(f.data) for f in content.frames)
+
+
+def clip_header(first: FragmentContent, parts: list[ClipPart]) -> bytes:
+    """ftyp + moov + mdat header for a clip of ``parts`` (in time order); the clip starts at time 0.
 
     Contiguous fragments join exactly (a fragment's last frame lasts until the next one starts);
     a real gap between fragments is left out, so the clip plays straight on.
     """
+    if not parts:
+        raise ValueError("no fragments")
+    config = avc_config(first)
+    table: list[tuple[int, int, bool]] = []
+    for i, part in enumerate(parts):
+        nxt = parts[i + 1].timestamps[0] if i + 1 < len(parts) else None
+        end = nxt if nxt is not None and part.timestamps[-1] < nxt <= part.end_ms else part.end_ms
+        durations = [b - a for a, b in zip(part.timestamps, part.timestamps[1:])]
+        last = end - part.timestamps[-1]
+        if last <= 0:
+            last = durations[-1] if durations else max(1, first.track.default_duration_ns // 1_000_000) or 33
+        table += list(zip(part.sizes, durations + [last], part.keyframes))
+    return mp4.progressive_header(first.track.width, first.track.height, config.to_avcc(), table)
+
+
+def mp4_clip(contents: list[FragmentContent]) -> bytes:
+    """One progressive MP4 from fragments in time order (see :func:`clip_header`)."""
     if not contents:
         raise ValueError("no fragments")
-    config = avc_config(contents[0])
-    samples: list[mp4.Sample] = []
-    for i, content in enumerate(contents):
-        nxt = contents[i + 1].frames[0].timestamp_ms if i + 1 < len(contents) else None
-        if nxt is not None and nxt - content.end_ms > 0:
-            nxt = None  # a real gap: keep the fragment's own duration
-        samples += _samples(content, nxt)
-    track = contents[0].track
-    return mp4.progressive(track.width, track.height, config.to_avcc(), samples)
+    header = clip_header(contents[0], [clip_part(c) for c in contents])
+    return header + b"".join(clip_part_data(c) for c in contents)
 
 
 def fragments_to_mp4(documents: list[bytes]) -> bytes:

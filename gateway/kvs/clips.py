@@ -4,7 +4,8 @@ Both pick stored fragments by producer or server time, then do the media work (r
 encode) in a thread with the ``kvs`` library, so the event loop only moves bytes.
 
 GetClip returns whole fragments overlapping the range (as KVS does), at most ``MAX_CLIP_FRAGMENTS``
-fragments / ``MAX_CLIP_BYTES`` bytes: a longer range is cut at that limit. GetImages returns one
+fragments / ``MAX_CLIP_BYTES`` bytes: a longer range is cut at that limit. It reads the fragments
+twice (sample table, then data) and streams the MP4, so memory stays at one fragment. GetImages returns one
 entry per sampling time; times with no fragment get ``Error: NO_MEDIA``, fragments that cannot be
 decoded ``MEDIA_ERROR``.
 """
@@ -15,6 +16,7 @@ import asyncio
 import base64
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -24,6 +26,7 @@ from gateway.kvs.control import invalid, optional_str, read_json, resolve_stream
 from gateway.kvs.media import parse_timestamp
 from gateway.kvs.store import BY_PRODUCER, BY_SERVER, FragmentInfo, FragmentNotFoundError, StreamRecord, VideoStore
 from kvs import MkvError, images, remux
+from kvs.reader import FragmentContent, read_fragment
 
 log = logging.getLogger("gateway.kvs.clips")
 
@@ -64,33 +67,49 @@ def media_error(exc: Exception) -> AwsError:
 # -- GetClip ----------------------------------------------------------------------------------------
 
 
-def _clip_fragments(store: VideoStore, stream: StreamRecord, start: int, end: int, by: str) -> list[bytes]:
+@dataclass
+class ClipPlan:
+    """A clip measured but not assembled: its MP4 header and the fragments whose samples follow it."""
+
+    header: bytes
+    numbers: list[str]
+    size: int
+
+
+def plan_clip(store: VideoStore, stream: StreamRecord, start: int, end: int, by: str) -> ClipPlan:
+    """First pass: read each fragment once for its sample table (frame data is not kept)."""
     infos = store.list_fragments_by_id(stream.id, start, end, by, MAX_CLIP_FRAGMENTS)
     infos.sort(key=lambda i: i.producer_ts_ms)
-    documents: list[bytes] = []
+    first: FragmentContent | None = None
+    parts: list[remux.ClipPart] = []
+    numbers: list[str] = []
     total = 0
-    for info in infos:
-        if total + info.size > MAX_CLIP_BYTES and documents:
-            break
-        try:
-            documents.append(store.read_fragment_by_id(stream.id, info.fragment_number))
-        except FragmentNotFoundError:
-            continue  # removed by retention while we were reading
-        total += info.size
-    return documents
-
-
-def build_clip(store: VideoStore, stream: StreamRecord, start: int, end: int, by: str) -> bytes:
-    documents = _clip_fragments(store, stream, start, end, by)
-    if not documents:
-        raise AwsError("ResourceNotFoundException", "No fragments found in the requested time range", 404)
     try:
-        return remux.fragments_to_mp4(documents)
+        for info in infos:
+            if total + info.size > MAX_CLIP_BYTES and parts:
+                break
+            try:
+                content = read_fragment(store.read_fragment_by_id(stream.id, info.fragment_number))
+            except FragmentNotFoundError:
+                continue  # removed by retention while we were reading
+            first = first or content
+            parts.append(remux.clip_part(content))
+            numbers.append(info.fragment_number)
+            total += info.size
+        if first is None:
+            raise AwsError("ResourceNotFoundException", "No fragments found in the requested time range", 404)
+        header = remux.clip_header(first, parts)
     except (ValueError, MkvError) as exc:
         raise media_error(exc) from exc
+    return ClipPlan(header, numbers, len(header) + sum(sum(p.sizes) for p in parts))
 
 
-async def get_clip(request: web.Request) -> web.Response:
+def clip_data(store: VideoStore, stream_id: int, number: str) -> bytes:
+    """Second pass: one fragment's samples, exactly as measured by :func:`plan_clip`."""
+    return remux.clip_part_data(read_fragment(store.read_fragment_by_id(stream_id, number)))
+
+
+async def get_clip(request: web.Request) -> web.StreamResponse:
     body = await read_json(request)
     stream = await resolve_stream(request, optional_str(body, "StreamName"), optional_str(body, "StreamARN"))
     selector = body.get("ClipFragmentSelector")
@@ -101,8 +120,25 @@ async def get_clip(request: web.Request) -> web.Response:
     if not isinstance(time_range, dict):
         raise invalid("ClipFragmentSelector.TimestampRange is required")
     start, end = _time_range(time_range, "TimestampRange.")
-    clip = await asyncio.to_thread(build_clip, store_of(request), stream, start, end, by)
-    return web.Response(body=clip, content_type="video/mp4")
+    store = store_of(request)
+    plan = await asyncio.to_thread(plan_clip, store, stream, start, end, by)
+    # streamed fragment by fragment: memory stays at one fragment however long the clip is
+    response = web.StreamResponse(headers={"Content-Type": "video/mp4", "Content-Length": str(plan.size)})
+    await response.prepare(request)
+    try:
+        await response.write(plan.header)
+        for number in plan.numbers:
+            try:
+                await response.write(await asyncio.to_thread(clip_data, store, stream.id, number))
+            except FragmentNotFoundError:
+                log.warning("GetClip %s: fragment %s deleted while streaming the clip; response cut short", stream.name, number)
+                if request.transport is not None:
+                    request.transport.close()  # a short body must not look complete
+                return response
+        await response.write_eof()
+    except (ConnectionError, RuntimeError, OSError):
+        pass  # the client went away
+    return response
 
 
 # -- GetImages --------------------------------------------------------------------------------------
