@@ -96,3 +96,25 @@ def test_get_data_endpoint_is_this_gateway_for_every_api(gw: GatewayProcess) -> 
     kv.create_stream(StreamName="endpoint-check")
     for api in ("PUT_MEDIA", "GET_MEDIA", "LIST_FRAGMENTS", "GET_MEDIA_FOR_FRAGMENT_LIST", "GET_HLS_STREAMING_SESSION_URL", "GET_CLIP"):
         assert kv.get_data_endpoint(StreamName="endpoint-check", APIName=api)["DataEndpoint"] == gw.url
+
+
+def test_update_stream_and_tags(gw: GatewayProcess) -> None:
+    kv = gw.client("kinesisvideo")
+    kv.create_stream(StreamName="tagged", Tags={"site": "barn", "owner": "ops"})
+    assert kv.list_tags_for_stream(StreamName="tagged")["Tags"] == {"site": "barn", "owner": "ops"}
+    arn = kv.describe_stream(StreamName="tagged")["StreamInfo"]["StreamARN"]
+    kv.tag_stream(StreamARN=arn, Tags={"site": "shed", "camera": "2"})
+    kv.untag_stream(StreamName="tagged", TagKeyList=["owner", "missing"])
+    assert kv.list_tags_for_stream(StreamARN=arn)["Tags"] == {"site": "shed", "camera": "2"}
+    with pytest.raises(ClientError) as exc:
+        kv.tag_stream(StreamName="tagged", Tags={f"k{i}": "v" for i in range(49)})
+    assert error_of(exc) == ("TagsPerResourceExceededLimitException", 400)
+    assert len(kv.list_tags_for_stream(StreamName="tagged")["Tags"]) == 2  # nothing applied
+
+    version = kv.describe_stream(StreamName="tagged")["StreamInfo"]["Version"]
+    kv.update_stream(StreamName="tagged", CurrentVersion=version, MediaType="video/h265", DeviceName="pi-9")
+    info = kv.describe_stream(StreamName="tagged")["StreamInfo"]
+    assert (info["MediaType"], info["DeviceName"]) == ("video/h265", "pi-9") and info["Version"] != version
+    with pytest.raises(ClientError) as exc:
+        kv.update_stream(StreamName="tagged", CurrentVersion=version, MediaType="video/h264")
+    assert error_of(exc) == ("VersionMismatchException", 400)

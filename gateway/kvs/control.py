@@ -97,15 +97,13 @@ async def create_stream(request: web.Request) -> web.Response:
     media_type = optional_str(body, "MediaType")
     if media_type is not None and not MEDIA_TYPE.fullmatch(media_type):
         raise invalid(f"Invalid MediaType {media_type!r}")
-    tags = body.get("Tags") or {}
-    if not isinstance(tags, dict):
-        raise invalid("Tags must be a map")
+    tags = _tag_map(body["Tags"]) if body.get("Tags") else {}
     match = REGION_IN_AUTH.search(request.headers.get("Authorization", ""))
     stream = await asyncio.to_thread(
         store_of(request).create_stream, name,
         retention_hours=_int(body, "DataRetentionInHours", 0), media_type=media_type,
         device_name=optional_str(body, "DeviceName"), kms_key_id=optional_str(body, "KmsKeyId"),
-        region=match.group(1) if match else "us-east-1", tags={str(k): str(v) for k, v in tags.items()},
+        region=match.group(1) if match else "us-east-1", tags=tags,
     )
     return web.json_response({"StreamARN": stream.arn})
 
@@ -163,6 +161,51 @@ async def update_data_retention(request: web.Request) -> web.Response:
     return web.json_response({})
 
 
+async def update_stream(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    stream = await resolve_stream(request, optional_str(body, "StreamName"), optional_str(body, "StreamARN"))
+    version = optional_str(body, "CurrentVersion")
+    if not version:
+        raise invalid("CurrentVersion is required")
+    media_type = optional_str(body, "MediaType")
+    if media_type is not None and not MEDIA_TYPE.fullmatch(media_type):
+        raise invalid(f"Invalid MediaType {media_type!r}")
+    await asyncio.to_thread(store_of(request).update_stream, stream, version, optional_str(body, "DeviceName"), media_type)
+    return web.json_response({})
+
+
+def _tag_map(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict) or not value or len(value) > 50:
+        raise invalid("Tags must be a map of 1 to 50 tags")
+    for key, tag in value.items():
+        if not 1 <= len(key) <= 128 or not isinstance(tag, str) or len(tag) > 256:
+            raise invalid(f"Invalid tag {key!r}")
+    return {str(k): str(v) for k, v in value.items()}
+
+
+async def tag_stream(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    stream = await resolve_stream(request, optional_str(body, "StreamName"), optional_str(body, "StreamARN"))
+    await asyncio.to_thread(store_of(request).change_tags, stream.id, _tag_map(body.get("Tags")), [])
+    return web.json_response({})
+
+
+async def untag_stream(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    stream = await resolve_stream(request, optional_str(body, "StreamName"), optional_str(body, "StreamARN"))
+    keys = body.get("TagKeyList")
+    if not isinstance(keys, list) or not keys or not all(isinstance(k, str) for k in keys):
+        raise invalid("TagKeyList must be a list of tag keys")
+    await asyncio.to_thread(store_of(request).change_tags, stream.id, {}, keys)
+    return web.json_response({})
+
+
+async def list_tags_for_stream(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    stream = await resolve_stream(request, optional_str(body, "StreamName"), optional_str(body, "StreamARN"))
+    return web.json_response({"Tags": await asyncio.to_thread(store_of(request).tags, stream.id)})
+
+
 async def get_data_endpoint(request: web.Request) -> web.Response:
     body = await read_json(request)
     if body.get("APIName") not in API_NAMES:
@@ -178,4 +221,8 @@ ROUTES: list[web.RouteDef] = [
     web.post("/deleteStream", delete_stream),
     web.post("/updateDataRetention", update_data_retention),
     web.post("/getDataEndpoint", get_data_endpoint),
+    web.post("/updateStream", update_stream),
+    web.post("/tagStream", tag_stream),
+    web.post("/untagStream", untag_stream),
+    web.post("/listTagsForStream", list_tags_for_stream),
 ]

@@ -278,6 +278,30 @@ class VideoStore:
         with self._transaction() as db:
             db.execute("UPDATE streams SET retention_hours = ?, version = ? WHERE id = ?", (hours, secrets.token_hex(10), stream.id))
 
+    def update_stream(self, stream: StreamRecord, current_version: str, device_name: str | None, media_type: str | None) -> None:
+        if current_version != stream.version:
+            raise VersionMismatchError(stream.version)
+        with self._transaction() as db:
+            db.execute("UPDATE streams SET device_name = COALESCE(?, device_name), media_type = COALESCE(?, media_type),"
+                       " version = ? WHERE id = ?", (device_name, media_type, secrets.token_hex(10), stream.id))
+
+    def tags(self, stream_id: int) -> dict[str, str]:
+        row = self._reader().execute("SELECT tags FROM streams WHERE id = ?", (stream_id,)).fetchone()
+        return dict(json.loads(row[0])) if row else {}
+
+    def change_tags(self, stream_id: int, add: dict[str, str], remove: list[str], limit: int = 50) -> None:
+        """Add/overwrite ``add`` and drop ``remove``; more than ``limit`` tags is refused, nothing changed."""
+        with self._transaction() as db:
+            row = db.execute("SELECT tags FROM streams WHERE id = ?", (stream_id,)).fetchone()
+            if row is None:
+                raise AwsError("ResourceNotFoundException", "Stream was deleted", 404)
+            tags = {**json.loads(row[0]), **add}
+            for key in remove:
+                tags.pop(key, None)
+            if len(tags) > limit:
+                raise AwsError("TagsPerResourceExceededLimitException", f"A stream can have at most {limit} tags", 400)
+            db.execute("UPDATE streams SET tags = ? WHERE id = ?", (json.dumps(tags), stream_id))
+
     def _stream_lock(self, stream_id: int) -> threading.Lock:
         lock = self._stream_locks.get(stream_id)
         if lock is None:
