@@ -122,6 +122,29 @@ def test_h264_file_in_passthrough_keeps_every_frame(camera, tmp_path: Path, cont
     assert starts == sorted(starts) and starts[1] - starts[0] == 1000
 
 
+def test_mjpeg_file_in_passthrough(camera, tmp_path: Path) -> None:
+    """MJPEG (what a USB webcam sends over V4L2) kept as JPEG frames, every one a keyframe."""
+    video = tmp_path / "webcam.mkv"
+    with av.open(str(video), "w", format="matroska") as out:
+        stream = out.add_stream("mjpeg", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuvj420p"
+        for i in range(20):
+            img = np.full((120, 160, 3), i * 10, dtype=np.uint8)
+            frame = av.VideoFrame.from_ndarray(img, format="bgr24").reformat(format="yuvj420p")
+            frame.pts = i
+            frame.time_base = Fraction(1, 10)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    spool, _, stop = camera(device=str(video), codec="passthrough", fragment_seconds=1.0, realtime=False)
+    wait_until(lambda: spool.stats().records["media"] >= 2)
+    stop.set()
+    fragments = spool.read("media", limit=2)
+    assert [f.attrs["codec_id"] for f in fragments] == ["V_MJPEG", "V_MJPEG"]
+    assert [f.attrs["frame_count"] for f in fragments] == [10, 10]
+    frames = decode(fragments[1].data)
+    assert len(frames) == 10 and abs(int(frames[0].to_ndarray(format="bgr24").mean()) - 100) <= 3
+
+
 def test_missing_camera_is_retried_and_counted_not_fatal(camera, tmp_path: Path) -> None:
     video = tmp_path / "later.mp4"
     spool, name, _ = camera(device=str(video), codec="passthrough", fragment_seconds=1.0, realtime=False, reopen_max=0.3)
