@@ -133,3 +133,20 @@ def test_aws_cli(gw: GatewayProcess, tmp_path: Path) -> None:
     got = cli("get-records", "--shard-iterator", it["ShardIterator"])
     assert base64.b64decode(got["Records"][0]["Data"]) == b"hello from the cli"
     assert got["Records"][0]["SequenceNumber"] == put["SequenceNumber"] and got["MillisBehindLatest"] == 0
+
+
+def test_cbor_put_records_batch(gw: GatewayProcess) -> None:
+    records = [{"Data": bytes([i]) * 10, "PartitionKey": f"k{i}"} for i in range(20)] + [{"Data": b"\x00", "PartitionKey": "e", "ExplicitHashKey": "0"}]
+    status, ctype, payload = call(gw, "PutRecords", cbor2.dumps({"StreamName": "wire", "Records": records}), CBOR_TYPE)
+    result = cbor2.loads(payload)
+    assert (status, ctype, result["FailedRecordCount"]) == (200, CBOR_TYPE, 0)
+    assert len(result["Records"]) == 21 and all(r["ShardId"] == "shardId-000000000000" for r in result["Records"])
+    status, _, payload = call(gw, "PutRecords", cbor2.dumps({"StreamName": "wire", "Records": [{"Data": "not bytes", "PartitionKey": "k"}]}), CBOR_TYPE)
+    assert status == 400 and cbor2.loads(payload)["__type"] == "SerializationException"
+
+
+def test_forged_next_tokens_are_invalid_arguments(gw: GatewayProcess) -> None:
+    for action, token in (("ListStreams", {"after": 5}), ("ListShards", {"stream": "wire", "after": []}), ("ListShards", {"stream": "wire", "after": "a", "filter": {"Type": "AT_TIMESTAMP", "Timestamp": "x"}})):
+        forged = base64.urlsafe_b64encode(json.dumps(token).encode()).decode()
+        status, code = json_error(gw, action, {"NextToken": forged})
+        assert status == 400 and code in ("InvalidArgumentException", "SerializationException")

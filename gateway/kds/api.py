@@ -21,9 +21,9 @@ from aiohttp import web
 from gateway.errors import AwsError, invalid_argument, validation
 from gateway.kds import control, records, render
 from gateway.kds.iterators import IteratorSigner
-from gateway.kds.protocol import Codec, RawJson, codec_for
+from gateway.kds.protocol import JSON, Codec, RawJson, codec_for
 from gateway.kds.store import Store, Stream
-from gateway.kds.validate import validate
+from gateway.kds.validate import validate, validate_member
 
 TARGET_PREFIX = "Kinesis_20131202"
 DEFAULT_REGION = "us-east-1"
@@ -102,12 +102,13 @@ def _token(value: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(value).encode()).decode()
 
 
-def _untoken(token: str) -> dict[str, Any]:
+def _untoken(token: str, **fields: type) -> dict[str, Any]:
+    """Decode a NextToken we issued; ``fields`` name the keys it must hold and their types."""
     try:
         value = json.loads(base64.urlsafe_b64decode(token.encode()))
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:
         raise invalid_argument("Invalid NextToken.") from exc
-    if not isinstance(value, dict):
+    if not isinstance(value, dict) or not all(isinstance(value.get(k), t) for k, t in fields.items()):
         raise invalid_argument("Invalid NextToken.")
     return value
 
@@ -116,7 +117,7 @@ async def list_streams(call: Call, p: dict[str, Any]) -> dict[str, Any]:
     limit = p.get("Limit", 100)
     after = p.get("ExclusiveStartStreamName")
     if "NextToken" in p:
-        after = _untoken(p["NextToken"]).get("after")
+        after = _untoken(p["NextToken"], after=str)["after"]
     names = sorted(n for n in call.store.streams if after is None or n > after)
     page = names[:limit]
     out: dict[str, Any] = {
@@ -133,13 +134,12 @@ async def list_shards(call: Call, p: dict[str, Any]) -> dict[str, Any]:
     if "NextToken" in p:
         if "StreamName" in p or "StreamARN" in p:
             raise invalid_argument("NextToken and StreamName cannot be provided together.")
-        token = _untoken(p["NextToken"])
-        params = {"StreamName": token.get("stream"), "ExclusiveStartShardId": token.get("after")}
-        if not isinstance(params["StreamName"], str):
-            raise invalid_argument("Invalid NextToken.")
-        stream = call.stream(params)
-        after = params["ExclusiveStartShardId"]
+        token = _untoken(p["NextToken"], stream=str, after=str)
+        stream = call.stream({"StreamName": token["stream"]})
+        after = token["after"]
         shard_filter = token.get("filter")
+        if shard_filter is not None:  # tokens are not signed: check what comes back as input
+            shard_filter = validate_member("ShardFilter", shard_filter, "nextToken.shardFilter", JSON)
     else:
         stream = call.stream(p)
         after = p.get("ExclusiveStartShardId")

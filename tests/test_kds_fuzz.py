@@ -1,0 +1,54 @@
+"""Fuzz every action with bodies shaped like its input (member names from botocore's model,
+values of any JSON type): the gateway answers 200 or an AWS-shaped 400, never a 500."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from helpers import GatewayProcess
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway.kds.api import HANDLERS
+from gateway.kds.validate import service_model
+
+PLAUSIBLE = st.sampled_from(["fuzz", "shardId-000000000000", "shardId-000000000001", "TRIM_HORIZON", "LATEST", "AT_TIMESTAMP", "UNIFORM_SCALING", "ON_DEMAND", "0", "49000000000000000000000000000000000000000000000000000001", "b2s=", "arn:aws:kinesis:us-east-1:000000000000:stream/fuzz"])
+LEAF = st.one_of(st.none(), st.booleans(), st.integers(-5, 3000), st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=12), PLAUSIBLE)
+VALUE = st.recursive(LEAF, lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(["Data", "PartitionKey", "Type", "ShardId", "StreamMode", "x"]), inner, max_size=3)), max_leaves=8)
+
+
+@st.composite
+def requests(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
+    action = draw(st.sampled_from(sorted(HANDLERS)))
+    shape = service_model().operation_model(action).input_shape
+    members = sorted(shape.members) if shape is not None else []
+    body = draw(st.dictionaries(st.sampled_from(members or ["x"]), VALUE, max_size=5))
+    return action, body
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    proc = GatewayProcess(tmp_path_factory.mktemp("kds-fuzz") / "data").start()
+    proc.client("kinesis").create_stream(StreamName="fuzz", ShardCount=2)
+    yield proc
+    proc.kill()
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(request=requests())
+def test_random_bodies_never_break_the_gateway(gw: GatewayProcess, request: tuple[str, dict[str, Any]]) -> None:
+    action, body = request
+    req = urllib.request.Request(gw.url + "/", data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": f"Kinesis_20131202.{action}"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            status, payload = resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        status, payload = exc.code, exc.read()
+    assert status in (200, 400), (action, body, status, payload)
+    if status == 400:
+        assert json.loads(payload)["__type"].endswith("Exception"), payload
