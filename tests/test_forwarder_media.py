@@ -4,17 +4,31 @@ from __future__ import annotations
 
 import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from agent_helpers import list_fragments, metric, running_media_forwarder, synthetic_fragments, video_records, wait_until  # noqa: E402
 
+from helpers import GatewayProcess  # noqa: E402
+
 from edge_agent.media_forwarder import parse_acks  # noqa: E402
 from edge_agent.spool import NewRecord, Spool  # noqa: E402
 
 
-def test_fragments_are_persisted_once_even_when_replayed(gateway, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def shared_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    """One gateway for the tests that never stop it (each uses its own stream)."""
+    gw = GatewayProcess(tmp_path_factory.mktemp("shared") / "gateway-data").start()
+    yield gw
+    gw.kill()
+
+
+def test_fragments_are_persisted_once_even_when_replayed(shared_gateway: GatewayProcess, tmp_path: Path) -> None:
+    gateway = shared_gateway
     gateway.client("kinesisvideo").create_stream(StreamName="cam-1", DataRetentionInHours=1)
     fragments = synthetic_fragments(5)
     with Spool(tmp_path / "spool.db") as spool:
@@ -46,7 +60,8 @@ def test_gateway_down_fragments_wait_then_drain(gateway, tmp_path: Path) -> None
     assert len(list_fragments(gateway.url, "cam-2")) == 6
 
 
-def test_bad_fragment_is_rejected_and_the_rest_goes_through(gateway, tmp_path: Path) -> None:
+def test_bad_fragment_is_rejected_and_the_rest_goes_through(shared_gateway: GatewayProcess, tmp_path: Path) -> None:
+    gateway = shared_gateway
     gateway.client("kinesisvideo").create_stream(StreamName="cam-3", DataRetentionInHours=1)
     fragments = synthetic_fragments(3)
     rejected_before = sum(metric("edge_agent_records_rejected_total", source="camera-bad", reason=f"putmedia_{i}") for i in (4006, 4011, 4010))

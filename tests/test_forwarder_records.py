@@ -6,15 +6,27 @@ import base64
 import shutil
 import sys
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from aws_kinesis_agg.deaggregator import iter_deaggregate_records
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from agent_helpers import all_data, metric, read_stream, running_forwarder, wait_until  # noqa: E402
+from helpers import GatewayProcess  # noqa: E402
 
 from edge_agent.spool import NewRecord, Spool  # noqa: E402
+
+@pytest.fixture(scope="module")
+def shared_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    """One gateway for the tests that never stop it (each uses its own stream)."""
+    gw = GatewayProcess(tmp_path_factory.mktemp("shared") / "gateway-data").start()
+    yield gw
+    gw.kill()
+
 
 KEYS = ["plant/a/temp", "plant/b/temp", "serial-1", "/var/log/app.log"]
 
@@ -37,7 +49,8 @@ def check_complete_and_ordered(client, stream: str, n: int, keys: list[str] = KE
         assert ids == sorted(ids), f"{key} out of order"
 
 
-def test_everything_arrives_in_order_exactly_once_even_when_replayed(gateway, tmp_path: Path) -> None:
+def test_everything_arrives_in_order_exactly_once_even_when_replayed(shared_gateway: GatewayProcess, tmp_path: Path) -> None:
+    gateway = shared_gateway
     client = gateway.client("kinesis")
     client.create_stream(StreamName="telemetry", ShardCount=2)
     with Spool(tmp_path / "spool.db") as spool:
@@ -62,12 +75,12 @@ def test_throttled_gateway_gets_everything_with_backoff(gateway_factory, tmp_pat
     throttled_before = metric("edge_agent_throttled_total", stream="slow")
     retries_before = metric("edge_agent_send_retries_total", stream="slow")
     with Spool(tmp_path / "spool.db") as spool, running_forwarder(spool, gw.url) as fw:
-        spool.append(make_records("slow", 250))
+        spool.append(make_records("slow", 150))
         wait_until(lambda: spool.stats().records["records"] == 0, 40, what="the throttled spool to drain")
         assert fw.rate.throttled_events >= 1  # the send rate was cut (AIMD)
     assert metric("edge_agent_throttled_total", stream="slow") > throttled_before
     assert metric("edge_agent_send_retries_total", stream="slow") > retries_before
-    check_complete_and_ordered(client, "slow", 250)
+    check_complete_and_ordered(client, "slow", 150)
 
 
 def test_gateway_down_spool_grows_then_drains(gateway, tmp_path: Path) -> None:
@@ -89,7 +102,8 @@ def test_gateway_down_spool_grows_then_drains(gateway, tmp_path: Path) -> None:
     check_complete_and_ordered(gateway.client("kinesis"), "outage", 600)
 
 
-def test_aggregated_records_deaggregate_to_the_originals(gateway, tmp_path: Path) -> None:
+def test_aggregated_records_deaggregate_to_the_originals(shared_gateway: GatewayProcess, tmp_path: Path) -> None:
+    gateway = shared_gateway
     client = gateway.client("kinesis")
     client.create_stream(StreamName="agg", ShardCount=2)
     records = make_records("agg", 3000)
@@ -110,7 +124,8 @@ def test_aggregated_records_deaggregate_to_the_originals(gateway, tmp_path: Path
         assert by_key[key] == [r.data for r in records if r.partition_key == key]
 
 
-def test_record_over_the_kinesis_limit_is_rejected_not_blocking(gateway, tmp_path: Path) -> None:
+def test_record_over_the_kinesis_limit_is_rejected_not_blocking(shared_gateway: GatewayProcess, tmp_path: Path) -> None:
+    gateway = shared_gateway
     client = gateway.client("kinesis")
     client.create_stream(StreamName="big", ShardCount=1)
     rejected_before = metric("edge_agent_records_rejected_total", source="huge-src", reason="too_large")
