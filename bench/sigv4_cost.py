@@ -5,6 +5,10 @@ Two real gateway processes (``--no-limits``), one with credentials, one without,
 bytes) from a concurrent aiohttp client. Rounds alternate between the two gateways to even out
 noise from other work on the machine. Target: verification costs < 15 % of throughput.
 
+Throughput on a shared machine swings with everyone else's load, so the gateway's own CPU time
+per request (utime + stime from /proc) is measured too: it is what verification actually adds,
+and it hardly moves with load.
+
 A micro-benchmark of the verification steps (parse, clock, body hash, botocore canonical request,
 cached-key HMAC) is printed too, per request.
 
@@ -74,6 +78,13 @@ async def blast(url: str, requests: list[tuple[dict[str, str], bytes]], seconds:
     return ok, failed
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def micro(body: bytes, iterations: int = 2000) -> dict[str, float]:
     """Microseconds per request for each verification step, in this process."""
     from aiohttp.test_utils import make_mocked_request
@@ -128,28 +139,33 @@ def main() -> int:
                 kinesis.create_stream(StreamName=STREAM, ShardCount=4)
                 kinesis.get_waiter("stream_exists").wait(StreamName=STREAM, WaiterConfig={"Delay": 0.2, "MaxAttempts": 50})
                 prepared[name] = [(presign(gw.url, body), body) for body in bodies]
-            totals = {name: [0, 0, 0.0] for name in gateways}
+            totals = {name: [0, 0, 0.0, 0.0] for name in gateways}
             for round_no in range(args.rounds):
                 for name, gw in gateways.items():
-                    start = time.monotonic()
+                    start, cpu_start = time.monotonic(), cpu_seconds(gw.proc.pid)  # type: ignore[union-attr]
                     ok, failed = asyncio.run(blast(gw.url, prepared[name], args.seconds, args.concurrency))
-                    elapsed = time.monotonic() - start
+                    elapsed, cpu = time.monotonic() - start, cpu_seconds(gw.proc.pid) - cpu_start  # type: ignore[union-attr]
                     totals[name][0] += ok
                     totals[name][1] += failed
                     totals[name][2] += elapsed
-                    print(f"round {round_no + 1} {name:10s}: {ok / elapsed:8.1f} PutRecords/s  ({ok * args.records / elapsed:9.0f} records/s, {failed} failed)")
+                    totals[name][3] += cpu
+                    print(f"round {round_no + 1} {name:10s}: {ok / elapsed:8.1f} PutRecords/s  ({ok * args.records / elapsed:9.0f} records/s, "
+                          f"{cpu / max(ok, 1) * 1e6:7.0f} us gateway CPU per request, {failed} failed)")
         finally:
             for gw in gateways.values():
                 gw.kill()
 
-    rate = {name: ok / elapsed for name, (ok, _failed, elapsed) in totals.items()}
+    rate = {name: ok / elapsed for name, (ok, _failed, elapsed, _cpu) in totals.items()}
+    cpu_per = {name: cpu / max(ok, 1) for name, (ok, _failed, _elapsed, cpu) in totals.items()}
     cost = 1 - rate["verify on"] / rate["verify off"]
+    cpu_cost = cpu_per["verify on"] / cpu_per["verify off"] - 1
     load = os.getloadavg()
     print()
     print(f"PutRecords of {args.records} x {args.size} B, {args.concurrency} in flight, {args.rounds} x {args.seconds:g} s per gateway")
     for name in gateways:
-        print(f"  {name:10s}: {rate[name]:8.1f} PutRecords/s  {rate[name] * args.records:9.0f} records/s  failed={totals[name][1]}")
-    print(f"  verification cost: {cost * 100:.1f} % of throughput (target < 15 %)")
+        print(f"  {name:10s}: {rate[name]:8.1f} PutRecords/s  {rate[name] * args.records:9.0f} records/s  "
+              f"{cpu_per[name] * 1e6:6.0f} us CPU/request  failed={totals[name][1]}")
+    print(f"  verification cost: {cost * 100:.1f} % of throughput, {cpu_cost * 100:.1f} % more gateway CPU per request (target < 15 %)")
     print(f"  load average during the run: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs")
     steps = micro(bodies[0])
     print(f"per-request verification steps (in-process, body {len(bodies[0])} B):")

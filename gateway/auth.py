@@ -6,8 +6,8 @@ other ``POST`` (service ``kinesisvideo``: control plane, PutMedia, GetMedia, arc
 their own handlers, as on AWS where session URLs carry their own token.
 
 The expected signature is computed by botocore's ``SigV4Auth`` -- the signer boto3, the AWS CLI
-and our agent use -- over an ``AWSRequest`` rebuilt from the request with exactly the headers the
-client said it signed, so any drift in canonicalisation shows up in tests, not in production.
+and our agent use -- over the request as the client built it (exactly the headers it said it
+signed), so any drift in canonicalisation shows up in tests, not in production.
 Derived signing keys are cached per key/date/region/service: one HMAC per request, not five.
 
 Errors, as AWS answers them (JSON 1.1 services answer auth errors with 400, rest-json with 403):
@@ -35,7 +35,7 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
@@ -45,8 +45,6 @@ from typing import Any
 import cbor2
 from aiohttp import web
 from botocore.auth import EMPTY_SHA256_HASH, UNSIGNED_PAYLOAD, SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.compat import HTTPHeaders
 from botocore.credentials import Credentials
 
 from gateway.config import AuthConfig, ConfigError, config_from_dict
@@ -182,37 +180,69 @@ def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
     return key
 
 
+class _SignedHeaders:
+    """The headers a client signed, shaped the way botocore's signer reads them (keys, ``get_all``,
+    ``in``, ``[]``) -- a plain dict instead of botocore's email-based ``HTTPHeaders``, which costs more
+    than the rest of the verification together."""
+
+    def __init__(self, request: web.Request, names: tuple[str, ...]) -> None:
+        self._values = {name: values for name in names if (values := request.headers.getall(name, []))}
+
+    def __iter__(self) -> Any:
+        return iter(self._values)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._values
+
+    def __getitem__(self, name: str) -> str:
+        return self._values[name.lower()][0]
+
+    def get_all(self, name: str) -> list[str]:
+        return self._values.get(name.lower(), [])
+
+
+@dataclass
+class _Request:
+    """The parts of an ``AWSRequest`` that ``SigV4Auth.canonical_request`` / ``string_to_sign`` read."""
+
+    method: str
+    url: str
+    headers: _SignedHeaders
+    context: dict[str, Any]
+    payload_hash: str
+    params: dict[str, str] = field(default_factory=dict)
+
+
 class _Signer(SigV4Auth):
     """botocore's SigV4 signer, held to the client's choices: signed headers, payload hash, time."""
 
-    def __init__(self, auth: Authorization, secret: str, payload_hash: str) -> None:
-        super().__init__(Credentials(auth.access_key, secret), auth.service, auth.region)
-        self._secret = secret
-        self._auth = auth
-        self._payload_hash = payload_hash
+    def __init__(self, access_key: str, secret: str, service: str, region: str) -> None:
+        super().__init__(Credentials(access_key, secret), service, region)
+        self._key_parts = (secret, region, service)
 
-    def headers_to_sign(self, request: AWSRequest) -> HTTPHeaders:
+    def headers_to_sign(self, request: Any) -> Any:
         return request.headers  # exactly the headers named in SignedHeaders, nothing dropped
 
-    def payload(self, request: AWSRequest) -> str:
-        return self._payload_hash
+    def payload(self, request: Any) -> str:
+        return str(request.payload_hash)
 
-    def signature(self, string_to_sign: str, request: AWSRequest) -> str:
-        key = signing_key(self._secret, self._auth.date, self._auth.region, self._auth.service)
+    def signature(self, string_to_sign: str, request: Any) -> str:
+        secret, region, service = self._key_parts
+        key = signing_key(secret, request.context["timestamp"][:8], region, service)
         return hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
 
 
+@lru_cache(maxsize=256)
+def _signer(access_key: str, secret: str, service: str, region: str) -> _Signer:
+    return _Signer(access_key, secret, service, region)
+
+
 def expected_signature(request: web.Request, auth: Authorization, secret: str, amz_date: str, payload_hash: str) -> str:
-    headers = HTTPHeaders()
-    for name in auth.signed_headers:
-        for value in request.headers.getall(name, []):
-            headers[name] = value
     url = f"{request.scheme}://{request.headers.get('Host', '')}{request.raw_path}"
-    aws_request = AWSRequest(method=request.method, url=url, headers=headers)
-    aws_request.context["timestamp"] = amz_date
-    signer = _Signer(auth, secret, payload_hash)
-    canonical = signer.canonical_request(aws_request)
-    return signer.signature(signer.string_to_sign(aws_request, canonical), aws_request)
+    signed = _Request(request.method, url, _SignedHeaders(request, auth.signed_headers), {"timestamp": amz_date}, payload_hash)
+    signer = _signer(auth.access_key, secret, auth.service, auth.region)
+    canonical = signer.canonical_request(signed)
+    return signer.signature(signer.string_to_sign(signed, canonical), signed)
 
 
 async def _sha256_hex(body: bytes) -> str:
