@@ -263,7 +263,7 @@ def test_get_images_by_server_timestamp(gw: GatewayProcess) -> None:
 
 def test_expired_or_foreign_session_tokens_are_refused(tmp_path: Path) -> None:
     from gateway.errors import AwsError
-    from gateway.kvs.hls import Session, decode_token, encode_token
+    from gateway.kvs.sessions import Session, decode_token, encode_token
 
     session = Session("cam", 1, "LIVE", "SERVER_TIMESTAMP", None, None, 1_000_000, 5, "ON_DISCONTINUITY", "NEVER", "1")
     token = encode_token(session, b"k" * 32)

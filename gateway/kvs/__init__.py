@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from gateway.keys import CONFIG
-from gateway.kvs import clips, control, fragments, hls, media, player, putmedia
+from gateway.kvs import clips, control, fragments, hls, media, player, putmedia, sessions
 from gateway.kvs.retention import run_retention
 from gateway.kvs.store import VIDEO_EVENTS, VIDEO_STORE, FragmentEvents, VideoStore
 
@@ -23,6 +23,7 @@ ROUTES: list[web.RouteDef] = [
     *media.ROUTES,
     *fragments.ROUTES,
     *clips.ROUTES,
+    *sessions.ROUTES,
     *hls.ROUTES,
     *player.ROUTES,
 ]
