@@ -82,3 +82,20 @@ def test_segment_round_trip(records: list[tuple[str, bytes]], skip: int) -> None
     payload = segments.pack([k for k, _ in records], [d for _, d in records])
     assert segments.unpack(payload) == records
     assert segments.unpack(payload, skip) == records[skip:]
+
+
+def test_keys_are_never_reused_after_delete_and_restart(tmp_path: Path) -> None:
+    config = GatewayConfig(data_dir=str(tmp_path), limits=LimitsConfig(enabled=False))
+
+    async def scenario() -> None:
+        store = Store(config)
+        await control.create_stream(store, "a", 2, "PROVISIONED", {})
+        old_keys = {s.key for s in store.stream("a").shards}
+        await control.delete_stream(store, store.stream("a"))
+        store.close()
+        store = Store(config)
+        await control.create_stream(store, "b", 2, "PROVISIONED", {})
+        assert not old_keys & {s.key for s in store.stream("b").shards}
+        store.close()
+
+    asyncio.run(scenario())

@@ -2,7 +2,7 @@
 
 On-disk format (``kds.sqlite3``)::
 
-    meta(key, value)            next_seq: the next internal sequence number ever handed out
+    meta(key, value)            next_seq / next_shard_key / next_stream_key: counters never reused
     streams(key, name, ...)     one row per live stream
     shards(key, stream_key, shard_id, start_hash, end_hash, start_seq, end_seq, parent, ...)
     segments(id, shard_key, first_seq, last_seq, arrival, payload)   + index (shard_key, last_seq)
@@ -153,26 +153,29 @@ class Store:
                 by_key[stream_key].tags[key] = value
         for stream in streams.values():
             stream.router = Router.of(stream.shards)
-        row = conn.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
         top_seq, top_arrival = 0, 0.0
         for shard_key in shards:
             last = conn.execute("SELECT last_seq, arrival FROM segments WHERE shard_key=? ORDER BY last_seq DESC LIMIT 1", (shard_key,)).fetchone()
             if last is not None:
                 top_seq, top_arrival = max(top_seq, last[0]), max(top_arrival, last[1])
         shard_top = conn.execute("SELECT max(max(start_seq), coalesce(max(end_seq), 0)) FROM shards").fetchone()
-        self.next_seq = max(row[0] if row else 1, top_seq + 1, (shard_top[0] or 0) + 1)
-        self._saved_seq = row[0] if row else -1
+        self.next_seq = max(meta.get("next_seq", 1), top_seq + 1, (shard_top[0] or 0) + 1)
         self.last_arrival = top_arrival
         self.streams = streams
         self.streams_by_key = by_key
         self.shards = shards
-        self.next_shard_key = max(shards, default=0) + 1
-        self.next_stream_key = max(by_key, default=0) + 1
+        # Keys are never reused, even after a delete: an old shard iterator must not open a new shard.
+        self.next_shard_key = max(meta.get("next_shard_key", 1), max(shards, default=0) + 1)
+        self.next_stream_key = max(meta.get("next_stream_key", 1), max(by_key, default=0) + 1)
+        self._saved = meta
 
     def _persist_counter(self, conn: sqlite3.Connection) -> None:
-        if self.next_seq != self._saved_seq:
-            conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('next_seq', ?)", (self.next_seq,))
-            self._saved_seq = self.next_seq
+        """Save the counters (runs in every group commit; writes only what changed)."""
+        for key, value in (("next_seq", self.next_seq), ("next_shard_key", self.next_shard_key), ("next_stream_key", self.next_stream_key)):
+            if self._saved.get(key) != value:
+                conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+                self._saved[key] = value
 
     def stream(self, name: str) -> Stream:
         stream = self.streams.get(name)
