@@ -6,7 +6,8 @@ Rules, in the order a newcomer asks about them:
   ``logs/<source>/<dev>:<ino>``) holds the offset after the last line handed to the spool and a hash
   of the file's first bytes (up to ``HEAD_BYTES``), so a reused inode is recognised as a new file.
   The checkpoint is written in the same spool transaction as the lines it covers: after a crash
-  the agent resumes with no line lost and none repeated.
+  the agent resumes with no line lost and none repeated. Checkpoints belong to the source's
+  ``name``: renaming a source makes it start over.
 - **Where reading starts.** A file with a checkpoint resumes there. On the source's very first run
   files that already exist start at ``start_at`` (``"beginning"`` or ``"end"``); any file found
   later (created, rotated in, or appeared while the agent was down) is read from its beginning.
