@@ -164,11 +164,12 @@ def test_exactly_once_replay_returns_original_results(shared: GatewayProcess) ->
     assert plain["Records"][0]["SequenceNumber"] != first["Records"][0]["SequenceNumber"]
     stored = [r["Data"] for s in ("shardId-000000000000", "shardId-000000000001") for r in read_shard(kinesis, "eo", s)[0]]
     assert sorted(stored) == sorted([f"eo-{i}".encode() for i in range(30)] + [b"eo-0"])
-    headers["X-Edge-Record-Seqs"] = "1,2"
     kinesis.meta.events.register("before-sign.kinesis.PutRecords", add_headers)
-    with pytest.raises(ClientError) as exc:
-        kinesis.put_records(StreamName="eo", Records=records[:3])
-    assert exc.value.response["Error"]["Code"] == "ValidationException"
+    for bad in ("1,2", "1,x,3", f"1,2,{2**70}"):
+        headers["X-Edge-Record-Seqs"] = bad
+        with pytest.raises(ClientError) as exc:
+            kinesis.put_records(StreamName="eo", Records=records[:3])
+        assert exc.value.response["Error"]["Code"] == "ValidationException"
 
 
 def test_concurrent_producers_group_commit(shared: GatewayProcess) -> None:

@@ -88,6 +88,8 @@ def _producer(call: Call, count: int) -> tuple[str | None, list[int] | None]:
         seqs = [int(s) for s in raw.split(",")]
     except ValueError as exc:
         raise validation(f"{PRODUCER_SEQS_HEADER} must be comma-separated integers.") from exc
+    if any(not 0 <= s < 2**63 for s in seqs):
+        raise validation(f"{PRODUCER_SEQS_HEADER} numbers must be between 0 and 2^63 - 1.")
     if len(seqs) != count:
         raise validation(f"{PRODUCER_SEQS_HEADER} has {len(seqs)} numbers for {count} records.")
     return producer, seqs
