@@ -110,9 +110,10 @@ class CameraSource(Source):
         cfg = self.config
         if cfg.device == DEFAULT_DEVICE:
             return SyntheticCamera(cfg.width, cfg.height, cfg.fps, clock)
+        device = int(cfg.device) if isinstance(cfg.device, str) and cfg.device.isdigit() else cfg.device  # "0" is index 0
         if cfg.codec == "passthrough":
-            return PacketReader(cfg.device, cfg.width, cfg.height, cfg.fps, cfg.realtime, clock)
-        return OpenCvCapture(cfg.device, cfg.width, cfg.height, cfg.fps, cfg.realtime, clock)
+            return PacketReader(device, cfg.width, cfg.height, cfg.fps, cfg.realtime, clock)
+        return OpenCvCapture(device, cfg.width, cfg.height, cfg.fps, cfg.realtime, clock)
 
     def _session(self, stop: threading.Event) -> bool:
         from edge_agent.sources.video_inputs import Clock, PacketReader
