@@ -127,7 +127,7 @@ def test_page_assets_and_stills_for_mjpeg(tmp_path: Path, browser: Any) -> None:
         gw.kill()
 
 
-def test_plays_live_then_the_recording_after_a_restart(tmp_path: Path, browser: Any) -> None:
+def test_plays_live_across_a_restart_then_the_recording(tmp_path: Path, browser: Any) -> None:
     data = tmp_path / "data"
     gw = GatewayProcess(data).start()
     create_stream(gw, "porch")
@@ -148,12 +148,29 @@ def test_plays_live_then_the_recording_after_a_restart(tmp_path: Path, browser: 
         assert page.evaluate("window.playerState.mode") == "live"
         assert media_errors(page) == []
         page.wait_for_selector("#timeline .span", timeout=20_000)  # the recording is on the timeline
+
+        # SIGKILL the gateway mid-playback and start a new process on the same data dir: the open
+        # page's session token stays valid, so live playback resumes by itself once video flows again
+        camera.stop()
+        gw.kill()
+        restarted_at = time.time()
+        gw = GatewayProcess(data, port=gw.port).start()
+        camera2 = LiveCamera(gw, "porch", backlog_s=1, seconds=15)
+        camera2.start()
+        try:
+            page.wait_for_function(f"document.getElementById('video').currentTime > {restarted_at}", timeout=25_000)
+            t3 = page.evaluate("document.getElementById('video').currentTime")
+            page.wait_for_timeout(1500)
+            assert page.evaluate("document.getElementById('video').currentTime") > t3
+            assert page.evaluate("document.getElementById('video').error") is None
+        finally:
+            camera2.stop()
     finally:
         camera.stop()
         page.close()
     recorded_from = camera.start_ms / 1000
 
-    gw.kill()  # SIGKILL, then a new process on the same data dir
+    gw.kill()  # SIGKILL again, then the recording in a new page
     gw = GatewayProcess(data, port=gw.port).start()
     page = browser.new_page()
     try:
