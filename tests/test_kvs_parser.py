@@ -235,3 +235,11 @@ def test_random_bytes_are_rejected_cleanly(data: bytes) -> None:
         parser.finish()
     except MkvError:
         pass
+
+
+def test_read_tags_walks_unknown_size_segments_and_clusters() -> None:
+    from kvs.tags import read_tags
+
+    stream = producer_sdk_stream()
+    assert read_tags(stream) == [{"FRAGMENT_INDEX": "2", "SOURCE": "test"}]  # one document, later tags win
+    assert read_tags(stream + FRAGMENTS[0].data) == [{"FRAGMENT_INDEX": "2", "SOURCE": "test"}, {}]
