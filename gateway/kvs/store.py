@@ -40,7 +40,6 @@ On-disk layout (under ``<data dir>/video``) and invariants:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 import json
@@ -59,6 +58,7 @@ from pathlib import Path
 from aiohttp import web
 
 from gateway.errors import AwsError
+from gateway.kvs.live import FragmentEvents
 from gateway.kvs.records import (BY_PRODUCER, BY_SERVER, DEFAULT_ACCOUNT, MAX_FRAGMENT_MS, FragmentInfo,
                                  FragmentNotFoundError, NewFragment, StreamExistsError, StreamNotFoundError,
                                  StreamRecord, Tagger, VersionMismatchError, fragment_number, parse_fragment_number)
@@ -517,34 +517,6 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-class FragmentEvents:
-    """Wakes live readers when a stream gets a new PERSISTED fragment (event-loop side only)."""
-
-    def __init__(self) -> None:
-        self._events: dict[str, asyncio.Event] = {}
-
-    def event(self, stream: str) -> asyncio.Event:
-        """The event the next fragment of ``stream`` will set; take it before querying the store."""
-        ev = self._events.get(stream)
-        if ev is None or ev.is_set():
-            ev = self._events[stream] = asyncio.Event()
-        return ev
-
-    def notify(self, stream: str) -> None:
-        ev = self._events.pop(stream, None)
-        if ev is not None:
-            ev.set()
-
-    @staticmethod
-    async def wait(ev: asyncio.Event, timeout: float) -> bool:
-        """True if a fragment arrived, False after ``timeout`` seconds."""
-        try:
-            await asyncio.wait_for(ev.wait(), timeout)
-        except asyncio.TimeoutError:
-            return False
-        return True
 
 
 VIDEO_STORE = web.AppKey("video_store", VideoStore)
