@@ -126,6 +126,22 @@ def _load_proc(args: tuple[str, int, float, int, int, int], out: "multiprocessin
     out.put(asyncio.run(_load(*args)))
 
 
+def read_back(url: str) -> tuple[int, float]:
+    """Read every shard from TRIM_HORIZON with GetRecords (Limit 10000): (records, seconds)."""
+    started = time.monotonic()
+    total = 0
+    shards = call(url, "ListShards", {"StreamName": STREAM})["Shards"]
+    for shard in shards:  # type: ignore[attr-defined]
+        it = call(url, "GetShardIterator", {"StreamName": STREAM, "ShardId": shard["ShardId"], "ShardIteratorType": "TRIM_HORIZON"})["ShardIterator"]
+        while it:
+            resp = call(url, "GetRecords", {"ShardIterator": it, "Limit": 10000})
+            total += len(resp["Records"])  # type: ignore[arg-type]
+            if not resp["Records"] and resp.get("MillisBehindLatest") == 0:
+                break
+            it = resp.get("NextShardIterator")
+    return total, time.monotonic() - started
+
+
 def run_load(url: str, opts: argparse.Namespace) -> dict[str, float]:
     queue: multiprocessing.Queue[tuple[int, int, int]] = multiprocessing.Queue()
     procs = [multiprocessing.Process(target=_load_proc, args=((url, opts.clients, opts.duration, opts.batch, opts.size, p * 1000), queue)) for p in range(opts.procs)]
@@ -257,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
                     result = run_load(url, opts)
                     result["server_cpu_s"] = cpu_seconds(proc.pid) - before
                     runs[name].append(result)
+            read_url = servers["gateway --no-limits"][1]
+            count, seconds = read_back(read_url)
+            print(f"read back from the gateway with GetRecords (one reader, Limit 10000): {count:,} records in {seconds:.1f} s = {count / seconds:,.0f} records/s", flush=True)
         finally:
             for proc, _ in servers.values():
                 stop(proc)
