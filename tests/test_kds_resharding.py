@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from helpers import GatewayProcess
 
-from kds_support import read_shard
+from kds_support import read_shard, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -96,3 +96,53 @@ def test_update_shard_count_uniform_scaling(kinesis: Any) -> None:
         assert len(parents) <= 2
     seen, _ = read_like_kcl(kinesis, "us")
     assert per_key(seen) == per_key(sent)
+
+
+def test_resharding_under_load_keeps_every_record_in_key_order(kinesis: Any) -> None:
+    """Producers keep writing while the stream is split, merged and rescaled; a reader that
+    finishes parents before children sees every acknowledged record, each key in put order."""
+    import threading
+
+    from helpers import aws_client
+
+    endpoint = kinesis.meta.endpoint_url
+    kinesis.create_stream(StreamName="live", ShardCount=2)
+    acked: list[tuple[str, bytes]] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def produce(worker: int) -> None:
+        client = aws_client("kinesis", endpoint)
+        n = 0
+        while not stop.is_set():
+            records = [{"Data": f"{worker}:{n + i:06d}".encode(), "PartitionKey": f"w{worker}-k{i % 4}"} for i in range(40)]
+            resp = client.put_records(StreamName="live", Records=records)
+            assert resp["FailedRecordCount"] == 0
+            with lock:
+                acked.extend((r["PartitionKey"], r["Data"]) for r in records)
+            n += 40
+
+    threads = [threading.Thread(target=produce, args=(w,)) for w in range(3)]
+    for t in threads:
+        t.start()
+    def written() -> int:
+        with lock:
+            return len(acked)
+
+    try:
+        for reshard in (
+            lambda: kinesis.split_shard(StreamName="live", ShardToSplit="shardId-000000000001", NewStartingHashKey=str(3 * 2**126)),
+            lambda: kinesis.update_shard_count(StreamName="live", TargetShardCount=4, ScalingType="UNIFORM_SCALING"),
+            lambda: kinesis.update_shard_count(StreamName="live", TargetShardCount=2, ScalingType="UNIFORM_SCALING"),
+        ):
+            target = written() + 200
+            assert wait_until(lambda: written() >= target, timeout=20)  # writes land between reshards
+            reshard()
+        target = written() + 200
+        assert wait_until(lambda: written() >= target, timeout=20)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    seen, _ = read_like_kcl(kinesis, "live")
+    assert len(seen) == len(acked) and per_key(seen) == per_key(acked)
