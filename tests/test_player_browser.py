@@ -149,10 +149,12 @@ def test_plays_live_across_a_restart_then_the_recording(tmp_path: Path, browser:
         assert media_errors(page) == []
         page.wait_for_selector("#timeline .span", timeout=20_000)  # the recording is on the timeline
 
-        # SIGKILL the gateway mid-playback and start a new process on the same data dir: the open
-        # page's session token stays valid, so live playback resumes by itself once video flows again
+        # SIGKILL the gateway mid-playback and start a new process on the same data dir, this time
+        # with a new session key, so the open page's token is refused (401): the player opens a
+        # new session and live playback resumes by itself once video flows again
         camera.stop()
         gw.kill()
+        (data / "playback-session.key").unlink()
         restarted_at = time.time()
         gw = GatewayProcess(data, port=gw.port).start()
         camera2 = LiveCamera(gw, "porch", backlog_s=1, seconds=15)
@@ -163,6 +165,7 @@ def test_plays_live_across_a_restart_then_the_recording(tmp_path: Path, browser:
             page.wait_for_timeout(1500)
             assert page.evaluate("document.getElementById('video').currentTime") > t3
             assert page.evaluate("document.getElementById('video').error") is None
+            assert page.evaluate("window.playerState.sessions") >= 2
         finally:
             camera2.stop()
     finally:

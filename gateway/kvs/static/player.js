@@ -274,6 +274,7 @@ async function play(stream, mode, startSeconds) {
   const seen = new Set();
   let initUrl = null;
   let started = false;
+  let resumeFrom = null; // end of the newest appended segment (producer time, seconds)
   status(`playing ${stream} (${mode})`);
   log(`session ${mode} ${stream}, ${mime}`);
   while (generation === state.generation) {
@@ -283,6 +284,14 @@ async function play(stream, mode, startSeconds) {
     } catch (err) {
       status(`playlist: ${err.message}`, true);
       await sleep(2000);
+      if (err.message.startsWith("401") && generation === state.generation) {
+        try { // the session expired: open a new one where this one got to
+          master = await openSession(stream, mode, resumeFrom || startSeconds);
+          state.sessions += 1;
+        } catch (again) {
+          log(`new session: ${again.message}`);
+        }
+      }
       continue;
     }
     let added = 0;
@@ -303,6 +312,7 @@ async function play(stream, mode, startSeconds) {
         }
         await appendTo(buffer, data);
         state.appended += 1;
+        if (segment.time) resumeFrom = segment.time + segment.duration;
         added += 1;
         if (!started && video.buffered.length) {
           started = true;
