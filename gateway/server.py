@@ -8,7 +8,8 @@ own loop around aiohttp's public ``AppRunner``:
   AWS-shaped 400 (``InvalidArgumentException``) and closes the connection;
 - slow heads: aiohttp's keep-alive timer starts when a connection opens and closes it if no
   complete request head arrived by then, so ``header_timeout_seconds`` bounds a slowloris;
-  slow bodies are ``gateway.limits``' job;
+  slow bodies are ``gateway.limits``' job; a client that stops reading its response (a stalled
+  GetMedia consumer) is aborted after ``write_stall_seconds`` so its handler does not hang forever;
 - connection cap: each accepted connection goes through ``ConnectionCap``; above
   ``max_connections`` it is answered at once with a 503 ``ServiceUnavailableException`` (which
   botocore retries with backoff) and closed, before any parsing or handler work;
@@ -79,11 +80,13 @@ class AwsRequestHandler(web.RequestHandler):
 
 
 class ConnectionCap:
-    """A protocol factory that admits at most ``limit`` connections to aiohttp's factory."""
+    """A protocol factory that admits at most ``limit`` connections to aiohttp's factory, and
+    aborts a connection whose client stopped reading for ``write_stall_seconds`` (0 = never)."""
 
-    def __init__(self, factory: Callable[[], asyncio.Protocol], limit: int) -> None:
+    def __init__(self, factory: Callable[[], asyncio.Protocol], limit: int, write_stall_seconds: float = 0.0) -> None:
         self.factory = factory
         self.limit = limit
+        self.write_stall_seconds = write_stall_seconds
         self.active = 0
         self.rejected = 0
         self._reject = _reject_response(limit)
@@ -98,6 +101,8 @@ class _CappedProtocol(asyncio.Protocol):
     def __init__(self, cap: ConnectionCap) -> None:
         self._cap = cap
         self._inner: Any = None
+        self._transport: asyncio.Transport | None = None
+        self._stall: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         cap = self._cap
@@ -110,6 +115,7 @@ class _CappedProtocol(asyncio.Protocol):
             asyncio.get_running_loop().call_later(REJECT_GRACE_SECONDS, transport.close)
             return
         cap.active += 1
+        self._transport = transport  # type: ignore[assignment]
         self._inner = cap.factory()
         self._inner.connection_made(transport)
 
@@ -121,18 +127,35 @@ class _CappedProtocol(asyncio.Protocol):
         return self._inner.eof_received() if self._inner is not None else None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_stall()
         if self._inner is not None:
             self._cap.active -= 1
             self._inner.connection_lost(exc)
             self._inner = None
 
     def pause_writing(self) -> None:
+        """The client is not reading what we send: it gets ``write_stall_seconds`` to start again."""
         if self._inner is not None:
             self._inner.pause_writing()
+            if self._cap.write_stall_seconds > 0 and self._stall is None:
+                self._stall = asyncio.get_running_loop().call_later(self._cap.write_stall_seconds, self._stalled)
 
     def resume_writing(self) -> None:
+        self._cancel_stall()
         if self._inner is not None:
             self._inner.resume_writing()
+
+    def _cancel_stall(self) -> None:
+        if self._stall is not None:
+            self._stall.cancel()
+            self._stall = None
+
+    def _stalled(self) -> None:
+        self._stall = None
+        if self._transport is not None and not self._transport.is_closing():
+            peer = self._transport.get_extra_info("peername")
+            log.warning("client %s stopped reading for %.0f s: aborting the connection", peer, self._cap.write_stall_seconds)
+            self._transport.abort()  # close() would wait to flush a buffer that never drains
 
 
 def ssl_context(tls: TlsConfig) -> ssl.SSLContext | None:
@@ -196,7 +219,9 @@ async def serve(app: web.Application, config: GatewayConfig, context: ssl.SSLCon
     try:
         server = runner.server
         assert server is not None
-        cap = ConnectionCap(lambda: AwsRequestHandler(server, loop=loop, **handler_args), limits.max_connections)
+        cap = ConnectionCap(
+            lambda: AwsRequestHandler(server, loop=loop, **handler_args), limits.max_connections, limits.write_stall_seconds
+        )
         listener = await loop.create_server(cap, config.host, config.port, ssl=context, backlog=LISTEN_BACKLOG, reuse_address=True)
         summary, warning = security_summary(config)
         log.info("serving Kinesis and Kinesis Video APIs on %s (data in %s); %s", config.base_url, config.data_path.resolve(), summary)

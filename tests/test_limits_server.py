@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import socket
 import time
 from collections.abc import Iterator
@@ -249,3 +250,32 @@ def test_body_budget_queue_and_timeout() -> None:
         budget.release(500)
 
     asyncio.run(scenario())
+
+
+def test_client_that_stops_reading_is_disconnected(tmp_path: Path) -> None:
+    (tmp_path / "gateway.toml").write_text("[server]\nwrite_stall_seconds = 2\n")
+    gw = GatewayProcess(tmp_path / "data", "--no-limits", "--config", str(tmp_path / "gateway.toml")).start()
+    try:
+        kinesis = gw.client("kinesis")
+        kinesis.create_stream(StreamName="big", ShardCount=1)
+        kinesis.get_waiter("stream_exists").wait(StreamName="big", WaiterConfig={"Delay": 0.2, "MaxAttempts": 50})
+        for _ in range(2):
+            kinesis.put_records(StreamName="big", Records=[{"Data": os.urandom(1_000_000), "PartitionKey": "k"} for _ in range(4)])
+        shard = kinesis.list_shards(StreamName="big")["Shards"][0]["ShardId"]
+        iterator = kinesis.get_shard_iterator(StreamName="big", ShardId=shard, ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        body = json.dumps({"ShardIterator": iterator, "Limit": 10000}).encode()
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", gw.port))
+        with sock:
+            sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-amz-json-1.1\r\n"
+                         b"X-Amz-Target: Kinesis_20131202.GetRecords\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            deadline = time.monotonic() + 15
+            while "stopped reading" not in gw.log() and time.monotonic() < deadline:
+                time.sleep(0.2)  # not reading: the response (~10.7 MB) backs up into the gateway
+            assert "stopped reading for 2 s" in gw.log()
+            received, _ = read_until_closed(sock, 10)
+        assert received.startswith(b"HTTP/1.1 200") and len(received) < 10_000_000  # cut off, not delivered
+        assert_alive(gw)
+    finally:
+        gw.kill()
