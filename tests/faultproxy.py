@@ -30,6 +30,10 @@ class FaultMix:
     drop_response: float = 0.1
     stall_seconds: float = 3.0
     slow_bytes_per_sec: int = 20_000
+    #: Chance that any chunk of a passing connection breaks it (keep-alive connections live long:
+    #: this puts faults between the requests of one connection too). Half reset the request,
+    #: half lose the response.
+    mid_fault_rate: float = 0.0
 
     def weights(self) -> list[float]:
         return [self.pass_, self.reset, self.stall, self.slow, self.drop_response]
@@ -53,8 +57,12 @@ class FaultProxy:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> FaultProxy:
+        return self.start_on(0)
+
+    def start_on(self, port: int) -> FaultProxy:
+        """Listen on ``port`` (0: any free one)."""
         self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        asyncio.run_coroutine_threadsafe(self._start(port), self._loop).result(10)
         return self
 
     def stop(self) -> None:
@@ -62,8 +70,8 @@ class FaultProxy:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
 
-    async def _start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+    async def _start(self, port: int) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", port)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def _stop(self) -> None:
@@ -102,7 +110,10 @@ class FaultProxy:
                 await asyncio.sleep(self.mix.stall_seconds)
             rate = self.mix.slow_bytes_per_sec if fault == "slow" else 0
             drop = fault == "drop_response"
-            await asyncio.gather(self._pipe(client_r, server_w, rate=rate), self._pipe(server_r, client_w, rate=rate, swallow=drop))
+            mid = self.mix.mid_fault_rate if fault == "pass" else 0.0
+            upstream = self._pipe(client_r, server_w, rate=rate, mid_fault=mid, mid_name="reset_mid", peer=client_w)
+            downstream = self._pipe(server_r, client_w, rate=rate, swallow=drop, mid_fault=mid, mid_name="drop_response_mid", peer=server_w)
+            await asyncio.gather(upstream, downstream)
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
@@ -111,16 +122,25 @@ class FaultProxy:
                     w.close()
             self._tasks.discard(task)
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, limit: int = -1, rate: int = 0, swallow: bool = False) -> None:
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, limit: int = -1, rate: int = 0, swallow: bool = False,
+        mid_fault: float = 0.0, mid_name: str = "", peer: asyncio.StreamWriter | None = None,
+    ) -> None:
         """Copy reader → writer; stop after ``limit`` bytes; pace at ``rate`` B/s; with ``swallow``, read but
-        never deliver, then reset (the peer's response is lost after the peer processed the request)."""
+        never deliver, then reset (the peer's response is lost after the peer processed the request);
+        with ``mid_fault``, each chunk may instead reset both ends (counted as ``mid_name``)."""
         sent = 0
         while True:
             chunk = await reader.read(4096 if not rate else max(1, rate // 10))
             if not chunk:
                 break
+            if mid_fault and self.enabled and self.random.random() < mid_fault:
+                self.counts[mid_name] += 1
+                swallow = True
             if swallow:
                 _reset(writer)
+                if peer is not None:
+                    _reset(peer)
                 return
             if limit >= 0 and sent + len(chunk) > limit:
                 writer.write(chunk[: limit - sent])
