@@ -58,6 +58,16 @@ _PARITY = {"none": serial.PARITY_NONE, "even": serial.PARITY_EVEN, "odd": serial
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
+class _KeepInputSerial(serial.Serial):
+    """pyserial flushes the input buffer on open; we keep it, so lines the device sent while the
+    agent was restarting (what the kernel buffered) are still read instead of thrown away."""
+
+    def _reset_input_buffer(self) -> None:
+        if not self.is_open:
+            return  # the flush inside open(): skip it
+        super()._reset_input_buffer()
+
+
 @dataclass(frozen=True)
 class SerialConfig(SourceConfig):
     """``[[sources.serial]]``: read records from a serial port (UART, USB-serial adapter)."""
@@ -182,7 +192,7 @@ class SerialSource(Source):
     def _open(self) -> serial.Serial | None:
         cfg = self.config
         try:
-            return serial.Serial(
+            return _KeepInputSerial(
                 port=cfg.port, baudrate=cfg.baudrate, bytesize=cfg.bytesize, parity=_PARITY[cfg.parity],
                 stopbits=cfg.stopbits, rtscts=cfg.rtscts, xonxoff=cfg.xonxoff, timeout=READ_TIMEOUT,
             )
