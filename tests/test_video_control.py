@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.client
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -118,3 +120,43 @@ def test_update_stream_and_tags(gw: GatewayProcess) -> None:
     with pytest.raises(ClientError) as exc:
         kv.update_stream(StreamName="tagged", CurrentVersion=version, MediaType="video/h264")
     assert error_of(exc) == ("VersionMismatchException", 400)
+
+
+def post(gw: GatewayProcess, path: str, body: str, headers: dict[str, str] | None = None) -> tuple[int, dict]:
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
+    try:
+        conn.request("POST", path, body=body.encode(), headers={"Content-Type": "application/json", **(headers or {})})
+        response = conn.getresponse()
+        data = response.read()
+        return response.status, (json.loads(data) if data.startswith(b"{") else {})
+    finally:
+        conn.close()
+
+
+def test_odd_values_are_4xx_never_500(gw: GatewayProcess) -> None:
+    gw.client("kinesisvideo").create_stream(StreamName="odd")
+    big = "9" * 60
+    cases = [
+        ("/getDataEndpoint", '{"StreamName": "odd", "APIName": ["GET_MEDIA"]}'),
+        ("/createStream", '{"StreamName": "odd-2", "DataRetentionInHours": 1e400}'),
+        ("/createStream", '{"StreamName": "odd-3", "DataRetentionInHours": 99999999999999999999999}'),
+        ("/listStreams", '{"MaxResults": 99999999999999999999999}'),
+        ("/listFragments", '{"StreamName": "odd", "FragmentSelector": {"FragmentSelectorType": "SERVER_TIMESTAMP",'
+                           ' "TimestampRange": {"StartTimestamp": NaN, "EndTimestamp": Infinity}}}'),
+        ("/listFragments", '{"StreamName": "odd", "NextToken": "eyJhIjoiMSIsInMiOiJ4In0="}'),  # {"a":"1","s":"x"}
+        ("/getMedia", f'{{"StreamName": "odd", "StartSelector": {{"StartSelectorType": "FRAGMENT_NUMBER", "AfterFragmentNumber": "{big}"}}}}'),
+        ("/getMediaForFragmentList", f'{{"StreamName": "odd", "Fragments": ["{big}"]}}'),
+        ("/getMedia", '{"StreamName": "odd", "StartSelector": {"StartSelectorType": "PRODUCER_TIMESTAMP", "StartTimestamp": 1e300}}'),
+        ("/describeStream", '[1, 2]'),
+        ("/tagStream", '{"StreamName": "odd", "Tags": {"k": 5}}'),
+    ]
+    for path, body in cases:
+        status, error = post(gw, path, body)
+        assert 400 <= status < 500 and error.get("__type"), (path, body, status, error)
+    for header, value in (("x-amzn-producer-start-timestamp", "inf"), ("X-Edge-Fragment-Seqs", "1,-2"),
+                          ("x-amzn-producer-start-timestamp", "nan")):
+        headers = {"x-amzn-stream-name": "odd", "x-amzn-fragment-timecode-type": "RELATIVE",
+                   "x-amzn-producer-start-timestamp": "1700000000", "X-Edge-Producer-Id": "p", "X-Edge-Fragment-Seqs": "1"}
+        status, error = post(gw, "/putMedia", "", {**headers, header: value})
+        assert status == 400 and error["__type"] == "InvalidArgumentException", (header, value, status)
+    assert "Traceback" not in gw.log()

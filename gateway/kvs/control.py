@@ -23,6 +23,8 @@ from gateway.kvs.store import VIDEO_STORE, StreamRecord, VideoStore
 STREAM_NAME = re.compile(r"[a-zA-Z0-9_.-]{1,256}")
 MEDIA_TYPE = re.compile(r"[\w\-.+]+/[\w\-.+]+(,[\w\-.+]+/[\w\-.+]+)*")
 REGION_IN_AUTH = re.compile(r"Credential=[^/]+/\d{8}/([a-z0-9-]+)/")
+#: Longest retention KVS allows (ten years).
+MAX_RETENTION_HOURS = 87_600
 API_NAMES = {"PUT_MEDIA", "GET_MEDIA", "LIST_FRAGMENTS", "GET_MEDIA_FOR_FRAGMENT_LIST", "GET_HLS_STREAMING_SESSION_URL",
              "GET_DASH_STREAMING_SESSION_URL", "GET_CLIP", "GET_IMAGES"}
 
@@ -80,12 +82,12 @@ def stream_info(stream: StreamRecord) -> dict[str, Any]:
     return info
 
 
-def _int(body: dict[str, Any], key: str, default: int | None = None, minimum: int = 0) -> int:
+def _int(body: dict[str, Any], key: str, default: int | None = None, minimum: int = 0, maximum: int = MAX_RETENTION_HOURS) -> int:
     value = body.get(key, default)
     if value is None:
         raise invalid(f"{key} is required")
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise invalid(f"{key} must be an integer >= {minimum}")
+    if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= maximum:
+        raise invalid(f"{key} must be an integer from {minimum} to {maximum}")
     return value
 
 
@@ -116,7 +118,7 @@ async def describe_stream(request: web.Request) -> web.Response:
 
 async def list_streams(request: web.Request) -> web.Response:
     body = await read_json(request)
-    limit = _int(body, "MaxResults", 10000, minimum=1)
+    limit = _int(body, "MaxResults", 10000, minimum=1, maximum=10000)
     token = optional_str(body, "NextToken")
     after = ""
     if token:
@@ -208,7 +210,8 @@ async def list_tags_for_stream(request: web.Request) -> web.Response:
 
 async def get_data_endpoint(request: web.Request) -> web.Response:
     body = await read_json(request)
-    if body.get("APIName") not in API_NAMES:
+    api_name = body.get("APIName")
+    if not isinstance(api_name, str) or api_name not in API_NAMES:
         raise invalid(f"APIName must be one of {', '.join(sorted(API_NAMES))}")
     await resolve_stream(request, optional_str(body, "StreamName"), optional_str(body, "StreamARN"))
     return web.json_response({"DataEndpoint": request.app[CONFIG].base_url})

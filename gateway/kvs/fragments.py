@@ -30,10 +30,16 @@ def _token(after: str, start_ms: int | None, end_ms: int | None, by: str) -> str
 def _untoken(token: str) -> dict[str, Any]:
     try:
         value = json.loads(base64.b64decode(token, validate=True))
-        if isinstance(value, dict) and isinstance(value.get("a"), str):
-            return value
     except ValueError:
-        pass
+        value = None
+
+    def bound(key: str) -> bool:
+        v = value.get(key) if isinstance(value, dict) else None
+        return v is None or (isinstance(v, int) and not isinstance(v, bool) and abs(v) < 2**53)
+
+    if (isinstance(value, dict) and isinstance(value.get("a"), str) and bound("s") and bound("e")
+            and value.get("b", BY_PRODUCER) in (BY_PRODUCER, BY_SERVER)):
+        return value
     raise invalid("NextToken is not valid")
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import math
 import time
 from typing import Any
 
@@ -28,19 +29,29 @@ from kvs.tags import CONTINUATION_TOKEN, MILLIS_BEHIND_NOW, with_kvs_tags
 
 #: A live GetMedia ends after this long without a new fragment.
 LIVE_IDLE_END_SECONDS = 30.0
+#: Timestamps beyond year ~5138 are refused rather than overflowing.
+MAX_EPOCH_SECONDS = 10**11
 #: Fragments fetched from the index per query.
 BATCH = 32
+
+
+def _epoch_ms(seconds: float, name: str) -> int:
+    if not math.isfinite(seconds) or abs(seconds) > MAX_EPOCH_SECONDS:
+        raise invalid(f"{name} is out of range: {seconds!r}")
+    return int(round(seconds * 1000))
 
 
 def parse_timestamp(value: Any, name: str) -> int:
     """Epoch milliseconds of a rest-json timestamp (epoch seconds, or ISO 8601 text)."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return int(round(value * 1000))
+        return _epoch_ms(value, name)
     if isinstance(value, str):
         try:
-            return int(round(float(value) * 1000))
+            seconds = float(value)
         except ValueError:
             pass
+        else:
+            return _epoch_ms(seconds, name)
         try:
             parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError as exc:

@@ -40,6 +40,7 @@ from aiohttp import web
 
 from gateway.keys import CONFIG
 from gateway.kvs.control import invalid, resolve_stream
+from gateway.kvs.media import parse_timestamp
 from gateway.kvs.retention import enforce_budget
 from gateway.kvs.store import VIDEO_EVENTS, VIDEO_STORE, NewFragment, StreamRecord, VideoStore
 from kvs import MkvError, MkvStreamParser, ParsedFragment
@@ -316,16 +317,15 @@ async def put_media(request: web.Request) -> web.StreamResponse:
     start = _header(request, "x-amzn-producer-start-timestamp")
     if start is None and timecode_type == "RELATIVE":
         raise invalid("x-amzn-producer-start-timestamp is required with RELATIVE timecodes")
-    try:
-        start_ms = int(round(float(start) * 1000)) if start is not None else 0
-    except ValueError as exc:
-        raise invalid(f"x-amzn-producer-start-timestamp {start!r} is not a number of seconds") from exc
+    start_ms = parse_timestamp(start, "x-amzn-producer-start-timestamp") if start is not None else 0
     producer_id = _header(request, "X-Edge-Producer-Id")
     seqs_header = _header(request, "X-Edge-Fragment-Seqs")
     try:
         seqs = [int(s) for s in seqs_header.split(",")] if seqs_header else []
     except ValueError as exc:
         raise invalid("X-Edge-Fragment-Seqs must be comma-separated integers") from exc
+    if any(not 0 <= seq < 2**63 for seq in seqs):
+        raise invalid("X-Edge-Fragment-Seqs must be integers from 0 to 2**63-1")
     if bool(producer_id) != bool(seqs):
         raise invalid("X-Edge-Producer-Id and X-Edge-Fragment-Seqs go together")
     response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})

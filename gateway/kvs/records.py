@@ -88,6 +88,7 @@ def parse_fragment_number(number: str) -> tuple[int, int]:
     if not number.isdigit() or len(number) > 64:
         raise FragmentNotFoundError(number)
     rest = int(number) - FRAGMENT_NUMBER_BASE
-    if rest < 0:
+    stream_id, seq = divmod(rest, STREAM_FACTOR)
+    if rest < 0 or stream_id >= 2**53 or seq >= 2**62:  # beyond anything we issue (or SQLite holds)
         raise FragmentNotFoundError(number)
-    return divmod(rest, STREAM_FACTOR)
+    return stream_id, seq
