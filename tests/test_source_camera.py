@@ -69,8 +69,9 @@ def test_synthetic_camera_fragments_decode_with_their_frame_count(camera) -> Non
         assert fragment.kind == "video" and fragment.stream == "cam" and fragment.partition_key == name
         attrs = fragment.attrs
         assert attrs["codec_id"] == "V_MPEG4/ISO/AVC" and (attrs["width"], attrs["height"]) == (320, 240)
-        assert 8 <= attrs["frame_count"] <= 12  # 1 s at 10 fps, give or take scheduling on a busy box
-        assert 800 <= attrs["duration_ms"] <= 1300
+        # 1 s at 10 fps; a busy box may skip frames (the camera keeps real time) but never shortens a fragment
+        assert 4 <= attrs["frame_count"] <= 11
+        assert 950 <= attrs["duration_ms"] <= 2000
         assert attrs["start_ms"] == fragment.timestamp_ms
         assert abs(attrs["start_ms"] / 1000 - time.time()) < 30
         frames = decode(fragment.data)
