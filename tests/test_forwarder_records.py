@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import shutil
 import sys
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -158,3 +159,37 @@ def test_long_outage_over_the_spool_cap_drops_by_priority_then_drains_in_order(g
     assert telemetry == list(range(600))  # every telemetry record, in order, once
     assert logs == sorted(logs) and len(logs) == len(set(logs))  # surviving logs in order, once
     assert logs[-1] == 899  # the newest logs survived; the oldest were dropped
+
+
+def test_aggregates_in_flight_at_a_crash_are_rebuilt_exactly(shared_gateway: GatewayProcess, tmp_path: Path) -> None:
+    """Crash between PutRecords and the spool ack, then more records arrive: the restarted agent
+    must resend the same aggregate (recognised as a replay), not a bigger one under the same id
+    (which the gateway would answer as a replay, losing the newer records)."""
+    from agent_helpers import kinesis_client
+
+    from edge_agent.config import ForwarderSection
+    from edge_agent.forwarder import RecordForwarder
+
+    client = shared_gateway.client("kinesis")
+    client.create_stream(StreamName="agg-crash", ShardCount=1)
+    first = [NewRecord("telemetry", "agg-crash", "k", b"early-%d" % i, "src") for i in range(5)]
+    later = [NewRecord("telemetry", "agg-crash", "k", b"later-%d" % i, "src") for i in range(5)]
+    options = ForwarderSection(aggregate=True, linger_ms=0)
+    with Spool(tmp_path / "spool.db", sync="normal") as spool:
+        spool.append(first)
+        before_crash = RecordForwarder(spool, kinesis_client(shared_gateway.url), options, "agent-crash")
+        before_crash._refill()
+        batch = before_crash._select(time.monotonic())  # seals the aggregate and saves its range durably
+        assert len(batch) == 1 and len(batch[0].seqs) == 5
+        for suffix in ("", "-wal"):  # the disk as a crash right after the send would leave it
+            shutil.copy(f"{tmp_path / 'spool.db'}{suffix}", f"{tmp_path / 'crashed.db'}{suffix}")
+        before_crash._send(batch)
+        before_crash.flush()
+    with Spool(tmp_path / "crashed.db", sync="normal") as spool:
+        assert spool.stats().records["records"] == 5  # not acked before the crash
+        spool.append(later)
+        with running_forwarder(spool, shared_gateway.url, agent_id="agent-crash", aggregate=True):
+            wait_until(lambda: spool.stats().records["records"] == 0, 20, what="the restarted forwarder to drain")
+    stored = read_stream(client, "agg-crash")["shardId-000000000000"]
+    users = [base64.b64decode(u["kinesis"]["data"]) for u in iter_deaggregate_records(stored, data_format="Boto3")]
+    assert users == [r.data for r in first + later]
