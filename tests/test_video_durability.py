@@ -6,11 +6,13 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 from helpers import GatewayProcess
 from test_video_helpers import PutMediaClient, camera_fragments, create_stream, data_client
 
 from gateway.kvs.retention import sweep
-from gateway.kvs.store import NewFragment, VideoStore
+from gateway.kvs.store import NewFragment, StoreInUseError, VideoStore
 from kvs import MkvStreamParser
 
 
@@ -135,3 +137,13 @@ def test_stream_names_never_reach_outside_the_data_dir(gateway_factory, tmp_path
     files = stored_files(gw.data_dir)
     assert len(files) == 4 and all(p.parent.parent.name.isdigit() for p in files)
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == [gw.data_dir.name]
+
+
+def test_a_second_process_cannot_open_the_same_store(tmp_path: Path) -> None:
+    store = VideoStore(tmp_path / "video")
+    try:
+        with pytest.raises(StoreInUseError):
+            VideoStore(tmp_path / "video")
+    finally:
+        store.close()
+    VideoStore(tmp_path / "video").close()  # free again once closed

@@ -25,6 +25,7 @@ chosen clock, ordered by fragment number, after ``after`` (exclusive) when given
 
 On-disk layout (under ``<data dir>/video``) and invariants:
 
+    lock                           flock'ed while a gateway has the store open (a second one refuses)
     index.db                       SQLite index: streams, fragments, producer_seqs (exactly-once replays)
     tmp/<uuid>.part                fragments being written; wiped on start
     streams/<id>/<seq//1000>/<seq>.mkv   one fragment (file names derive from ids, never from stream names)
@@ -41,6 +42,7 @@ On-disk layout (under ``<data dir>/video``) and invariants:
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import itertools
 import json
 import logging
@@ -111,6 +113,10 @@ def _record(row: sqlite3.Row) -> StreamRecord:
                         row["kms_key_id"], row["retention_hours"], row["version"], row["created_ms"])
 
 
+class StoreInUseError(RuntimeError):
+    """Another process holds the store's lock file: two gateways must never share a data dir."""
+
+
 class VideoStore:
     """Streams and fragments of the video API. Thread-safe; every method blocks (disk, SQLite)."""
 
@@ -118,6 +124,12 @@ class VideoStore:
         self.root = Path(root)
         self.full_sync = durability == "full"
         (self.root / "streams").mkdir(parents=True, exist_ok=True)
+        self._lock_file = open(self.root / "lock", "a+b")  # noqa: SIM115 - held for the store's lifetime
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            self._lock_file.close()
+            raise StoreInUseError(f"{self.root} is in use by another gateway process") from exc
         shutil.rmtree(self.root / "tmp", ignore_errors=True)
         (self.root / "tmp").mkdir()
         self._db_path = self.root / "index.db"
@@ -170,6 +182,8 @@ class VideoStore:
             self._readers.clear()
         with self._write_lock:
             self._writer.close()
+        fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+        self._lock_file.close()
 
     # -- recovery ----------------------------------------------------------------------------------
 
