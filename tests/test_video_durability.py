@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from helpers import GatewayProcess
 from test_video_helpers import PutMediaClient, camera_fragments, create_stream, data_client
 
