@@ -99,3 +99,13 @@ def test_keys_are_never_reused_after_delete_and_restart(tmp_path: Path) -> None:
         store.close()
 
     asyncio.run(scenario())
+
+
+def test_durability_setting_reaches_sqlite(tmp_path: Path) -> None:
+    for durability, expected in (("normal", 1), ("full", 2)):
+        store = Store(GatewayConfig(data_dir=str(tmp_path / durability), durability=durability))
+        try:
+            assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == expected
+            assert store._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        finally:
+            store.close()

@@ -124,6 +124,7 @@ class Store:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         self.path = config.data_path / DB_FILE
+        config.data_path.mkdir(parents=True, exist_ok=True)
         self.limits = Limits(config.limits)
         self._conn = connect(self.path, config.durability)
         self._conn.executescript(SCHEMA)
