@@ -234,8 +234,7 @@ def test_hls_live_plays_in_ffmpeg_as_fragments_arrive(gw: GatewayProcess) -> Non
     camera = LiveCamera(gw, "live-ffmpeg", backlog_s=2, seconds=15)
     camera.start()
     try:
-        while camera.sent < 2:
-            time.sleep(0.05)
+        camera.wait_persisted(2)
         url = hls_url(gw, "live-ffmpeg", "LIVE")
         times: list[int] = []
         # start at the window's first segment (FFmpeg's default is 3 from the end)

@@ -60,6 +60,10 @@ class LiveCamera(threading.Thread):
                 break
             self.sent += 1
 
+    def wait_persisted(self, count: int, timeout: float = 20.0) -> None:
+        """Until the gateway has stored ``count`` fragments of this camera (acked PERSISTED)."""
+        self.client.wait_for(lambda acks: sum(a["EventType"] == "PERSISTED" for a in acks) >= count, timeout)
+
     def stop(self) -> None:
         self.stopped.set()
         self.join(5)
@@ -137,8 +141,7 @@ def test_plays_live_across_a_restart_then_the_recording(tmp_path: Path, browser:
     page = browser.new_page()
     try:
         assert page.evaluate("MediaSource.isTypeSupported('video/mp4; codecs=\"avc1.42E01E\"')")
-        while camera.sent < 3:
-            time.sleep(0.1)
+        camera.wait_persisted(3)
         page.goto(gw.url + "/player")
         page.wait_for_selector("#streams button[data-stream='garage']", timeout=10_000)
         page.click("#streams button[data-stream='porch']")  # the stream list opens live playback
