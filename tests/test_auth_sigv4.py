@@ -99,6 +99,10 @@ def test_signed_boto3_clients_pass(gw: GatewayProcess) -> None:
     video = gw.client("kinesisvideo")
     video.create_stream(StreamName="signed-video", DataRetentionInHours=1)
     assert "signed-video" in [s["StreamName"] for s in video.list_streams()["StreamInfoList"]]
+    # the media and archived-media clients sign for "kinesisvideo" too
+    assert gw.client("kinesis-video-archived-media").list_fragments(StreamName="signed-video")["Fragments"] == []
+    assert error_of(client(gw, "kinesis-video-archived-media", KEY, "wrong").list_fragments, StreamName="signed-video")[:2] == (
+        "InvalidSignatureException", 403)
 
 
 def test_unsigned_requests_are_rejected(gw: GatewayProcess) -> None:
