@@ -13,7 +13,10 @@ How a record travels:
    original result instead of storing it twice). Records the gateway accepted are acked in
    the spool (deleted); the failed ones are retried with full-jitter backoff.
 4. The send rate follows the gateway's push-back (AIMD in ``RateController``); after a throttle
-   each key may have only one unit per request until requests go through cleanly again.
+   each key may have only one unit per request until requests go through cleanly again. (Within
+   one request Kinesis may refuse record i of a key yet accept a later one of the same key; with
+   one unit per key per request while throttled, and aggregation packing a key's records into
+   one unit, that window is the first throttled request only.)
 
 With aggregation on, the seq ranges of aggregates in flight are saved in the spool (a
 checkpoint) *before* they are first sent, so after a crash the same aggregates are rebuilt and
@@ -181,6 +184,8 @@ class RecordForwarder:
             room = WINDOW_BATCHES * self.config.batch_max_records - len(self.pending)
             records = self.spool.read("records", after_seq=self.cursor, limit=min(room, 500), max_bytes=self.config.batch_max_bytes)
             if not records:
+                for unit in self._range_units.values():
+                    unit.complete_at = 0  # the end of the spool: whatever a saved range held is here
                 return
             self.cursor = records[-1].seq
             for record in records:
