@@ -280,3 +280,14 @@ def test_session_urls_survive_a_gateway_restart(gw: GatewayProcess) -> None:
     assert fetch(url.replace("getHLSMasterPlaylist", "getHLSMediaPlaylist")) == before
     with av.open(url) as container:
         assert len(list(container.decode(video=0))) == 40
+
+
+def test_get_clip_ends_where_the_resolution_changes(gw: GatewayProcess) -> None:
+    create_stream(gw, "resized")
+    start = T0 + 100_000
+    put(gw, "resized", camera_fragments(2, start_ms=start) + camera_fragments(2, start_ms=start + 2000, width=96, height=64))
+    client = gw.client(ARCHIVED)
+    out = client.get_clip(StreamName="resized", ClipFragmentSelector={"FragmentSelectorType": "PRODUCER_TIMESTAMP",
+                          "TimestampRange": {"StartTimestamp": start / 1000, "EndTimestamp": (start + 4000) / 1000}})
+    frames = decode(out["Payload"].read())
+    assert len(frames) == 20 and {(f.width, f.height) for f in frames} == {(160, 120)}

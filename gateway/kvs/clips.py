@@ -76,6 +76,11 @@ class ClipPlan:
     size: int
 
 
+def _track_key(content: FragmentContent) -> tuple[str, bytes, int, int]:
+    track = content.track
+    return track.codec_id, track.codec_private, track.width, track.height
+
+
 def plan_clip(store: VideoStore, stream: StreamRecord, start: int, end: int, by: str) -> ClipPlan:
     """First pass: read each fragment once for its sample table (frame data is not kept)."""
     infos = store.list_fragments_by_id(stream.id, start, end, by, MAX_CLIP_FRAGMENTS)
@@ -92,6 +97,8 @@ def plan_clip(store: VideoStore, stream: StreamRecord, start: int, end: int, by:
                 content = read_fragment(store.read_fragment_by_id(stream.id, info.fragment_number))
             except FragmentNotFoundError:
                 continue  # removed by retention while we were reading
+            if first is not None and _track_key(content) != _track_key(first):
+                break  # the camera changed codec or resolution: one MP4 track cannot hold both, so the clip ends here
             first = first or content
             parts.append(remux.clip_part(content))
             numbers.append(info.fragment_number)
