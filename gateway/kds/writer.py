@@ -92,14 +92,17 @@ class Writer:
                     outcomes.append((False, exc))
             self._before_commit(conn)
             conn.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except Exception as exc:  # sqlite3.Error above all; nothing may stop the writer thread
             log.exception("commit failed; nothing in this group was stored")
             try:
                 conn.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
-            self._after_failure()
-            failure = _commit_failure(exc)
+            try:
+                self._after_failure()
+            except Exception:
+                log.exception("could not reload the store's model")
+            failure = _commit_failure(exc) if isinstance(exc, sqlite3.Error) else AwsError("InternalFailure", "the store failed to commit, see the gateway log", 500)
             outcomes = [(False, failure)] * len(batch)
         for (ok, value), (_, future, loop) in zip(outcomes, batch):
             try:
