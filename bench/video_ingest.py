@@ -135,6 +135,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
 async def hls_probe(gw: GatewayProcess, stream: str, until: float, latencies: list[float]) -> str:
     """Fetch the live HLS playlist and its newest media segments during the run; '' if unsupported."""
     loop = asyncio.get_running_loop()
@@ -193,6 +200,7 @@ async def run_level(k: int, fragments: list[Fragment], seconds: float, hls: bool
         else:
             await asyncio.gather(*tasks)
         cpu = (cpu_seconds(gw.proc.pid) - cpu0) / (time.monotonic() - wall0)
+        rss_mib = rss_kib(gw.proc.pid) / 1024
     finally:
         gw.kill()
     lat = sorted(x for r in results for x in r.latencies)
@@ -204,7 +212,7 @@ async def run_level(k: int, fragments: list[Fragment], seconds: float, hls: bool
     return {
         "k": k, "sent": sent, "persisted": len(lat), "errors": sum(len(r.errors) for r in results),
         "broken": sum(bool(r.broken) for r in results), "p50_ms": pct(lat, 0.5), "p95_ms": pct(lat, 0.95),
-        "max_ms": lat[-1] * 1000 if lat else float("nan"), "gateway_cpu": cpu,
+        "max_ms": lat[-1] * 1000 if lat else float("nan"), "gateway_cpu": cpu, "rss_mib": rss_mib,
         "hls_p50_ms": pct(sorted(hls_latencies), 0.5), "hls_p95_ms": pct(sorted(hls_latencies), 0.95),
         "hls_n": len(hls_latencies), "hls_note": hls_note,
         "mbit_per_stream": statistics.mean(len(f.data) * 8 / f.duration_ms / 1000 for f in fragments[:count]),
@@ -232,7 +240,7 @@ def main() -> int:
             hls = f" hls p50/p95 {r['hls_p50_ms']:.0f}/{r['hls_p95_ms']:.0f} ms (n={r['hls_n']}){' ' + r['hls_note'] if r['hls_note'] else ''}" if args.hls else ""
             print(f"K={k:3d} ({r['mbit_per_stream']:.2f} Mbit/s each): {r['persisted']}/{r['sent']} persisted, "
                   f"last byte->PERSISTED p50 {r['p50_ms']:.0f} ms p95 {r['p95_ms']:.0f} ms max {r['max_ms']:.0f} ms, "
-                  f"errors {r['errors']}, broken {r['broken']}, gateway CPU {r['gateway_cpu'] * 100:.0f}%{hls}  "
+                  f"errors {r['errors']}, broken {r['broken']}, gateway CPU {r['gateway_cpu'] * 100:.0f}% RSS {r['rss_mib']:.0f} MiB{hls}  "
                   f"{'PASS' if ok else 'FAIL'}  load {os.getloadavg()[0]:.2f}", flush=True)
     print(f"sustained: {best} streams with every fragment PERSISTED within {args.deadline:.1f} s (target >= 50)")
     return 0
