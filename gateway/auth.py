@@ -22,6 +22,8 @@ Errors, as AWS answers them (JSON 1.1 services answer auth errors with 400, rest
 PutMedia bodies are streamed and cannot be hashed before the handler runs: there the payload
 hash is whatever ``x-amz-content-sha256`` says (``UNSIGNED-PAYLOAD`` is accepted), or, without
 that header, the hash of an empty body -- what the KVS producer SDK signs for streaming calls.
+
+Where the keys come from (config, credentials file, environment): ``gateway.credentials``.
 """
 
 from __future__ import annotations
@@ -30,33 +32,22 @@ import asyncio
 import hashlib
 import hmac
 import json
-import logging
-import os
-import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import cbor2
 from aiohttp import web
-from botocore.auth import EMPTY_SHA256_HASH, UNSIGNED_PAYLOAD, SigV4Auth
+from botocore.auth import EMPTY_SHA256_HASH, SigV4Auth
 from botocore.credentials import Credentials
 
-from gateway.config import AuthConfig, ConfigError, config_from_dict
+from gateway.config import AuthConfig
 from gateway.errors import AwsError
 from gateway.limits import STREAMING_PATHS
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
-log = logging.getLogger("gateway.auth")
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 AMZ_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
@@ -67,10 +58,6 @@ VIDEO_MEDIA_PATHS = frozenset(
     {"/putMedia", "/getMedia", "/getClip", "/getDASHStreamingSessionURL", "/getHLSStreamingSessionURL",
      "/getImages", "/getMediaForFragmentList", "/listFragments"}
 )
-#: Environment variables the gateway reads credentials from (systemd ``LoadCredential=`` friendly).
-ENV_CREDENTIALS_FILE = "EDGE_GATEWAY_CREDENTIALS_FILE"
-ENV_ACCESS_KEY_ID = "EDGE_GATEWAY_ACCESS_KEY_ID"
-ENV_SECRET_ACCESS_KEY = "EDGE_GATEWAY_SECRET_ACCESS_KEY"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -396,55 +383,3 @@ class SigV4Verifier:
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         await self.verify(request)
         return await handler(request)
-
-
-# ----------------------------------------------------------------------------- loading
-
-
-def load_credentials_file(path: str | Path) -> AuthConfig:
-    """Read a TOML file shaped like the ``[auth]`` section (``credentials``, ``allowed_streams``, ...)."""
-    try:
-        with open(path, "rb") as f:
-            values = tomllib.load(f)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read credentials file: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    try:
-        return check_auth(config_from_dict({"auth": values}).auth)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
-
-
-def check_auth(auth: AuthConfig) -> AuthConfig:
-    for key, secret in auth.credentials.items():
-        if not isinstance(secret, str) or not secret:
-            raise ConfigError(f"auth.credentials.{key}: expected a non-empty secret string")
-    for key, names in auth.allowed_streams.items():
-        if key not in auth.credentials:
-            raise ConfigError(f"auth.allowed_streams.{key}: no such access key in auth.credentials")
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise ConfigError(f"auth.allowed_streams.{key}: expected a list of stream names")
-    if auth.max_clock_skew_seconds <= 0:
-        raise ConfigError("auth.max_clock_skew_seconds: must be positive")
-    return auth
-
-
-def auth_from_environment(auth: AuthConfig, environ: Mapping[str, str] = os.environ) -> AuthConfig:
-    """Merge credentials given through the environment (for the systemd unit) into ``auth``.
-
-    ``EDGE_GATEWAY_CREDENTIALS_FILE`` names a TOML file shaped like ``[auth]``;
-    ``EDGE_GATEWAY_ACCESS_KEY_ID`` + ``EDGE_GATEWAY_SECRET_ACCESS_KEY`` add one key.
-    """
-    credentials = dict(auth.credentials)
-    allowed = dict(auth.allowed_streams)
-    if environ.get(ENV_CREDENTIALS_FILE):
-        from_file = load_credentials_file(environ[ENV_CREDENTIALS_FILE])
-        credentials.update(from_file.credentials)
-        allowed.update(from_file.allowed_streams)
-    key_id, secret = environ.get(ENV_ACCESS_KEY_ID, ""), environ.get(ENV_SECRET_ACCESS_KEY, "")
-    if bool(key_id) != bool(secret):
-        raise ConfigError(f"{ENV_ACCESS_KEY_ID} and {ENV_SECRET_ACCESS_KEY} go together")
-    if key_id:
-        credentials[key_id] = secret
-    return check_auth(AuthConfig(credentials=credentials, allowed_streams=allowed, max_clock_skew_seconds=auth.max_clock_skew_seconds))

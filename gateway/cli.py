@@ -9,8 +9,8 @@ import logging
 import sys
 
 from gateway.app import create_app
-from gateway.auth import auth_from_environment
 from gateway.config import DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT, ConfigError, GatewayConfig, LimitsConfig, load_config
+from gateway.credentials import auth_from_environment
 from gateway.server import serve, ssl_context
 
 EXAMPLES = """\
