@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from edge_agent.spool import _SCHEMA as SPOOL_SCHEMA  # noqa: E402
 from edge_agent.spool import NewRecord, Spool  # noqa: E402
 
 PAYLOAD = b"x" * 100
@@ -41,12 +42,12 @@ def load() -> str:
 
 
 def raw_sqlite_ceiling(path: Path, records: int, batch: int) -> float:
-    """Best case: one thread, one prepared executemany per transaction, WAL + synchronous=FULL."""
+    """Best case: one thread, one executemany per transaction into the spool's own schema
+    (same table and indexes), WAL + synchronous=FULL: what SQLite alone can do on this disk."""
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
-    db.execute("CREATE TABLE records (seq INTEGER PRIMARY KEY AUTOINCREMENT, lane TEXT, kind TEXT, stream TEXT, partition_key TEXT,"
-               " source TEXT, timestamp_ms INTEGER, size INTEGER, attrs TEXT, data BLOB)")
+    db.executescript(SPOOL_SCHEMA)
     rows = [("records", "telemetry", "t", f"k{i % 10}", "bench", 0, len(PAYLOAD), None, PAYLOAD) for i in range(batch)]
     started = time.perf_counter()
     for _ in range(records // batch):
@@ -83,10 +84,11 @@ def spool_ingest(path: Path, records: int, batch: int, threads: int) -> float:
 def bench_spool(records: int) -> None:
     print(f"== spool ingest ({records} records of {len(PAYLOAD)} B, sync=full, WAL)")
     with tempfile.TemporaryDirectory() as tmp:
-        raw = raw_sqlite_ceiling(Path(tmp) / "raw.db", records, 500)
-        print(f"raw SQLite ceiling, 1 thread, executemany 500/tx:   {raw:>10,.0f} records/s")
-        spool500 = spool_ingest(Path(tmp) / "s1.db", records, 500, 4)
-        print(f"Spool.append, 4 threads x 500/append (durable):     {spool500:>10,.0f} records/s  ({spool500 / raw:.0%} of the ceiling)")
+        # Best of two, interleaved: the disk is shared and its fsync time drifts.
+        raw = max(raw_sqlite_ceiling(Path(tmp) / f"raw{i}.db", records, 500) for i in range(2))
+        print(f"raw SQLite ceiling, 1 thread, executemany 500/tx:   {raw:>10,.0f} records/s  (same schema, best of 2)")
+        spool500 = max(spool_ingest(Path(tmp) / f"s1-{i}.db", records, 500, 4) for i in range(2))
+        print(f"Spool.append, 4 threads x 500/append (durable):     {spool500:>10,.0f} records/s  ({spool500 / raw:.0%} of the ceiling, best of 2)")
         small = spool_ingest(Path(tmp) / "s2.db", max(records // 10, 2000), 10, 16)
         print(f"Spool.append, 16 threads x 10/append (durable):     {small:>10,.0f} records/s  ({small / raw:.0%}; many small sources)")
         single = spool_ingest(Path(tmp) / "s3.db", max(records // 50, 500), 1, 8)
