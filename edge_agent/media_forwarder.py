@@ -83,7 +83,7 @@ class MediaForwarder:
         self.gateway = gateway
         self.config = config
         self.agent_id = agent_id
-        self.video = aws.make_client(session, "kinesisvideo", gateway.video_url, gateway)
+        self._video: Any = None  # created on the first fragment: no camera, no kinesisvideo model in memory
         self._endpoints: dict[str, str] = {}
         self._not_before: dict[str, float] = {}
         self._backoff: dict[str, Backoff] = {}
@@ -140,6 +140,12 @@ class MediaForwarder:
             if len(batch) >= self.config.media_fragments_per_request:
                 break
         return batch
+
+    @property
+    def video(self) -> Any:
+        if self._video is None:
+            self._video = aws.make_client(self.session, "kinesisvideo", self.gateway.video_url, self.gateway)
+        return self._video
 
     def _endpoint(self, stream: str) -> str:
         url = self._endpoints.get(stream)
