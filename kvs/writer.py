@@ -88,7 +88,10 @@ class FragmentWriter:
     def _open_encoder(self, name: str | None) -> Any:
         import av
 
-        candidates = [name] if name else ([HARDWARE_ENCODER] if glob.glob("/dev/video*") else []) + [SOFTWARE_ENCODER]
+        if name:  # asked for by name; libx264 still backs it up (with a warning) so a camera keeps recording
+            candidates = [name] + ([SOFTWARE_ENCODER] if name != SOFTWARE_ENCODER else [])
+        else:
+            candidates = ([HARDWARE_ENCODER] if glob.glob("/dev/video*") else []) + [SOFTWARE_ENCODER]
         last_error: Exception | None = None
         for candidate in candidates:
             try:
@@ -122,7 +125,7 @@ class FragmentWriter:
                 return ctx
             except Exception as exc:  # av raises various FFmpegError subclasses
                 last_error = exc
-                log.info("encoder %s unavailable: %s", candidate, exc)
+                log.log(logging.WARNING if candidate == name else logging.INFO, "encoder %s unavailable: %s", candidate, exc)
         raise RuntimeError(f"no H.264 encoder could be opened: {last_error}")
 
     def add_frame(self, bgr: Any, timestamp_ms: int) -> list["Fragment"]:
@@ -143,7 +146,18 @@ class FragmentWriter:
             self._next_key_ms = timestamp_ms + self.fragment_ms
         self._last_ts = timestamp_ms
         out: list[Fragment] = []
-        for packet in self._encoder.encode(frame):
+        try:
+            packets = self._encoder.encode(frame)
+        except av.FFmpegError as exc:
+            if self.encoder_name == SOFTWARE_ENCODER:
+                raise
+            # a hardware encoder that opened but cannot encode (driver, size limits): go software for good
+            log.warning("encoder %s failed (%s); falling back to %s", self.encoder_name, exc, SOFTWARE_ENCODER)
+            self._encoder = self._open_encoder(SOFTWARE_ENCODER)
+            frame.pict_type = PictureType.I
+            self._next_key_ms = timestamp_ms + self.fragment_ms
+            packets = self._encoder.encode(frame)
+        for packet in packets:
             out += self._add_encoded(bytes(packet), int(packet.pts), bool(packet.is_keyframe))
         return out
 

@@ -169,3 +169,24 @@ def test_unusable_packets_are_counted_not_raised() -> None:
     assert writer.dropped_frames == 2
     mjpeg = FragmentWriter(160, 120, 5, codec="mjpeg-passthrough")
     assert mjpeg.add_packet(b"", T0, True) == [] and mjpeg.dropped_frames == 1
+
+
+class BrokenHardwareEncoder:
+    """Stand-in for a hardware encoder that opened but fails on the first frame (no such device here)."""
+
+    def encode(self, frame: object) -> list:
+        raise av.error.ExternalError(-22, "v4l2 encode failed")
+
+
+def test_encoder_falls_back_to_software() -> None:
+    asked = FragmentWriter(64, 48, 10, encoder="h264_v4l2m2m")  # no device here: libx264 takes over
+    assert asked.encoder_name == "libx264"
+    writer = FragmentWriter(64, 48, 10, fragment_seconds=1.0)
+    writer._encoder, writer.encoder_name = BrokenHardwareEncoder(), "h264_v4l2m2m"
+    out: list[Fragment] = []
+    for i, img in enumerate(frames(15, 64, 48)):
+        out += writer.add_frame(img, T0 + i * 100)
+    out += writer.flush()
+    assert writer.encoder_name == "libx264"
+    assert [f.frame_count for f in out] == [10, 5]  # not a frame lost
+    assert decode(out[0].data)[0].key_frame
