@@ -193,3 +193,17 @@ def test_aggregates_in_flight_at_a_crash_are_rebuilt_exactly(shared_gateway: Gat
     stored = read_stream(client, "agg-crash")["shardId-000000000000"]
     users = [base64.b64decode(u["kinesis"]["data"]) for u in iter_deaggregate_records(stored, data_format="Boto3")]
     assert users == [r.data for r in first + later]
+
+
+def test_missing_stream_waits_and_then_delivers(shared_gateway: GatewayProcess, tmp_path: Path) -> None:
+    """A stream that does not exist (yet) is an error the forwarder waits out: nothing is dropped."""
+    client = shared_gateway.client("kinesis")
+    before = metric("edge_agent_send_errors_total", lane="records", reason="ResourceNotFoundException")
+    with Spool(tmp_path / "spool.db", sync="normal") as spool, running_forwarder(spool, shared_gateway.url):
+        spool.append(make_records("late-stream", 40))
+        wait_until(lambda: metric("edge_agent_send_errors_total", lane="records", reason="ResourceNotFoundException") > before, 20,
+                   what="the missing stream to be noticed")
+        assert spool.stats().records["records"] == 40
+        client.create_stream(StreamName="late-stream", ShardCount=1)
+        wait_until(lambda: spool.stats().records["records"] == 0, 30, what="delivery once the stream exists")
+    check_complete_and_ordered(client, "late-stream", 40)
