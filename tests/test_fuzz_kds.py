@@ -4,6 +4,7 @@ bounded memory, and records stored before the storm still readable (and writable
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 
 import cbor2
@@ -100,6 +101,55 @@ def test_non_ascii_base64_blob_is_a_400(gw: GatewayProcess, raw: RawClient) -> N
         resp = raw.post("/", json.dumps(body).encode(), headers(action))
         check(gw, resp, (action, body))
         assert json.loads(resp.body)["__type"] == "SerializationException"
+
+
+VALID_REQUEST = (b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-amz-json-1.1\r\n"
+                 b"X-Amz-Target: Kinesis_20131202.PutRecord\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 b"3a\r\n{\"StreamName\":\"fuzz-target\",\"Data\":\"QQ==\",\"PartitionKey\":\"k\"}\r\n0\r\n\r\n")
+
+
+@st.composite
+def mangled_http(draw: st.DrawFn) -> bytes:
+    if draw(st.booleans()):
+        return draw(st.binary(min_size=1, max_size=400))
+    data = VALID_REQUEST
+    for _ in range(draw(st.integers(1, 3))):
+        pos = draw(st.integers(0, len(data)))
+        kind = draw(st.sampled_from(["flip", "insert", "truncate", "drop"]))
+        if kind == "flip" and pos < len(data):
+            data = data[:pos] + bytes([draw(st.integers(0, 255))]) + data[pos + 1:]
+        elif kind == "insert":
+            data = data[:pos] + draw(st.binary(min_size=1, max_size=16)) + data[pos:]
+        elif kind == "truncate":
+            data = data[:pos]
+        else:
+            data = data[:pos] + data[pos + draw(st.integers(1, 8)):]
+    return data
+
+
+@settings(FUZZ, max_examples=60 * SCALE)
+@given(wire=mangled_http())
+def test_garbled_http_on_the_wire(gw: GatewayProcess, wire: bytes) -> None:
+    """Random or mangled bytes as the HTTP request itself: an answer (AWS-shaped if an error) or a close."""
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as sock:
+        try:
+            sock.sendall(wire)
+            sock.shutdown(socket.SHUT_WR)  # end of input: a half request cannot wait for the header timeout
+        except OSError:
+            pass  # the gateway already hung up on it
+        received = b""
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+        except (ConnectionResetError, socket.timeout):
+            pass
+    assert gw.proc is not None and gw.proc.poll() is None, f"gateway died on {wire!r}"
+    for response in received.split(b"HTTP/1.1 ")[1:]:
+        status = int(response[:3])
+        assert status < 500, (wire, received[:300])
+        if status >= 400:
+            assert b"x-amzn-ErrorType" in response or b"__type" in response, (wire, received[:300])
+    COUNTS["wire"] = COUNTS.get("wire", 0) + 1
 
 
 def test_huge_bodies_and_headers(gw: GatewayProcess, raw: RawClient) -> None:
