@@ -93,18 +93,24 @@ def build_bodies(batch: int, size: int, variants: int = 8) -> list[bytes]:
     return bodies
 
 
-async def _load(url: str, clients: int, duration: float, batch: int, size: int, seed: int) -> tuple[int, int, int]:
+async def _load(url: str, clients: int, duration: float, batch: int, size: int, seed: int, producer: bool = False) -> tuple[int, int, int]:
     bodies = build_bodies(batch, size)
-    headers = dict(HEADERS, **{"X-Amz-Target": TARGET + "PutRecords"})
+    base_headers = dict(HEADERS, **{"X-Amz-Target": TARGET + "PutRecords"})
     ok = failed = errors = 0
     deadline = time.monotonic() + duration
 
     async def client(n: int, session: aiohttp.ClientSession) -> None:
         nonlocal ok, failed, errors
         i = n + seed
+        headers = dict(base_headers)
+        next_seq = 0
         while time.monotonic() < deadline:
             body = bodies[i % len(bodies)]
             i += 1
+            if producer:  # the edge agent's exactly-once headers: one spool seq per record
+                headers["X-Edge-Producer-Id"] = f"bench-{seed}-{n}"
+                headers["X-Edge-Record-Seqs"] = ",".join(map(str, range(next_seq, next_seq + batch)))
+                next_seq += batch
             async with session.post(url, data=body, headers=headers) as resp:
                 raw = await resp.read()
             if resp.status != 200:
@@ -122,7 +128,7 @@ async def _load(url: str, clients: int, duration: float, batch: int, size: int, 
     return ok, failed, errors
 
 
-def _load_proc(args: tuple[str, int, float, int, int, int], out: "multiprocessing.Queue[tuple[int, int, int]]") -> None:
+def _load_proc(args: tuple[str, int, float, int, int, int, bool], out: "multiprocessing.Queue[tuple[int, int, int]]") -> None:
     out.put(asyncio.run(_load(*args)))
 
 
@@ -144,7 +150,7 @@ def read_back(url: str) -> tuple[int, float]:
 
 def run_load(url: str, opts: argparse.Namespace) -> dict[str, float]:
     queue: multiprocessing.Queue[tuple[int, int, int]] = multiprocessing.Queue()
-    procs = [multiprocessing.Process(target=_load_proc, args=((url, opts.clients, opts.duration, opts.batch, opts.size, p * 1000), queue)) for p in range(opts.procs)]
+    procs = [multiprocessing.Process(target=_load_proc, args=((url, opts.clients, opts.duration, opts.batch, opts.size, p * 1000, getattr(opts, "producer", False)), queue)) for p in range(opts.procs)]
     load_before = os.getloadavg()[0]
     started = time.monotonic()
     for p in procs:
@@ -241,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kinesalite-dir", type=Path, default=Path("/tmp/kinesalite"), help="where kinesalite is (or gets) npm-installed, outside the repo (default /tmp/kinesalite)")
     parser.add_argument("--skip-kinesalite", action="store_true", help="do not compare with kinesalite")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per server (default 2)")
+    parser.add_argument("--exactly-once", action="store_true", help="also measure PutRecords with the edge agent's X-Edge-* replay headers")
     parser.add_argument("--skip-limits", action="store_true", help="do not measure the cost of limit enforcement")
     opts = parser.parse_args(argv)
 
@@ -255,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
                 huge = 10**12
                 config.write_text(f"[limits]\nenabled = true\nshard_write_bytes_per_sec = {huge}\nshard_write_records_per_sec = {huge}\n")
                 servers["gateway, limits on (not throttling)"] = start_gateway(Path(tmp) / "limits", "--config", str(config))
+            if opts.exactly_once:
+                servers["gateway, exactly-once headers"] = start_gateway(Path(tmp) / "exactly-once", "--no-limits")
             if not opts.skip_kinesalite:
                 started = start_kinesalite(opts.kinesalite_dir)
                 if isinstance(started, str):
@@ -270,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(opts.rounds):
                 for name, (proc, url) in servers.items():
                     before = cpu_seconds(proc.pid)
-                    result = run_load(url, opts)
+                    result = run_load(url, argparse.Namespace(**vars(opts), producer=name.endswith("exactly-once headers")))
                     result["server_cpu_s"] = cpu_seconds(proc.pid) - before
                     runs[name].append(result)
             read_url = servers["gateway --no-limits"][1]

@@ -44,7 +44,7 @@ def test_retention_keeps_fresh_records_and_the_counter(tmp_path: Path) -> None:
         assert len(all_records(store, "r")) == 40
         assert "shardId-000000000000" not in [s.shard_id for s in store.stream("r").shards]  # closed, whole life expired
         with sqlite3.connect(store.path) as conn:
-            assert conn.execute("SELECT count(*) FROM producer_seqs").fetchone()[0] == 0
+            assert conn.execute("SELECT count(*) FROM producer_batches").fetchone()[0] == 0
         await retention.sweep(store, time.time() + 48 * 3600)
         assert all_records(store, "r") == []
         store.close()

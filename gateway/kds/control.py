@@ -10,6 +10,7 @@ import bisect
 import sqlite3
 
 from gateway.errors import in_use, invalid_argument, limit_exceeded, not_found
+from gateway.kds import replays
 from gateway.kds.shards import Router, Shard, split_points, uniform_boundaries, uniform_ranges
 from gateway.kds.store import Store, Stream
 
@@ -67,8 +68,9 @@ async def delete_stream(store: Store, stream: Stream) -> None:
         for shard in live.shards:
             conn.execute("DELETE FROM segments WHERE shard_key=?", (shard.key,))
             store.shards.pop(shard.key, None)
-        for table in ("shards", "tags", "producer_seqs"):
+        for table in ("shards", "tags"):
             conn.execute(f"DELETE FROM {table} WHERE stream_key=?", (live.key,))
+        replays.forget_stream(conn, live.key)
         conn.execute("DELETE FROM streams WHERE key=?", (live.key,))
         del store.streams[live.name]
         store.streams_by_key.pop(live.key, None)

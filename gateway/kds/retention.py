@@ -13,6 +13,7 @@ import logging
 import sqlite3
 import time
 
+from gateway.kds import replays
 from gateway.kds.store import Store, Stream
 
 log = logging.getLogger("gateway.kds.retention")
@@ -48,7 +49,7 @@ def _sweep_stream(store: Store, conn: sqlite3.Connection, stream: Stream, now: f
         cursor = conn.execute("DELETE FROM segments WHERE shard_key=? AND last_seq<?", (shard.key, limit if bound is None else bound[0]))
         deleted += cursor.rowcount
         more = more or cursor.rowcount == BATCH_ROWS
-    conn.execute("DELETE FROM producer_seqs WHERE stream_key=? AND at<?", (stream.key, cutoff))
+    replays.forget_before(conn, stream.key, cutoff)
     if not more:
         expired = [s for s in stream.shards if s.closed is not None and s.closed < cutoff]
         for shard in expired:

@@ -8,7 +8,7 @@ On-disk format (``kds.sqlite3``)::
     segments(id, shard_key, first_seq, last_seq, arrival, payload)   + index (shard_key, last_seq)
                                 the records of one PutRecords call in one shard (see ``segments``)
     tags(stream_key, key, value)
-    producer_seqs(producer, stream_key, pseq, shard_key, seq, at)   exactly-once memory
+    producer_batches(...)       exactly-once memory (see ``replays``)
 
 Invariants: sequence numbers come from one counter for the whole store, so they increase
 within a shard, never repeat (the counter is persisted, not derived from surviving rows), and
@@ -31,7 +31,7 @@ from typing import Any
 
 from gateway.config import GatewayConfig
 from gateway.errors import not_found
-from gateway.kds import segments
+from gateway.kds import replays, segments
 from gateway.kds.limits import Limits
 from gateway.kds.shards import Router, Shard, shard_name
 from gateway.kds.writer import Writer
@@ -55,12 +55,7 @@ CREATE TABLE IF NOT EXISTS segments(
 CREATE INDEX IF NOT EXISTS segments_by_shard ON segments(shard_key, last_seq);
 CREATE TABLE IF NOT EXISTS tags(stream_key INTEGER NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
     PRIMARY KEY(stream_key, key));
-CREATE TABLE IF NOT EXISTS producer_seqs(
-    producer TEXT NOT NULL, stream_key INTEGER NOT NULL, pseq INTEGER NOT NULL,
-    shard_key INTEGER NOT NULL, seq INTEGER NOT NULL, at REAL NOT NULL,
-    PRIMARY KEY(producer, stream_key, pseq)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS producer_seqs_by_age ON producer_seqs(stream_key, at);
-"""
+""" + replays.SCHEMA
 
 
 @dataclass
@@ -237,15 +232,11 @@ class Store:
         mono = time.monotonic()
         known: dict[int, PutResult] = {}
         if producer is not None:
-            seqs = sorted({e[3] for e in entries if e[3] is not None})
-            if seqs:
-                marks = ",".join("?" * len(seqs))
-                for pseq, shard_key, seq in conn.execute(
-                    f"SELECT pseq, shard_key, seq FROM producer_seqs WHERE producer=? AND stream_key=? AND pseq IN ({marks})",
-                    (producer, stream.key, *seqs),
-                ):
+            pseqs = [e[3] for e in entries if e[3] is not None]
+            if pseqs:
+                for replayed, (shard_key, stored_seq) in replays.lookup(conn, producer, stream.key, pseqs).items():
                     if shard_key in self.shards:
-                        known[pseq] = (self.shards[shard_key][1].shard_id, seq)
+                        known[replayed] = (self.shards[shard_key][1].shard_id, stored_seq)
         results: list[PutResult | None] = [None] * len(entries)
         groups: dict[int, tuple[Shard, list[int]]] = {}  # shard key -> (shard, entry indexes)
         first_of: dict[int, int] = {}  # producer seq -> index of its first entry in this call
@@ -270,7 +261,7 @@ class Store:
         # Each shard's admitted records get a block of consecutive numbers and become one segment.
         seq = self.next_seq
         rows: list[tuple[int, int, int, float, bytes]] = []
-        remembered: list[tuple[str, int, int, int, int, float]] = []
+        remembered: tuple[list[int], list[int], list[int]] = ([], [], [])  # producer seqs, shard keys, seqs
         for shard, indexes in groups.values():
             if limits is not None:
                 verdicts = limits.write(shard.key).admit_many([len(entries[i][1]) + len(entries[i][0]) for i in indexes], mono)
@@ -284,9 +275,11 @@ class Store:
             first = seq
             for index in indexes:
                 results[index] = (shard.shard_id, seq)
-                pseq = entries[index][3]
-                if producer is not None and pseq is not None:
-                    remembered.append((producer, stream.key, pseq, shard.key, seq, now))
+                producer_seq = entries[index][3]
+                if producer_seq is not None:
+                    remembered[0].append(producer_seq)
+                    remembered[1].append(shard.key)
+                    remembered[2].append(seq)
                 seq += 1
             payload = segments.pack([entries[i][0] for i in indexes], [entries[i][1] for i in indexes])
             rows.append((shard.key, first, seq - 1, now, payload))
@@ -294,8 +287,8 @@ class Store:
             results[index] = results[original]
         self.next_seq = seq
         conn.executemany("INSERT INTO segments(shard_key, first_seq, last_seq, arrival, payload) VALUES (?,?,?,?,?)", rows)
-        if remembered:
-            conn.executemany("INSERT OR REPLACE INTO producer_seqs VALUES (?,?,?,?,?,?)", remembered)
+        if producer is not None and remembered[0]:
+            replays.remember(conn, producer, stream.key, *remembered, now)
         return results  # type: ignore[return-value]
 
     # -- reads (worker threads) -----------------------------------------------------------
