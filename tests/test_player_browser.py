@@ -151,6 +151,10 @@ def test_plays_live_across_a_restart_then_the_recording(tmp_path: Path, browser:
         assert page.evaluate("window.playerState.mode") == "live"
         assert media_errors(page) == []
         page.wait_for_selector("#timeline .span", timeout=20_000)  # the recording is on the timeline
+        page.evaluate("document.getElementById('video').pause()")  # a viewer's pause stays a pause
+        page.wait_for_timeout(1200)
+        assert page.evaluate("document.getElementById('video').paused")
+        page.evaluate("document.getElementById('video').play()")
 
         # SIGKILL the gateway mid-playback and start a new process on the same data dir, this time
         # with a new session key, so the open page's token is refused (401): the player opens a

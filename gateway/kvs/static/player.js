@@ -7,7 +7,7 @@
 const $ = (id) => document.getElementById(id);
 const video = $("video");
 const params = new URLSearchParams(location.search);
-const state = { stream: null, mode: null, appended: 0, sessions: 0, errors: [], timeline: [], generation: 0,
+const state = { stream: null, mode: null, appended: 0, sessions: 0, errors: [], timeline: [], generation: 0, target: 2,
   replayWindow: Number(params.get("window")) || 300 };
 window.playerState = state; // read by tests and handy in the console
 
@@ -209,8 +209,9 @@ function keepPlaying(live, target) {
     }
   }
   const edge = b.end(b.length - 1);
-  if (live && edge - video.currentTime > 4 * target + 2) video.currentTime = edge - target;
-  if (video.paused && !video.ended) video.play().catch(() => {});
+  if (live && !video.paused && edge - video.currentTime > 4 * target + 2) video.currentTime = edge - 2 * target;
+  // start playback until it has begun once; after that a pause is the viewer's and stays
+  if (video.paused && !video.ended && !state.playing) video.play().catch(() => {});
 }
 
 // One HLS session of this gateway: its media playlist URL and codec. LIVE follows the live edge;
@@ -246,6 +247,7 @@ async function play(stream, mode, startSeconds) {
   state.mode = mode;
   state.appended = 0;
   state.sessions = 0;
+  state.playing = false;
   $("stream-name").textContent = stream;
   $("mode").textContent = mode === "live" ? "LIVE" : "recording";
   document.querySelectorAll("#streams button").forEach((b) => b.classList.toggle("active", b.dataset.stream === stream));
@@ -342,6 +344,7 @@ async function play(stream, mode, startSeconds) {
         log(`replay: ${err.message}`); // nothing recorded after it yet: keep polling
       }
     }
+    state.target = playlist.target;
     keepPlaying(mode === "live", playlist.target);
     await sleep(Math.max(500, (playlist.target * 1000) / 2));
   }
@@ -397,7 +400,8 @@ video.addEventListener("error", () => {
   const e = video.error;
   status(`media error ${e ? e.code : "?"}: ${e && e.message ? e.message : ""}`, true);
 });
-video.addEventListener("waiting", () => keepPlaying(state.mode === "live", 1));
+video.addEventListener("waiting", () => keepPlaying(state.mode === "live", state.target));
+video.addEventListener("playing", () => { state.playing = true; });
 
 setInterval(() => {
   if (!state.stream) return;
@@ -408,7 +412,7 @@ setInterval(() => {
     const fraction = Math.min(1, (t - range[0]) / (range[1] - range[0]));
     $("cursor").style.left = `calc(${fraction * 100}% - 1px)`;
   }
-  if (!video.seeking) keepPlaying(state.mode === "live", 1);
+  if (!video.seeking) keepPlaying(state.mode === "live", state.target);
 }, 500);
 
 setInterval(() => { if (state.stream) loadTimeline(state.stream).catch(() => {}); }, 15000);
