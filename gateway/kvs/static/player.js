@@ -285,15 +285,16 @@ async function play(stream, mode, startSeconds) {
       playlist = parseMedia(await getText(master.mediaUrl), master.mediaUrl);
     } catch (err) {
       status(`playlist: ${err.message}`, true);
-      await sleep(2000);
       if (err.message.startsWith("401") && generation === state.generation) {
-        try { // the session expired: open a new one where this one got to
+        try { // the session expired (or the gateway's key changed): open a new one where this one got to
           master = await openSession(stream, mode, resumeFrom || startSeconds);
           state.sessions += 1;
+          continue;
         } catch (again) {
           log(`new session: ${again.message}`);
         }
       }
+      await sleep(1000); // the gateway may be restarting: try again soon
       continue;
     }
     let added = 0;
