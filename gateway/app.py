@@ -67,8 +67,10 @@ async def _add_request_id(request: web.Request, response: web.StreamResponse) ->
 def create_app(config: GatewayConfig) -> web.Application:
     config.data_path.mkdir(parents=True, exist_ok=True)
     middlewares: list[Middleware] = [aws_errors, request_limits(MAX_BODY_BYTES, config.server)]
-    if config.auth.credentials:
-        middlewares.append(SigV4Verifier(config.auth).middleware)
+    if config.auth.credentials:  # who signed is checked before the body is read, the signature after
+        verifier = SigV4Verifier(config.auth)
+        middlewares[1:1] = [verifier.headers_middleware]
+        middlewares.append(verifier.signature_middleware)
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
     app[CONFIG] = config
     app.on_response_prepare.append(_add_request_id)

@@ -291,8 +291,27 @@ def requested_streams(request: web.Request, body: bytes) -> set[str]:
 # ----------------------------------------------------------------------------- middleware
 
 
+@dataclass(frozen=True)
+class _Claim:
+    """What a request's headers claim (who signed, when), checked before its body is read."""
+
+    service: str
+    auth: Authorization
+    secret: str
+    amz_date: str
+
+
+#: Where ``headers_middleware`` leaves its ``_Claim`` for ``signature_middleware`` (aiohttp < 3.12: a str key).
+CLAIM_KEY: Any = web.RequestKey("sigv4_claim", _Claim) if hasattr(web, "RequestKey") else "sigv4_claim"
+
+
 class SigV4Verifier:
-    """Verifies requests against ``AuthConfig``; ``middleware`` plugs it into the app."""
+    """Verifies requests against ``AuthConfig`` in two steps, so a request from an unknown key, with
+    no signature or with a stale date is refused before the gateway reads (and buffers) its body:
+
+    ``headers_middleware`` (outside the body limits): Authorization, key, scope and clock;
+    ``signature_middleware`` (inside them, body read): payload hash, signature, allowed streams.
+    """
 
     def __init__(self, config: AuthConfig) -> None:
         self.credentials = dict(config.credentials)
@@ -300,7 +319,12 @@ class SigV4Verifier:
         self.max_skew = config.max_clock_skew_seconds
 
     async def verify(self, request: web.Request) -> str | None:
-        """Raise ``AwsError`` unless ``request`` is correctly signed; return the access key used."""
+        """Both steps at once: raise ``AwsError`` unless ``request`` is correctly signed; return its key."""
+        claim = self.check_headers(request)
+        return None if claim is None else await self.check_signature(request, claim)
+
+    def check_headers(self, request: web.Request) -> _Claim | None:
+        """The checks that need no body; None when the request is not an API call."""
         service = service_of(request)
         if service is None:
             return None
@@ -316,8 +340,13 @@ class SigV4Verifier:
             raise _auth_error("UnrecognizedClientException", "The security token included in the request is invalid.", service)
         self._check_scope(auth, amz_date, service)
         self._check_clock(amz_date, signed_at, service)
+        return _Claim(service, auth, secret, amz_date)
+
+    async def check_signature(self, request: web.Request, claim: _Claim) -> str:
+        """The checks that need the body: payload hash, signature, then the key's allowed streams."""
+        auth, service = claim.auth, claim.service
         payload_hash = await self._payload_hash(request, auth, service)
-        expected = expected_signature(request, auth, secret, amz_date, payload_hash)
+        expected = expected_signature(request, auth, claim.secret, claim.amz_date, payload_hash)
         if not hmac.compare_digest(expected, auth.signature):
             raise _auth_error("InvalidSignatureException", SIGNATURE_MISMATCH, service)
         await self._check_streams(request, auth.access_key, service)
@@ -380,6 +409,16 @@ class SigV4Verifier:
                 )
 
     @web.middleware
-    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        await self.verify(request)
+    async def headers_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        claim = self.check_headers(request)
+        if claim is not None:
+            request[CLAIM_KEY] = claim
+        return await handler(request)
+
+    @web.middleware
+    async def signature_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        claim = request.get(CLAIM_KEY)
+        if claim is None:  # headers_middleware found no API call here
+            return await handler(request)
+        await self.check_signature(request, claim)
         return await handler(request)

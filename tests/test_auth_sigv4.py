@@ -287,3 +287,20 @@ def test_agent_signed_putmedia_is_persisted(gw: GatewayProcess) -> None:
     status, _, raw = post(gw, "/putMedia", body, sign_streaming_request("POST", gw.url + "/putMedia", base, session, REGION))
     acks = [json.loads(line) for line in raw.splitlines() if line.strip()]
     assert status == 200 and [a["EventType"] for a in acks].count("PERSISTED") == 2, acks
+
+
+def test_unknown_callers_are_refused_before_their_body_is_read(gw: GatewayProcess) -> None:
+    import socket
+    import time
+
+    for extra in (b"", b"Authorization: AWS4-HMAC-SHA256 Credential=AKIDNOBODY/20240101/us-east-1/kinesis/aws4_request, "
+                       b"SignedHeaders=host;x-amz-date, Signature=00\r\nX-Amz-Date: 20240101T000000Z\r\n"):
+        with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as sock:
+            start = time.monotonic()
+            # 15 MB announced, none sent: the answer must not wait for it
+            sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-amz-json-1.1\r\n"
+                         b"X-Amz-Target: Kinesis_20131202.PutRecords\r\nContent-Length: 15000000\r\n" + extra + b"\r\n")
+            head = sock.recv(65536)
+            assert time.monotonic() - start < 2
+        assert head.startswith(b"HTTP/1.1 400")
+        assert b"MissingAuthenticationTokenException" in head or b"UnrecognizedClientException" in head
