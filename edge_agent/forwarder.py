@@ -47,8 +47,9 @@ log = logging.getLogger("edge_agent.forwarder")
 #: Kinesis limit on one record: data + partition key.
 MAX_RECORD_BYTES = 1024 * 1024
 MAX_PARTITION_KEY_CHARS = 256
-#: Units held in memory: a few batches' worth.
-WINDOW_BATCHES = 3
+#: Units held in memory: two batches (one going out, one being assembled). A record the spool
+#: drops (size cap) after it was read is still sent: at most this many, so drops never under-report.
+WINDOW_BATCHES = 2
 #: Retry delays after throttling stop doubling here (base * 2^4 = 1.6 s by default).
 THROTTLE_MAX_EXPONENT = 4
 AGG_CHECKPOINT = "forwarder.records.aggregates"
