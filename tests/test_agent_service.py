@@ -135,8 +135,13 @@ def test_agent_keeps_running_while_the_gateway_is_unreachable(tmp_path: Path) ->
     agent = subprocess.Popen([sys.executable, "-m", "edge_agent", "run", "--config", str(config)], cwd=ROOT,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        time.sleep(2.0)
-        assert agent.poll() is None  # no gateway is not a reason to exit
+        from edge_agent.status import from_spool
+
+        spool_path = tmp_path / "spool.db"
+        wait_until(lambda: spool_path.exists() and from_spool(spool_path).spool_records["records"] == 3, 30,
+                   interval=0.2, what="the lines in the spool")
+        time.sleep(1.0)  # several failed send attempts later...
+        assert agent.poll() is None  # ...no gateway is not a reason to exit
         agent.send_signal(signal.SIGINT)
         assert agent.wait(timeout=20) == 0
     finally:
