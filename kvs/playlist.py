@@ -40,7 +40,7 @@ def master_playlist(media_uri: str, codecs: str, width: int, height: int, bandwi
 
 def media_playlist(
     segments: list[Segment],
-    init_uri: str,
+    init_uri: str | None,
     playlist_type: str = "VOD",
     media_sequence: int = 0,
     discontinuity_sequence: int = 0,
@@ -51,6 +51,7 @@ def media_playlist(
 ) -> str:
     """An HLS media playlist of fMP4 segments.
 
+    ``init_uri`` is the fMP4 init segment (EXT-X-MAP); None for MPEG-TS segments.
     ``ended`` defaults to True for VOD only; a LIVE or EVENT playlist ends when the caller says so.
     ``program_date_time``: ``"always"`` (every segment), ``"gaps"`` (first segment and after each
     discontinuity) or ``"never"``. ``gap_ms < 0`` marks every segment as a discontinuity.
@@ -61,12 +62,14 @@ def media_playlist(
         raise ValueError(f"playlist type must be VOD, EVENT or LIVE, not {playlist_type!r}")
     longest = max((s.duration_ms for s in segments), default=1000)
     target = target_duration_s or max(1, math.ceil(longest / 1000))
-    lines = ["#EXTM3U", "#EXT-X-VERSION:7", f"#EXT-X-TARGETDURATION:{target}", f"#EXT-X-MEDIA-SEQUENCE:{media_sequence}"]
+    version = 7 if init_uri else 3
+    lines = ["#EXTM3U", f"#EXT-X-VERSION:{version}", f"#EXT-X-TARGETDURATION:{target}", f"#EXT-X-MEDIA-SEQUENCE:{media_sequence}"]
     if discontinuity_sequence:
         lines.append(f"#EXT-X-DISCONTINUITY-SEQUENCE:{discontinuity_sequence}")
     if playlist_type != "LIVE":
         lines.append(f"#EXT-X-PLAYLIST-TYPE:{playlist_type}")
-    lines.append(f'#EXT-X-MAP:URI="{init_uri}"')
+    if init_uri:
+        lines.append(f'#EXT-X-MAP:URI="{init_uri}"')
     previous_end: int | None = None
     for segment in segments:
         gap = previous_end is not None and (gap_ms < 0 or abs(segment.start_ms - previous_end) > gap_ms)

@@ -145,3 +145,28 @@ def mp4_clip(contents: list[FragmentContent]) -> bytes:
 def fragments_to_mp4(documents: list[bytes]) -> bytes:
     """Convenience: stored MKV fragments -> one MP4 clip."""
     return mp4_clip([read_fragment(d) for d in documents])
+
+
+def ts_segment(mkv_document: bytes) -> bytes:
+    """One fragment as an MPEG-TS segment (HLS ``ContainerFormat=MPEG_TS``), by PyAV stream copy.
+
+    FFmpeg's muxer turns the length-prefixed samples into Annex-B; timestamps stay the producer's
+    (90 kHz, so they wrap every 26.5 hours like any TS clock, which HLS players expect).
+    """
+    import io
+
+    import av
+
+    out = io.BytesIO()
+    with av.open(io.BytesIO(mkv_document), mode="r") as source, av.open(out, mode="w", format="mpegts") as target:
+        video = source.streams.video[0]
+        if video.codec_context.name != "h264":
+            raise UnsupportedCodecError(f"codec {video.codec_context.name} cannot go into MPEG-TS here (H.264 only)")
+        stream = target.add_stream_from_template(video)
+        for packet in source.demux(video):
+            if packet.dts is None:
+                continue  # the demuxer's end-of-stream marker
+            packet.stream = stream
+            target.mux(packet)
+    return out.getvalue()
+

@@ -157,6 +157,17 @@ def test_hls_on_demand_plays_in_ffmpeg(gw: GatewayProcess) -> None:
     assert media.count("#EXT-X-PROGRAM-DATE-TIME") == 6
 
 
+def test_hls_mpeg_ts_plays_in_ffmpeg(gw: GatewayProcess) -> None:
+    url = hls_url(gw, "cam", "ON_DEMAND", ContainerFormat="MPEG_TS")
+    media = fetch(url.replace("getHLSMasterPlaylist", "getHLSMediaPlaylist"))
+    assert "#EXT-X-MAP" not in media and "getTSFragment.ts?" in media
+    with av.open(url) as container:
+        frames = list(container.decode(video=0))
+    assert len(frames) == 60
+    ticks = [f.pts for f in frames]
+    assert all(b - a == 9000 for a, b in zip(ticks, ticks[1:]))  # 100 ms apart on the 90 kHz TS clock
+
+
 def test_hls_gap_is_a_discontinuity(gw: GatewayProcess) -> None:
     url = hls_url(gw, "cam-gap", "ON_DEMAND")
     media = fetch(url.replace("getHLSMasterPlaylist", "getHLSMediaPlaylist"))
@@ -187,7 +198,7 @@ def test_hls_session_errors(gw: GatewayProcess) -> None:
     with pytest.raises(client.exceptions.InvalidArgumentException):
         client.get_hls_streaming_session_url(StreamName="cam", PlaybackMode="ON_DEMAND")  # no range
     with pytest.raises(client.exceptions.InvalidArgumentException):
-        client.get_hls_streaming_session_url(StreamName="cam", ContainerFormat="MPEG_TS")
+        client.get_hls_streaming_session_url(StreamName="cam", ContainerFormat="MKV")
     with pytest.raises(client.exceptions.ResourceNotFoundException):
         client.get_hls_streaming_session_url(StreamName="cam", PlaybackMode="ON_DEMAND", HLSFragmentSelector={
             "FragmentSelectorType": "SERVER_TIMESTAMP", "TimestampRange": {"StartTimestamp": 1000, "EndTimestamp": 2000}})

@@ -1,7 +1,7 @@
 """What a streaming session serves: HLS playlists, the DASH manifest, fMP4 init and media segments.
 
-Segments are fMP4: one init segment (from a fragment's SPS/PPS) and one ``moof+mdat`` per
-fragment, remuxed on request. Media time is the producer timestamp in epoch milliseconds, so a
+Segments are fMP4 (one init segment from a fragment's SPS/PPS, one ``moof+mdat`` per fragment)
+or, for ContainerFormat MPEG_TS, one TS file per fragment; both remuxed on request. Media time is the producer timestamp in epoch milliseconds, so a
 player can map ``currentTime`` (seconds) to wall-clock time without any extra lookup. Every
 request carries the session token ``gateway.kvs.sessions`` issued.
 """
@@ -65,8 +65,9 @@ def _gap_ms(session: Session) -> int:
     return {"ALWAYS": -1, "NEVER": 2**62}.get(session.discontinuity, playlist.DEFAULT_GAP_MS)
 
 
-def _media_uri(token: str, number: str) -> str:
-    return f"getMP4MediaFragment.mp4?SessionToken={token}&FragmentNumber={number}"
+def _media_uri(session: Session, token: str, number: str) -> str:
+    name = "getTSFragment.ts" if session.container == "MPEG_TS" else "getMP4MediaFragment.mp4"
+    return f"{name}?SessionToken={token}&FragmentNumber={number}"
 
 
 def _init_content(store: VideoStore, session: Session) -> Any:
@@ -103,13 +104,14 @@ async def hls_master(request: web.Request) -> web.Response:
 
 def _media_playlist(store: VideoStore, session: Session, token: str) -> str:
     infos = _window(store, session)
-    segments = [playlist.Segment(_media_uri(token, i.fragment_number), i.producer_ts_ms, i.duration_ms, i.fragment_number)
-                for i in infos]
+    segments = [playlist.Segment(_media_uri(session, token, i.fragment_number), i.producer_ts_ms, i.duration_ms,
+                                 i.fragment_number) for i in infos]
     sequence = parse_fragment_number(infos[0].fragment_number)[1] if infos else 0
     kind = {"LIVE": "LIVE", "LIVE_REPLAY": "EVENT", "ON_DEMAND": "VOD"}[session.mode]
     longest = max((s.duration_ms for s in segments), default=1000)
     return playlist.media_playlist(
-        segments, f"getMP4InitFragment.mp4?SessionToken={token}", kind, media_sequence=sequence,
+        segments, None if session.container == "MPEG_TS" else f"getMP4InitFragment.mp4?SessionToken={token}", kind,
+        media_sequence=sequence,
         program_date_time="always" if session.timestamps == "ALWAYS" else "never",
         ended=_ended(session), gap_ms=_gap_ms(session), target_duration_s=max(1, math.ceil(longest / 1000)),
     )
@@ -168,6 +170,23 @@ async def media_fragment(request: web.Request) -> web.Response:
     return web.Response(body=data, content_type="video/mp4", headers={"Cache-Control": "max-age=3600"})
 
 
+def _ts_segment(store: VideoStore, session: Session, number: str) -> bytes:
+    data = store.read_fragment_by_id(session.stream_id, number)
+    try:
+        return remux.ts_segment(data)
+    except (ValueError, MkvError) as exc:
+        raise media_error(exc) from exc
+
+
+async def ts_fragment(request: web.Request) -> web.Response:
+    session, _ = await from_request(request)
+    number = request.query.get("FragmentNumber")
+    if not number:
+        raise invalid("FragmentNumber is required")
+    data = await asyncio.to_thread(_ts_segment, store_of(request), session, number)
+    return web.Response(body=data, content_type="video/MP2T", headers={"Cache-Control": "max-age=3600"})
+
+
 def _manifest(store: VideoStore, session: Session, token: str) -> str:
     infos = _window(store, session)
     if not infos:
@@ -196,6 +215,7 @@ ROUTES: list[web.RouteDef] = [
     web.get("/hls/v1/getHLSMediaPlaylist.m3u8", hls_media),
     web.get("/hls/v1/getMP4InitFragment.mp4", init_fragment),
     web.get("/hls/v1/getMP4MediaFragment.mp4", media_fragment),
+    web.get("/hls/v1/getTSFragment.ts", ts_fragment),
     web.get("/dash/v1/getDASHManifest.mpd", dash_manifest),
     web.get("/dash/v1/getMP4InitFragment.mp4", init_fragment),
     web.get("/dash/v1/getMP4MediaFragment.mp4", media_fragment),

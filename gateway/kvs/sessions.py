@@ -7,7 +7,7 @@ they serve is in ``gateway.kvs.hls``.
 
 Playback modes: LIVE (the newest ``MaxMediaPlaylistFragmentResults`` fragments, default 5, a
 sliding window), LIVE_REPLAY (from StartTimestamp on, growing until EndTimestamp) and ON_DEMAND
-(a closed range, VOD). Deviations: ContainerFormat MPEG_TS is refused; DiscontinuityMode defaults
+(a closed range, VOD). ContainerFormat FRAGMENTED_MP4 (default) or MPEG_TS. Deviation: DiscontinuityMode defaults
 to ON_DISCONTINUITY (a tag only where fragments are not contiguous), and to NEVER for LIVE, whose
 sliding window keeps EXT-X-DISCONTINUITY-SEQUENCE at 0.
 """
@@ -68,6 +68,7 @@ class Session:
     discontinuity: str
     timestamps: str
     init_fragment: str
+    container: str = "FRAGMENTED_MP4"
 
 
 # -- tokens -----------------------------------------------------------------------------------------
@@ -155,8 +156,7 @@ async def _create_session(request: web.Request, selector_key: str, results_key: 
     body = await read_json(request)
     stream = await resolve_stream(request, optional_str(body, "StreamName"), optional_str(body, "StreamARN"))
     mode = _choice(body, "PlaybackMode", MODES, "LIVE")
-    if not dash and _choice(body, "ContainerFormat", ("FRAGMENTED_MP4", "MPEG_TS"), "FRAGMENTED_MP4") != "FRAGMENTED_MP4":
-        raise invalid("ContainerFormat MPEG_TS is not supported by this gateway; use FRAGMENTED_MP4")
+    container = "FRAGMENTED_MP4" if dash else _choice(body, "ContainerFormat", ("FRAGMENTED_MP4", "MPEG_TS"), "FRAGMENTED_MP4")
     selector = body.get(selector_key) or {}
     if not isinstance(selector, dict):
         raise invalid(f"{selector_key} must be an object")
@@ -192,7 +192,7 @@ async def _create_session(request: web.Request, selector_key: str, results_key: 
         raise AwsError("ResourceNotFoundException", "No fragments found for the requested playback", 404)
     await asyncio.to_thread(_check_codec, store_of(request), stream.id, first.fragment_number)
     return Session(stream.name, stream.id, mode, by, start, end, int(time.time() * 1000) + expires * 1000,
-                   results, discontinuity, timestamps, first.fragment_number)
+                   results, discontinuity, timestamps, first.fragment_number, container)
 
 
 def _check_codec(store: VideoStore, stream_id: int, number: str) -> None:
