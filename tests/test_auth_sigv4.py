@@ -247,14 +247,20 @@ def test_credentials_from_environment(tmp_path: Path) -> None:
     assert "SigV4 required (2 access keys)" in log
 
 
-def test_bad_credentials_config_exits_2(tmp_path: Path) -> None:
+def test_bad_credentials_config_exits_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from gateway.cli import main  # in-process: these paths exit before anything is served
+
     bad = tmp_path / "bad.toml"
     bad.write_text('[auth]\ncredentials = { K = "s" }\nallowed_streams = { OTHER = ["x"] }\n')
-    proc = subprocess.run([sys.executable, "-m", "gateway", "--config", str(bad)], capture_output=True, text=True, timeout=30)
-    assert proc.returncode == 2 and "auth.allowed_streams.OTHER" in proc.stderr
-    env = {**os.environ, "EDGE_GATEWAY_CREDENTIALS_FILE": str(tmp_path / "missing.toml")}
-    proc = subprocess.run([sys.executable, "-m", "gateway"], capture_output=True, text=True, timeout=30, env=env)
-    assert proc.returncode == 2 and "missing.toml" in proc.stderr
+    assert main(["--config", str(bad)]) == 2
+    assert "auth.allowed_streams.OTHER" in capsys.readouterr().err
+    monkeypatch.setenv("EDGE_GATEWAY_CREDENTIALS_FILE", str(tmp_path / "missing.toml"))
+    assert main([]) == 2
+    assert "missing.toml" in capsys.readouterr().err
+    monkeypatch.delenv("EDGE_GATEWAY_CREDENTIALS_FILE")
+    monkeypatch.setenv("EDGE_GATEWAY_ACCESS_KEY_ID", "KEY-WITHOUT-SECRET")
+    assert main([]) == 2
+    assert "EDGE_GATEWAY_SECRET_ACCESS_KEY" in capsys.readouterr().err
 
 
 def test_start_line_says_whether_auth_is_on(gateway: GatewayProcess) -> None:

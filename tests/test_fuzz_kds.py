@@ -26,7 +26,7 @@ NAMES = st.one_of(st.just(TARGET), st.just(f"arn:aws:kinesis:us-east-1:000000000
                   NAME_LIKE.filter(lambda n: KEEP not in n))
 BODIES = {op: from_shape(KINESIS.operation_model(op).input_shape, NAMES) for op in ACTIONS}
 PICK_ACTION = weighted(st.sampled_from(SERVED), st.sampled_from(ACTIONS), 9)
-FUZZ = settings(max_examples=300 * SCALE, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+FUZZ = settings(max_examples=200 * SCALE, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 COUNTS: dict[str, int] = {}
 
 
@@ -127,7 +127,7 @@ def mangled_http(draw: st.DrawFn) -> bytes:
     return data
 
 
-@settings(FUZZ, max_examples=60 * SCALE)
+@settings(FUZZ, max_examples=50 * SCALE)
 @given(wire=mangled_http())
 def test_garbled_http_on_the_wire(gw: GatewayProcess, wire: bytes) -> None:
     """Random or mangled bytes as the HTTP request itself: an answer (AWS-shaped if an error) or a close."""

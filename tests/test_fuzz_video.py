@@ -30,7 +30,7 @@ for _service in ("kinesisvideo", "kinesis-video-media", "kinesis-video-archived-
         OPERATIONS.append((_operation.http["requestUri"], from_shape(_operation.input_shape, NAMES)))
 SERVED = [op for op in OPERATIONS if op[0] in SERVED_PATHS]
 PICK_OPERATION = weighted(st.sampled_from(SERVED), st.sampled_from(OPERATIONS), 9)
-FUZZ = settings(max_examples=200 * SCALE, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+FUZZ = settings(max_examples=150 * SCALE, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 COUNTS: dict[str, int] = {}
 JSON_HEADERS = {"Content-Type": "application/json"}
 
@@ -139,7 +139,7 @@ def mangled_mkv(draw: st.DrawFn, fragments: list[bytes]) -> bytes:
 
 
 def test_truncated_and_garbled_mkv_bodies(gw: GatewayProcess, raw: RawClient, fragments: list[bytes]) -> None:
-    @settings(FUZZ, max_examples=60 * SCALE)
+    @settings(FUZZ, max_examples=40 * SCALE)
     @given(body=mangled_mkv(fragments))
     def run(body: bytes) -> None:
         resp = raw.post("/putMedia", body, putmedia_headers(PUT))
@@ -155,7 +155,7 @@ def test_truncated_and_garbled_mkv_bodies(gw: GatewayProcess, raw: RawClient, fr
     run()
 
 
-@settings(FUZZ, max_examples=60 * SCALE)
+@settings(FUZZ, max_examples=40 * SCALE)
 @given(
     stream=st.one_of(st.just(PUT), st.from_regex(r"[ -~]{0,300}", fullmatch=True)),
     timecode_type=st.one_of(st.sampled_from(["ABSOLUTE", "RELATIVE"]), st.from_regex(r"[ -~]{0,20}", fullmatch=True)),

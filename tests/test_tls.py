@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import boto3
@@ -60,9 +59,10 @@ def test_https_with_sigv4(tmp_path: Path) -> None:
         gw.kill()
 
 
-def test_unreadable_certificate_is_a_config_error(tmp_path: Path) -> None:
+def test_unreadable_certificate_is_a_config_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from gateway.cli import main  # in-process: the error comes before anything is served
+
     config = tmp_path / "gateway.toml"
     config.write_text(f'[tls]\ncertfile = "{tmp_path / "nope.pem"}"\nkeyfile = "{tmp_path / "nope.key"}"\n')
-    proc = subprocess.run([sys.executable, "-m", "gateway", "--config", str(config)], capture_output=True, text=True, timeout=30)
-    assert proc.returncode == 2
-    assert "tls: cannot load certfile" in proc.stderr
+    assert main(["--config", str(config)]) == 2
+    assert "tls: cannot load certfile" in capsys.readouterr().err
