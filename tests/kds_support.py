@@ -1,10 +1,14 @@
-"""Helpers shared by the tests/test_kds_*.py files (one gateway per module, read helpers)."""
+"""Helpers shared by the tests/test_kds_*.py files: one shared gateway, read helpers."""
 
 from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Iterator
 from typing import Any
+
+import pytest
+from helpers import GatewayProcess
 
 MAX_HASH = 2**128 - 1
 
@@ -40,3 +44,20 @@ def wait_until(predicate: Any, timeout: float = 5.0) -> Any:
         if value or time.monotonic() > deadline:
             return value
         time.sleep(0.05)
+
+
+_shared: list[GatewayProcess] = []
+
+
+@pytest.fixture(scope="session")
+def kds_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    """One ``--no-limits`` gateway for every kds test module that neither restarts it nor needs
+    limits (each test uses its own stream names); starting a gateway costs seconds on a busy box.
+
+    Each module imports this fixture, which pytest registers once per module: the process is
+    kept here so they all get the same one. Session fixtures end with the session, so the
+    first teardown (kill is idempotent) comes after the last test."""
+    if not _shared:
+        _shared.append(GatewayProcess(tmp_path_factory.mktemp("kds-shared") / "data", "--no-limits").start())
+    yield _shared[0]
+    _shared[0].kill()

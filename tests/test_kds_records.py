@@ -7,21 +7,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from collections.abc import Iterator
-
 import pytest
 from botocore.exceptions import ClientError
 from helpers import GatewayProcess
 
-from kds_support import md5_key, read_shard, shard_for
+from kds_support import kds_gateway, md5_key, read_shard, shard_for  # noqa: F401  (fixture)
 
 
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    """One gateway for the tests that do not restart it (each uses its own stream)."""
-    proc = GatewayProcess(tmp_path_factory.mktemp("kds-records") / "data", "--no-limits").start()
-    yield proc
-    proc.kill()
+@pytest.fixture
+def shared(kds_gateway: GatewayProcess) -> GatewayProcess:
+    """The shared gateway, for the tests that do not restart it (each uses its own stream)."""
+    return kds_gateway
 
 
 def put_batch(kinesis: Any, stream: str, n: int, prefix: str = "r") -> list[dict[str, Any]]:
@@ -34,17 +30,17 @@ def put_batch(kinesis: Any, stream: str, n: int, prefix: str = "r") -> list[dict
 def test_routing_ordering_and_read_back(shared: GatewayProcess) -> None:
     gw = shared
     kinesis = gw.client("kinesis")
-    kinesis.create_stream(StreamName="s", ShardCount=4)
-    shards = kinesis.list_shards(StreamName="s")["Shards"]
-    sent = put_batch(kinesis, "s", 400) + put_batch(kinesis, "s", 100, prefix="b")
+    kinesis.create_stream(StreamName="routing", ShardCount=4)
+    shards = kinesis.list_shards(StreamName="routing")["Shards"]
+    sent = put_batch(kinesis, "routing", 400) + put_batch(kinesis, "routing", 100, prefix="b")
     for rec in sent:
         assert rec["ShardId"] == shard_for(shards, md5_key(rec["PartitionKey"]))
         assert len(rec["SequenceNumber"]) >= 20
-    explicit = kinesis.put_record(StreamName="s", Data=b"e", PartitionKey="whatever", ExplicitHashKey=str(2**128 - 1))
+    explicit = kinesis.put_record(StreamName="routing", Data=b"e", PartitionKey="whatever", ExplicitHashKey=str(2**128 - 1))
     assert explicit["ShardId"] == shards[-1]["ShardId"]
     total = 0
     for shard in shards:
-        got, last = read_shard(kinesis, "s", shard["ShardId"])
+        got, last = read_shard(kinesis, "routing", shard["ShardId"])
         expected = [r for r in sent if r["ShardId"] == shard["ShardId"]]
         if shard is shards[-1]:
             expected.append({"Data": b"e", "PartitionKey": "whatever", "SequenceNumber": explicit["SequenceNumber"]})
@@ -59,17 +55,17 @@ def test_routing_ordering_and_read_back(shared: GatewayProcess) -> None:
 def test_iterator_types_and_limit(shared: GatewayProcess) -> None:
     gw = shared
     kinesis = gw.client("kinesis")
-    kinesis.create_stream(StreamName="it", ShardCount=1)
+    kinesis.create_stream(StreamName="iterators", ShardCount=1)
     sid = "shardId-000000000000"
-    first = [kinesis.put_record(StreamName="it", Data=f"a{i}".encode(), PartitionKey="k")["SequenceNumber"] for i in range(5)]
+    first = [kinesis.put_record(StreamName="iterators", Data=f"a{i}".encode(), PartitionKey="k")["SequenceNumber"] for i in range(5)]
     time.sleep(0.05)
     middle = dt.datetime.now(dt.timezone.utc)
     time.sleep(0.05)
-    latest_it = kinesis.get_shard_iterator(StreamName="it", ShardId=sid, ShardIteratorType="LATEST")["ShardIterator"]
-    second = [kinesis.put_record(StreamName="it", Data=f"b{i}".encode(), PartitionKey="k")["SequenceNumber"] for i in range(5)]
+    latest_it = kinesis.get_shard_iterator(StreamName="iterators", ShardId=sid, ShardIteratorType="LATEST")["ShardIterator"]
+    second = [kinesis.put_record(StreamName="iterators", Data=f"b{i}".encode(), PartitionKey="k")["SequenceNumber"] for i in range(5)]
 
     def seqs(kind: str, **kw: Any) -> list[str]:
-        return [r["SequenceNumber"] for r in read_shard(kinesis, "it", sid, kind, **kw)[0]]
+        return [r["SequenceNumber"] for r in read_shard(kinesis, "iterators", sid, kind, **kw)[0]]
 
     assert seqs("TRIM_HORIZON") == first + second
     assert seqs("AT_SEQUENCE_NUMBER", StartingSequenceNumber=first[2]) == first[2:] + second
@@ -77,16 +73,16 @@ def test_iterator_types_and_limit(shared: GatewayProcess) -> None:
     assert seqs("AT_TIMESTAMP", Timestamp=middle) == second
     assert seqs("LATEST") == []
     assert [r["SequenceNumber"] for r in kinesis.get_records(ShardIterator=latest_it)["Records"]] == second
-    page = kinesis.get_records(ShardIterator=kinesis.get_shard_iterator(StreamName="it", ShardId=sid, ShardIteratorType="TRIM_HORIZON")["ShardIterator"], Limit=3)
+    page = kinesis.get_records(ShardIterator=kinesis.get_shard_iterator(StreamName="iterators", ShardId=sid, ShardIteratorType="TRIM_HORIZON")["ShardIterator"], Limit=3)
     assert len(page["Records"]) == 3 and page["MillisBehindLatest"] >= 0
     assert [r["SequenceNumber"] for r in kinesis.get_records(ShardIterator=page["NextShardIterator"], Limit=3)["Records"]] == first[3:] + second[:1]
     arrival = page["Records"][0]["ApproximateArrivalTimestamp"]
     assert abs((dt.datetime.now(dt.timezone.utc) - arrival).total_seconds()) < 60
     with pytest.raises(ClientError) as exc:
-        kinesis.get_shard_iterator(StreamName="it", ShardId=sid, ShardIteratorType="AT_SEQUENCE_NUMBER", StartingSequenceNumber="12")
+        kinesis.get_shard_iterator(StreamName="iterators", ShardId=sid, ShardIteratorType="AT_SEQUENCE_NUMBER", StartingSequenceNumber="12")
     assert exc.value.response["Error"]["Code"] == "InvalidArgumentException"
     with pytest.raises(ClientError) as exc:
-        kinesis.get_shard_iterator(StreamName="it", ShardId="shardId-000000000009", ShardIteratorType="LATEST")
+        kinesis.get_shard_iterator(StreamName="iterators", ShardId="shardId-000000000009", ShardIteratorType="LATEST")
     assert exc.value.response["Error"]["Code"] == "ResourceNotFoundException"
     token = page["NextShardIterator"]
     with pytest.raises(ClientError) as exc:
@@ -143,7 +139,7 @@ def test_records_survive_sigkill(gateway_factory: Any, tmp_path: Path) -> None:
 def test_exactly_once_replay_returns_original_results(shared: GatewayProcess) -> None:
     gw = shared
     kinesis = gw.client("kinesis")
-    kinesis.create_stream(StreamName="eo", ShardCount=2)
+    kinesis.create_stream(StreamName="exactly-once", ShardCount=2)
     headers = {"X-Edge-Producer-Id": "agent-7", "X-Edge-Record-Seqs": ",".join(str(100 + i) for i in range(20))}
 
     def add_headers(request: Any, **_: Any) -> None:
@@ -152,23 +148,23 @@ def test_exactly_once_replay_returns_original_results(shared: GatewayProcess) ->
 
     kinesis.meta.events.register("before-sign.kinesis.PutRecords", add_headers)
     records = [{"Data": f"eo-{i}".encode(), "PartitionKey": f"p{i}"} for i in range(20)]
-    first = kinesis.put_records(StreamName="eo", Records=records)
-    second = kinesis.put_records(StreamName="eo", Records=records)
+    first = kinesis.put_records(StreamName="exactly-once", Records=records)
+    second = kinesis.put_records(StreamName="exactly-once", Records=records)
     assert first["FailedRecordCount"] == 0
     assert first["Records"] == second["Records"]
     headers["X-Edge-Record-Seqs"] = ",".join(str(110 + i) for i in range(20))  # half replayed, half new
-    third = kinesis.put_records(StreamName="eo", Records=[{"Data": f"eo-{10 + i}".encode(), "PartitionKey": f"p{10 + i}"} for i in range(20)])
+    third = kinesis.put_records(StreamName="exactly-once", Records=[{"Data": f"eo-{10 + i}".encode(), "PartitionKey": f"p{10 + i}"} for i in range(20)])
     assert third["Records"][:10] == first["Records"][10:]
     kinesis.meta.events.unregister("before-sign.kinesis.PutRecords", add_headers)
-    plain = kinesis.put_records(StreamName="eo", Records=records[:1])  # no headers: plain AWS semantics
+    plain = kinesis.put_records(StreamName="exactly-once", Records=records[:1])  # no headers: plain AWS semantics
     assert plain["Records"][0]["SequenceNumber"] != first["Records"][0]["SequenceNumber"]
-    stored = [r["Data"] for s in ("shardId-000000000000", "shardId-000000000001") for r in read_shard(kinesis, "eo", s)[0]]
+    stored = [r["Data"] for s in ("shardId-000000000000", "shardId-000000000001") for r in read_shard(kinesis, "exactly-once", s)[0]]
     assert sorted(stored) == sorted([f"eo-{i}".encode() for i in range(30)] + [b"eo-0"])
     kinesis.meta.events.register("before-sign.kinesis.PutRecords", add_headers)
     for bad in ("1,2", "1,x,3", f"1,2,{2**70}"):
         headers["X-Edge-Record-Seqs"] = bad
         with pytest.raises(ClientError) as exc:
-            kinesis.put_records(StreamName="eo", Records=records[:3])
+            kinesis.put_records(StreamName="exactly-once", Records=records[:3])
         assert exc.value.response["Error"]["Code"] == "ValidationException"
 
 

@@ -4,20 +4,17 @@ parent record before any child record, so per-key order holds across the boundar
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from helpers import GatewayProcess
 
-from kds_support import read_shard, wait_until
+from kds_support import kds_gateway, read_shard, wait_until  # noqa: F401  (fixture)
 
 
-@pytest.fixture(scope="module")
-def kinesis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    proc = GatewayProcess(tmp_path_factory.mktemp("kds-reshard") / "data", "--no-limits").start()
-    yield proc.client("kinesis")
-    proc.kill()
+@pytest.fixture
+def kinesis(kds_gateway: GatewayProcess) -> Any:
+    return kds_gateway.client("kinesis")
 
 
 def put(kinesis: Any, stream: str, start: int, n: int) -> list[tuple[str, bytes]]:
@@ -56,14 +53,14 @@ def per_key(pairs: list[tuple[str, bytes]]) -> dict[str, list[bytes]]:
 
 
 def test_split_merge_and_read_across_boundaries(kinesis: Any) -> None:
-    kinesis.create_stream(StreamName="rs", ShardCount=2)
-    sent = put(kinesis, "rs", 0, 200)
-    kinesis.split_shard(StreamName="rs", ShardToSplit="shardId-000000000000", NewStartingHashKey=str(2**126))
-    sent += put(kinesis, "rs", 200, 200)
-    kinesis.merge_shards(StreamName="rs", ShardToMerge="shardId-000000000003", AdjacentShardToMerge="shardId-000000000001")
-    sent += put(kinesis, "rs", 400, 200)
+    kinesis.create_stream(StreamName="reshard", ShardCount=2)
+    sent = put(kinesis, "reshard", 0, 200)
+    kinesis.split_shard(StreamName="reshard", ShardToSplit="shardId-000000000000", NewStartingHashKey=str(2**126))
+    sent += put(kinesis, "reshard", 200, 200)
+    kinesis.merge_shards(StreamName="reshard", ShardToMerge="shardId-000000000003", AdjacentShardToMerge="shardId-000000000001")
+    sent += put(kinesis, "reshard", 400, 200)
 
-    shards = {s["ShardId"]: s for s in kinesis.describe_stream(StreamName="rs")["StreamDescription"]["Shards"]}
+    shards = {s["ShardId"]: s for s in kinesis.describe_stream(StreamName="reshard")["StreamDescription"]["Shards"]}
     assert set(shards) == {f"shardId-{i:012d}" for i in range(5)}
     assert shards["shardId-000000000002"]["ParentShardId"] == "shardId-000000000000"
     assert shards["shardId-000000000004"]["ParentShardId"] == "shardId-000000000003"
@@ -72,7 +69,7 @@ def test_split_merge_and_read_across_boundaries(kinesis: Any) -> None:
     assert int(shards["shardId-000000000002"]["SequenceNumberRange"]["StartingSequenceNumber"]) > parent_end
     assert "EndingSequenceNumber" not in shards["shardId-000000000004"]["SequenceNumberRange"]
 
-    seen, children = read_like_kcl(kinesis, "rs")
+    seen, children = read_like_kcl(kinesis, "reshard")
     assert sorted(seen) == sorted(sent)
     assert per_key(seen) == per_key(sent)  # every key in put order: parents before children
     assert [c["ShardId"] for c in children["shardId-000000000000"]] == ["shardId-000000000002", "shardId-000000000003"]
@@ -80,21 +77,21 @@ def test_split_merge_and_read_across_boundaries(kinesis: Any) -> None:
 
 
 def test_update_shard_count_uniform_scaling(kinesis: Any) -> None:
-    kinesis.create_stream(StreamName="us", ShardCount=3)
-    sent = put(kinesis, "us", 0, 150)
-    out = kinesis.update_shard_count(StreamName="us", TargetShardCount=5, ScalingType="UNIFORM_SCALING")
+    kinesis.create_stream(StreamName="uniform", ShardCount=3)
+    sent = put(kinesis, "uniform", 0, 150)
+    out = kinesis.update_shard_count(StreamName="uniform", TargetShardCount=5, ScalingType="UNIFORM_SCALING")
     assert (out["CurrentShardCount"], out["TargetShardCount"]) == (3, 5)
-    sent += put(kinesis, "us", 150, 150)
-    kinesis.update_shard_count(StreamName="us", TargetShardCount=3, ScalingType="UNIFORM_SCALING")
-    sent += put(kinesis, "us", 300, 150)
-    open_shards = kinesis.list_shards(StreamName="us", ShardFilter={"Type": "AT_LATEST"})["Shards"]
+    sent += put(kinesis, "uniform", 150, 150)
+    kinesis.update_shard_count(StreamName="uniform", TargetShardCount=3, ScalingType="UNIFORM_SCALING")
+    sent += put(kinesis, "uniform", 300, 150)
+    open_shards = kinesis.list_shards(StreamName="uniform", ShardFilter={"Type": "AT_LATEST"})["Shards"]
     assert len(open_shards) == 3
     starts = sorted(int(s["HashKeyRange"]["StartingHashKey"]) for s in open_shards)
     assert starts == [0, (2**128) // 3, 2 * ((2**128) // 3)]
-    for shard in kinesis.list_shards(StreamName="us")["Shards"]:
+    for shard in kinesis.list_shards(StreamName="uniform")["Shards"]:
         parents = [p for p in (shard.get("ParentShardId"), shard.get("AdjacentParentShardId")) if p]
         assert len(parents) <= 2
-    seen, _ = read_like_kcl(kinesis, "us")
+    seen, _ = read_like_kcl(kinesis, "uniform")
     assert per_key(seen) == per_key(sent)
 
 

@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 from helpers import GatewayProcess
 
-from kds_support import MAX_HASH
-
-
-@pytest.fixture(scope="module")
-def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    proc = GatewayProcess(tmp_path_factory.mktemp("kds-streams") / "data").start()
-    yield proc
-    proc.kill()
+from kds_support import MAX_HASH, kds_gateway  # noqa: F401  (fixture)
 
 
 @pytest.fixture
-def kinesis(gw: GatewayProcess) -> Any:
-    return gw.client("kinesis")
+def kinesis(kds_gateway: GatewayProcess) -> Any:
+    return kds_gateway.client("kinesis")
 
 
 def error_code(exc: pytest.ExceptionInfo[ClientError]) -> str:
@@ -47,8 +39,8 @@ def test_create_describe_waiter_and_hash_ranges(kinesis: Any) -> None:
 
 
 def test_on_demand_list_paging_and_delete(kinesis: Any) -> None:
-    kinesis.create_stream(StreamName="od", StreamModeDetails={"StreamMode": "ON_DEMAND"})
-    summary = kinesis.describe_stream_summary(StreamName="od")["StreamDescriptionSummary"]
+    kinesis.create_stream(StreamName="on-demand", StreamModeDetails={"StreamMode": "ON_DEMAND"})
+    summary = kinesis.describe_stream_summary(StreamName="on-demand")["StreamDescriptionSummary"]
     assert summary["StreamModeDetails"]["StreamMode"] == "ON_DEMAND" and summary["OpenShardCount"] == 4
     for i in range(3):
         kinesis.create_stream(StreamName=f"page-{i}", ShardCount=1)
@@ -56,7 +48,7 @@ def test_on_demand_list_paging_and_delete(kinesis: Any) -> None:
     assert first["HasMoreStreams"] is True and len(first["StreamNames"]) == 2
     rest = kinesis.list_streams(NextToken=first["NextToken"], Limit=100)
     names = first["StreamNames"] + rest["StreamNames"]
-    assert names == sorted(names) and {"od", "page-0", "page-1", "page-2"} <= set(names)
+    assert names == sorted(names) and {"on-demand", "page-0", "page-1", "page-2"} <= set(names)
     assert rest["StreamSummaries"][0]["StreamStatus"] == "ACTIVE"
     limits = kinesis.describe_limits()
     assert limits["OnDemandStreamCount"] >= 1 and limits["OpenShardCount"] >= 7

@@ -10,24 +10,22 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import cbor2
 import pytest
 from helpers import GatewayProcess
+from kds_support import kds_gateway  # noqa: F401  (fixture)
 
 JSON_TYPE = "application/x-amz-json-1.1"
 CBOR_TYPE = "application/x-amz-cbor-1.1"
 
 
 @pytest.fixture(scope="module")
-def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    proc = GatewayProcess(tmp_path_factory.mktemp("kds-wire") / "data", "--no-limits").start()
-    proc.client("kinesis").create_stream(StreamName="wire", ShardCount=1)
-    yield proc
-    proc.kill()
+def gw(kds_gateway: GatewayProcess) -> GatewayProcess:
+    kds_gateway.client("kinesis").create_stream(StreamName="wire", ShardCount=1)
+    return kds_gateway
 
 
 def call(gw: GatewayProcess, action: str, body: bytes, content_type: str = JSON_TYPE) -> tuple[int, str, bytes]:
@@ -129,7 +127,7 @@ def test_aws_cli(gw: GatewayProcess, tmp_path: Path) -> None:
 
     gw.client("kinesis").create_stream(StreamName="cli", ShardCount=1)
     put = cli("put-record", "--stream-name", "cli", "--data", "hello from the cli", "--partition-key", "p")
-    it = cli("get-shard-iterator", "--stream-name", "cli", "--shard-id", put["ShardId"], "--shard-iterator-type", "TRIM_HORIZON")
+    it = gw.client("kinesis").get_shard_iterator(StreamName="cli", ShardId=put["ShardId"], ShardIteratorType="TRIM_HORIZON")
     got = cli("get-records", "--shard-iterator", it["ShardIterator"])
     assert base64.b64decode(got["Records"][0]["Data"]) == b"hello from the cli"
     assert got["Records"][0]["SequenceNumber"] == put["SequenceNumber"] and got["MillisBehindLatest"] == 0
