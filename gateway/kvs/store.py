@@ -84,7 +84,8 @@ CREATE TABLE IF NOT EXISTS streams (
     retention_hours INTEGER NOT NULL DEFAULT 0,
     version TEXT NOT NULL,
     created_ms INTEGER NOT NULL,
-    tags TEXT NOT NULL DEFAULT '{}'
+    tags TEXT NOT NULL DEFAULT '{}',
+    last_seq INTEGER NOT NULL DEFAULT 0  -- highest seq ever committed: numbers are never reused
 );
 CREATE TABLE IF NOT EXISTS fragments (
     stream_id INTEGER NOT NULL,
@@ -139,6 +140,8 @@ class VideoStore:
         self._readers_lock = threading.Lock()
         self._writer = self._connect()
         self._writer.executescript(SCHEMA)
+        if "last_seq" not in {row[1] for row in self._writer.execute("PRAGMA table_info(streams)")}:  # older index
+            self._writer.execute("ALTER TABLE streams ADD COLUMN last_seq INTEGER NOT NULL DEFAULT 0")
         self._stream_locks: dict[int, threading.Lock] = {}
         self._next_seq: dict[int, int] = {}
         self._bytes: dict[int, int] = {}
@@ -194,8 +197,8 @@ class VideoStore:
         above its newest (an interrupted write), so only the first and last 1000-fragment
         directories are listed: opening a long stream costs a few directory reads, not one per file.
         """
-        rows = self._writer.execute("SELECT id FROM streams").fetchall()
-        live = {row["id"] for row in rows}
+        rows = self._writer.execute("SELECT id, last_seq FROM streams").fetchall()
+        live = {row["id"]: row["last_seq"] for row in rows}
         removed = 0
         for stream_dir in (self.root / "streams").iterdir():
             if not stream_dir.name.isdigit() or int(stream_dir.name) not in live:
@@ -205,7 +208,7 @@ class VideoStore:
             low, high, total = self._writer.execute(
                 "SELECT MIN(seq), MAX(seq), COALESCE(SUM(size), 0) FROM fragments WHERE stream_id = ?", (stream_id,)
             ).fetchone()
-            highest = high or 0
+            highest = max(high or 0, live[stream_id])
             stream_dir = self.root / "streams" / str(stream_id)
             buckets = sorted(int(d.name) for d in stream_dir.iterdir() if d.name.isdigit()) if stream_dir.exists() else []
             for bucket in buckets:
@@ -366,7 +369,7 @@ class VideoStore:
                 _fsync_dir(final.parent)
             try:
                 with self._transaction() as db:
-                    if db.execute("SELECT 1 FROM streams WHERE id = ?", (stream_id,)).fetchone() is None:
+                    if db.execute("UPDATE streams SET last_seq = MAX(last_seq, ?) WHERE id = ?", (seq, stream_id)).rowcount == 0:
                         raise AwsError("ResourceNotFoundException", "Stream was deleted", 404)
                     db.execute(
                         "INSERT INTO fragments VALUES (?, ?, ?, ?, ?, ?, ?)",
