@@ -32,6 +32,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -48,6 +49,8 @@ from botocore.credentials import Credentials
 from gateway.config import AuthConfig
 from gateway.errors import AwsError
 from gateway.limits import STREAMING_PATHS
+
+log = logging.getLogger("gateway.auth")
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 AMZ_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
@@ -291,6 +294,29 @@ def requested_streams(request: web.Request, body: bytes) -> set[str]:
 # ----------------------------------------------------------------------------- middleware
 
 
+class RefusalLog:
+    """Logs refused requests for the operator -- once per (client, error) a minute, with a count,
+    so a misconfigured device or a scanner cannot flood the log."""
+
+    def __init__(self, interval: float = 60.0) -> None:
+        self.interval = interval
+        self._last: dict[tuple[str, str], tuple[float, int]] = {}
+
+    def refused(self, request: web.Request, error: AwsError, access_key: str = "") -> None:
+        key = (request.remote or "?", error.code)
+        now = time.monotonic()
+        last, suppressed = self._last.get(key, (-self.interval, 0))
+        if now - last < self.interval:
+            self._last[key] = (last, suppressed + 1)
+            return
+        if len(self._last) > 10_000:
+            self._last.clear()
+        self._last[key] = (now, 0)
+        more = f" (+{suppressed} more in the last minute)" if suppressed else ""
+        who = f" key {access_key}" if access_key else ""
+        log.warning("refused %s %s from %s%s: %s: %s%s", request.method, request.path, key[0], who, error.code, error.message[:200], more)
+
+
 @dataclass(frozen=True)
 class _Claim:
     """What a request's headers claim (who signed, when), checked before its body is read."""
@@ -317,6 +343,7 @@ class SigV4Verifier:
         self.credentials = dict(config.credentials)
         self.allowed_streams = {key: frozenset(names) for key, names in config.allowed_streams.items()}
         self.max_skew = config.max_clock_skew_seconds
+        self.audit = RefusalLog()
 
     async def verify(self, request: web.Request) -> str | None:
         """Both steps at once: raise ``AwsError`` unless ``request`` is correctly signed; return its key."""
@@ -410,7 +437,11 @@ class SigV4Verifier:
 
     @web.middleware
     async def headers_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        claim = self.check_headers(request)
+        try:
+            claim = self.check_headers(request)
+        except AwsError as exc:
+            self.audit.refused(request, exc)
+            raise
         if claim is not None:
             request[CLAIM_KEY] = claim
         return await handler(request)
@@ -420,5 +451,9 @@ class SigV4Verifier:
         claim = request.get(CLAIM_KEY)
         if claim is None:  # headers_middleware found no API call here
             return await handler(request)
-        await self.check_signature(request, claim)
+        try:
+            await self.check_signature(request, claim)
+        except AwsError as exc:
+            self.audit.refused(request, exc, claim.auth.access_key)
+            raise
         return await handler(request)

@@ -119,6 +119,13 @@ def test_unknown_key_and_wrong_secret(gw: GatewayProcess) -> None:
     assert (code, status) == ("InvalidSignatureException", 400)
     assert "signature we calculated does not match" in message
     assert error_of(client(gw, "kinesisvideo", KEY, "not-the-secret").list_streams)[:2] == ("InvalidSignatureException", 403)
+    # the operator sees who was refused, once a minute per client and error, not once per request
+    for _ in range(3):
+        error_of(client(gw, "kinesis", "AKIDUNKNOWN", SECRET).list_streams)
+    log = gw.log()
+    assert log.count("refused POST / from 127.0.0.1: UnrecognizedClientException") == 1
+    assert f"from 127.0.0.1 key {KEY}: InvalidSignatureException" in log
+    assert SECRET not in log
 
 
 def test_tampered_body_and_wrong_service_scope(gw: GatewayProcess) -> None:

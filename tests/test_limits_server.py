@@ -194,6 +194,16 @@ def test_example_config_documents_the_server_defaults() -> None:
     assert example.server == ServerConfig()
 
 
+def test_nonsense_server_limits_are_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from gateway.cli import main  # in-process: the error comes before anything is served
+
+    for line, key in (("max_connections = 0", "server.max_connections"), ("body_timeout_seconds = -1", "server.body_timeout_seconds"),
+                      ("max_header_bytes = 10", "server.max_header_bytes"), ("header_timeout_seconds = 'soon'", "server.header_timeout_seconds")):
+        (tmp_path / "bad.toml").write_text(f"[server]\n{line}\n")
+        assert main(["--config", str(tmp_path / "bad.toml")]) == 2
+        assert key in capsys.readouterr().err
+
+
 def test_sigterm_shuts_down_cleanly(tmp_path: Path) -> None:
     gw = GatewayProcess(tmp_path / "data").start()
     assert_alive(gw)
