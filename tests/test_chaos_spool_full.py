@@ -36,7 +36,7 @@ def test_spool_full_drops_by_policy_and_keeps_running(tmp_path: Path, mosquitto)
         wait_until(lambda: _up(metrics_url), 30, interval=0.1, what="the agent")
         wait_until(lambda: "mqtt-e2e: connected" in (tmp_path / "agent.log").read_text(), 20, what="MQTT")
         producers.mqtt(100)
-        time.sleep(3)  # some camera fragments land in the spool
+        wait_until(lambda: from_metrics(metrics_url).spool_records.get("media", 0) >= 2, 30, what="camera fragments in the spool")
         with producers.log_path.open("a") as f:  # ~2 MB of logs: twice the cap
             for i in range(10000):
                 f.write(f"log|{i}|".ljust(199, "x") + "\n")
