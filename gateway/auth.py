@@ -23,6 +23,11 @@ PutMedia bodies are streamed and cannot be hashed before the handler runs: there
 hash is whatever ``x-amz-content-sha256`` says (``UNSIGNED-PAYLOAD`` is accepted), or, without
 that header, the hash of an empty body -- what the KVS producer SDK signs for streaming calls.
 
+``[auth] allowed_streams`` restricts a key to the streams a request names (``StreamName``,
+``StreamARN``, ``ConsumerARN``, ``ResourceARN``, PutMedia's ``x-amzn-stream-name``/``-arn``). Calls
+that name no stream -- ListStreams, DescribeLimits, GetRecords with an iterator (which only an allowed
+GetShardIterator hands out) -- stay open to every known key.
+
 Where the keys come from (config, credentials file, environment): ``gateway.credentials``.
 """
 
