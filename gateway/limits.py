@@ -1,6 +1,7 @@
 """Request-level limits: bodies bounded in size and in time, and HTTP errors in the AWS shape.
 
-Every API body except PutMedia's is read whole here, before authentication and the handler,
+Every API body except PutMedia's is read whole here, before its signature is checked and the
+handler runs (who signed is checked earlier, so unknown callers never get a body buffered),
 so a client that trickles its body is cut off after ``server.body_timeout_seconds`` with a
 ``RequestTimeoutException`` (408) instead of holding a handler forever, and an oversize body
 gets an ``InvalidArgumentException`` (413) -- from its Content-Length when declared, before a
