@@ -36,6 +36,8 @@ log = logging.getLogger("edge_agent.sources.camera")
 START_CODE = b"\x00\x00\x00\x01"
 #: A live stream's own clock may wander this far from the wall clock before timestamps re-anchor.
 MAX_DRIFT_S = 2.0
+#: How long opening or reading a network stream may stall before it counts as lost.
+NETWORK_TIMEOUT_MS = 10_000
 
 
 @dataclass(frozen=True)
@@ -156,8 +158,11 @@ class OpenCvCapture:
         self.clock = clock
         self.realtime = realtime and _is_file(device)
         self.is_file = _is_file(device)
-        backend = cv2.CAP_V4L2 if _is_device(device) else cv2.CAP_FFMPEG
-        self.cap = cv2.VideoCapture(device, backend)
+        if _is_device(device):
+            self.cap = cv2.VideoCapture(device, cv2.CAP_V4L2)
+        else:  # a stalled network stream must fail (and be reopened), not hang the source
+            timeouts = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, NETWORK_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, NETWORK_TIMEOUT_MS]
+            self.cap = cv2.VideoCapture(str(device), cv2.CAP_FFMPEG, timeouts)
         if not self.cap.isOpened():
             self.cap.release()
             raise OSError(f"cannot open {device!r} with OpenCV")
@@ -203,7 +208,7 @@ class PacketReader:
             self.container: Any = av.open(path, format="video4linux2", options=options)
         else:
             options = {"rtsp_transport": "tcp"} if str(device).startswith("rtsp://") else {}
-            self.container = av.open(str(device), options=options, timeout=10)
+            self.container = av.open(str(device), options=options, timeout=NETWORK_TIMEOUT_MS / 1000)
         try:
             self.stream = self.container.streams.video[0]
         except IndexError:
