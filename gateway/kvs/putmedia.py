@@ -179,6 +179,10 @@ class Session:
                 await self._error(exc.error_id, self._current_timecode(parser))
                 log.info("putMedia %s: rejected stream: %s", self.stream.name, exc)
                 return
+            except Exception:  # a parser bug must cost this session, never the gateway
+                log.exception("putMedia %s: unexpected error parsing the body", self.stream.name)
+                await self._error(INTERNAL_ERROR, self._current_timecode(parser))
+                return
             for fragment in fragments:
                 await self._complete(fragment)
             if fragments:  # bytes after the last complete cluster belong to the next fragment
@@ -193,6 +197,10 @@ class Session:
             last = parser.finish()
         except MkvError as exc:
             await self._error(exc.error_id, self._current_timecode(parser))
+            return
+        except Exception:
+            log.exception("putMedia %s: unexpected error parsing the body", self.stream.name)
+            await self._error(INTERNAL_ERROR, None)
             return
         if last is not None and last.complete:
             await self._complete(last)
