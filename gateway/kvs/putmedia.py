@@ -340,7 +340,10 @@ async def put_media(request: web.Request) -> web.StreamResponse:
     response.enable_chunked_encoding()
     await response.prepare(request)
     session = Session(request, response, stream, timecode_type == "RELATIVE", start_ms, producer_id, seqs)
-    await session.run()
+    try:
+        await session.run()
+    except Exception:  # the 200 is already out: log it and end the ack stream cleanly
+        log.exception("putMedia %s: session failed", stream.name)
     with contextlib.suppress(ConnectionError, RuntimeError, OSError):
         await response.write_eof()
     return response
