@@ -46,6 +46,14 @@ class ShardWriteLimit:
         """Charge one record of ``size`` bytes, or refuse it without charging anything."""
         return bool(self.admit_many([size], now)[0])
 
+    def admit_all(self, count: int, nbytes: int, now: float) -> bool:
+        """Charge ``count`` records of ``nbytes`` in total if they all fit (the common case)."""
+        if self.records.refill(now) >= count and self.bytes.refill(now) >= nbytes:
+            self.records.tokens -= count
+            self.bytes.tokens -= nbytes
+            return True
+        return False
+
     def admit_many(self, sizes: list[int], now: float) -> list[bool]:
         """Charge records in order; each one that does not fit is refused (and not charged)."""
         records = self.records.refill(now)

@@ -264,8 +264,10 @@ class Store:
         remembered: tuple[list[int], list[int], list[int]] = ([], [], [])  # producer seqs, shard keys, seqs
         for shard, indexes in groups.values():
             if limits is not None:
-                verdicts = limits.write(shard.key).admit_many([len(entries[i][1]) + len(entries[i][0]) for i in indexes], mono)
-                if not all(verdicts):
+                bucket = limits.write(shard.key)
+                sizes = [len(entries[i][1]) + len(entries[i][0]) for i in indexes]
+                verdicts = [] if bucket.admit_all(len(sizes), sum(sizes), mono) else bucket.admit_many(sizes, mono)
+                if verdicts and not all(verdicts):
                     for index, ok in zip(indexes, verdicts):
                         if not ok:
                             results[index] = (shard.shard_id, THROTTLED)
