@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import math
 import time
 from typing import Any
@@ -26,6 +27,8 @@ from gateway.kvs.control import invalid, optional_str, read_json, resolve_stream
 from gateway.kvs.store import (BY_PRODUCER, BY_SERVER, VIDEO_EVENTS, FragmentInfo, FragmentNotFoundError,
                                VideoStore, fragment_number, parse_fragment_number)
 from kvs.tags import CONTINUATION_TOKEN, MILLIS_BEHIND_NOW, with_kvs_tags
+
+log = logging.getLogger("gateway.kvs.media")
 
 #: A live GetMedia ends after this long without a new fragment.
 LIVE_IDLE_END_SECONDS = 30.0
@@ -114,6 +117,9 @@ async def get_media(request: web.Request) -> web.StreamResponse:
                 data = await asyncio.to_thread(_tagged_fragment, store, stream.id, info)
             except FragmentNotFoundError:
                 continue  # removed by retention meanwhile
+            except Exception:  # an unreadable file: skip it, keep the session
+                log.exception("getMedia %s: cannot read fragment %s", stream.name, info.fragment_number)
+                continue
             try:
                 await response.write(data)
             except (ConnectionError, RuntimeError, OSError):
