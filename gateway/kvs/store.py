@@ -36,7 +36,8 @@ On-disk layout (under ``<data dir>/video``) and invariants:
 * On open, files without an index row (a crash between rename and commit, or between a deletion's commit
   and its unlink) and directories of deleted streams are removed, so no partial fragment is ever served.
 * Fragment numbers are decimal strings ``BASE + stream_id * 10**20 + seq``: 47 digits like AWS ones, unique
-  across streams, increasing within one, and never reused (the counter restarts above any orphan seen).
+  across streams, increasing within one, and never reused (``streams.last_seq`` keeps the high-water
+  mark even when retention empties a stream; the counter also restarts above any orphan seen).
 """
 
 from __future__ import annotations
