@@ -140,8 +140,6 @@ def bench_mqtt(tmp: Path, messages: int, inflight: int) -> None:
 
 
 def bench_camera(tmp: Path, seconds: float) -> None:
-    import numpy as np  # noqa: F401  (loaded by the synthetic camera anyway)
-
     from edge_agent.sources.video_inputs import Clock, SyntheticCamera
     from kvs import FragmentWriter
 
