@@ -36,7 +36,7 @@ def test_fragments_are_persisted_once_even_when_replayed(shared_gateway: Gateway
     shutil.copy(tmp_path / "spool.db", tmp_path / "replay.db")  # as if acks were lost in a crash
     for path in ("spool.db", "replay.db"):
         with Spool(tmp_path / path) as spool, running_media_forwarder(spool, gateway.url):
-            wait_until(lambda: spool.stats().records["media"] == 0, 30, what="fragments to be persisted")
+            wait_until(lambda: spool.stats().records["media"] == 0, 60, what="fragments to be persisted")
     stored = list_fragments(gateway.url, "cam-1")
     assert len(stored) == 5
     assert [round(f["ProducerTimestamp"].timestamp() * 1000) for f in stored] == [f.start_ms for f in fragments]
@@ -49,14 +49,14 @@ def test_gateway_down_fragments_wait_then_drain(gateway, tmp_path: Path) -> None
     errors_before = metric("edge_agent_send_errors_total", lane="media", reason="connection")
     with Spool(tmp_path / "spool.db") as spool, running_media_forwarder(spool, gateway.url):
         spool.append(video_records("cam-2", fragments[:2]))
-        wait_until(lambda: spool.stats().records["media"] == 0, 20, what="the first fragments")
+        wait_until(lambda: spool.stats().records["media"] == 0, 60, what="the first fragments")
         gateway.kill()
         spool.append(video_records("cam-2", fragments[2:]))
-        wait_until(lambda: metric("edge_agent_send_errors_total", lane="media", reason="connection") > errors_before, 20,
+        wait_until(lambda: metric("edge_agent_send_errors_total", lane="media", reason="connection") > errors_before, 60,
                    what="connection errors")
         assert spool.stats().records["media"] == 4
         gateway.start()
-        wait_until(lambda: spool.stats().records["media"] == 0, 30, what="the spool to drain")
+        wait_until(lambda: spool.stats().records["media"] == 0, 60, what="the spool to drain")
     assert len(list_fragments(gateway.url, "cam-2")) == 6
 
 
@@ -68,7 +68,7 @@ def test_bad_fragment_is_rejected_and_the_rest_goes_through(shared_gateway: Gate
     with Spool(tmp_path / "spool.db") as spool, running_media_forwarder(spool, gateway.url, media_fragments_per_request=1):
         garbage = NewRecord("video", "cam-3", "cam-3", b"\x1a\x45\xdf\xa3 not really a matroska file", "camera-bad")
         spool.append([*video_records("cam-3", fragments[:1]), garbage, *video_records("cam-3", fragments[1:])])
-        wait_until(lambda: spool.stats().records["media"] == 0, 30, what="the spool to drain")
+        wait_until(lambda: spool.stats().records["media"] == 0, 60, what="the spool to drain")
     rejected = sum(metric("edge_agent_records_rejected_total", source="camera-bad", reason=f"putmedia_{i}") for i in (4006, 4011, 4010))
     assert rejected == rejected_before + 1
     assert len(list_fragments(gateway.url, "cam-3")) == 3

@@ -61,7 +61,7 @@ def test_everything_arrives_in_order_exactly_once_even_when_replayed(shared_gate
     sent_before = metric("edge_agent_records_sent_total", stream="telemetry")
     for path in ("spool.db", "replay.db"):
         with Spool(tmp_path / path) as spool, running_forwarder(spool, gateway.url, agent_id="agent-a"):
-            wait_until(lambda: spool.stats().records["records"] == 0, 30, what="the spool to drain")
+            wait_until(lambda: spool.stats().records["records"] == 0, 60, what="the spool to drain")
     check_complete_and_ordered(client, "telemetry", 1200)
     assert metric("edge_agent_records_sent_total", stream="telemetry") - sent_before == 2400
     assert metric("edge_agent_records_out_total", source="test-src") >= 2400
@@ -77,7 +77,7 @@ def test_throttled_gateway_gets_everything_with_backoff(gateway_factory, tmp_pat
     retries_before = metric("edge_agent_send_retries_total", stream="slow")
     with Spool(tmp_path / "spool.db") as spool, running_forwarder(spool, gw.url) as fw:
         spool.append(make_records("slow", 150))
-        wait_until(lambda: spool.stats().records["records"] == 0, 40, what="the throttled spool to drain")
+        wait_until(lambda: spool.stats().records["records"] == 0, 60, what="the throttled spool to drain")
         assert fw.rate.throttled_events >= 1  # the send rate was cut (AIMD)
     assert metric("edge_agent_throttled_total", stream="slow") > throttled_before
     assert metric("edge_agent_send_retries_total", stream="slow") > retries_before
@@ -90,16 +90,16 @@ def test_gateway_down_spool_grows_then_drains(gateway, tmp_path: Path) -> None:
     errors_before = metric("edge_agent_send_errors_total", lane="records", reason="connection")
     with Spool(tmp_path / "spool.db") as spool, running_forwarder(spool, gateway.url):
         spool.append(make_records("outage", 100))
-        wait_until(lambda: spool.stats().records["records"] == 0, 20, what="the first records to go")
+        wait_until(lambda: spool.stats().records["records"] == 0, 60, what="the first records to go")
         gateway.kill()
         more = make_records("outage", 600)[100:]
         for start in range(0, len(more), 100):
             spool.append(more[start : start + 100])
-        wait_until(lambda: metric("edge_agent_send_errors_total", lane="records", reason="connection") > errors_before, 20,
+        wait_until(lambda: metric("edge_agent_send_errors_total", lane="records", reason="connection") > errors_before, 60,
                    what="connection errors while the gateway is down")
         assert spool.stats().records["records"] == 500  # nothing lost, nothing acked while down
         gateway.start()
-        wait_until(lambda: spool.stats().records["records"] == 0, 30, what="the spool to drain after the outage")
+        wait_until(lambda: spool.stats().records["records"] == 0, 60, what="the spool to drain after the outage")
     check_complete_and_ordered(gateway.client("kinesis"), "outage", 600)
 
 
@@ -113,7 +113,7 @@ def test_aggregated_records_deaggregate_to_the_originals(shared_gateway: Gateway
     shutil.copy(tmp_path / "spool.db", tmp_path / "replay.db")
     for path in ("spool.db", "replay.db"):  # the replay is recognised: no duplicate aggregates
         with Spool(tmp_path / path) as spool, running_forwarder(spool, gateway.url, aggregate=True, aggregate_max_bytes=4096):
-            wait_until(lambda: spool.stats().records["records"] == 0, 30, what="the spool to drain")
+            wait_until(lambda: spool.stats().records["records"] == 0, 60, what="the spool to drain")
     stored = read_stream(client, "agg")
     kinesis_records = [r for shard in stored.values() for r in shard]
     assert 4 <= len(kinesis_records) < 300  # packed: far fewer Kinesis records than user records
@@ -132,7 +132,7 @@ def test_record_over_the_kinesis_limit_is_rejected_not_blocking(shared_gateway: 
     rejected_before = metric("edge_agent_records_rejected_total", source="huge-src", reason="too_large")
     with Spool(tmp_path / "spool.db") as spool, running_forwarder(spool, gateway.url):
         spool.append([NewRecord("log", "big", "k", b"x" * (1024 * 1024 + 10), "huge-src"), *make_records("big", 20, ["k"])])
-        wait_until(lambda: spool.stats().records["records"] == 0, 20, what="the spool to drain")
+        wait_until(lambda: spool.stats().records["records"] == 0, 60, what="the spool to drain")
     assert metric("edge_agent_records_rejected_total", source="huge-src", reason="too_large") == rejected_before + 1
     assert sorted(all_data(client, "big")) == sorted(r.data for r in make_records("big", 20, ["k"]))
 
@@ -152,7 +152,7 @@ def test_long_outage_over_the_spool_cap_drops_by_priority_then_drains_in_order(g
         assert stats.dropped.get("log", 0) > 0 and not stats.dropped.get("telemetry")
         assert stats.bytes <= 1024 * 1024
         gateway.start()
-        wait_until(lambda: spool.stats().records["records"] == 0, 40, what="the spool to drain after the long outage")
+        wait_until(lambda: spool.stats().records["records"] == 0, 60, what="the spool to drain after the long outage")
     stored = all_data(client, "cap")
     telemetry = [int(d[-8:]) for d in stored if d.startswith(b"t")]
     logs = [int(d[-8:]) for d in stored if d.startswith(b"l")]
@@ -189,7 +189,7 @@ def test_aggregates_in_flight_at_a_crash_are_rebuilt_exactly(shared_gateway: Gat
         assert spool.stats().records["records"] == 5  # not acked before the crash
         spool.append(later)
         with running_forwarder(spool, shared_gateway.url, agent_id="agent-crash", aggregate=True):
-            wait_until(lambda: spool.stats().records["records"] == 0, 20, what="the restarted forwarder to drain")
+            wait_until(lambda: spool.stats().records["records"] == 0, 60, what="the restarted forwarder to drain")
     stored = read_stream(client, "agg-crash")["shardId-000000000000"]
     users = [base64.b64decode(u["kinesis"]["data"]) for u in iter_deaggregate_records(stored, data_format="Boto3")]
     assert users == [r.data for r in first + later]
@@ -201,9 +201,9 @@ def test_missing_stream_waits_and_then_delivers(shared_gateway: GatewayProcess, 
     before = metric("edge_agent_send_errors_total", lane="records", reason="ResourceNotFoundException")
     with Spool(tmp_path / "spool.db", sync="normal") as spool, running_forwarder(spool, shared_gateway.url):
         spool.append(make_records("late-stream", 40))
-        wait_until(lambda: metric("edge_agent_send_errors_total", lane="records", reason="ResourceNotFoundException") > before, 20,
+        wait_until(lambda: metric("edge_agent_send_errors_total", lane="records", reason="ResourceNotFoundException") > before, 60,
                    what="the missing stream to be noticed")
         assert spool.stats().records["records"] == 40
         client.create_stream(StreamName="late-stream", ShardCount=1)
-        wait_until(lambda: spool.stats().records["records"] == 0, 30, what="delivery once the stream exists")
+        wait_until(lambda: spool.stats().records["records"] == 0, 60, what="delivery once the stream exists")
     check_complete_and_ordered(client, "late-stream", 40)
