@@ -118,12 +118,13 @@ async def list_streams(call: Call, p: dict[str, Any]) -> dict[str, Any]:
     after = p.get("ExclusiveStartStreamName")
     if "NextToken" in p:
         after = _untoken(p["NextToken"], after=str)["after"]
-    names = sorted(n for n in call.store.streams if after is None or n > after)
+    streams = call.store.streams  # one snapshot (the writer replaces the dict, never edits it)
+    names = sorted(n for n in streams if after is None or n > after)
     page = names[:limit]
     out: dict[str, Any] = {
         "StreamNames": page,
         "HasMoreStreams": len(names) > limit,
-        "StreamSummaries": [render.stream_summary(call.arn(n), call.store.streams[n], call.codec) for n in page if n in call.store.streams],
+        "StreamSummaries": [render.stream_summary(call.arn(n), streams[n], call.codec) for n in page],
     }
     if len(names) > limit:
         out["NextToken"] = _token({"after": page[-1]})

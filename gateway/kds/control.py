@@ -2,6 +2,7 @@
 
 Every function checks its preconditions against the in-memory model *inside* the writer
 thread, so two concurrent reshards of one stream can never both see the same open shard.
+Dicts the event loop iterates (streams, tags) are replaced, never mutated in place.
 """
 
 from __future__ import annotations
@@ -56,8 +57,8 @@ async def create_stream(store: Store, name: str, shard_count: int, mode: str, ta
         conn.executemany("INSERT INTO tags VALUES (?,?,?)", [(stream.key, k, v) for k, v in tags.items()])
         stream.tags = dict(tags)
         stream.router = Router.of(stream.shards)
-        store.streams[name] = stream
-        store.streams_by_key[stream.key] = stream
+        store.streams = {**store.streams, name: stream}  # copy-on-write: the event loop iterates these
+        store.streams_by_key = {**store.streams_by_key, stream.key: stream}
 
     await store.run(job)
 
@@ -72,8 +73,8 @@ async def delete_stream(store: Store, stream: Stream) -> None:
             conn.execute(f"DELETE FROM {table} WHERE stream_key=?", (live.key,))
         replays.forget_stream(conn, live.key)
         conn.execute("DELETE FROM streams WHERE key=?", (live.key,))
-        del store.streams[live.name]
-        store.streams_by_key.pop(live.key, None)
+        store.streams = {n: s for n, s in store.streams.items() if s is not live}
+        store.streams_by_key = {k: s for k, s in store.streams_by_key.items() if s is not live}
 
     await store.run(job)
 
@@ -176,7 +177,7 @@ async def add_tags(store: Store, stream: Stream, tags: dict[str, str]) -> None:
         if len(set(live.tags) | set(tags)) > MAX_TAGS:
             raise limit_exceeded(f"Failed to add tags to stream {live.name} under account 000000000000 because a given stream cannot have more than {MAX_TAGS} tags associated with it.")
         conn.executemany("INSERT OR REPLACE INTO tags VALUES (?,?,?)", [(live.key, k, v) for k, v in tags.items()])
-        live.tags.update(tags)
+        live.tags = {**live.tags, **tags}
 
     await store.run(job)
 
@@ -185,7 +186,6 @@ async def remove_tags(store: Store, stream: Stream, keys: list[str]) -> None:
     def job(conn: sqlite3.Connection) -> None:
         live = _live(store, stream)
         conn.executemany("DELETE FROM tags WHERE stream_key=? AND key=?", [(live.key, k) for k in keys])
-        for k in keys:
-            live.tags.pop(k, None)
+        live.tags = {k: v for k, v in live.tags.items() if k not in keys}
 
     await store.run(job)
