@@ -127,13 +127,15 @@ def bench_mqtt(tmp: Path, messages: int, inflight: int) -> None:
         spool = Spool(tmp / f"mqtt-{inflight}.db")
         stop = run(MqttConfig.from_dict({"stream": "t", "host": "127.0.0.1", "port": port, "topics": ["bench/#"]}, "sources.mqtt[0]"), spool)
         time.sleep(1.0)
-        t0 = time.monotonic()
+        cpu0, t0 = cpu_seconds(), time.monotonic()
         publisher = subprocess.Popen([sys.executable, "-c", PUBLISHER, str(port), str(messages)])  # its own process and GIL
         t1 = wait_for(spool, "records", messages, 300)
+        cpu = cpu_seconds() - cpu0
         publisher.wait(60)
         stop.set()
         spool.close()
-        print(f"mqtt:   {messages / (t1 - t0):10,.0f} msgs/s   (QoS 1, ack after commit, broker max_inflight_messages {inflight}, {messages} messages)")
+        print(f"mqtt:   {messages / (t1 - t0):10,.0f} msgs/s   (QoS 1, ack after commit, broker max_inflight_messages {inflight}, "
+              f"{messages} messages, {cpu / messages * 1e6:.0f} us CPU per message in the agent)")
     finally:
         broker.terminate()
         broker.wait(10)
