@@ -11,7 +11,7 @@ so per-key order is kept exactly as without aggregation.
 
 from __future__ import annotations
 
-from aws_kinesis_agg.aggregator import AggRecord
+from typing import Any
 
 #: Bytes of framing around the user records (magic + MD5) plus slack for protobuf varints.
 OVERHEAD_BYTES = 4 + 16 + 64
@@ -23,7 +23,10 @@ class Aggregate:
     def __init__(self, partition_key: str, max_bytes: int) -> None:
         self.partition_key = partition_key
         self.max_bytes = max_bytes
-        self._record = AggRecord(max_bytes)
+        # Imported here: protobuf costs ~10 MB of RSS, paid only when aggregation is on.
+        from aws_kinesis_agg.aggregator import AggRecord
+
+        self._record: Any = AggRecord(max_bytes)
         self._data: bytes | None = None
 
     @staticmethod
