@@ -106,6 +106,15 @@ def test_rename_rotation_and_new_files(runner: Runner, tmp_path: Path) -> None:
     assert sorted(lines(runner.spool)) == sorted(set(lines(runner.spool)))  # no duplicates
 
 
+def test_double_star_finds_files_in_new_subdirectories(runner: Runner, tmp_path: Path) -> None:
+    runner.start(paths=[str(tmp_path / "**" / "*.log")])
+    time.sleep(0.2)
+    (tmp_path / "svc" / "a").mkdir(parents=True)
+    append(tmp_path / "svc" / "a" / "x.log", "deep")
+    append(tmp_path / "top.log", "top")
+    wait_until(lambda: sorted(lines(runner.spool)) == [b"deep", b"top"])
+
+
 def test_copytruncate_with_the_copy_matched_is_exactly_once(runner: Runner, tmp_path: Path) -> None:
     log = tmp_path / "app.log"
     append(log, *[f"line-{i:03d}" for i in range(100)])

@@ -82,8 +82,8 @@ class LogsConfig(SourceConfig):
 
     #: Kinesis data stream the lines go to.
     stream: str
-    #: Glob patterns of files to follow, e.g. ``["/var/log/app/*.log"]``. Include rotated names
-    #: (``app.log*``) to make copytruncate rotation lossless.
+    #: Glob patterns of files to follow, e.g. ``["/var/log/app/*.log"]``; ``**`` spans directories.
+    #: Include rotated names (``app.log*``) to make copytruncate rotation lossless.
     paths: tuple[str, ...]
     #: Unique source name (metrics, logs, checkpoint keys); default ``logs-<index>``.
     name: str = ""
@@ -213,7 +213,7 @@ class LogsSource(Source):
         seen: set[tuple[int, int]] = set()
         fresh: list[tuple[str, os.stat_result]] = []
         for pattern in self.config.paths:
-            for path in sorted(glob.glob(pattern)):
+            for path in sorted(glob.glob(pattern, recursive=True)):
                 if any(fnmatch.fnmatch(os.path.basename(path), ex) for ex in self.config.exclude):
                     continue
                 try:
