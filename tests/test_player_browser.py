@@ -73,9 +73,22 @@ class LiveCamera(threading.Thread):
             self.client.close()
 
 
+def wait_js(page: Any, condition: str, timeout_ms: int = 20_000) -> None:
+    """Wait until ``condition`` holds in the page; on timeout fail with the player's state and log."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function(condition, timeout=timeout_ms)
+    except PlaywrightTimeout:
+        state = page.evaluate("JSON.stringify({...window.playerState, timeline: undefined,"
+                              " currentTime: document.getElementById('video').currentTime,"
+                              " paused: document.getElementById('video').paused})")
+        log = page.evaluate("document.getElementById('log').textContent")
+        raise AssertionError(f"{condition!r} still false after {timeout_ms} ms; state={state}; log={log}") from None
+
+
 def playback_advances(page: Any, seconds: float = 2.5) -> tuple[float, float]:
-    page.wait_for_function("window.playerState && window.playerState.appended >= 2 && !document.getElementById('video').paused",
-                           timeout=20_000)
+    wait_js(page, "window.playerState && window.playerState.appended >= 2 && !document.getElementById('video').paused")
     t1 = page.evaluate("document.getElementById('video').currentTime")
     page.wait_for_timeout(int(seconds * 1000))
     t2 = page.evaluate("document.getElementById('video').currentTime")
@@ -116,11 +129,7 @@ def test_page_assets_and_stills_for_mjpeg(tmp_path: Path, browser: Any) -> None:
         page = browser.new_page()
         try:
             page.goto(f"{gw.url}/player?stream=doorbell&mode=replay&start={start_ms / 1000}")
-            try:
-                page.wait_for_function("window.playerState.stills >= 2", timeout=15_000)
-            except Exception:
-                print(page.evaluate("document.getElementById('log').textContent"), page.evaluate("JSON.stringify(window.playerState)"))
-                raise
+            wait_js(page, "window.playerState.stills >= 2")
             assert page.evaluate("document.getElementById('still').naturalWidth") == 64
             assert page.evaluate("document.getElementById('video').hidden")
             assert start_ms / 1000 <= page.evaluate("window.playerState.stillTime") <= start_ms / 1000 + 4
@@ -167,7 +176,7 @@ def test_plays_live_across_a_restart_then_the_recording(tmp_path: Path, browser:
         camera2 = LiveCamera(gw, "porch", backlog_s=1, seconds=15)
         camera2.start()
         try:
-            page.wait_for_function(f"document.getElementById('video').currentTime > {restarted_at}", timeout=25_000)
+            wait_js(page, f"document.getElementById('video').currentTime > {restarted_at}", 30_000)
             t3 = page.evaluate("document.getElementById('video').currentTime")
             page.wait_for_timeout(1500)
             assert page.evaluate("document.getElementById('video').currentTime") > t3
@@ -188,7 +197,7 @@ def test_plays_live_across_a_restart_then_the_recording(tmp_path: Path, browser:
         # window=2: each replay session lists 2 fragments, so playing on needs follow-up sessions
         page.goto(f"http://localhost:{gw.port}/player?stream=porch&mode=replay&window=2&start={recorded_from + 1}")
         t1, t2 = playback_advances(page)
-        page.wait_for_function("window.playerState.sessions >= 2 && window.playerState.appended >= 4", timeout=15_000)
+        wait_js(page, "window.playerState.sessions >= 2 && window.playerState.appended >= 4")
         assert t2 - t1 > 1.0, (t1, t2, media_errors(page))
         assert recorded_from < t1 < recorded_from + 20  # playing the recording, not live
         assert media_errors(page) == []
@@ -197,8 +206,8 @@ def test_plays_live_across_a_restart_then_the_recording(tmp_path: Path, browser:
         box = page.locator("#timeline").bounding_box()
         before = page.evaluate("window.playerState.generation")
         page.mouse.click(box["x"] + 3, box["y"] + box["height"] / 2)
-        page.wait_for_function(f"window.playerState.generation > {before} && window.playerState.appended >= 1", timeout=10_000)
-        t3, t4 = playback_advances(page, 1.5)
+        wait_js(page, f"window.playerState.generation > {before} && window.playerState.appended >= 1")
+        t3, t4 = playback_advances(page, 2.0)
         assert t4 > t3 and t3 < recorded_from + 5
         assert media_errors(page) == []
     finally:
