@@ -123,6 +123,36 @@ def test_messages_land_in_spool_with_topic_key_and_binary_payloads(mosquitto, tm
     spool.close()
 
 
+def test_a_full_spool_leaves_messages_unacknowledged_not_lost(mosquitto, tmp_path: Path, running, caplog) -> None:
+    """Nothing may be dropped and the spool is full: messages wait (unacknowledged) until the
+    forwarder frees room, then arrive once each, in order."""
+    topic = f"full-{uuid.uuid4().hex[:6]}/t"
+    config = MqttConfig.from_dict({"stream": "s", "host": "127.0.0.1", "port": mosquitto.port, "topics": [topic]}, "sources.mqtt[0]")
+    spool = Spool(tmp_path / "spool.db", max_bytes=20_000, drop_order=())
+    running(config, spool)
+    pub = publisher(mosquitto.port)
+    expected = [f"{i:04d}".encode() + b"x" * 496 for i in range(200)]  # 100 kB through a 20 kB spool
+    delivered: list[bytes] = []
+    try:
+        wait_until(lambda: pub.is_connected())
+        time.sleep(0.5)
+        for payload in expected:
+            pub.publish(topic, payload, qos=1)
+        deadline = time.monotonic() + 30
+        while len(delivered) < len(expected) and time.monotonic() < deadline:
+            time.sleep(0.2)  # the source runs into the cap meanwhile
+            assert spool.stats().bytes <= 20_000
+            batch = spool.read("records", limit=1000)
+            delivered += [r.data for r in batch]
+            spool.ack(r.seq for r in batch)
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+    assert delivered == expected
+    assert any("spool full, waiting" in r.getMessage() for r in caplog.records)
+    spool.close()
+
+
 def test_mqtt5_session_gets_messages_published_while_away(mosquitto, tmp_path: Path, running) -> None:
     topic = f"v5-{uuid.uuid4().hex[:6]}/data"
     config = MqttConfig.from_dict(
