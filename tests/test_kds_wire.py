@@ -53,6 +53,8 @@ RECORD = {"Data": base64.b64encode(b"ok").decode(), "PartitionKey": "k"}
         ("PutRecord", b"[1, 2]", "SerializationException"),
         ("PutRecord", {"StreamName": 5, "Data": "b2s=", "PartitionKey": "k"}, "SerializationException"),
         ("PutRecord", {"StreamName": "wire", "Data": "***", "PartitionKey": "k"}, "SerializationException"),
+        ("PutRecord", {"StreamName": "wire", "Data": "\u00e9t\u00e9", "PartitionKey": "k"}, "SerializationException"),
+        ("PutRecords", {"StreamName": "wire", "Records": [{"Data": "\u00e9t\u00e9", "PartitionKey": "k"}]}, "SerializationException"),
         ("PutRecords", {"StreamName": "wire", "Records": "nope"}, "SerializationException"),
         ("GetRecords", {"ShardIterator": "x", "Limit": "ten"}, "SerializationException"),
         ("PutRecord", {"StreamName": "wire", "Data": "b2s="}, "ValidationException"),

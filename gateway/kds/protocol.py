@@ -63,7 +63,7 @@ class Codec:
             raise serialization(f"{where}: expected a base64 string, got {type(value).__name__}")
         try:
             return binascii.a2b_base64(value, strict_mode=True)
-        except binascii.Error as exc:
+        except ValueError as exc:  # binascii.Error, or non-ASCII text
             raise serialization(f"{where}: not valid base64: {exc}") from exc
 
     def parse_ts(self, value: Any, where: str) -> float:

@@ -9,7 +9,6 @@ record gets its original ShardId/SequenceNumber back instead of a second copy.
 from __future__ import annotations
 
 import asyncio
-import binascii
 import json
 import time
 from binascii import a2b_base64, b2a_base64
@@ -66,7 +65,7 @@ def _entries(records: list[Any], codec: Codec) -> tuple[list[PutEntry], int]:
                 if blob_type is str:
                     try:
                         blob = a2b_base64(data, strict_mode=True)
-                    except binascii.Error:
+                    except ValueError:  # binascii.Error, or non-ASCII text
                         blob = None  # the careful path below reports it
                 if blob is not None:
                     append((key, blob, None, None))
