@@ -42,6 +42,8 @@ class Agent:
         self.media: MediaForwarder | None = None
         self.threads: list[threading.Thread] = []
         self.notifier = Notifier()
+        #: A forwarder loop silent longer than this is hung: the watchdog is no longer fed.
+        self.hung_after_seconds = HUNG_AFTER_SECONDS + config.gateway.read_timeout_seconds
         self._metrics_server: Any = None
 
     # -- starting ------------------------------------------------------------------------------
@@ -87,9 +89,8 @@ class Agent:
 
     def healthy(self) -> bool:
         """True while both forwarder loops come round (they update a heartbeat every pass)."""
-        limit = HUNG_AFTER_SECONDS + self.config.gateway.read_timeout_seconds
         now = time.monotonic()
-        return all(f is not None and now - f.heartbeat < limit for f in (self.records, self.media))
+        return all(f is not None and now - f.heartbeat < self.hung_after_seconds for f in (self.records, self.media))
 
     def run(self, stop: threading.Event) -> None:
         """Start, announce READY, keep the watchdog fed until ``stop``, then shut down."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import socket
@@ -151,3 +152,51 @@ def test_agent_keeps_running_while_the_gateway_is_unreachable(tmp_path: Path) ->
     out = subprocess.run([sys.executable, "-m", "edge_agent", "status", "--spool", str(tmp_path / "spool.db"), "--json"],
                          capture_output=True, text=True, timeout=30)
     assert json.loads(out.stdout)["spool_records"]["records"] == 3  # kept for when the gateway is back
+
+
+def test_watchdog_health_follows_the_forwarder_loops(tmp_path: Path) -> None:
+    """WATCHDOG=1 is only sent while both forwarder loops come round: a gateway that takes the
+    connection and never answers hangs the records loop, and the agent stops feeding the watchdog."""
+    import threading
+
+    from edge_agent.config import config_from_dict
+    from edge_agent.service import Agent
+    from edge_agent.spool import NewRecord
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                held.append(silent.accept()[0])  # read nothing, answer nothing
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    config = config_from_dict({
+        "spool": {"path": str(tmp_path / "spool.db"), "sync": "normal"},
+        "gateway": {"endpoint_url": f"http://127.0.0.1:{silent.getsockname()[1]}", "read_timeout_seconds": 60.0},
+        "metrics": {"listen": ""},
+    })
+    agent = Agent(config)
+    agent.hung_after_seconds = 1.5
+    stop = threading.Event()
+    agent.start(stop)
+    try:
+        assert agent.healthy()
+        assert agent.spool is not None
+        agent.spool.append([NewRecord("telemetry", "s", "k", b"x", "src")])
+        wait_until(lambda: not agent.healthy(), 10, what="the hung loop to be noticed")
+        assert agent.media is not None and time.monotonic() - agent.media.heartbeat < 1.5  # the other loop is fine
+    finally:
+        with contextlib.suppress(OSError):
+            silent.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(); close alone would not
+        silent.close()
+        for conn in held:
+            conn.close()  # the stuck request fails now, the loop comes round again
+        wait_until(agent.healthy, 10, what="the loop to come round again")
+        agent.shutdown(stop)
+    assert all(not t.is_alive() for t in agent.threads)
