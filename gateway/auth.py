@@ -233,7 +233,8 @@ def _signer(access_key: str, secret: str, service: str, region: str) -> _Signer:
 
 
 def expected_signature(request: web.Request, auth: Authorization, secret: str, amz_date: str, payload_hash: str) -> str:
-    url = f"{request.scheme}://{request.headers.get('Host', '')}{request.raw_path}"
+    # only the path and query of this URL are signed; the host comes from the (signed) Host header
+    url = f"http://gateway{request.raw_path}"
     signed = _Request(request.method, url, _SignedHeaders(request, auth.signed_headers), {"timestamp": amz_date}, payload_hash)
     signer = _signer(auth.access_key, secret, auth.service, auth.region)
     canonical = signer.canonical_request(signed)
@@ -378,7 +379,10 @@ class SigV4Verifier:
         """The checks that need the body: payload hash, signature, then the key's allowed streams."""
         auth, service = claim.auth, claim.service
         payload_hash = await self._payload_hash(request, auth, service)
-        expected = expected_signature(request, auth, claim.secret, claim.amz_date, payload_hash)
+        try:
+            expected = expected_signature(request, auth, claim.secret, claim.amz_date, payload_hash)
+        except (ValueError, UnicodeError) as exc:  # a request line or header botocore cannot canonicalise
+            raise _auth_error("InvalidSignatureException", f"Cannot canonicalise the request: {exc}", service) from exc
         if not hmac.compare_digest(expected, auth.signature):
             raise _auth_error("InvalidSignatureException", SIGNATURE_MISMATCH, service)
         await self._check_streams(request, auth.access_key, service)

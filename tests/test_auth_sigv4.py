@@ -17,12 +17,15 @@ import botocore.auth
 import cbor2
 import pytest
 from botocore import UNSIGNED
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
+from fuzz_support import SCALE
 from helpers import REGION, GatewayProcess, aws_client, free_port, wait_for_port
 
 KEY, SECRET = "AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"  # what helpers.aws_client signs with
@@ -317,3 +320,44 @@ def test_unknown_callers_are_refused_before_their_body_is_read(gw: GatewayProces
             assert time.monotonic() - start < 2
         assert head.startswith(b"HTTP/1.1 400")
         assert b"MissingAuthenticationTokenException" in head or b"UnrecognizedClientException" in head
+
+
+@st.composite
+def mangled_auth(draw: st.DrawFn, valid: dict[str, str]) -> dict[str, str]:
+    headers = dict(valid)
+    name = draw(st.sampled_from(["Authorization", "X-Amz-Date", "Host", "X-Amz-Target"]))
+    value = headers.get(name, "")
+    kind = draw(st.sampled_from(["random", "flip", "truncate", "drop"]))
+    if kind == "random":
+        headers[name] = draw(st.from_regex(r"[ -~]{0,300}", fullmatch=True))
+    elif kind == "flip" and value:
+        pos = draw(st.integers(0, len(value) - 1))
+        headers[name] = value[:pos] + draw(st.sampled_from("0aZ=,/; ")) + value[pos + 1:]
+    elif kind == "truncate":
+        headers[name] = value[: draw(st.integers(0, len(value)))]
+    else:
+        headers.pop(name, None)
+    return headers
+
+
+def test_fuzzed_signature_headers_never_pass_or_crash(gw: GatewayProcess) -> None:
+    body = json.dumps({"Limit": 1}).encode()
+    valid = sign(gw, "kinesis", "/", body, KINESIS_JSON)
+    seen: dict[str, int] = {}
+
+    @settings(max_examples=120 * SCALE, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(headers=mangled_auth(valid))
+    def run(headers: dict[str, str]) -> None:
+        status, resp_headers, raw = post(gw, "/", body, headers)
+        if status == 200:  # only a change that leaves what was signed intact (spacing, separators) may pass
+            signature = valid["Authorization"].rpartition("Signature=")[2]
+            assert signature in headers.get("Authorization", "") and f"Credential={KEY}/" in headers["Authorization"], headers
+            return
+        assert status in (400, 403, 404), (headers, status, raw[:200])
+        code = resp_headers.get("x-amzn-errortype", "")
+        assert code in AUTH_ERRORS | {"UnknownOperationException", "InvalidArgumentException"}, (headers, raw[:200])
+        seen[code] = seen.get(code, 0) + 1
+
+    run()
+    assert gw.proc is not None and gw.proc.poll() is None
+    assert {"InvalidSignatureException", "IncompleteSignatureException"} <= set(seen), seen
