@@ -246,7 +246,7 @@ async def get_images(request: web.Request) -> web.Response:
     first = _untoken(token) if token else start
     if not start <= first < end:
         raise invalid("NextToken does not belong to this time range")
-    times = list(range(first, end, interval))[: limit + 1]
+    times = list(range(first, end, interval)[: limit + 1])  # a range slice: never materialises a day of samples
     page, rest = times[:limit], times[limit:]
     entries = await asyncio.to_thread(build_images, store_of(request), stream, page, by, fmt, width, height, quality)
     out: dict[str, Any] = {"Images": entries}
