@@ -100,7 +100,10 @@ async def get_media_for_fragment_list(request: web.Request) -> web.StreamRespons
         raise FragmentNotFoundError(missing)
     response = web.StreamResponse(status=200, headers={"Content-Type": "video/webm"})
     response.enable_chunked_encoding()
-    await response.prepare(request)
+    try:
+        await response.prepare(request)
+    except ConnectionError:  # the client left before the first byte of the answer
+        return response
     try:
         await response.write(first)
         for number in numbers[1:]:

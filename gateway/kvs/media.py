@@ -102,7 +102,10 @@ async def get_media(request: web.Request) -> web.StreamResponse:
                       "PRODUCER_TIMESTAMP, SERVER_TIMESTAMP, CONTINUATION_TOKEN")
     response = web.StreamResponse(status=200, headers={"Content-Type": "video/webm"})
     response.enable_chunked_encoding()
-    await response.prepare(request)
+    try:
+        await response.prepare(request)
+    except ConnectionError:  # the client left before the first byte of the answer
+        return response
     events = request.app[VIDEO_EVENTS]
     loop = asyncio.get_running_loop()
     idle_since = loop.time()

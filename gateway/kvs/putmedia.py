@@ -338,7 +338,10 @@ async def put_media(request: web.Request) -> web.StreamResponse:
         raise invalid("X-Edge-Producer-Id and X-Edge-Fragment-Seqs go together")
     response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
     response.enable_chunked_encoding()
-    await response.prepare(request)
+    try:
+        await response.prepare(request)
+    except ConnectionError:  # the client left before the first byte of the answer
+        return response
     session = Session(request, response, stream, timecode_type == "RELATIVE", start_ms, producer_id, seqs)
     try:
         await session.run()
