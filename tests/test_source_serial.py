@@ -76,8 +76,8 @@ def sync(device: Device, spool: Spool) -> None:
 def source(tmp_path: Path) -> Iterator[Callable[..., tuple[Spool, Device, str]]]:
     started: list[tuple[threading.Thread, threading.Event, Spool]] = []
 
-    def start(**settings: object) -> tuple[Spool, Device, str]:
-        device = Device(tmp_path / "ttyUSB0")
+    def start(device: Device | None = None, **settings: object) -> tuple[Spool, Device, str]:
+        device = device or Device(tmp_path / "ttyUSB0")
         name = f"serial-{len(started)}-{os.getpid()}-{time.monotonic_ns()}"
         config = SerialConfig.from_dict({"stream": "serial", "port": str(device.link), "name": name, **settings}, "sources.serial[0]")
         spool = Spool(tmp_path / f"spool-{len(started)}.db")
@@ -132,6 +132,25 @@ def test_device_unplugged_and_plugged_back(source, tmp_path: Path) -> None:
     wait_until(lambda: len(datas(spool)) == 4)
     assert datas(spool) == [b"before-1", b"before-2", b"after-1", b"after-2"]
     device.unplug()
+
+
+def test_a_port_held_by_another_reader_is_waited_for(source, tmp_path: Path) -> None:
+    import serial
+
+    link = tmp_path / "ttyUSB0"
+    device = Device(link)
+    other = serial.Serial(str(link), exclusive=True, timeout=0.1)  # e.g. someone's `screen` session
+    try:
+        spool, _, name = source(device=device, reopen_max=0.3)
+        time.sleep(0.5)  # the source has tried to open the port by now
+        device.write(b"held\n")
+        time.sleep(0.5)
+        assert spool.read("records") == []  # it did not get in beside the other reader
+    finally:
+        other.close()
+    sync(device, spool)  # the source gets the port once it is free
+    device.write(b"mine\n")
+    wait_until(lambda: b"mine" in datas(spool))
 
 
 def test_fixed_length_binary_frames_and_latin1(source) -> None:

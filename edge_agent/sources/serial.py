@@ -85,6 +85,9 @@ class SerialConfig(SourceConfig):
     parity: Literal["none", "even", "odd", "mark", "space"] = "none"
     #: 1, 1.5 or 2.
     stopbits: float = 1
+    #: Lock the port (``flock``) so a second reader (another agent, a stray ``screen``) cannot
+    #: split the byte stream with us; a locked port is retried like a missing one.
+    exclusive: bool = True
     #: Hardware (RTS/CTS) and software (XON/XOFF) flow control.
     rtscts: bool = False
     xonxoff: bool = False
@@ -194,7 +197,8 @@ class SerialSource(Source):
         try:
             return _KeepInputSerial(
                 port=cfg.port, baudrate=cfg.baudrate, bytesize=cfg.bytesize, parity=_PARITY[cfg.parity],
-                stopbits=cfg.stopbits, rtscts=cfg.rtscts, xonxoff=cfg.xonxoff, timeout=READ_TIMEOUT,
+                stopbits=cfg.stopbits, rtscts=cfg.rtscts, xonxoff=cfg.xonxoff, exclusive=cfg.exclusive,
+                timeout=READ_TIMEOUT,
             )
         except (serial.SerialException, OSError, ValueError) as exc:
             if not self._missing_logged:  # once per outage, not once per retry
