@@ -182,9 +182,10 @@ class MediaForwarder:
                 metrics.RECORDS_OUT.labels(record.source).inc()
             self.last_success = time.time()
             metrics.LAST_SEND_SUCCESS.labels("media").set(self.last_success)
-        missing = len(batch) - len(done)
+        done_seqs = {r.seq for r in done}
+        missing = [r for r in batch if r.seq not in done_seqs]
         if missing:
-            self._failed(stream, batch[len(done):], "incomplete", f"{missing} fragment(s) not persisted")
+            self._failed(stream, missing, "incomplete", f"{len(missing)} fragment(s) not persisted")
         else:
             self._backoff_for(stream).reset()
             self._not_before.pop(stream, None)
@@ -228,10 +229,22 @@ class MediaForwarder:
             conn.close()
 
     def _read_acks(self, response: http.client.HTTPResponse, batch: list[SpooledRecord]) -> tuple[list[SpooledRecord], list[tuple[SpooledRecord, int]]]:
-        persisted: list[SpooledRecord] = []
-        rejected: list[tuple[SpooledRecord, int]] = []
-        index = 0  # next fragment awaiting its final ack
+        """Match the ack stream to the fragments sent; returns (persisted, rejected with ErrorId).
+
+        The gateway reads fragments in order (RECEIVED, or an ERROR for one it refuses while
+        reading) and persists them in order (PERSISTED, or a server-side ERROR). An ack's
+        FragmentTimecode names its fragment; an ERROR without one is about the fragment being
+        read, i.e. the first not yet RECEIVED. Anything without a final ack is sent again.
+        """
         starts = [fragment_start_ms(r) for r in batch]
+        final: dict[int, tuple[str, int]] = {}
+        received: set[int] = set()
+
+        def by_timecode(timecode: int | None, candidates: list[int]) -> int | None:
+            for i in candidates:
+                if timecode is not None and starts[i] == timecode:
+                    return i
+            return None
 
         def chunks() -> Iterator[bytes]:
             while True:
@@ -241,25 +254,27 @@ class MediaForwarder:
                 yield data
 
         for ack in parse_acks(chunks()):
-            if ack.event not in ("PERSISTED", "ERROR"):
-                continue
-            if index >= len(batch):
+            open_ = [i for i in range(len(batch)) if i not in final]
+            if ack.event == "RECEIVED":
+                i = by_timecode(ack.timecode, [i for i in open_ if i not in received])
+                received.add(i if i is not None else min(set(range(len(batch))) - received, default=0))
+            elif ack.event == "PERSISTED":
+                i = by_timecode(ack.timecode, open_)
+                if i is None:  # no timecode: persisted in order, the oldest received one
+                    i = min((j for j in open_ if j in received), default=None)
+                if i is not None:
+                    final[i] = ("PERSISTED", 0)
+            elif ack.event == "ERROR":
+                i = by_timecode(ack.timecode, open_)
+                if i is None:
+                    i = min((j for j in open_ if j not in received), default=None)
+                if i is not None:
+                    final[i] = ("ERROR", ack.error_id or 0)
+                    received.add(i)
+            if len(final) == len(batch):
                 break
-            # Final acks come in fragment order; the timecode confirms which one (skip to it if it matches later).
-            if ack.timecode is not None and starts[index] != ack.timecode and ack.timecode in starts[index:]:
-                index = starts.index(ack.timecode, index)
-            if ack.event == "PERSISTED":
-                if len(persisted) + len(rejected) != index:
-                    break  # a fragment before this one got no final ack: stop, resend from there
-                persisted.append(batch[index])
-            else:
-                error_id = ack.error_id or 0
-                if error_id not in FRAGMENT_ERRORS or len(persisted) + len(rejected) != index:
-                    break  # server-side error, or we lost track: resend the rest later
-                rejected.append((batch[index], error_id))
-            index += 1
-            if index >= len(batch):
-                break
+        persisted = [batch[i] for i, (event, _) in sorted(final.items()) if event == "PERSISTED"]
+        rejected = [(batch[i], error_id) for i, (event, error_id) in sorted(final.items()) if event == "ERROR" and error_id in FRAGMENT_ERRORS]
         return persisted, rejected
 
     # -- failures ------------------------------------------------------------------------------

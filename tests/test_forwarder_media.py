@@ -61,16 +61,20 @@ def test_gateway_down_fragments_wait_then_drain(gateway, tmp_path: Path) -> None
 
 
 def test_bad_fragment_is_rejected_and_the_rest_goes_through(shared_gateway: GatewayProcess, tmp_path: Path) -> None:
+    """Garbage between good fragments in one request: only the garbage is refused and dropped."""
     gateway = shared_gateway
     gateway.client("kinesisvideo").create_stream(StreamName="cam-3", DataRetentionInHours=1)
     fragments = synthetic_fragments(3)
     rejected_before = sum(metric("edge_agent_records_rejected_total", source="camera-bad", reason=f"putmedia_{i}") for i in (4006, 4011, 4010))
-    with Spool(tmp_path / "spool.db") as spool, running_media_forwarder(spool, gateway.url, media_fragments_per_request=1):
+    good_rejected_before = sum(metric("edge_agent_records_rejected_total", source="camera-test", reason=f"putmedia_{i}") for i in range(4000, 4013))
+    with Spool(tmp_path / "spool.db") as spool, running_media_forwarder(spool, gateway.url, media_fragments_per_request=5):
         garbage = NewRecord("video", "cam-3", "cam-3", b"\x1a\x45\xdf\xa3 not really a matroska file", "camera-bad")
         spool.append([*video_records("cam-3", fragments[:1]), garbage, *video_records("cam-3", fragments[1:])])
         wait_until(lambda: spool.stats().records["media"] == 0, 60, what="the spool to drain")
     rejected = sum(metric("edge_agent_records_rejected_total", source="camera-bad", reason=f"putmedia_{i}") for i in (4006, 4011, 4010))
     assert rejected == rejected_before + 1
+    # a good fragment is never mistaken for the bad one (their acks interleave with its ERROR)
+    assert sum(metric("edge_agent_records_rejected_total", source="camera-test", reason=f"putmedia_{i}") for i in range(4000, 4013)) == good_rejected_before
     assert len(list_fragments(gateway.url, "cam-3")) == 3
 
 
