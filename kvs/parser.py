@@ -104,6 +104,7 @@ class MkvStreamParser:
         self._tracks: dict[int, _Track] = {}
         self._timecode_scale = 1_000_000
         self._pending_tags: dict[str, str] = {}
+        self._error: MkvError | None = None
         self._reset_cluster()
         self.bytes_consumed = 0
 
@@ -116,13 +117,24 @@ class MkvStreamParser:
     # -- public -------------------------------------------------------------------------
 
     def feed(self, chunk: bytes) -> list[ParsedFragment]:
+        """Parse more of the body; return the clusters it completed.
+
+        If the chunk completes good clusters and then turns bad, those clusters are returned
+        first and the ``MkvError`` is raised by the next ``feed``/``finish``: no good data is lost.
+        """
+        if self._error is not None:
+            raise self._error
         self._buf += chunk
         out: list[ParsedFragment] = []
         try:
             while self._step(out):
                 pass
-        except ebml.EbmlError as exc:
-            raise _invalid(str(exc)) from exc
+        except (ebml.EbmlError, MkvError) as exc:
+            error = exc if isinstance(exc, MkvError) else _invalid(str(exc))
+            if not out:
+                raise error from exc
+            self._error = error
+            return out
         if self._pos:
             del self._buf[: self._pos]
             self._pos = 0
@@ -130,6 +142,8 @@ class MkvStreamParser:
 
     def finish(self) -> PartialFragment | None:
         """End of stream: the cluster in progress (``complete`` if nothing of it is missing)."""
+        if self._error is not None:
+            raise self._error
         if self._state != _CLUSTER or not self._blocks:
             return None
         complete = self._pos >= len(self._buf) and not self._cluster_left and not self._segment_left
@@ -141,6 +155,13 @@ class MkvStreamParser:
     @property
     def in_cluster(self) -> bool:
         return self._state == _CLUSTER
+
+    @property
+    def current_timecode_ms(self) -> int | None:
+        """Timecode (ms) of the cluster being read, once its Timecode element has arrived (for acks)."""
+        if self._state != _CLUSTER or self._cluster_timecode is None:
+            return None
+        return int(round(self._cluster_timecode * self._timecode_scale / 1_000_000))
 
     # -- state machine ------------------------------------------------------------------
 

@@ -243,3 +243,21 @@ def test_read_tags_walks_unknown_size_segments_and_clusters() -> None:
     stream = producer_sdk_stream()
     assert read_tags(stream) == [{"FRAGMENT_INDEX": "2", "SOURCE": "test"}]  # one document, later tags win
     assert read_tags(stream + FRAGMENTS[0].data) == [{"FRAGMENT_INDEX": "2", "SOURCE": "test"}, {}]
+
+
+def test_good_clusters_before_garbage_in_one_chunk_are_kept() -> None:
+    parser = MkvStreamParser()
+    out = parser.feed(FRAGMENTS[0].data + FRAGMENTS[1].data + b"\x00garbage")
+    assert [f.frame_count for f in out] == [10, 10]  # returned before the error
+    with pytest.raises(MkvError) as info:
+        parser.feed(b"")
+    assert info.value.error_id == 4006
+    with pytest.raises(MkvError):
+        parser.finish()
+
+
+def test_current_timecode_while_inside_a_cluster() -> None:
+    parser = MkvStreamParser()
+    assert parser.current_timecode_ms is None
+    parser.feed(FRAGMENTS[1].data[:-100])
+    assert parser.in_cluster and parser.current_timecode_ms == FRAGMENTS[1].start_ms
