@@ -93,8 +93,6 @@ def test_garbled_targets_and_content_types(gw: GatewayProcess, raw: RawClient, t
     COUNTS["garbled"] = COUNTS.get("garbled", 0) + 1
 
 
-@pytest.mark.xfail(reason="kds codec: binascii.a2b_base64 raises ValueError (not binascii.Error) on non-ASCII text -> 500; "
-                   "found by test_every_action_with_shaped_json, owner: gateway/kds/protocol.py", strict=False)
 def test_non_ascii_base64_blob_is_a_400(gw: GatewayProcess, raw: RawClient) -> None:
     for action, body in (("PutRecord", {"StreamName": TARGET, "Data": "\x80", "PartitionKey": "k"}),
                          ("PutRecords", {"StreamName": TARGET, "Records": [{"Data": "\u00e9t\u00e9", "PartitionKey": "k"}]})):
