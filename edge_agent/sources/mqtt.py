@@ -245,9 +245,13 @@ class MqttSource(Source):
         client.on_message = self._on_message
         return client
 
-    def _session(self, stop: threading.Event) -> None:
+    def _session(self, stop: threading.Event) -> bool:
         cfg = self.config
-        client = self._make_client()
+        try:
+            client = self._make_client()
+        except (OSError, ValueError, ssl.SSLError) as exc:  # a missing or unreadable CA/cert/key file
+            log.error("%s: cannot set up the MQTT client (TLS files?): %s; retrying", self.name, exc)
+            return False
         properties = None
         if cfg.protocol == "5":
             properties = Properties(PacketTypes.CONNECT)
@@ -265,6 +269,7 @@ class MqttSource(Source):
             # Commit what already arrived; later arrivals stay unacked and come back next session.
             while batch := self._take(timeout=0):
                 self._commit(batch, client, stop)
+            return True
         finally:
             self._closing.set()
             client.disconnect()
