@@ -17,8 +17,10 @@ from botocore.auth import UNSIGNED_PAYLOAD, SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials, ReadOnlyCredentials
+from botocore.exceptions import BotoCoreError
 
 from edge_agent.config import GatewaySection
+from edge_agent.errors import ConfigError
 
 log = logging.getLogger("edge_agent.aws")
 
@@ -28,10 +30,16 @@ PLACEHOLDER_SECRET_KEY = "edge-agent-placeholder-secret"
 
 
 def make_session(gw: GatewaySection) -> botocore.session.Session:
+    """A botocore session with the configured credentials (ConfigError if a named profile is missing)."""
     session = botocore.session.Session(profile=gw.profile or None)
     if gw.access_key_id:
         session.set_credentials(gw.access_key_id, gw.secret_access_key, gw.session_token or None)
-    elif session.get_credentials() is None:
+        return session
+    try:
+        found = session.get_credentials()
+    except BotoCoreError as exc:  # ProfileNotFound, a broken ~/.aws/config...
+        raise ConfigError(f"gateway.profile: {exc}") from exc
+    if found is None:
         log.info("no AWS credentials configured or found: signing with a placeholder key")
         session.set_credentials(PLACEHOLDER_ACCESS_KEY, PLACEHOLDER_SECRET_KEY)
     return session

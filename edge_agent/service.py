@@ -21,6 +21,7 @@ from prometheus_client import start_http_server
 
 from edge_agent import aws, metrics
 from edge_agent.config import AgentConfig
+from edge_agent.errors import ConfigError
 from edge_agent.forwarder import RecordForwarder
 from edge_agent.media_forwarder import MediaForwarder
 from edge_agent.sdnotify import Notifier, watchdog_interval
@@ -50,8 +51,8 @@ class Agent:
 
     def start(self, stop: threading.Event) -> None:
         cfg = self.config
-        self.spool = Spool(cfg.spool.path, max_bytes=cfg.spool.max_bytes, drop_order=cfg.spool.drop_order, sync=cfg.spool.sync)
         session = aws.make_session(cfg.gateway)
+        self.spool = Spool(cfg.spool.path, max_bytes=cfg.spool.max_bytes, drop_order=cfg.spool.drop_order, sync=cfg.spool.sync)
         kinesis = aws.make_client(session, "kinesis", cfg.gateway.endpoint_url, cfg.gateway)
         self.records = RecordForwarder(self.spool, kinesis, cfg.forwarder, self.agent_id)
         self.media = MediaForwarder(self.spool, session, cfg.gateway, cfg.forwarder, self.agent_id)
@@ -148,4 +149,7 @@ def run_agent(config: AgentConfig) -> int:
     except SpoolError as exc:  # another agent holds it, or the disk refuses
         log.error("cannot open the spool: %s", exc)
         return 1
+    except ConfigError as exc:  # found only at start, e.g. a named AWS profile that does not exist
+        log.error("config error: %s", exc)
+        return 2
     return 0
