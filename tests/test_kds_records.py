@@ -38,18 +38,21 @@ def test_routing_ordering_and_read_back(shared: GatewayProcess) -> None:
         assert len(rec["SequenceNumber"]) >= 20
     explicit = kinesis.put_record(StreamName="routing", Data=b"e", PartitionKey="whatever", ExplicitHashKey=str(2**128 - 1))
     assert explicit["ShardId"] == shards[-1]["ShardId"]
+    by_hash = kinesis.put_records(StreamName="routing", Records=[{"Data": b"h", "PartitionKey": "same", "ExplicitHashKey": str(h)} for h in (0, 2**126, 2**127 + 5, 2**128 - 1)])
+    assert [r["ShardId"] for r in by_hash["Records"]] == [s["ShardId"] for s in shards]
     total = 0
     for shard in shards:
         got, last = read_shard(kinesis, "routing", shard["ShardId"])
         expected = [r for r in sent if r["ShardId"] == shard["ShardId"]]
         if shard is shards[-1]:
             expected.append({"Data": b"e", "PartitionKey": "whatever", "SequenceNumber": explicit["SequenceNumber"]})
+        expected += [{"Data": b"h", "PartitionKey": "same", **r} for r in by_hash["Records"] if r["ShardId"] == shard["ShardId"]]
         assert [(r["Data"], r["PartitionKey"], r["SequenceNumber"]) for r in got] == [(r["Data"], r["PartitionKey"], r["SequenceNumber"]) for r in expected]
         seqs = [int(r["SequenceNumber"]) for r in got]
         assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
         assert last["MillisBehindLatest"] == 0 and "NextShardIterator" in last
         total += len(got)
-    assert total == 501
+    assert total == 505
 
 
 def test_iterator_types_and_limit(shared: GatewayProcess) -> None:

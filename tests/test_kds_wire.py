@@ -65,6 +65,8 @@ RECORD = {"Data": base64.b64encode(b"ok").decode(), "PartitionKey": "k"}
         ("PutRecords", {"StreamName": "wire", "Records": [RECORD] * 501}, "ValidationException"),
         ("PutRecords", {"StreamName": "wire", "Records": [{"Data": base64.b64encode(b"x" * 1000_000).decode(), "PartitionKey": "k"}] * 6}, "InvalidArgumentException"),
         ("PutRecord", {"StreamName": "wire", "Data": "b2s=", "PartitionKey": "k", "ExplicitHashKey": "1" * 40}, "ValidationException"),
+        ("PutRecords", {"StreamName": "wire", "Records": [{"Data": "b2s=", "PartitionKey": "k", "ExplicitHashKey": "0123"}]}, "ValidationException"),
+        ("PutRecords", {"StreamName": "wire", "Records": [{"Data": "b2s=", "PartitionKey": "k", "ExplicitHashKey": "9" * 39}]}, "InvalidArgumentException"),
         ("GetRecords", {}, "ValidationException"),
         ("GetRecords", {"ShardIterator": "forged.token"}, "InvalidArgumentException"),
         ("GetShardIterator", {"StreamName": "wire", "ShardId": "shardId-000000000000", "ShardIteratorType": "SOMEWHERE"}, "ValidationException"),

@@ -48,19 +48,30 @@ def _entry(p: dict[str, Any], where: str) -> PutEntry:
     return (key, data, hash_value, None)
 
 
+def _plain_hash_key(value: Any) -> int | None:
+    """An ExplicitHashKey that is plainly valid (KPL aggregates carry one), else None."""
+    if type(value) is str and 0 < len(value) <= 39 and value.isdigit() and value.isascii() and (value[0] != "0" or value == "0"):
+        number = int(value)
+        if number <= MAX_HASH_KEY:
+            return number
+    return None
+
+
 def _entries(records: list[Any], codec: Codec) -> tuple[list[PutEntry], int]:
-    """PutEntry tuples and their total size, in one pass: the common entry (a partition key
-    and a small blob, nothing else) is checked inline; anything else goes through the model."""
+    """PutEntry tuples and their total size, in one pass: the common entry (a partition key,
+    a small blob and maybe a plain ExplicitHashKey) is checked inline; anything else goes
+    through the model."""
     entries: list[PutEntry] = []
     total = 0
     fast_limit = MAX_RECORD_BYTES - 4 * 256  # below this, neither base64 nor UTF-8 lengths matter
     blob_type = bytes if codec.is_cbor else str
     append = entries.append
     for i, r in enumerate(records):
-        if type(r) is dict and len(r) == 2:
+        if type(r) is dict and 2 <= len(r) <= 3:
             key = r.get("PartitionKey")
             data = r.get("Data")
-            if type(key) is str and type(data) is blob_type and 0 < len(key) <= 256 and len(data) < fast_limit:
+            explicit = _plain_hash_key(r.get("ExplicitHashKey")) if len(r) == 3 else None
+            if type(key) is str and type(data) is blob_type and 0 < len(key) <= 256 and len(data) < fast_limit and (len(r) == 2 or explicit is not None):
                 blob = data if isinstance(data, bytes) else None
                 if blob_type is str:
                     try:
@@ -68,7 +79,7 @@ def _entries(records: list[Any], codec: Codec) -> tuple[list[PutEntry], int]:
                     except ValueError:  # binascii.Error, or non-ASCII text
                         blob = None  # the careful path below reports it
                 if blob is not None:
-                    append((key, blob, None, None))
+                    append((key, blob, explicit, None))
                     total += len(blob) + len(key)
                     continue
         where = f"records.{i + 1}.member"
