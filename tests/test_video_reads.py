@@ -139,7 +139,7 @@ def test_live_get_media_sees_a_fragment_put_after_it_started(gw: GatewayProcess,
     reader.join(15)
     assert not reader.is_alive()
     assert read_tags(got["raw"])[0]["AWS_KINESISVIDEO_FRAGMENT_NUMBER"] == new_number
-    assert time.monotonic() - put_at < 5
+    assert time.monotonic() - put_at < 10  # generous: the suite shares 2 cores
     numbers.append(new_number)
 
 
