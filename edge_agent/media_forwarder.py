@@ -38,6 +38,8 @@ log = logging.getLogger("edge_agent.media")
 FRAGMENT_ERRORS = {4000, 4001, 4002, 4003, 4004, 4005, 4006, 4007, 4009, 4010, 4011, 4012}
 #: Most bytes of fragments read from the spool per request.
 MAX_REQUEST_BYTES = 16 * 1024 * 1024
+#: Pages of the media lane looked through for a stream that is not in backoff.
+MAX_SCAN_PAGES = 8
 
 
 @dataclass
@@ -123,22 +125,32 @@ class MediaForwarder:
         return True
 
     def _next_batch(self) -> list[SpooledRecord]:
+        """The oldest fragments of the first stream not waiting out a retry.
+
+        Pages through the lane (a few pages at most) so a stream in backoff, e.g. one whose
+        video stream does not exist yet, does not hold back the other cameras."""
         now = time.monotonic()
-        records = self.spool.read("media", 0, limit=self.config.media_fragments_per_request * 2, max_bytes=MAX_REQUEST_BYTES)
-        if records:
-            self._seen = max(self._seen, records[-1].seq)
+        page = self.config.media_fragments_per_request
         stream: str | None = None
         batch: list[SpooledRecord] = []
-        for record in records:
-            if stream is None:
-                if self._not_before.get(record.stream, 0) > now:
-                    continue
-                stream = record.stream
-            if record.stream != stream:
-                continue
-            batch.append(record)
-            if len(batch) >= self.config.media_fragments_per_request:
+        after = 0
+        for _ in range(MAX_SCAN_PAGES):
+            records = self.spool.read("media", after, limit=page, max_bytes=MAX_REQUEST_BYTES)
+            if not records:
                 break
+            after = records[-1].seq
+            self._seen = max(self._seen, after)
+            for record in records:
+                if stream is None:
+                    if self._not_before.get(record.stream, 0) > now:
+                        continue
+                    stream = record.stream
+                if record.stream == stream:
+                    batch.append(record)
+                    if len(batch) >= page:
+                        return batch
+            if batch:
+                break  # one stream's fragments go together; what follows waits for the next request
         return batch
 
     @property

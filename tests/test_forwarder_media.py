@@ -84,3 +84,16 @@ def test_parse_acks_handles_any_split() -> None:
         acks = list(parse_acks(iter([body[:cut], body[cut:]])))
         assert [(a.event, a.timecode, a.fragment_number, a.error_id) for a in acks] == [
             ("BUFFERING", 5, None, None), ("PERSISTED", 5, "9", None), ("ERROR", None, None, 4004)]
+
+
+def test_a_missing_video_stream_does_not_hold_back_another_camera(shared_gateway: GatewayProcess, tmp_path: Path) -> None:
+    video = shared_gateway.client("kinesisvideo")
+    video.create_stream(StreamName="cam-ok", DataRetentionInHours=1)
+    fragments = synthetic_fragments(4)
+    with Spool(tmp_path / "spool.db", sync="normal") as spool, running_media_forwarder(spool, shared_gateway.url, media_fragments_per_request=2):
+        spool.append(video_records("cam-late", fragments[:2]) + video_records("cam-ok", fragments[2:]))
+        wait_until(lambda: len(list_fragments(shared_gateway.url, "cam-ok")) == 2, 60, interval=0.2, what="the other camera's video")
+        assert spool.stats().records["media"] == 2  # the missing stream's fragments wait, nothing dropped
+        video.create_stream(StreamName="cam-late", DataRetentionInHours=1)
+        wait_until(lambda: spool.stats().records["media"] == 0, 60, what="the late stream's fragments")
+    assert len(list_fragments(shared_gateway.url, "cam-late")) == 2
