@@ -4,7 +4,8 @@ One table maps each action to a thin async handler ``(Call, params) -> response 
 body is decoded (JSON or CBOR, see ``protocol``), checked against botocore's model (see
 ``validate``), handled, and encoded back in the protocol the client spoke. Data-plane
 handlers (PutRecord(s), GetShardIterator, GetRecords) live in ``records``; rendering of
-stream and shard shapes in ``render``.
+stream and shard shapes in ``render``. The two hot responses (PutRecords, GetRecords in JSON)
+come back pre-encoded as ``RawJson``.
 """
 
 from __future__ import annotations
