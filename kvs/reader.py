@@ -6,11 +6,12 @@ one Cluster with absolute millisecond timestamps, plus the track's codec and par
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
 
 from kvs import ebml, mkv
 from kvs.errors import INVALID_MKV_DATA, MkvError
-from kvs.parser import parse_fragment
+from kvs.parser import parse_fragment, parse_simple_tags
 from kvs.tags import read_tags
 
 
@@ -36,34 +37,67 @@ class FragmentContent:
         return out + [last]
 
 
+class _NotSized(ValueError):
+    """The document uses unknown sizes (a live producer's layout): normalise it with the parser first."""
+
+
 def read_fragment(data: bytes) -> FragmentContent:
-    """Parse one standalone MKV document (as the writer, the parser or the store produce)."""
-    parsed = parse_fragment(data)  # validates and normalises unknown sizes into one sized document
-    doc = parsed.mkv
+    """Parse one standalone MKV document (as the writer, the parser or the store produce).
+
+    Sized documents (everything stored here) are read directly; anything else goes through
+    ``MkvStreamParser`` first, which normalises unknown sizes or raises ``MkvError``.
+    """
+    try:
+        return _read_sized(data)
+    except (ebml.EbmlError, MkvError, IndexError):
+        pass
+    parsed = parse_fragment(data)  # raises MkvError for what is not MKV
+    content = _read_sized(parsed.mkv)
+    for found in read_tags(data):  # the normalised copy has no Tags; take them from the original
+        content.tags.update(found)
+    return content
+
+
+def _read_sized(doc: bytes) -> FragmentContent:
     header = ebml.read_header(doc, 0)
-    assert header is not None
+    if header is None or header[0] != ebml.EBML or header[1] == ebml.UNKNOWN_SIZE:
+        raise _NotSized("no sized EBML header")
     segment_at = header[2] + header[1]
     seg = ebml.read_header(doc, segment_at)
-    assert seg is not None
+    if seg is None or seg[0] != ebml.SEGMENT or seg[1] == ebml.UNKNOWN_SIZE:
+        raise _NotSized("no sized Segment")
     payload = memoryview(doc)[segment_at + seg[2] : segment_at + seg[2] + seg[1]]
     track: mkv.VideoTrack | None = None
     frames: list[mkv.Frame] = []
     scale_ms = 1.0
+    timecode_ms = 0
     tags: dict[str, str] = {}
-    for found in read_tags(data):  # the parser keeps only tags before the cluster; GetMedia adds some after
-        tags.update(found)
-    for element_id, value in ebml.iter_children(payload):
+    for element_id, value in ebml.iter_children(payload):  # EbmlError on an unknown-size child
         if element_id == ebml.INFO:
             for cid, cval in ebml.iter_children(value):
                 if cid == ebml.TIMECODE_SCALE:
                     scale_ms = (ebml.read_uint(cval) or 1_000_000) / 1_000_000
         elif element_id == ebml.TRACKS:
             track = _read_track(value)
-        elif element_id == ebml.CLUSTER:
-            frames = _read_cluster(value, scale_ms, track.number if track else 1)
+        elif element_id == ebml.TAGS:
+            tags.update(parse_simple_tags(value))
+        elif element_id == ebml.CLUSTER and not frames:
+            timecode_ms, frames = _read_cluster(value, scale_ms, track.number if track else 1)
     if track is None or not frames:
         raise MkvError(INVALID_MKV_DATA, "fragment without a track or frames")
-    return FragmentContent(track, frames, parsed.timecode_ms, parsed.duration_ms, tags)
+    return FragmentContent(track, frames, timecode_ms, _duration_ms(track, frames, timecode_ms), tags)
+
+
+def _duration_ms(track: mkv.VideoTrack, frames: list[mkv.Frame], timecode_ms: int) -> int:
+    """As the parser measures it: to the last frame, plus one frame (DefaultDuration, else the median gap)."""
+    times = sorted({f.timestamp_ms for f in frames})
+    if track.default_duration_ns:
+        frame_ms = track.default_duration_ns / 1_000_000
+    elif len(times) > 1:
+        frame_ms = statistics.median(b - a for a, b in zip(times, times[1:]))
+    else:
+        frame_ms = 0
+    return max(0, int(round(times[-1] - min(timecode_ms, times[0]) + frame_ms)))
 
 
 def _read_track(tracks: memoryview) -> mkv.VideoTrack:
@@ -96,7 +130,8 @@ def _read_track(tracks: memoryview) -> mkv.VideoTrack:
     raise MkvError(INVALID_MKV_DATA, "no video track")
 
 
-def _read_cluster(cluster: memoryview, scale_ms: float, track_number: int) -> list[mkv.Frame]:
+def _read_cluster(cluster: memoryview, scale_ms: float, track_number: int) -> tuple[int, list[mkv.Frame]]:
+    """``(timecode_ms, frames)`` of a cluster, frames in time order."""
     base = 0
     frames: list[mkv.Frame] = []
     for cid, value in ebml.iter_children(cluster):
@@ -111,7 +146,7 @@ def _read_cluster(cluster: memoryview, scale_ms: float, track_number: int) -> li
                 if c == ebml.BLOCK:
                     frames += [mkv.Frame(f.data, f.timestamp_ms, key) for f in _block(v, base, scale_ms, track_number, simple=False)]
     frames.sort(key=lambda f: f.timestamp_ms)
-    return frames
+    return int(round(base * scale_ms)), frames
 
 
 def _block(payload: memoryview, base: int, scale_ms: float, track_number: int, simple: bool) -> list[mkv.Frame]:

@@ -184,3 +184,18 @@ def test_kvs_is_plain_python_without_aiohttp() -> None:
     assert kvs.__all__ == sorted(kvs.__all__)
     code = "import sys, kvs, kvs.remux, kvs.images, kvs.playlist, kvs.tags, kvs.reader; assert 'aiohttp' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_reader_agrees_with_the_parser() -> None:
+    """The reader's fast path (sized documents) measures fragments exactly as the stream parser does."""
+    from kvs.parser import parse_fragment
+
+    mjpeg = make_fragments(7, fps=5, codec="mjpeg-passthrough")
+    tagged = tags.with_kvs_tags(FRAGMENTS[2].data, tags.fragment_tags("1", T0, T0))
+    for doc in [f.data for f in FRAGMENTS + mjpeg] + [tagged]:
+        content, parsed = read_fragment(doc), parse_fragment(doc)
+        assert (content.timecode_ms, content.duration_ms, len(content.frames)) == (
+            parsed.timecode_ms, parsed.duration_ms, parsed.frame_count)
+    assert read_fragment(tagged).tags[tags.FRAGMENT_NUMBER] == "1"
+    with pytest.raises(ValueError):
+        read_fragment(b"\x1aE\xdf\xa3garbage")
