@@ -117,3 +117,14 @@ def test_validation_errors_from_the_model(kinesis: Any) -> None:
     with pytest.raises(ClientError) as exc:
         kinesis.create_stream(StreamName="x" * 129, ShardCount=1)
     assert error_code(exc) == "ValidationException"
+    kinesis.create_stream(StreamName="three", ShardCount=3)
+    with pytest.raises(ClientError) as exc:  # not neighbours
+        kinesis.merge_shards(StreamName="three", ShardToMerge="shardId-000000000000", AdjacentShardToMerge="shardId-000000000002")
+    assert error_code(exc) == "InvalidArgumentException"
+    kinesis.merge_shards(StreamName="three", ShardToMerge="shardId-000000000000", AdjacentShardToMerge="shardId-000000000001")
+    with pytest.raises(ClientError) as exc:  # already closed
+        kinesis.split_shard(StreamName="three", ShardToSplit="shardId-000000000000", NewStartingHashKey="5")
+    assert error_code(exc) == "InvalidArgumentException"
+    with pytest.raises(ClientError) as exc:
+        kinesis.merge_shards(StreamName="three", ShardToMerge="shardId-000000000003", AdjacentShardToMerge="shardId-000000000042")
+    assert error_code(exc) == "ResourceNotFoundException"
