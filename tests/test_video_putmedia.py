@@ -148,6 +148,12 @@ def test_replayed_fragments_are_acked_with_their_original_numbers(gw: GatewayPro
     plain.send(fragments[3].data)
     plain.finish()
     assert len(listed(gw, "exactly-once")) == 5
+    # a producer whose sequence restarted (wiped spool) reuses seq 10 for new video: stored, not dropped
+    restarted = PutMediaClient(gw.url, "exactly-once", headers={"X-Edge-Producer-Id": "pi-7", "X-Edge-Fragment-Seqs": "10"})
+    restarted.send(fragments[5].data)
+    fresh = [a["FragmentNumber"] for a in restarted.finish() if a["EventType"] == "PERSISTED"]
+    assert len(fresh) == 1 and fresh[0] not in numbers.values()
+    assert len(listed(gw, "exactly-once")) == 6
 
 
 def test_fragment_limits_and_ingest_rate(gateway_factory, tmp_path: Path) -> None:

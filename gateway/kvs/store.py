@@ -107,6 +107,7 @@ CREATE TABLE IF NOT EXISTS producer_seqs (
     seq INTEGER NOT NULL,
     PRIMARY KEY (stream_id, producer_id, producer_seq)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS producer_seqs_by_seq ON producer_seqs (stream_id, seq);
 """
 
 
@@ -328,11 +329,16 @@ class VideoStore:
 
     # -- ingest ------------------------------------------------------------------------------------
 
-    def lookup_replay(self, stream_id: int, producer_id: str, producer_seq: int) -> str | None:
-        """Fragment number already stored for (producer, seq), if any (exactly-once replays)."""
+    def lookup_replay(self, stream_id: int, producer_id: str, producer_seq: int, producer_ts_ms: int) -> str | None:
+        """Fragment number already stored for (producer, seq), if any (exactly-once replays).
+
+        A replay must also carry the stored fragment's producer timestamp: a producer whose
+        sequence restarted (a wiped spool) reuses seqs for new video, which must be stored.
+        """
         row = self._reader().execute(
-            "SELECT seq FROM producer_seqs WHERE stream_id = ? AND producer_id = ? AND producer_seq = ?",
-            (stream_id, producer_id, producer_seq),
+            "SELECT p.seq FROM producer_seqs p JOIN fragments f ON f.stream_id = p.stream_id AND f.seq = p.seq"
+            " WHERE p.stream_id = ? AND p.producer_id = ? AND p.producer_seq = ? AND f.producer_ts_ms = ?",
+            (stream_id, producer_id, producer_seq, producer_ts_ms),
         ).fetchone()
         return fragment_number(stream_id, row[0]) if row else None
 
@@ -345,7 +351,7 @@ class VideoStore:
         """
         with self._stream_lock(stream_id):
             if producer is not None:
-                existing = self.lookup_replay(stream_id, *producer)
+                existing = self.lookup_replay(stream_id, *producer, fragment.producer_ts_ms)
                 if existing is not None:
                     return existing, False
             if stream_id not in self._next_seq:
@@ -377,7 +383,7 @@ class VideoStore:
                         (stream_id, seq, fragment.producer_ts_ms, fragment.server_ts_ms, fragment.duration_ms, len(data), fragment.frame_count),
                     )
                     if producer is not None:
-                        db.execute("INSERT INTO producer_seqs VALUES (?, ?, ?, ?)", (stream_id, producer[0], producer[1], seq))
+                        db.execute("INSERT OR REPLACE INTO producer_seqs VALUES (?, ?, ?, ?)", (stream_id, producer[0], producer[1], seq))
             except BaseException:
                 final.unlink(missing_ok=True)
                 raise
