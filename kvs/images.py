@@ -54,7 +54,6 @@ def iter_frames(mkv: bytes) -> Iterator[tuple[int, av.VideoFrame]]:
     """Decoded frames of a fragment as ``(timestamp_ms, frame)``, lazily (stop early to save work)."""
     with av.open(io.BytesIO(mkv), mode="r") as container:
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
         for frame in container.decode(stream):
             if frame.pts is None or frame.time_base is None:
                 continue
