@@ -24,6 +24,7 @@ import json
 import logging
 import signal
 import ssl
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -47,6 +48,7 @@ SHUTDOWN_SECONDS = 4.0
 
 
 def _reject_response(limit: int) -> bytes:
+    """The whole 503 a refused connection gets (``{request_id}`` filled in per connection)."""
     body = json.dumps(
         {"__type": "ServiceUnavailableException", "message": f"The gateway is at its limit of {limit} open connections; retry later."}
     ).encode()
@@ -55,6 +57,7 @@ def _reject_response(limit: int) -> bytes:
         "Content-Type: application/x-amz-json-1.1\r\n"
         "x-amzn-ErrorType: ServiceUnavailableException\r\n"
         "Retry-After: 1\r\n"
+        "x-amzn-RequestId: {request_id}\r\n"
         "Connection: close\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     )
@@ -73,7 +76,8 @@ class AwsRequestHandler(web.RequestHandler):
         log.info("unparsable request from %s: %s", request.remote, text)
         body = json.dumps({"__type": "InvalidArgumentException", "message": text})
         response = web.Response(
-            status=status, text=body, content_type="application/x-amz-json-1.1", headers={"x-amzn-ErrorType": "InvalidArgumentException"}
+            status=status, text=body, content_type="application/x-amz-json-1.1",
+            headers={"x-amzn-ErrorType": "InvalidArgumentException", "x-amzn-RequestId": str(uuid.uuid4())},
         )
         response.force_close()
         return response
@@ -111,7 +115,7 @@ class _CappedProtocol(asyncio.Protocol):
             if cap.rejected == 1 or cap.rejected % 100 == 0:
                 log.warning("connection limit %d reached: refused %d connection(s) so far", cap.limit, cap.rejected)
             assert isinstance(transport, asyncio.Transport)
-            transport.write(cap._reject)
+            transport.write(cap._reject.replace(b"{request_id}", str(uuid.uuid4()).encode()))
             asyncio.get_running_loop().call_later(REJECT_GRACE_SECONDS, transport.close)
             return
         cap.active += 1

@@ -87,7 +87,7 @@ def test_oversize_or_too_many_headers_get_400(gw: GatewayProcess) -> None:
         status, resp_headers, body = request(gw, "POST", path, b"{}", headers)
         # the head never parsed, yet the answer is still an AWS error (and the connection closes)
         assert (status, resp_headers["x-amzn-errortype"]) == (400, "InvalidArgumentException"), body
-        assert json.loads(body)["__type"] == "InvalidArgumentException"
+        assert json.loads(body)["__type"] == "InvalidArgumentException" and resp_headers["x-amzn-requestid"]
     assert "Traceback" not in gw.log()  # a bad head is the client's problem: one log line, no traceback
     assert_alive(gw)
 
@@ -154,6 +154,7 @@ def test_connection_cap_answers_503_at_once(tmp_path: Path) -> None:
         assert time.monotonic() - start < 2
         head, _, body = received.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 503") and b"x-amzn-ErrorType: ServiceUnavailableException" in head
+        assert b"x-amzn-RequestId: " in head and b"{request_id}" not in head
         assert json.loads(body)["__type"] == "ServiceUnavailableException"
         for sock in held:
             sock.close()
