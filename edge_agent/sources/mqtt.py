@@ -55,8 +55,10 @@ DEFAULT_SESSION_EXPIRY = 7 * 24 * 3600
 DEFAULT_MAX_PAYLOAD_BYTES = 1_000_000
 DEFAULT_RECONNECT_MIN = 1.0
 DEFAULT_RECONNECT_MAX = 30.0
-#: Messages received but not yet committed; when full, paho's network thread waits (TCP backpressure).
+#: Messages (and payload bytes) received but not yet committed; past either, paho's network
+#: thread waits, which pushes back on the broker through TCP instead of filling the memory.
 QUEUE_SIZE = 10_000
+QUEUE_BYTES = 16 * 1024 * 1024
 #: Most messages (and bytes) committed in one spool append.
 BATCH_RECORDS = 500
 BATCH_BYTES = 4 * 1024 * 1024
@@ -176,6 +178,8 @@ class MqttSource(Source):
         self._queue: queue.Queue[_Received] = queue.Queue(QUEUE_SIZE)
         self._generation = 0
         self._closing = threading.Event()  # set while shutting down: stop waiting on a full queue
+        self._queued_bytes = 0
+        self._room = threading.Condition()
 
     # -- paho callbacks (network thread) ---------------------------------------------------------
 
@@ -212,7 +216,11 @@ class MqttSource(Source):
         item = _Received(
             self._generation, message.mid, message.qos, topic, bytes(message.payload), bool(message.retain), content_type, now_ms()
         )
-        while not self._closing.is_set():  # a full queue holds the network thread: TCP backpressure
+        with self._room:  # a full queue holds the network thread: TCP backpressure
+            while self._queued_bytes > QUEUE_BYTES and not self._closing.is_set():
+                self._room.wait(0.5)
+            self._queued_bytes += len(item.payload)
+        while not self._closing.is_set():
             try:
                 self._queue.put(item, timeout=0.5)
                 return
@@ -290,6 +298,9 @@ class MqttSource(Source):
                 break
             batch.append(item)
             size += len(item.payload)
+        with self._room:
+            self._queued_bytes -= size
+            self._room.notify_all()
         return batch
 
     def _commit(self, batch: list[_Received], client: mqtt.Client, stop: threading.Event) -> None:
@@ -329,5 +340,7 @@ class MqttSource(Source):
             except queue.Empty:
                 break
             dropped += 1
+        with self._room:
+            self._queued_bytes = 0
         if dropped:
             log.info("%s: %d message(s) not committed at shutdown; the broker keeps QoS>0 ones", self.name, dropped)
