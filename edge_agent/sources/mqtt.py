@@ -16,6 +16,10 @@ Record rules:
 - a payload larger than ``max_payload_bytes`` is rejected (reason ``too_large``), a topic that is
   not valid UTF-8 is rejected (``bad_topic``); both are still acknowledged, otherwise the broker
   would redeliver them forever.
+
+Backpressure: while the spool cannot take more (full, and its drop policy may free nothing),
+messages stay unacknowledged at the broker; at most ``QUEUE_SIZE`` messages / ``QUEUE_BYTES``
+wait in memory, then paho stops reading the socket and TCP pushes back on the broker.
 """
 
 from __future__ import annotations
