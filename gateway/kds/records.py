@@ -154,7 +154,8 @@ async def get_shard_iterator(call: Call, p: dict[str, Any]) -> dict[str, Any]:
     if kind == "TRIM_HORIZON":
         position = shard.start_seq
     elif kind == "LATEST":
-        position = store.next_seq if shard.end_seq is None else shard.end_seq + 1
+        # After the last committed record: a record being written right now is still read.
+        position = store.committed_seq if shard.end_seq is None else shard.end_seq + 1
     elif kind in ("AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER"):
         text = p.get("StartingSequenceNumber")
         if text is None:
@@ -167,7 +168,7 @@ async def get_shard_iterator(call: Call, p: dict[str, Any]) -> dict[str, Any]:
         ts = p.get("Timestamp")
         if ts is None:
             raise invalid_argument("Timestamp is required for AT_TIMESTAMP.")
-        fallback = store.next_seq if shard.end_seq is None else shard.end_seq + 1
+        fallback = store.committed_seq if shard.end_seq is None else shard.end_seq + 1
         found = await asyncio.to_thread(store.first_seq_at, shard.key, ts)
         position = fallback if found is None else found
     return {"ShardIterator": call.signer.issue(shard.key, max(position, shard.start_seq))}

@@ -125,7 +125,7 @@ class Store:
         self._conn.executescript(SCHEMA)
         self._local = threading.local()
         self._load()
-        self._writer = Writer(self._conn, self._persist_counter, self._load)
+        self._writer = Writer(self._conn, self._persist_counter, self._load, self._committed)
 
     # -- model ---------------------------------------------------------------------------
 
@@ -157,6 +157,8 @@ class Store:
                 top_seq, top_arrival = max(top_seq, last[0]), max(top_arrival, last[1])
         shard_top = conn.execute("SELECT max(max(start_seq), coalesce(max(end_seq), 0)) FROM shards").fetchone()
         self.next_seq = max(meta.get("next_seq", 1), top_seq + 1, (shard_top[0] or 0) + 1)
+        #: next_seq as of the last commit: records being written right now come at or after it.
+        self.committed_seq = self.next_seq
         self.last_arrival = top_arrival
         self.streams = streams
         self.streams_by_key = by_key
@@ -165,6 +167,9 @@ class Store:
         self.next_shard_key = max(meta.get("next_shard_key", 1), max(shards, default=0) + 1)
         self.next_stream_key = max(meta.get("next_stream_key", 1), max(by_key, default=0) + 1)
         self._saved = meta
+
+    def _committed(self) -> None:
+        self.committed_seq = self.next_seq
 
     def _persist_counter(self, conn: sqlite3.Connection) -> None:
         """Save the counters (runs in every group commit; writes only what changed)."""

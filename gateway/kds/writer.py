@@ -36,10 +36,17 @@ def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
 
 
 class Writer:
-    def __init__(self, conn: sqlite3.Connection, before_commit: Callable[[sqlite3.Connection], None], after_failure: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        before_commit: Callable[[sqlite3.Connection], None],
+        after_failure: Callable[[], None],
+        after_commit: Callable[[], None] = lambda: None,
+    ) -> None:
         self._conn = conn
         self._before_commit = before_commit
         self._after_failure = after_failure
+        self._after_commit = after_commit
         self._queue: queue.SimpleQueue[tuple[Job, asyncio.Future[Any], asyncio.AbstractEventLoop] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="kds-writer", daemon=True)
         self._thread.start()
@@ -92,6 +99,7 @@ class Writer:
                     outcomes.append((False, exc))
             self._before_commit(conn)
             conn.execute("COMMIT")
+            self._after_commit()
         except Exception as exc:  # sqlite3.Error above all; nothing may stop the writer thread
             log.exception("commit failed; nothing in this group was stored")
             try:
