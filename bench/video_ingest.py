@@ -232,11 +232,14 @@ def main() -> int:
     fragments = encode_fragments(args.seconds, args.bitrate)
     print(f"machine: {os.cpu_count()} cores, load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     best = 0
+    failed_once = False
     with tempfile.TemporaryDirectory(prefix="bench-video-") as tmp:
         for k in levels:
             r = asyncio.run(run_level(k, fragments, args.seconds, args.hls, Path(tmp)))
             ok = r["persisted"] == r["sent"] and not r["errors"] and not r["broken"] and r["max_ms"] <= args.deadline * 1000
-            best = k if ok else best
+            if ok and not failed_once:
+                best = k  # the largest level before the first failure
+            failed_once = failed_once or not ok
             hls = f" hls p50/p95 {r['hls_p50_ms']:.0f}/{r['hls_p95_ms']:.0f} ms (n={r['hls_n']}){' ' + r['hls_note'] if r['hls_note'] else ''}" if args.hls else ""
             print(f"K={k:3d} ({r['mbit_per_stream']:.2f} Mbit/s each): {r['persisted']}/{r['sent']} persisted, "
                   f"last byte->PERSISTED p50 {r['p50_ms']:.0f} ms p95 {r['p95_ms']:.0f} ms max {r['max_ms']:.0f} ms, "
