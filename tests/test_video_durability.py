@@ -88,7 +88,7 @@ def test_orphans_are_removed_on_open_and_numbers_never_reused(tmp_path: Path) ->
 
 def test_disk_budget_deletes_oldest_fragments_with_their_files(gateway_factory, tmp_path: Path) -> None:
     config = tmp_path / "gateway.toml"
-    config.write_text("retention_sweep_seconds = 0.2\n[video]\nstream_disk_budget_bytes = 100000\n")
+    config.write_text('durability = "full"\nretention_sweep_seconds = 0.2\n[video]\nstream_disk_budget_bytes = 100000\n')
     gw = gateway_factory("--config", str(config))
     create_stream(gw, "budget")
     create_stream(gw, "other")
