@@ -245,6 +245,8 @@ class RecordForwarder:
     def _select(self, now: float) -> list[Unit]:
         batch: list[Unit] = []
         size = 0
+        # While paced, a batch is at most one second's worth: a bigger one would only be throttled.
+        max_units = self.config.batch_max_records if self.rate.rate is None else max(1, min(self.config.batch_max_records, int(self.rate.rate)))
         stream: str | None = None
         held: set[tuple[str, str]] = set()
         per_key: Counter = Counter()
@@ -261,7 +263,7 @@ class RecordForwarder:
             if unit.solo and batch:
                 held.add(unit.key)
                 continue
-            if batch and (len(batch) >= self.config.batch_max_records or size + unit.size > self.config.batch_max_bytes):
+            if batch and (len(batch) >= max_units or size + unit.size > self.config.batch_max_bytes):
                 break
             batch.append(unit)
             size += unit.size
