@@ -93,10 +93,11 @@ def build_bodies(batch: int, size: int, variants: int = 8) -> list[bytes]:
     return bodies
 
 
-async def _load(url: str, clients: int, duration: float, batch: int, size: int, seed: int, producer: bool = False) -> tuple[int, int, int]:
+async def _load(url: str, clients: int, duration: float, batch: int, size: int, seed: int, producer: bool = False) -> tuple[int, int, int, list[float]]:
     bodies = build_bodies(batch, size)
     base_headers = dict(HEADERS, **{"X-Amz-Target": TARGET + "PutRecords"})
     ok = failed = errors = 0
+    latencies: list[float] = []
     deadline = time.monotonic() + duration
 
     async def client(n: int, session: aiohttp.ClientSession) -> None:
@@ -111,8 +112,10 @@ async def _load(url: str, clients: int, duration: float, batch: int, size: int, 
                 headers["X-Edge-Producer-Id"] = f"bench-{seed}-{n}"
                 headers["X-Edge-Record-Seqs"] = ",".join(map(str, range(next_seq, next_seq + batch)))
                 next_seq += batch
+            sent = time.monotonic()
             async with session.post(url, data=body, headers=headers) as resp:
                 raw = await resp.read()
+            latencies.append(time.monotonic() - sent)
             if resp.status != 200:
                 errors += 1
                 await asyncio.sleep(0.01)
@@ -125,10 +128,10 @@ async def _load(url: str, clients: int, duration: float, batch: int, size: int, 
     connector = aiohttp.TCPConnector(limit=clients)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
         await asyncio.gather(*(client(n, session) for n in range(clients)))
-    return ok, failed, errors
+    return ok, failed, errors, latencies
 
 
-def _load_proc(args: tuple[str, int, float, int, int, int, bool], out: "multiprocessing.Queue[tuple[int, int, int]]") -> None:
+def _load_proc(args: tuple[str, int, float, int, int, int, bool], out: "multiprocessing.Queue[tuple[int, int, int, list[float]]]") -> None:
     out.put(asyncio.run(_load(*args)))
 
 
@@ -149,7 +152,7 @@ def read_back(url: str) -> tuple[int, float]:
 
 
 def run_load(url: str, opts: argparse.Namespace) -> dict[str, float]:
-    queue: multiprocessing.Queue[tuple[int, int, int]] = multiprocessing.Queue()
+    queue: multiprocessing.Queue[tuple[int, int, int, list[float]]] = multiprocessing.Queue()
     procs = [multiprocessing.Process(target=_load_proc, args=((url, opts.clients, opts.duration, opts.batch, opts.size, p * 1000, getattr(opts, "producer", False)), queue)) for p in range(opts.procs)]
     load_before = os.getloadavg()[0]
     started = time.monotonic()
@@ -160,7 +163,10 @@ def run_load(url: str, opts: argparse.Namespace) -> dict[str, float]:
     for p in procs:
         p.join()
     ok = sum(r[0] for r in results)
+    latencies = sorted(x for r in results for x in r[3]) or [float("nan")]
     return {
+        "p50_ms": 1000 * latencies[len(latencies) // 2],
+        "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
         "records_per_s": ok / opts.duration,
         "mb_per_s": ok * opts.size / opts.duration / 1e6,
         "throttled": sum(r[1] for r in results),
@@ -226,7 +232,9 @@ def report(name: str, runs: list[dict[str, float]]) -> float:
     cpu = sum(r["server_cpu_s"] for r in runs)
     per_record = 1e6 * cpu / records if records else float("nan")
     print(f"{name:<36} {rate:>10,.0f} records/s {mb:>7.2f} MB/s  runs [{spread}]  throttled {throttled:.0f}, HTTP errors {errors:.0f}, load avg before runs [{loads}]", flush=True)
-    print(f"{'':<36} server CPU {per_record:.1f} us/record -> {1e6 / per_record:,.0f} records per CPU-second", flush=True)
+    p50 = max(r["p50_ms"] for r in runs)
+    p99 = max(r["p99_ms"] for r in runs)
+    print(f"{'':<36} server CPU {per_record:.1f} us/record -> {1e6 / per_record:,.0f} records per CPU-second; PutRecords latency p50 {p50:.0f} ms, p99 {p99:.0f} ms (worst run)", flush=True)
     return rate
 
 
@@ -247,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kinesalite-dir", type=Path, default=Path("/tmp/kinesalite"), help="where kinesalite is (or gets) npm-installed, outside the repo (default /tmp/kinesalite)")
     parser.add_argument("--skip-kinesalite", action="store_true", help="do not compare with kinesalite")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per server (default 2)")
+    parser.add_argument("--durability-full", action="store_true", help='also measure a gateway with durability = "full" (an fsync per group commit)')
     parser.add_argument("--exactly-once", action="store_true", help="also measure PutRecords with the edge agent's X-Edge-* replay headers")
     parser.add_argument("--skip-limits", action="store_true", help="do not measure the cost of limit enforcement")
     opts = parser.parse_args(argv)
@@ -262,6 +271,10 @@ def main(argv: list[str] | None = None) -> int:
                 huge = 10**12
                 config.write_text(f"[limits]\nenabled = true\nshard_write_bytes_per_sec = {huge}\nshard_write_records_per_sec = {huge}\n")
                 servers["gateway, limits on (not throttling)"] = start_gateway(Path(tmp) / "limits", "--config", str(config))
+            if opts.durability_full:
+                full = Path(tmp) / "full.toml"
+                full.write_text('durability = "full"\n[limits]\nenabled = false\n')
+                servers["gateway, durability=full (fsync)"] = start_gateway(Path(tmp) / "full", "--config", str(full))
             if opts.exactly_once:
                 servers["gateway, exactly-once headers"] = start_gateway(Path(tmp) / "exactly-once", "--no-limits")
             if not opts.skip_kinesalite:
