@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import http.client
+import os
+import subprocess
+import sys
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -160,3 +163,18 @@ def test_odd_values_are_4xx_never_500(gw: GatewayProcess) -> None:
         status, error = post(gw, "/putMedia", "", {**headers, header: value})
         assert status == 400 and error["__type"] == "InvalidArgumentException", (header, value, status)
     assert "Traceback" not in gw.log()
+
+
+def test_aws_cli_works_unchanged(gw: GatewayProcess) -> None:
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "secret", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}
+    aws = str(Path(sys.executable).parent / "aws")
+
+    def cli(*args: str) -> dict:
+        out = subprocess.run([aws, *args, "--endpoint-url", gw.url, "--output", "json"], capture_output=True, text=True, env=env, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout) if out.stdout.strip() else {}
+
+    arn = cli("kinesisvideo", "create-stream", "--stream-name", "cli-cam", "--data-retention-in-hours", "24")["StreamARN"]
+    assert cli("kinesisvideo", "describe-stream", "--stream-arn", arn)["StreamInfo"]["StreamName"] == "cli-cam"
+    assert cli("kinesis-video-archived-media", "list-fragments", "--stream-name", "cli-cam") == {"Fragments": []}
