@@ -3,7 +3,8 @@
 For each K in ``--streams`` it starts a fresh gateway (a real process, data on disk), opens K
 PutMedia sessions that send pre-encoded 2-second fragments at their real-time rate, and measures for
 every fragment the time from its last byte leaving the client to its PERSISTED ack. A level passes
-when every fragment is PERSISTED within ``--deadline`` seconds (1 s). With ``--hls`` (and when the
+when every fragment is PERSISTED within ``--deadline`` seconds (1 s). A live GetMedia reader on one stream
+measures PERSISTED -> delivered to a live consumer. With ``--hls`` (and when the
 gateway serves HLS) it also fetches HLS media segments of a live stream during the run and reports
 their latency. Prints one line per level and the machine load.
 
@@ -32,7 +33,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from helpers import GatewayProcess  # noqa: E402
 
-from kvs import Fragment, FragmentWriter  # noqa: E402
+from kvs import Fragment, FragmentWriter, MkvStreamParser  # noqa: E402
 
 FRAGMENT_SECONDS = 2.0
 SLICE_SECONDS = 0.1
@@ -58,6 +59,7 @@ class StreamResult:
     sent: int = 0
     errors: list[int] = field(default_factory=list)
     broken: str = ""
+    persisted_at: dict[int, float] = field(default_factory=dict)  # timecode -> PERSISTED ack time
 
 
 async def put_stream(port: int, name: str, fragments: list[Fragment], result: StreamResult, start_at: float) -> None:
@@ -68,7 +70,7 @@ async def put_stream(port: int, name: str, fragments: list[Fragment], result: St
             f"x-amzn-producer-start-timestamp: {time.time():.3f}\r\n\r\n")
     writer.write(head.encode())
     last_byte: dict[int, float] = {}
-    persisted_at: dict[int, float] = {}
+    persisted_at = result.persisted_at
 
     async def read_acks() -> None:
         status = await reader.readline()
@@ -142,6 +144,31 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+async def live_reader(port: int, stream: str, until: float, arrived: dict[int, float]) -> None:
+    """A GetMedia NOW reader: when each fragment (by producer timestamp) reaches a live consumer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    body = json.dumps({"StreamName": stream, "StartSelector": {"StartSelectorType": "NOW"}}).encode()
+    writer.write(f"POST /getMedia HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                 f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    parser = MkvStreamParser()
+    try:
+        while (await reader.readline()) not in (b"\r\n", b""):
+            pass
+        while time.monotonic() < until:
+            try:
+                size = int((await asyncio.wait_for(reader.readline(), until - time.monotonic())).strip() or b"0", 16)
+            except asyncio.TimeoutError:
+                break
+            if size == 0:
+                break
+            chunk = await reader.readexactly(size + 2)
+            now = time.monotonic()
+            for fragment in parser.feed(chunk[:-2]):
+                arrived[fragment.timecode_ms] = now
+    finally:
+        writer.close()
+
+
 async def hls_probe(gw: GatewayProcess, stream: str, until: float, latencies: list[float]) -> str:
     """Fetch the live HLS playlist and its newest media segments during the run; '' if unsupported."""
     loop = asyncio.get_running_loop()
@@ -194,16 +221,18 @@ async def run_level(k: int, fragments: list[Fragment], seconds: float, hls: bool
                  for i, (name, res) in enumerate(zip(names, results))]
         hls_latencies: list[float] = []
         hls_note = ""
+        arrived: dict[int, float] = {}
+        extra = [live_reader(gw.port, names[-1], start_at + seconds + 3, arrived)]
         if hls:
-            probe = hls_probe(gw, names[0], start_at + seconds, hls_latencies)
-            *_, hls_note = await asyncio.gather(*tasks, probe)
-        else:
-            await asyncio.gather(*tasks)
+            extra.append(hls_probe(gw, names[0], start_at + seconds, hls_latencies))
+        outcome = await asyncio.gather(*tasks, *extra)
+        hls_note = str(outcome[-1] or "") if hls else ""
         cpu = (cpu_seconds(gw.proc.pid) - cpu0) / (time.monotonic() - wall0)
         rss_mib = rss_kib(gw.proc.pid) / 1024
     finally:
         gw.kill()
     lat = sorted(x for r in results for x in r.latencies)
+    live = sorted(t - results[-1].persisted_at[tc] for tc, t in arrived.items() if tc in results[-1].persisted_at)
     sent = sum(r.sent for r in results)
 
     def pct(values: list[float], p: float) -> float:
@@ -215,6 +244,7 @@ async def run_level(k: int, fragments: list[Fragment], seconds: float, hls: bool
         "max_ms": lat[-1] * 1000 if lat else float("nan"), "gateway_cpu": cpu, "rss_mib": rss_mib,
         "hls_p50_ms": pct(sorted(hls_latencies), 0.5), "hls_p95_ms": pct(sorted(hls_latencies), 0.95),
         "hls_n": len(hls_latencies), "hls_note": hls_note,
+        "live_p50_ms": pct(live, 0.5), "live_max_ms": live[-1] * 1000 if live else float("nan"), "live_n": len(live),
         "mbit_per_stream": statistics.mean(len(f.data) * 8 / f.duration_ms / 1000 for f in fragments[:count]),
     }
 
@@ -243,6 +273,7 @@ def main() -> int:
             hls = f" hls p50/p95 {r['hls_p50_ms']:.0f}/{r['hls_p95_ms']:.0f} ms (n={r['hls_n']}){' ' + r['hls_note'] if r['hls_note'] else ''}" if args.hls else ""
             print(f"K={k:3d} ({r['mbit_per_stream']:.2f} Mbit/s each): {r['persisted']}/{r['sent']} persisted, "
                   f"last byte->PERSISTED p50 {r['p50_ms']:.0f} ms p95 {r['p95_ms']:.0f} ms max {r['max_ms']:.0f} ms, "
+                  f"PERSISTED->live GetMedia p50 {r['live_p50_ms']:.0f} ms max {r['live_max_ms']:.0f} ms (n={r['live_n']}), "
                   f"errors {r['errors']}, broken {r['broken']}, gateway CPU {r['gateway_cpu'] * 100:.0f}% RSS {r['rss_mib']:.0f} MiB{hls}  "
                   f"{'PASS' if ok else 'FAIL'}  load {os.getloadavg()[0]:.2f}", flush=True)
     print(f"sustained: {best} streams with every fragment PERSISTED within {args.deadline:.1f} s (target >= 50)")
