@@ -3,6 +3,14 @@
 The runtime reads ``[[sources.<kind>]]`` tables, turns each into a config with
 ``SOURCE_TYPES[kind].from_dict(table, "sources.<kind>[<i>]")`` and starts ``config.build(spool,
 agent_id).run(stop)`` in a thread. A new source is one module here plus one line in ``SOURCE_TYPES``.
+
+Reject reasons (``edge_agent_records_rejected_total{source, reason}``), detailed in each module:
+
+- mqtt: ``too_large``, ``bad_topic``
+- serial: ``not_text``, ``too_long``, ``empty``, ``partial``
+- logs: ``empty`` (long lines are cut and marked, not rejected)
+- camera: ``camera_lost`` (device or stream gone, reopened), ``frame_dropped``
+- any source: ``too_large`` when a record is bigger than the whole spool
 """
 
 from __future__ import annotations
