@@ -213,3 +213,40 @@ def test_plays_live_across_a_restart_then_the_recording(tmp_path: Path, browser:
     finally:
         page.close()
         gw.kill()
+
+
+def test_player_signs_its_calls_when_the_gateway_verifies_sigv4(tmp_path: Path, browser: Any) -> None:
+    access_key, secret_key = "AKIDPLAYERTEST", "player/secret+for/tests"
+    data = tmp_path / "data"
+    gw = GatewayProcess(data).start()
+    start_ms = int(time.time() * 1000) - 20_000
+    try:
+        create_stream(gw, "secure")
+        client = PutMediaClient(gw.url, "secure")
+        client.send_all(f.data for f in camera_fragments(8, start_ms=start_ms))
+        assert sum(a["EventType"] == "PERSISTED" for a in client.finish()) == 8
+    finally:
+        gw.kill()
+    config = tmp_path / "gateway.toml"
+    config.write_text(f'[auth]\ncredentials = {{ {access_key} = "{secret_key}" }}\n')
+    gw = GatewayProcess(data, "--config", str(config), port=gw.port).start()
+    page = browser.new_page()
+    try:
+        page.goto(gw.url + "/player")
+        wait_js(page, "document.getElementById('auth').open")  # unsigned ListStreams refused: the form opens
+        assert "MissingAuthenticationToken" in page.inner_text("#status")
+        page.fill("#access-key", access_key)
+        page.fill("#secret-key", "not the secret")
+        page.click("#save-credentials")
+        wait_js(page, "document.getElementById('status').textContent.includes('InvalidSignature')")
+        page.fill("#secret-key", secret_key)
+        page.click("#save-credentials")
+        page.wait_for_selector("#streams button[data-stream='secure']", timeout=10_000)
+        # the credentials stay with the tab: a playback link works signed too
+        page.goto(f"{gw.url}/player?stream=secure&mode=replay&start={start_ms / 1000}")
+        t1, t2 = playback_advances(page)
+        assert t2 - t1 > 1.0, (t1, t2, media_errors(page))
+        assert media_errors(page) == []
+    finally:
+        page.close()
+        gw.kill()

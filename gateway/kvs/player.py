@@ -2,8 +2,9 @@
 
 Everything the page needs (HTML, JS, CSS) ships in ``gateway/kvs/static`` and is served here;
 nothing comes from a CDN. The page uses only the gateway's public API (ListStreams,
-ListFragments, GetHLSStreamingSessionURL) and Media Source Extensions, so it works when the
-gateway accepts unsigned requests (the loopback default).
+ListFragments, GetHLSStreamingSessionURL, GetImages) and Media Source Extensions. When the
+gateway verifies SigV4, the viewer enters an access key in the page, which signs its calls itself
+(``static/sigv4.js``); the playlist and segment URLs carry their own session token.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from aiohttp import web
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 #: Files the page may load; anything else is a 404 (no directory listing, no path tricks).
-STATIC_FILES = {"player.js": "application/javascript", "player.css": "text/css", "player.html": "text/html"}
+STATIC_FILES = {"player.js": "application/javascript", "sigv4.js": "application/javascript", "player.css": "text/css",
+                "player.html": "text/html"}
 
 
 async def page(request: web.Request) -> web.FileResponse:

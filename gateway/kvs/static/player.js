@@ -24,12 +24,29 @@ function status(message, isError = false) {
   if (isError) { state.errors.push(message); log(message); }
 }
 
+const AUTH_ERRORS = ["MissingAuthenticationTokenException", "UnrecognizedClientException",
+  "InvalidSignatureException", "IncompleteSignatureException", "AccessDeniedException"];
+
+function credentials() {
+  try {
+    return JSON.parse(sessionStorage.getItem("edge-gateway-credentials") || "null");
+  } catch (err) {
+    return null;
+  }
+}
+
+// POST a JSON API call, signed with SigV4 when credentials were given (see sigv4.js).
 async function api(path, body) {
-  const response = await fetch(path, {
-    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body || {}),
-  });
+  const text = JSON.stringify(body || {});
+  const headers = { "Content-Type": "application/json" };
+  const creds = credentials();
+  if (creds && creds.accessKey) Object.assign(headers, SigV4.sign({ ...creds, service: "kinesisvideo" }, location.host, path, text));
+  const response = await fetch(path, { method: "POST", headers, body: text });
   const data = await response.json().catch(() => ({}));
-  if (!response.ok) throw new Error(`${data.__type || response.status}: ${data.message || data.Message || ""}`);
+  if (!response.ok) {
+    if (AUTH_ERRORS.includes(data.__type)) $("auth").open = true;
+    throw new Error(`${data.__type || response.status}: ${data.message || data.Message || ""}`);
+  }
   return data;
 }
 
@@ -419,6 +436,16 @@ setInterval(() => {
 setInterval(() => { if (state.stream) loadTimeline(state.stream).catch(() => {}); }, 15000);
 
 $("refresh").addEventListener("click", loadStreams);
+$("save-credentials").addEventListener("click", () => {
+  const creds = { accessKey: $("access-key").value.trim(), secretKey: $("secret-key").value, region: $("region").value.trim() || "us-east-1" };
+  sessionStorage.setItem("edge-gateway-credentials", JSON.stringify(creds));
+  $("auth").open = false;
+  loadStreams();
+});
+if (credentials()) {
+  $("access-key").value = credentials().accessKey || "";
+  $("region").value = credentials().region || "us-east-1";
+}
 $("live").addEventListener("click", () => state.stream && play(state.stream, "live"));
 $("play-from").addEventListener("click", () => {
   const value = $("from").value;
