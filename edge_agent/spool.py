@@ -188,6 +188,7 @@ class Spool:
         seq_row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'records'").fetchone()
         self._last_seq = max(seq_row[0] if seq_row else 0, max(self._max_seq.values()))
         self._dropped = {name.removeprefix("dropped."): value for name, value in db.execute("SELECT name, value FROM counters WHERE name LIKE 'dropped.%'")}
+        self._committed = self._snapshot()
         self._publish_gauges()
         self._writer = threading.Thread(target=self._write_loop, name="spool-writer", daemon=True)
         self._writer.start()
@@ -282,11 +283,16 @@ class Spool:
         return row[0] if row else None
 
     def wait(self, lane: str, after_seq: int, timeout: float) -> bool:
-        """Block until ``lane`` holds a record newer than ``after_seq`` (True) or ``timeout`` passes."""
+        """Block until ``lane`` holds a committed record newer than ``after_seq`` (True) or ``timeout`` passes."""
         with self._changed:
-            return self._changed.wait_for(lambda: self._closed or self._max_seq[lane] > after_seq, timeout) and not self._closed
+            return self._changed.wait_for(lambda: self._closed or self._committed_max_seq[lane] > after_seq, timeout) and not self._closed
 
     def stats(self) -> SpoolStats:
+        """What is committed (the writer's own counters run ahead while a transaction is open)."""
+        return self._committed
+
+    def _snapshot(self) -> SpoolStats:
+        self._committed_max_seq = dict(self._max_seq)
         return SpoolStats(dict(self._counts), self._bytes, dict(self._dropped), self.max_bytes)
 
     def close(self) -> None:
@@ -379,9 +385,10 @@ class Spool:
         for kind, n in dropped_now.items():
             metrics.RECORDS_DROPPED.labels(kind).inc(n)
             log.warning("spool full (cap %d bytes): dropped %d oldest %s record(s)", self.max_bytes, n, kind)
-        self._publish_gauges()
         with self._changed:
+            self._committed = self._snapshot()
             self._changed.notify_all()
+        self._publish_gauges()
         for future, result in results:
             if isinstance(result, Exception):
                 future.set_exception(result)
@@ -447,8 +454,9 @@ class Spool:
                 self._counts[lane] -= 1
 
     def _publish_gauges(self) -> None:
-        metrics.SPOOL_BYTES.set(self._bytes)
-        for lane, count in self._counts.items():
+        committed = self._committed
+        metrics.SPOOL_BYTES.set(committed.bytes)
+        for lane, count in committed.records.items():
             metrics.SPOOL_RECORDS.labels(lane).set(count)
 
 

@@ -107,9 +107,12 @@ class MosquittoProcess:
             raise FileNotFoundError("mosquitto is not installed (apt-get install mosquitto)")
         self.workdir.mkdir(parents=True, exist_ok=True)
         conf = self.workdir / "mosquitto.conf"
+        # As root, mosquitto drops to the mosquitto user, which cannot write pytest's private temp
+        # dir: persistent sessions would silently not be saved. Stay root for the test broker.
+        as_root = "user root\n" if os.geteuid() == 0 else ""
         conf.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-            f"persistence_location {self.workdir}/\nmax_queued_messages 100000\n"
+            f"persistence_location {self.workdir}/\nmax_queued_messages 100000\n{as_root}"
         )
         self.proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port, proc=self.proc)
