@@ -124,6 +124,7 @@ class Store:
         self._conn = connect(self.path, config.durability)
         self._conn.executescript(SCHEMA)
         self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
         self._load()
         self._writer = Writer(self._conn, self._persist_counter, self._load, self._committed)
 
@@ -305,6 +306,7 @@ class Store:
         if conn is None:
             conn = self._local.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
             conn.execute("PRAGMA query_only=ON")
+            self._readers.append(conn)
         return conn
 
     def read(self, shard_key: int, from_seq: int, limit: int) -> ReadResult:
@@ -349,5 +351,7 @@ class Store:
 
     def close(self) -> None:
         self._writer.close()
+        for reader in self._readers:
+            reader.close()
         self._conn.close()
 
