@@ -4,10 +4,12 @@ Both pick stored fragments by producer or server time, then do the media work (r
 encode) in a thread with the ``kvs`` library, so the event loop only moves bytes.
 
 GetClip returns whole fragments overlapping the range (as KVS does), at most ``MAX_CLIP_FRAGMENTS``
-fragments / ``MAX_CLIP_BYTES`` bytes: a longer range is cut at that limit. It reads the fragments
-twice (sample table, then data) and streams the MP4, so memory stays at one fragment. GetImages returns one
-entry per sampling time; times with no fragment get ``Error: NO_MEDIA``, fragments that cannot be
-decoded ``MEDIA_ERROR``.
+fragments / ``MAX_CLIP_BYTES`` bytes: a longer range is cut at that limit, and so is a clip whose
+camera changed codec or resolution. It reads the fragments twice (sample table, then data) and
+streams the MP4, so memory stays at one fragment.
+
+GetImages returns one entry per sampling time; times with no fragment get ``Error: NO_MEDIA``,
+fragments that cannot be decoded ``MEDIA_ERROR``.
 """
 
 from __future__ import annotations
