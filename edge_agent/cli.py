@@ -55,6 +55,7 @@ examples:
   edge-agent demo                        # gateway on 127.0.0.1:4567, data in ./demo-data; Ctrl-C stops
   edge-agent demo --port 8080 --data-dir /tmp/demo
   edge-agent demo --duration 60          # stop by itself after a minute
+  edge-agent demo --serial --no-camera   # telemetry from a simulated serial port, no video
 """
 
 
@@ -90,6 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--data-dir", default="./demo-data", help="gateway data, spool and demo files (default ./demo-data)")
     demo.add_argument("--duration", type=float, default=0, help="stop after this many seconds (default: run until Ctrl-C)")
     demo.add_argument("--no-camera", action="store_true", help="skip the synthetic camera (saves CPU)")
+    demo.add_argument("--serial", action="store_true", help="simulate a serial sensor on a pty instead of MQTT (the default without Mosquitto)")
     return parser
 
 
@@ -148,7 +150,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _setup_logging("INFO")
     from edge_agent.demo import run_demo
 
-    return run_demo(port=args.port, data_dir=args.data_dir, duration=args.duration, camera=not args.no_camera)
+    return run_demo(port=args.port, data_dir=args.data_dir, duration=args.duration, camera=not args.no_camera, serial=args.serial)
 
 
 def main(argv: list[str] | None = None) -> int:

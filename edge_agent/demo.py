@@ -66,10 +66,11 @@ def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 20.0) -> 
 
 
 class Demo:
-    def __init__(self, port: int, data_dir: str | Path, camera: bool = True) -> None:
+    def __init__(self, port: int, data_dir: str | Path, camera: bool = True, serial: bool = False) -> None:
         self.port = port
         self.data_dir = Path(data_dir).resolve()
         self.camera = camera
+        self.serial = serial
         self.url = f"http://127.0.0.1:{port}"
         self.procs: list[subprocess.Popen] = []
         self.threads: list[threading.Thread] = []
@@ -91,7 +92,7 @@ class Demo:
 
     def start_broker_or_serial(self) -> None:
         binary = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
-        if binary:
+        if binary and not self.serial:
             port = _free_port()
             workdir = self.data_dir / "mosquitto"
             workdir.mkdir(parents=True, exist_ok=True)
@@ -107,7 +108,7 @@ class Demo:
         else:
             master, slave = os.openpty()
             path = os.ttyname(slave)
-            log.info("mosquitto not installed: simulating a serial sensor on %s", path)
+            log.info("simulating a serial sensor on %s%s", path, "" if self.serial else " (mosquitto is not installed)")
             self.sources["serial"] = [{"name": "serial-demo", "stream": TELEMETRY_STREAM, "port": path}]
             self._thread("serial-simulator", lambda: self._serial(master, slave))
 
@@ -223,8 +224,8 @@ class Demo:
                 proc.wait()
 
 
-def run_demo(port: int = 4567, data_dir: str | Path = "./demo-data", duration: float = 0, camera: bool = True) -> int:
-    demo = Demo(port, data_dir, camera)
+def run_demo(port: int = 4567, data_dir: str | Path = "./demo-data", duration: float = 0, camera: bool = True, serial: bool = False) -> int:
+    demo = Demo(port, data_dir, camera, serial)
     agent_stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
