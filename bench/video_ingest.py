@@ -60,6 +60,8 @@ class StreamResult:
     errors: list[int] = field(default_factory=list)
     broken: str = ""
     persisted_at: dict[int, float] = field(default_factory=dict)  # timecode -> PERSISTED ack time
+    received_at: dict[int, float] = field(default_factory=dict)  # timecode -> RECEIVED ack time
+    received: list[float] = field(default_factory=list)
 
 
 async def put_stream(port: int, name: str, fragments: list[Fragment], result: StreamResult, start_at: float) -> None:
@@ -95,6 +97,8 @@ async def put_stream(port: int, name: str, fragments: list[Fragment], result: St
                 ack = json.loads(line)
                 if ack["EventType"] == "PERSISTED":
                     persisted_at[ack["FragmentTimecode"]] = now
+                elif ack["EventType"] == "RECEIVED":
+                    result.received_at[ack["FragmentTimecode"]] = now
                 elif ack["EventType"] == "ERROR":
                     result.errors.append(ack.get("ErrorId", 0))
 
@@ -124,12 +128,22 @@ async def put_stream(port: int, name: str, fragments: list[Fragment], result: St
         acks.cancel()
         writer.close()
         result.latencies = [persisted_at[tc] - t for tc, t in last_byte.items() if tc in persisted_at]
+        result.received = [result.received_at[tc] - t for tc, t in last_byte.items() if tc in result.received_at]
 
 
 def create_streams(gw: GatewayProcess, names: list[str]) -> None:
     kv = gw.client("kinesisvideo")
     for name in names:
         kv.create_stream(StreamName=name, DataRetentionInHours=1)
+
+
+def cpu_pressure() -> str:
+    """Share of recent time some runnable task waited for a CPU (Linux PSI), e.g. 'cpu wait 80%'."""
+    try:
+        some = Path("/proc/pressure/cpu").read_text().splitlines()[0].split()
+        return f"cpu wait {float(some[1].split('=')[1]):.0f}%"
+    except (OSError, IndexError, ValueError):
+        return "cpu wait n/a"
 
 
 def cpu_seconds(pid: int) -> float:
@@ -215,6 +229,7 @@ async def run_level(k: int, fragments: list[Fragment], seconds: float, hls: bool
         results = [StreamResult() for _ in names]
         assert gw.proc is not None
         cpu0, wall0 = cpu_seconds(gw.proc.pid), time.monotonic()
+        client0 = time.process_time()
         start_at = time.monotonic() + 0.5
         # cameras start spread over one fragment, as independent devices would
         tasks = [put_stream(gw.port, name, fragments[:count], res, start_at + i * FRAGMENT_SECONDS / k)
@@ -228,10 +243,12 @@ async def run_level(k: int, fragments: list[Fragment], seconds: float, hls: bool
         outcome = await asyncio.gather(*tasks, *extra)
         hls_note = str(outcome[-1] or "") if hls else ""
         cpu = (cpu_seconds(gw.proc.pid) - cpu0) / (time.monotonic() - wall0)
+        client_cpu = (time.process_time() - client0) / (time.monotonic() - wall0)
         rss_mib = rss_kib(gw.proc.pid) / 1024
     finally:
         gw.kill()
     lat = sorted(x for r in results for x in r.latencies)
+    rec = sorted(x for r in results for x in r.received)
     live = sorted(t - results[-1].persisted_at[tc] for tc, t in arrived.items() if tc in results[-1].persisted_at)
     sent = sum(r.sent for r in results)
 
@@ -241,7 +258,7 @@ async def run_level(k: int, fragments: list[Fragment], seconds: float, hls: bool
     return {
         "k": k, "sent": sent, "persisted": len(lat), "errors": sum(len(r.errors) for r in results),
         "broken": sum(bool(r.broken) for r in results), "p50_ms": pct(lat, 0.5), "p95_ms": pct(lat, 0.95),
-        "max_ms": lat[-1] * 1000 if lat else float("nan"), "gateway_cpu": cpu, "rss_mib": rss_mib,
+        "max_ms": lat[-1] * 1000 if lat else float("nan"), "rec_p95_ms": pct(rec, 0.95), "gateway_cpu": cpu, "rss_mib": rss_mib, "client_cpu": client_cpu,
         "hls_p50_ms": pct(sorted(hls_latencies), 0.5), "hls_p95_ms": pct(sorted(hls_latencies), 0.95),
         "hls_n": len(hls_latencies), "hls_note": hls_note,
         "live_p50_ms": pct(live, 0.5), "live_max_ms": live[-1] * 1000 if live else float("nan"), "live_n": len(live),
@@ -272,10 +289,11 @@ def main() -> int:
             failed_once = failed_once or not ok
             hls = f" hls p50/p95 {r['hls_p50_ms']:.0f}/{r['hls_p95_ms']:.0f} ms (n={r['hls_n']}){' ' + r['hls_note'] if r['hls_note'] else ''}" if args.hls else ""
             print(f"K={k:3d} ({r['mbit_per_stream']:.2f} Mbit/s each): {r['persisted']}/{r['sent']} persisted, "
-                  f"last byte->PERSISTED p50 {r['p50_ms']:.0f} ms p95 {r['p95_ms']:.0f} ms max {r['max_ms']:.0f} ms, "
+                  f"last byte->PERSISTED p50 {r['p50_ms']:.0f} ms p95 {r['p95_ms']:.0f} ms max {r['max_ms']:.0f} ms "
+                  f"(->RECEIVED p95 {r['rec_p95_ms']:.0f} ms), "
                   f"PERSISTED->live GetMedia p50 {r['live_p50_ms']:.0f} ms max {r['live_max_ms']:.0f} ms (n={r['live_n']}), "
-                  f"errors {r['errors']}, broken {r['broken']}, gateway CPU {r['gateway_cpu'] * 100:.0f}% RSS {r['rss_mib']:.0f} MiB{hls}  "
-                  f"{'PASS' if ok else 'FAIL'}  load {os.getloadavg()[0]:.2f}", flush=True)
+                  f"errors {r['errors']}, broken {r['broken']}, gateway CPU {r['gateway_cpu'] * 100:.0f}% RSS {r['rss_mib']:.0f} MiB (bench client CPU {r['client_cpu'] * 100:.0f}%){hls}  "
+                  f"{'PASS' if ok else 'FAIL'}  load {os.getloadavg()[0]:.2f}, {cpu_pressure()}", flush=True)
     print(f"sustained: {best} streams with every fragment PERSISTED within {args.deadline:.1f} s (target >= 50)")
     return 0
 
