@@ -231,6 +231,7 @@ def test_player_signs_its_calls_when_the_gateway_verifies_sigv4(tmp_path: Path, 
     config.write_text(f'[auth]\ncredentials = {{ {access_key} = "{secret_key}" }}\n')
     gw = GatewayProcess(data, "--config", str(config), port=gw.port).start()
     page = browser.new_page()
+    page.clock.set_system_time(time.time() - 3600)  # the viewer's clock is an hour off: signing uses the gateway's
     try:
         page.goto(gw.url + "/player")
         wait_js(page, "document.getElementById('auth').open")  # unsigned ListStreams refused: the form opens

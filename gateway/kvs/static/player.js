@@ -27,6 +27,12 @@ function status(message, isError = false) {
 const AUTH_ERRORS = ["MissingAuthenticationTokenException", "UnrecognizedClientException",
   "InvalidSignatureException", "IncompleteSignatureException", "AccessDeniedException"];
 
+// The gateway's clock, learnt from its Date headers: signatures and "live" stills use it, so a
+// viewer whose computer clock is off still gets in and still sees the newest pictures.
+function gatewayNow() {
+  return new Date(Date.now() + (state.clockSkew || 0));
+}
+
 function credentials() {
   try {
     return JSON.parse(sessionStorage.getItem("edge-gateway-credentials") || "null");
@@ -36,14 +42,20 @@ function credentials() {
 }
 
 // POST a JSON API call, signed with SigV4 when credentials were given (see sigv4.js).
-async function api(path, body) {
+async function api(path, body, retry = true) {
   const text = JSON.stringify(body || {});
   const headers = { "Content-Type": "application/json" };
   const creds = credentials();
-  if (creds && creds.accessKey) Object.assign(headers, SigV4.sign({ ...creds, service: "kinesisvideo" }, location.host, path, text));
+  if (creds && creds.accessKey) {
+    Object.assign(headers, SigV4.sign({ ...creds, service: "kinesisvideo" }, location.host, path, text, gatewayNow()));
+  }
   const response = await fetch(path, { method: "POST", headers, body: text });
+  const date = Date.parse(response.headers.get("Date") || "");
+  if (date) state.clockSkew = date + 500 - Date.now(); // the header has whole seconds
   const data = await response.json().catch(() => ({}));
   if (!response.ok) {
+    const message = data.message || data.Message || "";
+    if (retry && creds && /expired|not yet current|skew/i.test(message)) return api(path, body, false); // now on its clock
     if (AUTH_ERRORS.includes(data.__type)) $("auth").open = true;
     throw new Error(`${data.__type || response.status}: ${data.message || data.Message || ""}`);
   }
@@ -382,7 +394,7 @@ async function playStills(stream, mode, startSeconds, generation) {
   status(`showing stills of ${stream} (its codec cannot be streamed to a browser)`);
   let cursor = startSeconds || Date.now() / 1000 - 5;
   while (generation === state.generation) {
-    const now = Date.now() / 1000;
+    const now = gatewayNow().getTime() / 1000;
     const request = mode === "live"
       ? { ImageSelectorType: "SERVER_TIMESTAMP", StartTimestamp: now - 6, EndTimestamp: now + 1, SamplingInterval: 500 }
       : { ImageSelectorType: "PRODUCER_TIMESTAMP", StartTimestamp: cursor, EndTimestamp: cursor + 1, SamplingInterval: 1000 };
