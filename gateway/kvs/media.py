@@ -88,7 +88,7 @@ async def get_media(request: web.Request) -> web.StreamResponse:
         owner, seq = parse_fragment_number(number)
         if owner != stream.id:
             raise FragmentNotFoundError(number)
-        after = fragment_number(stream.id, seq - 1) if kind == "FRAGMENT_NUMBER" else number
+        after = fragment_number(stream.id, max(seq - 1, 0)) if kind == "FRAGMENT_NUMBER" else number
     elif kind in (BY_PRODUCER, BY_SERVER):
         by = kind
         start_ms = parse_timestamp(selector.get("StartTimestamp"), "StartSelector.StartTimestamp")
@@ -116,6 +116,8 @@ async def get_media(request: web.Request) -> web.StreamResponse:
         except AwsError:
             break  # the stream was deleted
         for info in infos:
+            after = info.fragment_number
+            start_ms = None  # only the first fragment is found by time; then follow fragment numbers
             try:
                 data = await asyncio.to_thread(_tagged_fragment, store, stream.id, info)
             except FragmentNotFoundError:
@@ -127,8 +129,6 @@ async def get_media(request: web.Request) -> web.StreamResponse:
                 await response.write(data)
             except (ConnectionError, RuntimeError, OSError):
                 return response
-            after = info.fragment_number
-            start_ms = None  # only the first fragment is found by time; then follow fragment numbers
         if infos:
             idle_since = loop.time()
             continue
