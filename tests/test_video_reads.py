@@ -127,18 +127,24 @@ def test_get_media_start_selectors(gw: GatewayProcess, numbers: list[str]) -> No
 
 def test_live_get_media_sees_a_fragment_put_after_it_started(gw: GatewayProcess, numbers: list[str]) -> None:
     media = data_client(gw, "kinesis-video-media", "reads", "GET_MEDIA")
-    response = media.get_media(StreamName="reads", StartSelector={"StartSelectorType": "NOW"})
-    got: dict[str, Any] = {}
-    reader = threading.Thread(target=lambda: got.update(zip(("docs", "raw"), read_docs(response["Payload"], 1))))
-    reader.start()
+    new_ms = START_MS + COUNT * 1000
+    selectors = [{"StartSelectorType": "NOW"},  # and a time nothing has reached yet:
+                 {"StartSelectorType": "PRODUCER_TIMESTAMP", "StartTimestamp": at(new_ms)}]
+    got: list[dict[str, Any]] = [{}, {}]
+    readers = []
+    for selector, out in zip(selectors, got):
+        payload = media.get_media(StreamName="reads", StartSelector=selector)["Payload"]
+        readers.append(threading.Thread(target=lambda p=payload, o=out: o.update(zip(("docs", "raw"), read_docs(p, 1)))))
+        readers[-1].start()
     time.sleep(0.3)
     client = PutMediaClient(gw.url, "reads")
     put_at = time.monotonic()
-    client.send(camera_fragments(1, start_ms=START_MS + COUNT * 1000)[0].data)
+    client.send(camera_fragments(1, start_ms=new_ms)[0].data)
     new_number = [a["FragmentNumber"] for a in client.finish() if a["EventType"] == "PERSISTED"][0]
-    reader.join(15)
-    assert not reader.is_alive()
-    assert read_tags(got["raw"])[0]["AWS_KINESISVIDEO_FRAGMENT_NUMBER"] == new_number
+    for reader, out in zip(readers, got):
+        reader.join(15)
+        assert not reader.is_alive()
+        assert read_tags(out["raw"])[0]["AWS_KINESISVIDEO_FRAGMENT_NUMBER"] == new_number
     assert time.monotonic() - put_at < 10  # generous: the suite shares 2 cores
     numbers.append(new_number)
 
