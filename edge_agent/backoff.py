@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
+from collections.abc import Callable
 import threading
 import time
 
@@ -55,21 +56,26 @@ class RateController:
     """AIMD-style send-rate limiter: a token bucket whose rate follows the gateway's push-back.
 
     ``ceiling`` 0 means no limit until the first push-back. On a throttle the rate drops to
-    what the gateway actually accepted over the last second (or half the current rate, whichever
-    is lower), at most once per second since shard limits are per-second buckets; while sends
-    go through it grows back by ``growth`` of itself per second (gentle probing). ``wait_time(n)``
-    says how long to wait before sending ``n`` records.
+    what the gateway actually accepted over the last second (or ``decrease_factor`` of the
+    current rate, whichever is lower), at most once per second since shard limits are
+    per-second buckets. While sends go through it grows back by ``growth`` of itself per second
+    (gentle probing near the limit); after ``calm_seconds`` without push-back it doubles every
+    second, so a transient throttle (a burst after an outage) does not slow the agent for long.
+    ``wait_time(n)`` says how long to wait before sending ``n`` records.
     """
 
-    def __init__(self, ceiling: float = 0.0, growth: float = 0.15, decrease_factor: float = 0.7) -> None:
+    def __init__(self, ceiling: float = 0.0, growth: float = 0.15, decrease_factor: float = 0.7, calm_seconds: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.ceiling = ceiling
+        self.calm_seconds = calm_seconds
+        self._clock = clock
         self.rate: float | None = ceiling or None  # None: unlimited
         self.growth = growth
         self.decrease_factor = decrease_factor
         self._tokens = 0.0
-        self._last = time.monotonic()
+        self._last = self._clock()
         self._last_decrease = -1e9
-        self._last_growth = time.monotonic()
+        self._last_growth = self._clock()
         self._accepted: deque[tuple[float, int]] = deque()
         self.throttled_events = 0
 
@@ -80,7 +86,7 @@ class RateController:
 
     def wait_time(self, n: int) -> float:
         """Seconds to wait until ``n`` records may go (0 when they may go now)."""
-        now = time.monotonic()
+        now = self._clock()
         self._refill(now)
         if self.rate is None or self._tokens >= n:
             return 0.0
@@ -94,18 +100,18 @@ class RateController:
 
     def accepted(self, n: int) -> None:
         """``n`` records went through just now (the gateway's observed capacity)."""
-        now = time.monotonic()
+        now = self._clock()
         self._accepted.append((now, n))
         while self._accepted and self._accepted[0][0] < now - 1.0:
             self._accepted.popleft()
 
     def accepted_last_second(self) -> int:
-        now = time.monotonic()
+        now = self._clock()
         return sum(n for t, n in self._accepted if t >= now - 1.0)
 
     def on_throttle(self) -> None:
         """The gateway pushed back: cut the rate (once per second: one burst is one event)."""
-        now = time.monotonic()
+        now = self._clock()
         if now - self._last_decrease < 1.0:
             return
         self._last_decrease = now
@@ -117,16 +123,18 @@ class RateController:
             target = min(target, accepted)
         self.rate = max(MIN_RATE, target)
         self._tokens = min(self._tokens, 0.0)
+        self._last = now
         self._last_growth = now
 
     def on_success(self) -> None:
         """Sends went through: grow the rate back (unlimited again past the ceiling)."""
-        now = time.monotonic()
+        now = self._clock()
         elapsed = min(now - self._last_growth, 1.0)
         self._last_growth = now
         if self.rate is None:
             return
-        self.rate += max(1.0, self.growth * self.rate) * elapsed
+        growth = 1.0 if now - self._last_decrease >= self.calm_seconds else self.growth
+        self.rate += max(1.0, growth * self.rate) * elapsed
         limit = self.ceiling or UNCAPPED_START_RATE * 10
         if self.rate >= limit:
             self.rate = self.ceiling or None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import signal
-import time
 from pathlib import Path
 
 from edge_agent.backoff import MIN_RATE, Backoff, RateController
@@ -23,34 +22,64 @@ def test_full_jitter_stays_within_the_growing_ceiling() -> None:
     assert backoff.attempt == 0
 
 
+class FakeClock:
+    """Monotonic seconds the test moves by hand (the controller's only notion of time)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_rate_is_cut_to_what_the_gateway_accepted_and_grows_back() -> None:
-    rate = RateController()
+    clock = FakeClock()
+    rate = RateController(clock=clock)
     assert rate.rate is None and rate.wait_time(500) == 0  # unlimited until the first push-back
     rate.accepted(120)
     rate.on_throttle()
     assert rate.rate == 120  # what went through in the last second
+    assert rate.wait_time(60) == 0.5  # the bucket starts empty after a cut...
+    clock.now += 0.5
+    assert rate.wait_time(60) == 0  # ...and refills at the new rate
     rate.on_throttle()
-    assert rate.rate == 120  # one burst is one event: at most one cut per second
-    assert rate.throttled_events == 1
-    assert rate.wait_time(60) > 0.3  # the bucket starts empty after a cut
-    before = rate.rate
-    time.sleep(0.2)
+    assert rate.rate == 120 and rate.throttled_events == 1  # one burst is one event: one cut per second
+    clock.now += 1.0
     rate.on_success()
-    assert before < rate.rate < before * 1.2  # additive-ish growth, gentle
+    assert 120 < rate.rate <= 120 * 1.15  # near the limit: gentle growth
+    clock.now += 1.0
+    rate.accepted(130)
+    before = rate.rate
+    rate.on_throttle()  # pushed back again (the gateway took 130/s): the lower of 70 % and what got through
+    assert rate.rate == min(before * 0.7, 130)
+    assert rate.throttled_events == 2
 
 
-def test_rate_never_falls_below_the_floor_and_returns_to_unlimited() -> None:
-    rate = RateController(ceiling=0)
+def test_rate_recovers_fully_once_the_gateway_stops_pushing_back() -> None:
+    clock = FakeClock()
+    rate = RateController(clock=clock)
+    rate.accepted(50)
+    rate.on_throttle()
+    assert rate.rate == 50
+    seconds = 0
+    while rate.rate is not None and seconds < 60:
+        clock.now += 1.0
+        seconds += 1
+        rate.on_success()
+    assert rate.rate is None  # unlimited again
+    assert seconds < 30  # calm for 5 s, then doubling each second: about half a minute at most
+
+
+def test_rate_never_falls_below_the_floor_and_respects_the_ceiling() -> None:
+    clock = FakeClock()
+    rate = RateController(clock=clock)
     rate.accepted(1)
     rate.on_throttle()
     assert rate.rate == MIN_RATE
-    rate.rate = 1e9
-    rate.on_success()
-    assert rate.rate is None  # past any plausible capacity: no limit again
-    capped = RateController(ceiling=50)
+    capped = RateController(ceiling=50, clock=clock)
     assert capped.rate == 50
     capped.rate = 49.9
-    time.sleep(0.05)
+    clock.now += 10
     capped.on_success()
     assert capped.rate == 50  # never above the configured ceiling
 
