@@ -302,3 +302,24 @@ def test_get_clip_ends_where_the_resolution_changes(gw: GatewayProcess) -> None:
                           "TimestampRange": {"StartTimestamp": start / 1000, "EndTimestamp": (start + 4000) / 1000}})
     frames = decode(out["Payload"].read())
     assert len(frames) == 20 and {(f.width, f.height) for f in frames} == {(160, 120)}
+
+
+def test_dash_live_manifest_is_dynamic_and_plays(gw: GatewayProcess) -> None:
+    from test_player_browser import LiveCamera
+
+    create_stream(gw, "live-dash")
+    camera = LiveCamera(gw, "live-dash", backlog_s=3, seconds=12)
+    camera.start()
+    try:
+        camera.wait_persisted(3)
+        client = gw.client(ARCHIVED)
+        url = client.get_dash_streaming_session_url(StreamName="live-dash", PlaybackMode="LIVE")["DASHStreamingSessionURL"]
+        mpd = fetch(url)
+        assert 'type="dynamic"' in mpd and 'availabilityStartTime="1970-01-01T00:00:00.000Z"' in mpd
+        probe = ["ffprobe", "-v", "error", "-read_intervals", "%+2", "-count_frames", "-select_streams", "v",
+                 "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0", url]
+        out = subprocess.run(probe, capture_output=True, text=True, timeout=60)
+        counts = {int(x) for x in out.stdout.split()}
+        assert out.returncode == 0 and counts and min(counts) >= 10, (out.stdout, out.stderr)
+    finally:
+        camera.stop()
