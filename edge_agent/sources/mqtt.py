@@ -3,8 +3,10 @@
 Delivery: the session is persistent (MQTT 3.1.1 ``clean_session=False``; MQTT 5 ``clean_start=False``
 with a session expiry) and paho runs with ``manual_ack=True``, so a QoS 1 message is PUBACKed only
 after the spool transaction holding it committed. A crash or SIGKILL before that makes the broker
-deliver it again: at-least-once, never lost (a message can appear twice if the agent dies between
-commit and ack). QoS 2 is accepted but paho sends PUBREC on receipt, so it gives no more than QoS 1
+deliver it again, never lost. Nor twice: the (packet id, checksum) of the latest committed QoS>0
+messages is saved in the same spool transaction, and a redelivery (DUP flag) matching one is
+acknowledged without being spooled again. Packet ids cycle through 65535 values per session, far
+more than the broker keeps in flight, so a match is the same delivery. QoS 2 is accepted but paho sends PUBREC on receipt, so it gives no more than QoS 1
 across a crash; use QoS 1. QoS 0 messages are lost while the agent is down, as MQTT defines.
 
 Record rules:
@@ -24,8 +26,11 @@ wait in memory, then paho stops reading the socket and TCP pushes back on the br
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
+import zlib
+from collections import deque
 import ssl
 import threading
 from dataclasses import dataclass
@@ -65,6 +70,8 @@ QUEUE_SIZE = 10_000
 QUEUE_BYTES = 16 * 1024 * 1024
 #: Most messages (and bytes) committed in one spool append.
 BATCH_RECORDS = 500
+#: Committed deliveries remembered to recognise redeliveries (brokers keep ~20..1000 in flight).
+RECENT_DELIVERIES = 1024
 BATCH_BYTES = 4 * 1024 * 1024
 
 
@@ -168,6 +175,11 @@ class _Received:
     retain: bool
     content_type: str | None
     timestamp_ms: int
+    dup: bool = False
+
+    def identity(self) -> tuple[int, int]:
+        """What tells a redelivery of this message apart from another message."""
+        return self.mid, zlib.crc32(self.payload, zlib.crc32((self.topic or "").encode()))
 
 
 class MqttSource(Source):
@@ -181,6 +193,9 @@ class MqttSource(Source):
         self.batch_bytes = max(1, min(BATCH_BYTES, spool.max_bytes // 8))
         self._queue: queue.Queue[_Received] = queue.Queue(QUEUE_SIZE)
         self._generation = 0
+        self._recent_key = f"mqtt-recent:{self.client_id}"
+        saved = spool.checkpoint(self._recent_key)
+        self._recent: deque[tuple[int, int]] = deque((tuple(x) for x in json.loads(saved)) if saved else (), maxlen=RECENT_DELIVERIES)  # type: ignore[misc]
         self._closing = threading.Event()  # set while shutting down: stop waiting on a full queue
         self._queued_bytes = 0
         self._room = threading.Condition()
@@ -218,7 +233,8 @@ class MqttSource(Source):
         if props is not None and hasattr(props, "ContentType"):
             content_type = str(props.ContentType)
         item = _Received(
-            self._generation, message.mid, message.qos, topic, bytes(message.payload), bool(message.retain), content_type, now_ms()
+            self._generation, message.mid, message.qos, topic, bytes(message.payload), bool(message.retain), content_type, now_ms(),
+            bool(message.dup),
         )
         with self._room:  # a full queue holds the network thread: TCP backpressure
             while self._queued_bytes > QUEUE_BYTES and not self._closing.is_set():
@@ -309,12 +325,24 @@ class MqttSource(Source):
 
     def _commit(self, batch: list[_Received], client: mqtt.Client, stop: threading.Event) -> None:
         records = []
+        recent = set(self._recent)
+        committed: list[tuple[int, int]] = []
         for item in batch:
+            if item.qos > 0:
+                identity = item.identity()
+                if item.dup and identity in recent:
+                    log.debug("%s: message %d redelivered after a crash; already spooled", self.name, item.mid)
+                    continue  # acknowledged below, not spooled twice
+                committed.append(identity)
             record = self._record(item)
             if record is not None:
                 records.append(record)
-        if records:
-            self.writer.append(records, stop)
+        checkpoint = None
+        if committed:
+            self._recent.extend(committed)
+            checkpoint = (self._recent_key, json.dumps(list(self._recent)))
+        if records or checkpoint:
+            self.writer.append(records, stop, checkpoint)
         # PUBACKs go out in the order the PUBLISHes arrived (MQTT 4.6), and only for messages of
         # the current connection: older ones will be redelivered by the broker anyway.
         for item in batch:
