@@ -216,6 +216,16 @@ def _check_values(config: AgentConfig, errors: list[str]) -> None:
             errors.append(f"metrics.listen: expected host:port, got {config.metrics.listen!r}")
 
 
+#: Kinesis data stream names (KVS allows up to 256 of the same characters).
+STREAM_NAME = re.compile(r"[a-zA-Z0-9_.-]{1,128}")
+
+
+def _position(built: list[Any], source: Any) -> int:
+    """Index of ``source`` among the sources of its kind (as in ``sources.mqtt[1]``)."""
+    same = [s for s in built if type(s) is type(source)]
+    return next(i for i, s in enumerate(same) if s is source)
+
+
 def _build_sources(values: Any, errors: list[str]) -> tuple[Any, ...]:
     if not isinstance(values, dict):
         errors.append("sources: expected tables like [[sources.mqtt]]")
@@ -245,6 +255,11 @@ def _build_sources(values: Any, errors: list[str]) -> tuple[Any, ...]:
             except ConfigError as exc:
                 # One message per error, whether the source joined them with newlines or "; ".
                 errors.extend(m for line in str(exc).splitlines() for m in re.split(r"; (?=sources\.)", line) if m)
+    for source in built:
+        stream = getattr(source, "stream", "")
+        if stream and not STREAM_NAME.fullmatch(stream):
+            errors.append(f"sources.{source.KIND}[{_position(built, source)}].stream: {stream!r} is not a valid stream name "
+                          "(1-128 characters: letters, digits, _ . -)")
     names = [getattr(s, "name", "") for s in built]
     for name in sorted({n for n in names if names.count(n) > 1}):
         errors.append(f"sources: name {name!r} is used by more than one source")

@@ -408,7 +408,8 @@ class RecordForwarder:
     def _request_failed(self, batch: list[Unit], code: str, status: int, message: str) -> None:
         now = time.monotonic()
         stream = batch[0].stream
-        if code in POISON_CODES and status < 500:
+        # A refused stream name is the whole stream's problem (config), not one record's: wait, keep.
+        if code in POISON_CODES and status < 500 and "streamname" not in message.lower():
             if len(batch) > 1:
                 for unit in batch:
                     unit.solo = True  # send one by one to find the record the gateway refuses

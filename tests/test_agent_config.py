@@ -74,6 +74,11 @@ def test_unreadable_and_invalid_toml(tmp_path: Path) -> None:
     assert "not valid TOML" in check_config(broken)[0]
 
 
+def test_invalid_stream_name_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"sources.mqtt\[1\].stream: 'bad stream!' is not a valid stream name"):
+        config_from_dict({"sources": {"mqtt": [{"stream": "ok", "topics": ["a"]}, {"stream": "bad stream!", "topics": ["b"]}]}})
+
+
 def test_duplicate_source_names() -> None:
     source = {"stream": "t", "topics": ["a/#"], "name": "same"}
     with pytest.raises(ConfigError, match="'same' is used by more than one source"):
