@@ -102,12 +102,21 @@ def dash_mpd(
     start_number: int = 1,
     dynamic: bool = False,
     min_update_s: float = 2.0,
+    fragment_numbers: bool = False,
+    fragment_timestamps: bool = False,
 ) -> str:
-    """A single-period MPD: SegmentTemplate (``$Number$`` in ``media_template``) + SegmentTimeline.
+    """A single-period MPD: SegmentTemplate (``$Number$`` or ``$Time$`` in ``media_template``) + SegmentTimeline.
 
     Times are relative to ``base_ms`` in milliseconds; segment ``start_number + i`` is ``segments[i]``.
+    ``fragment_numbers`` / ``fragment_timestamps`` add KVS's ``kvs:fn`` / ``kvs:ts`` (epoch ms) to each S.
     """
-    timeline = "".join(f'<S t="{max(0, s.start_ms - base_ms)}" d="{s.duration_ms}"/>' for s in segments)
+
+    def entry(s: Segment) -> str:
+        extra = f' kvs:fn="{s.fragment_number}"' if fragment_numbers and s.fragment_number else ""
+        extra += f' kvs:ts="{s.start_ms}"' if fragment_timestamps else ""
+        return f'<S t="{max(0, s.start_ms - base_ms)}" d="{s.duration_ms}"{extra}/>'
+
+    timeline = "".join(entry(s) for s in segments)
     total_ms = sum(s.duration_ms for s in segments)
     kind = (
         f'type="dynamic" availabilityStartTime="{iso_time(base_ms)}" minimumUpdatePeriod="PT{min_update_s:.1f}S" '
@@ -116,7 +125,8 @@ def dash_mpd(
     )
     return (
         '<?xml version="1.0" encoding="UTF-8"?>\n'
-        '<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" profiles="urn:mpeg:dash:profile:isoff-live:2011" '
+        '<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" xmlns:kvs="urn:edge-ingest:kvs" '
+        'profiles="urn:mpeg:dash:profile:isoff-live:2011" '
         f'{kind}minBufferTime="PT2S">\n'
         ' <Period id="0" start="PT0S">\n'
         '  <AdaptationSet contentType="video" mimeType="video/mp4" segmentAlignment="true">\n'

@@ -209,10 +209,20 @@ def test_hls_session_errors(gw: GatewayProcess) -> None:
 
 
 def test_dash_on_demand_plays_in_ffmpeg(gw: GatewayProcess) -> None:
+    import xml.etree.ElementTree as ET
+
     client = gw.client(ARCHIVED)
-    url = client.get_dash_streaming_session_url(StreamName="cam", PlaybackMode="ON_DEMAND", DASHFragmentSelector={
-        "FragmentSelectorType": "PRODUCER_TIMESTAMP",
-        "TimestampRange": {"StartTimestamp": T0 / 1000, "EndTimestamp": (T0 + 60_000) / 1000}})["DASHStreamingSessionURL"]
+    url = client.get_dash_streaming_session_url(
+        StreamName="cam", PlaybackMode="ON_DEMAND", DisplayFragmentNumber="ALWAYS", DisplayFragmentTimestamp="ALWAYS",
+        DASHFragmentSelector={"FragmentSelectorType": "PRODUCER_TIMESTAMP",
+                              "TimestampRange": {"StartTimestamp": T0 / 1000, "EndTimestamp": (T0 + 60_000) / 1000}},
+    )["DASHStreamingSessionURL"]
+    listed = client.list_fragments(StreamName="cam", FragmentSelector={"FragmentSelectorType": "PRODUCER_TIMESTAMP",
+                                   "TimestampRange": {"StartTimestamp": T0 / 1000, "EndTimestamp": (T0 + 60_000) / 1000}})
+    entries = [el.attrib for el in ET.fromstring(fetch(url)).iter("{urn:mpeg:dash:schema:mpd:2011}S")]
+    kvs_ns = "{urn:edge-ingest:kvs}"
+    assert [e[kvs_ns + "fn"] for e in entries] == sorted(f["FragmentNumber"] for f in listed["Fragments"])
+    assert [int(e[kvs_ns + "ts"]) for e in entries] == [T0 + i * 1000 for i in range(6)]
     probe = ["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v", "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"]
     out = subprocess.run([*probe, url], capture_output=True, text=True, timeout=60)
     assert set(out.stdout.split()) == {"60"}, out.stderr

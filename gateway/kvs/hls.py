@@ -201,6 +201,7 @@ def _manifest(store: VideoStore, session: Session, token: str) -> str:
         segments, f"getMP4InitFragment.mp4?SessionToken={token}", f"getMP4MediaFragment.mp4?SessionToken={token}&T=$Time$",
         codecs, content.track.width, content.track.height, 1_000_000, base_ms=0, dynamic=not _ended(session),
         start_number=0,  # segments are addressed by $Time$; FFmpeg skips the first one with startNumber=1
+        fragment_numbers=session.fragment_numbers == "ALWAYS", fragment_timestamps=session.timestamps == "ALWAYS",
     )
 
 

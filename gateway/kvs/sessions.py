@@ -69,6 +69,7 @@ class Session:
     timestamps: str
     init_fragment: str
     container: str = "FRAGMENTED_MP4"
+    fragment_numbers: str = "NEVER"
 
 
 # -- tokens -----------------------------------------------------------------------------------------
@@ -187,12 +188,13 @@ async def _create_session(request: web.Request, selector_key: str, results_key: 
     discontinuity = _choice(body, "DiscontinuityMode", ("ALWAYS", "NEVER", "ON_DISCONTINUITY"),
                             "NEVER" if mode == "LIVE" else "ON_DISCONTINUITY")
     timestamps = _choice(body, "DisplayFragmentTimestamp", ("ALWAYS", "NEVER"), "NEVER")
+    numbers = _choice(body, "DisplayFragmentNumber", ("ALWAYS", "NEVER"), "NEVER") if dash else "NEVER"
     first = await asyncio.to_thread(_first_fragment, store_of(request), stream.id, mode, start, end, by)
     if first is None:
         raise AwsError("ResourceNotFoundException", "No fragments found for the requested playback", 404)
     await asyncio.to_thread(_check_codec, store_of(request), stream.id, first.fragment_number)
     return Session(stream.name, stream.id, mode, by, start, end, int(time.time() * 1000) + expires * 1000,
-                   results, discontinuity, timestamps, first.fragment_number, container)
+                   results, discontinuity, timestamps, first.fragment_number, container, numbers)
 
 
 def _check_codec(store: VideoStore, stream_id: int, number: str) -> None:
