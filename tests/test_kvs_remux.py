@@ -199,3 +199,18 @@ def test_reader_agrees_with_the_parser() -> None:
     assert read_fragment(tagged).tags[tags.FRAGMENT_NUMBER] == "1"
     with pytest.raises(ValueError):
         read_fragment(b"\x1aE\xdf\xa3garbage")
+
+
+def test_command_line_info_and_mp4(tmp_path: Path) -> None:
+    body = tmp_path / "body.mkv"
+    body.write_bytes(b"".join(f.data for f in FRAGMENTS))
+    info = subprocess.run([sys.executable, "-m", "kvs", "info", str(body)], capture_output=True, text=True, timeout=60)
+    assert info.returncode == 0 and len(info.stdout.splitlines()) == 4
+    assert "2023-11-14T22:13:20.000Z" in info.stdout and "10 frames" in info.stdout
+    clip = tmp_path / "clip.mp4"
+    made = subprocess.run([sys.executable, "-m", "kvs", "mp4", "-", "-o", str(clip)], input=body.read_bytes(),
+                          capture_output=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    assert len(decode_all(clip.read_bytes())) == 35
+    bad = subprocess.run([sys.executable, "-m", "kvs", "info", "-"], input=b"not mkv at all", capture_output=True, timeout=60)
+    assert bad.returncode == 2 and b"4006" in bad.stderr
