@@ -18,6 +18,7 @@ from gateway.kds.api import make_handler
 from gateway.kds.iterators import IteratorSigner
 from gateway.kds.retention import run_forever
 from gateway.kds.store import Store
+from gateway.kds.validate import service_model
 from gateway.keys import CONFIG
 
 __all__ = ["ROUTES", "STORE", "lifecycle"]
@@ -33,6 +34,7 @@ ROUTES: list[web.RouteDef] = [
 async def lifecycle(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     store = await asyncio.to_thread(Store, config)
+    await asyncio.to_thread(service_model)  # load botocore's model now, not in the first request
     app[STORE] = store
     app[SIGNER] = IteratorSigner(config.data_path)
     sweeper = asyncio.create_task(run_forever(store, config.retention_sweep_seconds))
