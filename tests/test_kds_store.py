@@ -109,3 +109,19 @@ def test_durability_setting_reaches_sqlite(tmp_path: Path) -> None:
             assert store._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         finally:
             store.close()
+
+
+def test_token_buckets() -> None:
+    from gateway.kds.limits import ShardReadLimit, ShardWriteLimit
+
+    config = LimitsConfig(shard_write_records_per_sec=10, shard_write_bytes_per_sec=1000, shard_read_calls_per_sec=100, shard_read_bytes_per_sec=2000)
+    write = ShardWriteLimit(config)
+    read = ShardReadLimit(config)
+    now = time.monotonic()  # after the buckets were made (they start full, stamped at creation)
+    assert write.admit_many([400, 400, 400, 100], now) == [True, True, False, True]  # a refused record costs nothing
+    assert not write.admit_all(1, 200, now) and write.admit(100, now)
+    assert write.admit(500, now + 0.5)  # half a second refills half the bytes
+    assert read.admit_call(now)
+    read.charge_bytes(5000)  # one big read may overdraw (as on AWS) ...
+    assert not read.admit_call(now + 1)  # ... and the shard stays throttled until the debt is repaid
+    assert read.admit_call(now + 2.6)
