@@ -146,3 +146,26 @@ def test_a_second_process_cannot_open_the_same_store(tmp_path: Path) -> None:
     finally:
         store.close()
     VideoStore(tmp_path / "video").close()  # free again once closed
+
+
+def test_sigterm_winds_up_live_sessions_promptly(tmp_path: Path) -> None:
+    gw = GatewayProcess(tmp_path / "data").start()
+    try:
+        create_stream(gw, "term")
+        fragments = camera_fragments(2, start_ms=1_700_000_000_000)
+        client = PutMediaClient(gw.url, "term")
+        client.send(fragments[0].data)
+        client.send(fragments[1].data[:1000])  # a producer in the middle of a fragment
+        client.wait_for(lambda acks: any(a["EventType"] == "PERSISTED" for a in acks))
+        media = data_client(gw, "kinesis-video-media", "term", "GET_MEDIA")
+        payload = media.get_media(StreamName="term", StartSelector={"StartSelectorType": "EARLIEST"})["Payload"]
+        started = time.monotonic()
+        gw.stop()  # SIGTERM
+        assert time.monotonic() - started < 3 and gw.proc is not None and gw.proc.returncode == 0
+        assert client.done.wait(5)  # the ack stream ended cleanly, not cut
+        assert len(payload.read()) > 0
+        client.close()
+        gw.start()
+        assert len(list_all(gw, "term")) == 1
+    finally:
+        gw.kill()

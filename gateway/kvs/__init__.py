@@ -14,6 +14,7 @@ from aiohttp import web
 
 from gateway.keys import CONFIG
 from gateway.kvs import clips, control, fragments, hls, media, player, putmedia, sessions
+from gateway.kvs.live import SHUTTING_DOWN
 from gateway.kvs.retention import run_retention
 from gateway.kvs.store import VIDEO_EVENTS, VIDEO_STORE, FragmentEvents, VideoStore
 
@@ -34,7 +35,9 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
     store = await asyncio.to_thread(VideoStore, config.data_path / "video", config.durability)
     app[VIDEO_STORE] = store
     app[VIDEO_EVENTS] = FragmentEvents()
+    app[SHUTTING_DOWN] = asyncio.Event()
     await putmedia.setup(app)
+    app.on_shutdown.append(_wind_up)
     retention = asyncio.create_task(run_retention(store, config), name="video-retention")
     try:
         yield
@@ -44,3 +47,10 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
             await retention
         await putmedia.drain(app)
         await asyncio.to_thread(store.close)
+
+
+async def _wind_up(app: web.Application) -> None:
+    """On shutdown, end live GetMedia tails and PutMedia sessions now rather than at the timeout."""
+    app[SHUTTING_DOWN].set()
+    app[VIDEO_EVENTS].notify_all()
+    putmedia.stop_sessions(app)

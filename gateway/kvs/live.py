@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 
+from aiohttp import web
+
 
 class FragmentEvents:
     """Wakes live readers when a stream gets a new PERSISTED fragment (event-loop side only)."""
@@ -22,6 +24,12 @@ class FragmentEvents:
             ev = self._events[stream] = asyncio.Event()
         return ev
 
+    def notify_all(self) -> None:
+        """Wake every waiter (shutdown: tails re-check whether to go on)."""
+        events, self._events = self._events, {}
+        for ev in events.values():
+            ev.set()
+
     def notify(self, stream: str) -> None:
         ev = self._events.pop(stream, None)
         if ev is not None:
@@ -35,3 +43,7 @@ class FragmentEvents:
         except asyncio.TimeoutError:
             return False
         return True
+
+
+#: Set when the gateway begins shutting down: live tails and PutMedia sessions wind up at once.
+SHUTTING_DOWN = web.AppKey("video_shutting_down", asyncio.Event)

@@ -24,6 +24,7 @@ from aiohttp import web
 
 from gateway.errors import AwsError
 from gateway.kvs.control import invalid, optional_str, read_json, resolve_stream, store_of
+from gateway.kvs.live import SHUTTING_DOWN
 from gateway.kvs.store import (BY_PRODUCER, BY_SERVER, VIDEO_EVENTS, FragmentInfo, FragmentNotFoundError,
                                VideoStore, fragment_number, parse_fragment_number)
 from kvs.tags import CONTINUATION_TOKEN, MILLIS_BEHIND_NOW, with_kvs_tags
@@ -135,7 +136,7 @@ async def get_media(request: web.Request) -> web.StreamResponse:
         if not await asyncio.to_thread(store.stream_exists, stream.id):
             break  # deleted while we were tailing it
         left = LIVE_IDLE_END_SECONDS - (loop.time() - idle_since)
-        if left <= 0 or request.transport is None or request.transport.is_closing():
+        if left <= 0 or request.transport is None or request.transport.is_closing() or request.app[SHUTTING_DOWN].is_set():
             break
         await events.wait(event, min(left, 1.0))
     try:

@@ -42,6 +42,7 @@ from gateway.keys import CONFIG
 from gateway.kvs.control import invalid, resolve_stream
 from gateway.kvs.media import parse_timestamp
 from gateway.kvs.retention import enforce_budget
+from gateway.kvs.live import SHUTTING_DOWN
 from gateway.kvs.store import VIDEO_EVENTS, VIDEO_STORE, NewFragment, StreamRecord, VideoStore
 from kvs import MkvError, MkvStreamParser, ParsedFragment
 from kvs.tags import fragment_tags, with_kvs_tags
@@ -66,6 +67,16 @@ WRITER_THREADS = 16
 
 WRITERS = web.AppKey("video_writers", ThreadPoolExecutor)
 RATES = web.AppKey("video_ingest_rates", dict)
+
+
+class Sessions:
+    """The PutMedia sessions in progress (so shutdown can wind them up)."""
+
+    def __init__(self) -> None:
+        self.active: set[Session] = set()
+
+
+SESSIONS = web.AppKey("video_putmedia_sessions", Sessions)
 
 
 class TokenBucket:
@@ -113,7 +124,7 @@ def _header(request: web.Request, name: str) -> str | None:
     return value.strip() if value is not None and value.strip() else None
 
 
-@dataclass
+@dataclass(eq=False)  # hashed by identity: sessions live in a set
 class Session:
     """One PutMedia request: parse, validate, persist and acknowledge its fragments."""
 
@@ -133,6 +144,7 @@ class Session:
     buffering_sent: bool = False
     fragment_server_ms: int = 0
     client_gone: bool = False
+    reader: asyncio.Task[None] = field(init=False)
 
     @property
     def store(self) -> VideoStore:
@@ -141,13 +153,25 @@ class Session:
     async def run(self) -> None:
         writer = asyncio.create_task(self._write_acks())
         persister = asyncio.create_task(self._persist_loop())
+        self.reader = asyncio.create_task(self._read_body())
+        sessions = self.request.app[SESSIONS].active
+        sessions.add(self)
         try:
-            await self._read_body()
+            await self.reader
+        except asyncio.CancelledError:
+            if not self.request.app[SHUTTING_DOWN].is_set():
+                raise
+            log.info("putMedia %s: gateway shutting down, ending the session", self.stream.name)
         finally:
+            sessions.discard(self)
             await self.to_persist.put(None)
             await persister
             await self.acks.put(None)
             await writer
+
+    def stop(self) -> None:
+        """Shutdown: stop reading; fragments already complete are still persisted and acked."""
+        self.reader.cancel()
 
     # -- reading -----------------------------------------------------------------------------------
 
@@ -362,6 +386,13 @@ async def drain(app: web.Application) -> None:
 async def setup(app: web.Application) -> None:
     app[WRITERS] = ThreadPoolExecutor(WRITER_THREADS, thread_name_prefix="video-writer")
     app[RATES] = {}
+    app[SESSIONS] = Sessions()
+
+
+def stop_sessions(app: web.Application) -> None:
+    """Shutdown: every PutMedia session stops reading and acks what it already has."""
+    for session in list(app[SESSIONS].active):
+        session.stop()
 
 
 ROUTES: list[web.RouteDef] = [web.post("/putMedia", put_media)]
