@@ -74,6 +74,7 @@ RECORD = {"Data": base64.b64encode(b"ok").decode(), "PartitionKey": "k"}
         ("PutRecord", {"Data": "b2s=", "PartitionKey": "k"}, "ValidationException"),
         ("CreateStream", {"StreamName": "wire", "ShardCount": 1}, "ResourceInUseException"),
         ("FlyToTheMoon", {}, "UnknownOperationException"),
+        ("ListShards", {"NextToken": None}, "ValidationException"),
     ],
 )
 def test_bad_input_gets_aws_errors(gw: GatewayProcess, action: str, body: Any, expected: str) -> None:

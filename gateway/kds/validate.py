@@ -58,9 +58,10 @@ class _Checker:
             members = shape.members
             for name, member_value in list(value.items()):
                 member = members.get(name)
-                if member is None or member_value is None:
-                    continue
-                value[name] = self.check(member, member_value, _join(path, name))
+                if member_value is None:
+                    del value[name]  # null is absent, as on AWS
+                elif member is not None:
+                    value[name] = self.check(member, member_value, _join(path, name))
             return value
         if kind == "list":
             if not isinstance(value, list):
