@@ -13,6 +13,7 @@ from helpers import GatewayProcess
 from test_video_helpers import PutMediaClient, camera_fragments, create_stream, data_client
 
 from kvs import Fragment, ebml
+from kvs.tags import read_tags, with_kvs_tags
 
 
 @pytest.fixture(scope="module")
@@ -247,3 +248,20 @@ def test_track_mismatch_and_track_without_frames(gw: GatewayProcess, fragments: 
         assert [a["ErrorId"] for a in acks if a["EventType"] == "ERROR"] == [error_id]
         assert sum(a["EventType"] == "PERSISTED" for a in acks) == 1
     assert len(listed(gw, "tracks")) == 2  # fragments[0] twice, nothing of the bad ones
+
+
+def test_producer_metadata_tags_are_kept_and_limited(gw: GatewayProcess, fragments: list[Fragment]) -> None:
+    create_stream(gw, "metadata")
+    tagged = with_kvs_tags(fragments[0].data, {"site": "barn", "AWS_KINESISVIDEO_FRAGMENT_NUMBER": "1"})  # a spoof
+    too_many = with_kvs_tags(fragments[1].data, {f"tag{i}": str(i) for i in range(11)})
+    client = PutMediaClient(gw.url, "metadata")
+    client.send_all([tagged, too_many, fragments[2].data])
+    acks = client.finish()
+    assert [a["ErrorId"] for a in acks if a["EventType"] == "ERROR"] == [4009]
+    numbers = [a["FragmentNumber"] for a in acks if a["EventType"] == "PERSISTED"]
+    assert len(numbers) == 2
+    archived = data_client(gw, "kinesis-video-archived-media", "metadata", "GET_MEDIA_FOR_FRAGMENT_LIST")
+    raw = archived.get_media_for_fragment_list(StreamName="metadata", Fragments=numbers)["Payload"].read()
+    tags = read_tags(raw)
+    assert tags[0]["site"] == "barn" and tags[0]["AWS_KINESISVIDEO_FRAGMENT_NUMBER"] == numbers[0]
+    assert "site" not in tags[1]

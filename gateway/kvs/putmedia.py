@@ -8,12 +8,13 @@ Per fragment (one MKV Cluster) the producer reads, newline-separated on the resp
     {"EventType":"ERROR","FragmentTimecode":T,"ErrorId":4004}   rejected (nothing stored)
     {"EventType":"IDLE"}                                        keep-alive while nothing else is said
 
-Fragment-level rejections (4001 too large, 4002 too long, 4004 timecode going backwards) skip that
-fragment and the session goes on; stream-level ones (4006 invalid MKV, 4010 track mismatch, 4011 track
-without frames, a fragment cut off by the end of the body) end the session after the ERROR ack, since
-the rest of the body can no longer be framed. A fragment still arriving when it passes the size
-limit also ends the session with 4001 (skipping it would mean buffering it). 4008: the stream was
-deleted meanwhile; 5000/5001 are server-side failures.
+Producer metadata (MKV SimpleTags before a cluster, at most 10) is stored with the fragment and comes
+back from GetMedia. Fragment-level rejections (4001 too large, 4002 too long, 4004 timecode going
+backwards, 4009 more than 10 metadata tags) skip that fragment and the session goes on; stream-level
+ones (4006 invalid MKV, 4010 track mismatch, 4011 track without frames, a fragment cut off by the end
+of the body) end the session after the ERROR ack, since the rest of the body can no longer be framed.
+A fragment still arriving when it passes the size limit also ends the session with 4001 (skipping it
+would mean buffering it). 4008: the stream was deleted meanwhile; 5000/5001 are server-side failures.
 
 The body is read incrementally and paced to ``config.video.ingest_bytes_per_sec`` per stream (TCP
 backpressure, not an error). Persisting runs in a thread pool, one fragment at a time per session, so
@@ -54,8 +55,12 @@ FRAGMENT_TOO_LONG = 4002
 TIMECODE_BACKWARDS = 4004
 INVALID_MKV = 4006
 STREAM_NOT_ACTIVE = 4008
+METADATA_LIMIT = 4009
 INTERNAL_ERROR = 5000
 ARCHIVAL_ERROR = 5001
+#: Producer metadata tags kept per fragment (KVS's limit); tags named AWS_KINESISVIDEO_* are KVS's own.
+MAX_METADATA_TAGS = 10
+RESERVED_TAG_PREFIX = "AWS_KINESISVIDEO_"
 #: An IDLE ack goes out when nothing was acked for this long.
 IDLE_ACK_SECONDS = 3.0
 #: A session whose producer sends nothing for this long is ended (a vanished client).
@@ -255,6 +260,8 @@ class Session:
             return await self._error(FRAGMENT_TOO_LONG, fragment.timecode_ms)
         if self.last_timecode is not None and fragment.timecode_ms < self.last_timecode:
             return await self._error(TIMECODE_BACKWARDS, fragment.timecode_ms)
+        if len(producer_metadata(fragment.tags)) > MAX_METADATA_TAGS:
+            return await self._error(METADATA_LIMIT, fragment.timecode_ms)
         self.last_timecode = fragment.timecode_ms
         await self._ack("RECEIVED", fragment.timecode_ms)
         producer_seq = self.seqs[index] if self.producer_id and index < len(self.seqs) else None
@@ -276,7 +283,7 @@ class Session:
             producer = (self.producer_id, producer_seq) if self.producer_id and producer_seq is not None else None
             try:
                 number, stored = await loop.run_in_executor(
-                    app[WRITERS], _persist, self.store, self.stream.id, new, producer, budget)
+                    app[WRITERS], _persist, self.store, self.stream.id, new, producer, budget, producer_metadata(fragment.tags))
             except Exception as exc:  # noqa: BLE001 - every failure becomes an ERROR ack
                 deleted = getattr(exc, "code", "") == "ResourceNotFoundException"
                 if not deleted:
@@ -325,20 +332,26 @@ def make_ack(event: str, timecode: int | None, number: str | None = None, error_
 
 
 def _persist(store: VideoStore, stream_id: int, new: NewFragment, producer: tuple[str, int] | None,
-             budget: int) -> tuple[str, bool]:
-    number, stored = store.persist(stream_id, new, _tag(new), producer)
+             budget: int, metadata: dict[str, str]) -> tuple[str, bool]:
+    number, stored = store.persist(stream_id, new, _tag(new, metadata), producer)
     if stored:
         enforce_budget(store, stream_id, budget)
     return number, stored
 
 
-def _tag(new: NewFragment) -> Callable[[bytes, str], bytes]:
-    """Stored fragments carry their KVS tags, so GetMedia can send them as they are."""
+def _tag(new: NewFragment, metadata: dict[str, str]) -> Callable[[bytes, str], bytes]:
+    """Stored fragments carry their KVS tags (and the producer's metadata tags), so GetMedia can
+    send them as they are."""
 
     def tagger(mkv: bytes, number: str) -> bytes:
-        return with_kvs_tags(mkv, fragment_tags(number, new.server_ts_ms, new.producer_ts_ms))
+        return with_kvs_tags(mkv, {**metadata, **fragment_tags(number, new.server_ts_ms, new.producer_ts_ms)})
 
     return tagger
+
+
+def producer_metadata(tags: dict[str, str]) -> dict[str, str]:
+    """The producer's fragment metadata: its MKV tags minus the names KVS reserves for itself."""
+    return {k: v for k, v in tags.items() if not k.startswith(RESERVED_TAG_PREFIX)}
 
 
 async def put_media(request: web.Request) -> web.StreamResponse:
