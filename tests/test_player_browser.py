@@ -224,7 +224,8 @@ def test_player_signs_its_calls_when_the_gateway_verifies_sigv4(tmp_path: Path, 
         create_stream(gw, "secure")
         client = PutMediaClient(gw.url, "secure")
         client.send_all(f.data for f in camera_fragments(8, start_ms=start_ms))
-        assert sum(a["EventType"] == "PERSISTED" for a in client.finish()) == 8
+        acks = client.finish()
+        assert sum(a["EventType"] == "PERSISTED" for a in acks) == 8, (client.status, client.error_body, acks, gw.log()[-2000:])
     finally:
         gw.kill()
     config = tmp_path / "gateway.toml"
