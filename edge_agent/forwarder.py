@@ -52,6 +52,9 @@ MAX_PARTITION_KEY_CHARS = 256
 WINDOW_BATCHES = 2
 #: Retry delays after throttling stop doubling here (base * 2^4 = 1.6 s by default).
 THROTTLE_MAX_EXPONENT = 4
+#: Checkpoint key prefix (+ lane) of the last acknowledged send, saved at most every LAST_SEND_SAVE_SECONDS.
+LAST_SEND_CHECKPOINT = "forwarder.last_send."
+LAST_SEND_SAVE_SECONDS = 30.0
 AGG_CHECKPOINT = "forwarder.records.aggregates"
 THROTTLE_CODES = {"ProvisionedThroughputExceededException", "ThrottlingException", "LimitExceededException", "KMSThrottlingException"}
 #: Request-level errors a single bad record causes: the batch is split to isolate it.
@@ -128,6 +131,7 @@ class RecordForwarder:
         # Spool deletes run on their own thread: the next batch goes out while the last one's ack commits.
         self._acker = ThreadPoolExecutor(1, thread_name_prefix="forwarder-ack")
         self._acks: list[Future] = []
+        self._last_success_saved = 0.0
         client.meta.events.register("before-sign.kinesis.PutRecords", self._add_headers)
 
     # -- headers -------------------------------------------------------------------------------
@@ -370,6 +374,10 @@ class RecordForwarder:
             metrics.RECORDS_OUT.labels(source).inc(n)
         self.last_success = time.time()
         metrics.LAST_SEND_SUCCESS.labels("records").set(self.last_success)
+        if self.last_success - self._last_success_saved >= LAST_SEND_SAVE_SECONDS:
+            # Kept in the spool too, so `edge-agent status` can tell it while the agent is down.
+            self._last_success_saved = self.last_success
+            self._acks.append(self._acker.submit(self.spool.append, [], (LAST_SEND_CHECKPOINT + "records", f"{self.last_success:.3f}")))
 
     def _reap_acks(self, wait: bool = False) -> None:
         """Collect finished spool deletes; a failed one is logged (the records are resent, then deduplicated)."""

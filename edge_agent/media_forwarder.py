@@ -30,6 +30,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from edge_agent import aws, metrics
 from edge_agent.backoff import Backoff
 from edge_agent.config import ForwarderSection, GatewaySection
+from edge_agent.forwarder import LAST_SEND_CHECKPOINT, LAST_SEND_SAVE_SECONDS
 from edge_agent.spool import SpoolClosed, SpooledRecord
 
 log = logging.getLogger("edge_agent.media")
@@ -93,6 +94,7 @@ class MediaForwarder:
         self.last_success: float | None = None
         self._warned: dict[str, float] = {}
         self._seen = 0  # highest spool seq looked at (for spool.wait)
+        self._last_success_saved = 0.0
         self._ssl = ssl.create_default_context(cafile=gateway.ca_file or None)
 
     def run(self, stop: threading.Event) -> None:
@@ -194,6 +196,9 @@ class MediaForwarder:
                 metrics.RECORDS_OUT.labels(record.source).inc()
             self.last_success = time.time()
             metrics.LAST_SEND_SUCCESS.labels("media").set(self.last_success)
+            if self.last_success - self._last_success_saved >= LAST_SEND_SAVE_SECONDS:
+                self._last_success_saved = self.last_success
+                self.spool.append([], checkpoint=(LAST_SEND_CHECKPOINT + "media", f"{self.last_success:.3f}"))
         done_seqs = {r.seq for r in done}
         missing = [r for r in batch if r.seq not in done_seqs]
         if missing:

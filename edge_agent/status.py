@@ -96,6 +96,12 @@ def from_spool(path: str | Path) -> Status:
             status.spool_bytes += size
         for name, value in db.execute("SELECT name, value FROM counters WHERE name LIKE 'dropped.%'"):
             status.dropped[name.removeprefix("dropped.")] = value
+        # Saved by the forwarders every ~30 s (see edge_agent.forwarder.LAST_SEND_CHECKPOINT).
+        for key, value in db.execute("SELECT key, value FROM checkpoints WHERE key LIKE 'forwarder.last_send.%'"):
+            try:
+                status.last_send[key.rsplit(".", 1)[1]] = float(value)
+            except ValueError:
+                pass
     finally:
         db.close()
     for lane in ("records", "media"):
