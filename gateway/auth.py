@@ -5,10 +5,7 @@ other ``POST`` (service ``kinesisvideo``: control plane, PutMedia, GetMedia, arc
 ``GET`` routes (the player page, HLS/DASH session URLs) are not AWS API calls and are left to
 their own handlers, as on AWS where session URLs carry their own token.
 
-The expected signature is computed by botocore's ``SigV4Auth`` -- the signer boto3, the AWS CLI
-and our agent use -- over the request as the client built it (exactly the headers it said it
-signed), so any drift in canonicalisation shows up in tests, not in production.
-Derived signing keys are cached per key/date/region/service: one HMAC per request, not five.
+The signature itself is computed in ``gateway.sigv4`` (botocore's ``SigV4Auth`` is the reference).
 
 Errors, as AWS answers them (JSON 1.1 services answer auth errors with 400, rest-json with 403):
 
@@ -48,19 +45,17 @@ from typing import Any
 
 import cbor2
 from aiohttp import web
-from botocore.auth import EMPTY_SHA256_HASH, SigV4Auth
-from botocore.credentials import Credentials
+from botocore.auth import EMPTY_SHA256_HASH
 
 from gateway.config import AuthConfig
 from gateway.errors import AwsError
 from gateway.limits import STREAMING_PATHS
+from gateway.sigv4 import Scope, sha256_hex, signature_matches
 
 log = logging.getLogger("gateway.auth")
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 AMZ_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
-#: Bodies larger than this are hashed in a worker thread (hashlib releases the GIL).
-HASH_IN_THREAD_BYTES = 256 * 1024
 #: Kinesis Video paths served by the media / archived-media endpoints (NotAuthorizedException there).
 VIDEO_MEDIA_PATHS = frozenset(
     {"/putMedia", "/getMedia", "/getClip", "/getDASHStreamingSessionURL", "/getHLSStreamingSessionURL",
@@ -161,92 +156,6 @@ def request_time(request: web.Request, service: str) -> tuple[str, float]:
     except (ValueError, TypeError) as exc:
         raise _auth_error("IncompleteSignatureException", f"Unparsable request date: {exc}", service) from exc
     return amz_date, when.timestamp()
-
-
-# ----------------------------------------------------------------------------- signature
-
-
-@lru_cache(maxsize=1024)
-def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
-    """``kSigning`` of the SigV4 key derivation; cached because it is four HMACs per request."""
-    key = ("AWS4" + secret).encode()
-    for part in (date, region, service, "aws4_request"):
-        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
-    return key
-
-
-class _SignedHeaders:
-    """The headers a client signed, shaped the way botocore's signer reads them (keys, ``get_all``,
-    ``in``, ``[]``) -- a plain dict instead of botocore's email-based ``HTTPHeaders``, which costs more
-    than the rest of the verification together."""
-
-    def __init__(self, request: web.Request, names: tuple[str, ...]) -> None:
-        self._values = {name: values for name in names if (values := request.headers.getall(name, []))}
-
-    def __iter__(self) -> Any:
-        return iter(self._values)
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._values
-
-    def __getitem__(self, name: str) -> str:
-        return self._values[name.lower()][0]
-
-    def get_all(self, name: str) -> list[str]:
-        return self._values.get(name.lower(), [])
-
-
-@dataclass
-class _Request:
-    """The parts of an ``AWSRequest`` that ``SigV4Auth.canonical_request`` / ``string_to_sign`` read."""
-
-    method: str
-    url: str
-    headers: _SignedHeaders
-    context: dict[str, Any]
-    payload_hash: str
-    params: dict[str, str] = field(default_factory=dict)
-
-
-class _Signer(SigV4Auth):
-    """botocore's SigV4 signer, held to the client's choices: signed headers, payload hash, time."""
-
-    def __init__(self, access_key: str, secret: str, service: str, region: str) -> None:
-        super().__init__(Credentials(access_key, secret), service, region)
-        self._key_parts = (secret, region, service)
-
-    def headers_to_sign(self, request: Any) -> Any:
-        return request.headers  # exactly the headers named in SignedHeaders, nothing dropped
-
-    def payload(self, request: Any) -> str:
-        return str(request.payload_hash)
-
-    def signature(self, string_to_sign: str, request: Any) -> str:
-        secret, region, service = self._key_parts
-        key = signing_key(secret, request.context["timestamp"][:8], region, service)
-        return hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
-
-
-@lru_cache(maxsize=256)
-def _signer(access_key: str, secret: str, service: str, region: str) -> _Signer:
-    return _Signer(access_key, secret, service, region)
-
-
-def expected_signature(request: web.Request, auth: Authorization, secret: str, amz_date: str, payload_hash: str) -> str:
-    # only the path and query of this URL are signed; the host comes from the (signed) Host header
-    url = f"http://gateway{request.raw_path}"
-    signed = _Request(request.method, url, _SignedHeaders(request, auth.signed_headers), {"timestamp": amz_date}, payload_hash)
-    signer = _signer(auth.access_key, secret, auth.service, auth.region)
-    canonical = signer.canonical_request(signed)
-    return signer.signature(signer.string_to_sign(signed, canonical), signed)
-
-
-async def _sha256_hex(body: bytes) -> str:
-    if not body:
-        return EMPTY_SHA256_HASH
-    if len(body) > HASH_IN_THREAD_BYTES:
-        return await asyncio.to_thread(lambda: hashlib.sha256(body).hexdigest())
-    return hashlib.sha256(body).hexdigest()
 
 
 # ----------------------------------------------------------------------------- policy
@@ -379,11 +288,12 @@ class SigV4Verifier:
         """The checks that need the body: payload hash, signature, then the key's allowed streams."""
         auth, service = claim.auth, claim.service
         payload_hash = await self._payload_hash(request, auth, service)
+        scope = Scope(auth.access_key, claim.secret, claim.amz_date, auth.region, auth.service)
         try:
-            expected = expected_signature(request, auth, claim.secret, claim.amz_date, payload_hash)
+            valid = signature_matches(request.method, request.raw_path, request.headers, auth.signed_headers, payload_hash, scope, auth.signature)
         except (ValueError, UnicodeError) as exc:  # a request line or header botocore cannot canonicalise
             raise _auth_error("InvalidSignatureException", f"Cannot canonicalise the request: {exc}", service) from exc
-        if not hmac.compare_digest(expected, auth.signature):
+        if not valid:
             raise _auth_error("InvalidSignatureException", SIGNATURE_MISMATCH, service)
         await self._check_streams(request, auth.access_key, service)
         return auth.access_key
@@ -424,7 +334,7 @@ class SigV4Verifier:
         claimed = request.headers.get("x-amz-content-sha256") if "x-amz-content-sha256" in auth.signed_headers else None
         if request.path in STREAMING_PATHS:
             return claimed or EMPTY_SHA256_HASH
-        actual = await _sha256_hex(await request.read())
+        actual = await sha256_hex(await request.read())
         if claimed is not None and claimed != actual:
             raise _auth_error("InvalidSignatureException", "The provided 'x-amz-content-sha256' header does not match what was computed.", service)
         return actual
