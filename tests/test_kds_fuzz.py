@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from typing import Any
 
 import cbor2
 import pytest
