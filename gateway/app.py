@@ -66,11 +66,12 @@ async def _add_request_id(request: web.Request, response: web.StreamResponse) ->
 
 def create_app(config: GatewayConfig) -> web.Application:
     config.data_path.mkdir(parents=True, exist_ok=True)
-    middlewares: list[Middleware] = [aws_errors, request_limits(MAX_BODY_BYTES, config.server)]
-    if config.auth.credentials:  # who signed is checked before the body is read, the signature after
+    limits = request_limits(MAX_BODY_BYTES, config.server)
+    middlewares: list[Middleware] = [aws_errors, limits]
+    if config.auth.credentials:
         verifier = SigV4Verifier(config.auth)
-        middlewares[1:1] = [verifier.headers_middleware]
-        middlewares.append(verifier.signature_middleware)
+        # who signed is checked before the body is read, the signature once it is
+        middlewares = [aws_errors, verifier.headers_middleware, limits, verifier.signature_middleware]
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
     app[CONFIG] = config
     app.on_response_prepare.append(_add_request_id)
