@@ -109,12 +109,13 @@ def _proc_stats(pid: int) -> tuple[float, float]:
     return rss_kb / 1024, (int(fields[11]) + int(fields[12])) / ticks
 
 
-def bench_agent(seconds: float, mqtt_rate: int, log_rate: int) -> None:
+def bench_agent(seconds: float, mqtt_rate: int, log_rate: int, camera: bool = True) -> None:
     import paho.mqtt.client as mqtt
 
     from helpers import GatewayProcess, MosquittoProcess, aws_client, free_port
 
-    print(f"== agent under load for {seconds:.0f}s: synthetic camera 640x480@15 fps (H.264), MQTT {mqtt_rate} msg/s, log {log_rate} lines/s")
+    what = "synthetic camera 640x480@15 fps (H.264), " if camera else "no camera, "
+    print(f"== agent under load for {seconds:.0f}s: {what}MQTT {mqtt_rate} msg/s, log {log_rate} lines/s")
     tmp = Path(tempfile.mkdtemp(prefix="agent-bench-"))
     gw = GatewayProcess(tmp / "gw", "--no-limits").start()
     broker = MosquittoProcess(tmp / "mosquitto").start()
@@ -145,13 +146,13 @@ port = {broker.port}
 [[sources.logs]]
 stream = "logs"
 paths = ["{log_path}"]
-[[sources.camera]]
+""" + ("""[[sources.camera]]
 stream = "cam"
 device = "synthetic"
 width = 640
 height = 480
 fps = 15.0
-""")
+""" if camera else ""))
         agent = subprocess.Popen([sys.executable, "-m", "edge_agent", "--config", str(config)], cwd=ROOT,
                                  stdout=open(tmp / "agent.log", "wb"), stderr=subprocess.STDOUT)
 
@@ -198,7 +199,7 @@ fps = 15.0
 
         status = from_metrics(f"http://127.0.0.1:{metrics_port}/metrics")
         print(f"agent RSS: {rss1:.0f} MB now, {peak:.0f} MB peak (target <= 120 MB)")
-        print(f"agent CPU: {100 * (cpu1 - cpu0) / elapsed:.0f} % of one core (camera encode included)")
+        print(f"agent CPU: {100 * (cpu1 - cpu0) / elapsed:.0f} % of one core" + (" (camera encode included)" if camera else ""))
         print("records in by source: " + ", ".join(f"{k} {int(v)}" for k, v in sorted(status.records_in.items())))
         print(f"spool waiting: {status.spool_records}")
     finally:
@@ -253,12 +254,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15, help="measurement time of the agent benchmark")
     parser.add_argument("--mqtt-rate", type=int, default=200, help="MQTT messages/s in the agent benchmark")
     parser.add_argument("--log-rate", type=int, default=100, help="log lines/s in the agent benchmark")
+    parser.add_argument("--no-camera", action="store_true", help="agent benchmark without the camera (the runtime's own footprint)")
     args = parser.parse_args()
     print(load())
     if args.only in (None, "spool"):
         bench_spool(args.records)
     if args.only in (None, "agent"):
-        bench_agent(args.seconds, args.mqtt_rate, args.log_rate)
+        bench_agent(args.seconds, args.mqtt_rate, args.log_rate, camera=not args.no_camera)
     if args.only in (None, "drain"):
         bench_drain(max(args.records // 2, 1000))
 

@@ -94,8 +94,9 @@ class ForwarderSection:
     batch_max_records: int = MAX_BATCH_RECORDS
     #: Bytes (data + partition keys) per PutRecords request (Kinesis allows at most 5 MiB).
     batch_max_bytes: int = MAX_BATCH_BYTES
-    #: Wait this long for more records before sending a batch that is not full.
-    linger_ms: int = 20
+    #: Wait this long for more records before sending a batch that is not full: fewer, fuller
+    #: requests (each costs a few ms of CPU on a Pi) for at most this much added latency.
+    linger_ms: int = 100
     #: Pack many records of one partition key into one Kinesis record (KPL aggregation format); gets
     #: past the 1000 records/s per-shard limit. Consumers de-aggregate (KCL, aws_kinesis_agg).
     aggregate: bool = False
