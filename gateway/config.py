@@ -141,7 +141,7 @@ def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
             raise ConfigError(f"{name}: unknown key (expected one of {', '.join(sorted(fields))})")
         default = fields[key].default
         if default is dataclasses.MISSING:
-            default = fields[key].default_factory()  # type: ignore[misc]
+            default = fields[key].default_factory()  # type: ignore[misc,operator]
         if dataclasses.is_dataclass(default):
             if not isinstance(value, dict):
                 raise ConfigError(f"{name}: expected a table")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -19,10 +20,20 @@ ROOT = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"
 
 
+_ports = random.Random(os.getpid() ^ int(time.time() * 1000))
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free loopback port below the kernel's ephemeral range (32768+), so an outgoing connection's
+    local port can never take it between this check and the server's bind."""
+    while True:
+        port = _ports.randrange(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 def wait_for_port(port: int, timeout: float = 15.0, proc: subprocess.Popen | None = None) -> None:
@@ -59,6 +70,9 @@ class GatewayProcess:
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         log.close()
         wait_for_port(self.port, proc=self.proc)
+        time.sleep(0.05)  # a failed bind exits at once: make sure what answered is this process
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.log()[-2000:]}")
         return self
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
