@@ -62,6 +62,8 @@ class Agent:
             self._thread(f"source-{source_config.name}", functools.partial(self._supervise, source_config), stop)
         if cfg.metrics.listen:
             host, _, port = cfg.metrics.listen.rpartition(":")
+            if host.strip("[]") not in ("127.0.0.1", "localhost", "::1"):
+                log.warning("metrics endpoint on %s is reachable from the network (metrics.listen); keep it on localhost unless intended", cfg.metrics.listen)
             try:
                 self._metrics_server, _ = start_http_server(int(port), addr=host.strip("[]"), registry=metrics.REGISTRY)
             except OSError as exc:
