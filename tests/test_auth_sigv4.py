@@ -317,7 +317,7 @@ def test_unknown_callers_are_refused_before_their_body_is_read(gw: GatewayProces
             sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-amz-json-1.1\r\n"
                          b"X-Amz-Target: Kinesis_20131202.PutRecords\r\nContent-Length: 15000000\r\n" + extra + b"\r\n")
             head = sock.recv(65536)
-            assert time.monotonic() - start < 2
+            assert time.monotonic() - start < 5  # not the 60 s body timeout
         assert head.startswith(b"HTTP/1.1 400")
         assert b"MissingAuthenticationTokenException" in head or b"UnrecognizedClientException" in head
 

@@ -151,7 +151,7 @@ def test_connection_cap_answers_503_at_once(tmp_path: Path) -> None:
         with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as extra:
             extra.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
             received, _ = read_until_closed(extra, 5)
-        assert time.monotonic() - start < 2
+        assert time.monotonic() - start < 3  # no waiting: answered at accept time
         head, _, body = received.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 503") and b"x-amzn-ErrorType: ServiceUnavailableException" in head
         assert b"x-amzn-RequestId: " in head and b"{request_id}" not in head
@@ -226,7 +226,7 @@ def test_body_budget_makes_requests_wait_for_room(tmp_path: Path) -> None:
             time.sleep(0.3)
             start = time.monotonic()
             status, _, _ = request(gw, "POST", "/listStreams", b"{}", {"Content-Type": "application/json"})
-            assert status == 200 and time.monotonic() - start < 1  # small bodies still fit
+            assert status == 200 and time.monotonic() - start < 1.5  # small bodies still fit (a wait would last until the hog times out, ~1.7 s)
             big = b'{"MaxResults": 1, "pad": "' + b"p" * 899_000 + b'"}'
             status, headers, _ = request(gw, "POST", "/listStreams", big, {"Content-Type": "application/json"})
             waited = time.monotonic() - start
