@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import boto3
@@ -55,6 +58,15 @@ def test_https_with_sigv4(tmp_path: Path) -> None:
         with pytest.raises(urllib3.exceptions.HTTPError):
             urllib3.PoolManager(retries=False, timeout=5).request("POST", f"http://127.0.0.1:{gw.port}/", body=b"{}")
         assert f"serving Kinesis and Kinesis Video APIs on https://127.0.0.1:{gw.port}" in gw.log()
+        # the unmodified AWS CLI: SigV4 from its usual environment variables, our CA via --ca-bundle
+        env = {**os.environ, "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "secret", "AWS_DEFAULT_REGION": REGION,
+               "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}
+        aws = [str(Path(sys.executable).parent / "aws"), "--endpoint-url", url, "--ca-bundle", str(cert), "--output", "json"]
+        out = subprocess.run([*aws, "kinesis", "list-streams"], env=env, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert "tls" in json.loads(out.stdout)["StreamNames"]
+        out = subprocess.run([*aws, "kinesis", "list-streams"], env={**env, "AWS_SECRET_ACCESS_KEY": "wrong"}, capture_output=True, text=True, timeout=60)
+        assert out.returncode != 0 and "InvalidSignatureException" in out.stderr
     finally:
         gw.kill()
 
