@@ -182,7 +182,11 @@ class RecordForwarder:
     # -- reading -------------------------------------------------------------------------------
 
     def _window_full(self) -> bool:
-        return len(self.pending) >= WINDOW_BATCHES * self.config.batch_max_records
+        """Enough read ahead: two batches' worth of units, or of bytes (aggregates grow in place,
+        so after a long outage the unit count alone would let the whole spool into memory)."""
+        if len(self.pending) >= WINDOW_BATCHES * self.config.batch_max_records:
+            return True
+        return sum(u.size for u in self.pending.values()) >= WINDOW_BATCHES * self.config.batch_max_bytes
 
     def _refill(self) -> None:
         while not self._window_full():
