@@ -207,3 +207,22 @@ def test_missing_stream_waits_and_then_delivers(shared_gateway: GatewayProcess, 
         client.create_stream(StreamName="late-stream", ShardCount=1)
         wait_until(lambda: spool.stats().records["records"] == 0, 60, what="delivery once the stream exists")
     check_complete_and_ordered(client, "late-stream", 40)
+
+
+def test_read_ahead_is_bounded_in_bytes_with_aggregation(tmp_path: Path) -> None:
+    """After a long outage the spool can hold far more than memory should: the forwarder reads
+    only about two requests' worth ahead, even though aggregates grow without adding units."""
+    from agent_helpers import kinesis_client
+
+    from edge_agent.config import ForwarderSection
+    from edge_agent.forwarder import RecordForwarder
+
+    with Spool(tmp_path / "spool.db", sync="normal") as spool:
+        for _ in range(8):
+            spool.append([NewRecord("telemetry", "s", f"k{i % 20}", b"x" * 1000, "src") for i in range(5000)])
+        options = ForwarderSection(aggregate=True, batch_max_bytes=1024 * 1024)
+        fw = RecordForwarder(spool, kinesis_client("http://127.0.0.1:9"), options, "agent-mem")
+        fw._refill()
+        held = sum(u.size for u in fw.pending.values())
+        assert 2 * 1024 * 1024 <= held < 3 * 1024 * 1024  # two requests' worth, not the 40 MB spooled
+        assert fw.cursor < 40_000
