@@ -30,17 +30,13 @@ Where the keys come from (config, credentials file, environment): ``gateway.cred
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import hmac
 import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from functools import lru_cache
 from typing import Any
 
 import cbor2
@@ -50,11 +46,10 @@ from botocore.auth import EMPTY_SHA256_HASH
 from gateway.config import AuthConfig
 from gateway.errors import AwsError
 from gateway.limits import STREAMING_PATHS
-from gateway.sigv4 import Scope, sha256_hex, signature_matches
+from gateway.sigv4 import ALGORITHM, Scope, sha256_hex, signature_matches
 
 log = logging.getLogger("gateway.auth")
 
-ALGORITHM = "AWS4-HMAC-SHA256"
 AMZ_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
 #: Kinesis Video paths served by the media / archived-media endpoints (NotAuthorizedException there).
 VIDEO_MEDIA_PATHS = frozenset(

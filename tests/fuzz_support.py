@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import http.client
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
