@@ -356,6 +356,8 @@ class RecordForwarder:
             metrics.SEND_RETRIES.labels(stream).inc(len(batch) - len(done))
             metrics.SEND_ERRORS.labels("records", "throttled" if throttled else "record_failed").inc()
         else:
+            if self.backoff.attempt:
+                log.info("PutRecords to %s goes through again; %d records waiting in memory", stream, len(self.pending))
             self.backoff.reset()
             self.rate.on_success()
             self.key_window = min(self.config.batch_max_records, self.key_window * 2)
