@@ -31,6 +31,8 @@ class Status:
     rejected: dict[str, float] = field(default_factory=dict)
     retries: float = 0
     throttled: float = 0
+    #: lane -> producer time (unix seconds) of the oldest record still waiting: how far behind we are.
+    oldest: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -43,6 +45,8 @@ class Status:
         for lane in ("records", "media"):
             ts = self.last_send.get(lane)
             lines.append(f"last successful send ({lane}): " + (f"{now - ts:.1f}s ago" if ts else "never"))
+        for lane, ts in sorted(self.oldest.items()):
+            lines.append(f"oldest waiting ({lane}): {now - ts:.1f}s old")
         if self.records_in or self.records_out:
             for source in sorted(set(self.records_in) | set(self.records_out)):
                 lines.append(f"source {source}: in {int(self.records_in.get(source, 0))}, out {int(self.records_out.get(source, 0))}")
@@ -102,6 +106,7 @@ def from_spool(path: str | Path) -> Status:
                 status.last_send[key.rsplit(".", 1)[1]] = float(value)
             except ValueError:
                 pass
+        _read_oldest(db, status)
     finally:
         db.close()
     for lane in ("records", "media"):
@@ -109,13 +114,36 @@ def from_spool(path: str | Path) -> Status:
     return status
 
 
+def _read_oldest(db: sqlite3.Connection, status: Status) -> None:
+    for lane in ("records", "media"):
+        row = db.execute("SELECT timestamp_ms FROM records WHERE lane = ? ORDER BY seq LIMIT 1", (lane,)).fetchone()
+        if row:
+            status.oldest[lane] = row[0] / 1000
+
+
+def add_oldest(status: Status, spool_path: str | Path) -> None:
+    """Best effort: the age of the oldest waiting record, read from the spool file."""
+    try:
+        db = sqlite3.connect(f"file:{spool_path}?mode=ro", uri=True, timeout=2)
+        try:
+            _read_oldest(db, status)
+        finally:
+            db.close()
+    except sqlite3.Error:
+        pass
+
+
 def get_status(metrics_url: str | None, spool_path: str | None) -> Status:
     if metrics_url:
         try:
-            return from_metrics(metrics_url)
+            status = from_metrics(metrics_url)
         except (OSError, urllib.error.URLError):
             if not spool_path:
                 raise
+        else:
+            if spool_path and Path(spool_path).exists():
+                add_oldest(status, spool_path)
+            return status
     if not spool_path:
         raise FileNotFoundError("no metrics endpoint and no spool path to read")
     return from_spool(spool_path)

@@ -152,7 +152,9 @@ def test_agent_keeps_running_while_the_gateway_is_unreachable(tmp_path: Path) ->
             agent.wait()
     out = subprocess.run([sys.executable, "-m", "edge_agent", "status", "--spool", str(tmp_path / "spool.db"), "--json"],
                          capture_output=True, text=True, timeout=30)
-    assert json.loads(out.stdout)["spool_records"]["records"] == 3  # kept for when the gateway is back
+    status = json.loads(out.stdout)
+    assert status["spool_records"]["records"] == 3  # kept for when the gateway is back
+    assert time.time() - 120 < status["oldest"]["records"] <= time.time()  # how far behind the agent is
 
 
 def test_watchdog_health_follows_the_forwarder_loops(tmp_path: Path) -> None:
