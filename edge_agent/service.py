@@ -80,13 +80,17 @@ class Agent:
 
     def _supervise(self, source_config: Any, stop: threading.Event) -> None:
         """Run one source; if it raises (a bug, a vanished device), restart it after a pause."""
+        pause = self.config.agent.source_restart_seconds
         while not stop.is_set():
             try:
                 source = source_config.build(self.spool, self.agent_id)
                 source.run(stop)
             except Exception:
-                log.exception("source %s failed; restarting in %.0fs", source_config.name, self.config.agent.source_restart_seconds)
-                stop.wait(self.config.agent.source_restart_seconds)
+                log.exception("source %s failed; restarting in %.0fs", source_config.name, pause)
+            else:
+                if not stop.is_set():
+                    log.warning("source %s stopped by itself; restarting in %.0fs", source_config.name, pause)
+            stop.wait(pause)
 
     # -- running -------------------------------------------------------------------------------
 
