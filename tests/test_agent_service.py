@@ -203,3 +203,52 @@ def test_watchdog_health_follows_the_forwarder_loops(tmp_path: Path) -> None:
         wait_until(agent.healthy, 10, what="the loop to come round again")
         agent.shutdown(stop)
     assert all(not t.is_alive() for t in agent.threads)
+
+
+def test_a_failing_source_is_restarted_and_the_agent_carries_on(tmp_path: Path) -> None:
+    import threading
+    from dataclasses import dataclass
+
+    from edge_agent.config import AgentConfig, AgentSection, GatewaySection, MetricsSection, SpoolSection
+    from edge_agent.service import Agent
+    from edge_agent.spool import NewRecord
+
+    builds: list[int] = []
+
+    class CrashOnce:
+        name = "crash-once"
+
+        def __init__(self, spool) -> None:
+            self.spool = spool
+
+        def run(self, stop: threading.Event) -> None:
+            if len(builds) == 1:
+                raise OSError("device vanished")  # a bug or a lost device: the supervisor restarts us
+            self.spool.append([NewRecord("telemetry", "s", "k", b"after restart", self.name)])
+            stop.wait()
+
+    @dataclass(frozen=True)
+    class CrashOnceConfig:
+        name: str = "crash-once"
+        stream: str = "s"
+
+        def build(self, spool, agent_id: str) -> CrashOnce:
+            builds.append(1)
+            return CrashOnce(spool)
+
+    config = AgentConfig(
+        agent=AgentSection(source_restart_seconds=0.2),
+        spool=SpoolSection(path=str(tmp_path / "spool.db"), sync="normal"),
+        gateway=GatewaySection(endpoint_url=f"http://127.0.0.1:{free_port()}"),
+        metrics=MetricsSection(listen=""),
+        sources=(CrashOnceConfig(),),
+    )
+    agent = Agent(config)
+    stop = threading.Event()
+    agent.start(stop)
+    try:
+        assert agent.spool is not None
+        wait_until(lambda: agent.spool.stats().records["records"] == 1, 10, what="the restarted source's record")
+        assert len(builds) == 2
+    finally:
+        agent.shutdown(stop)
