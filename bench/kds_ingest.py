@@ -4,6 +4,10 @@ Runs, in one go and with the same load:
   1. the gateway with ``--no-limits``                        -> records/s, MB/s
   2. the gateway with limits ON but set far above the load   -> cost of limit enforcement
   3. kinesalite (Node.js emulator, installed with npm into --kinesalite-dir)  -> ratio
+  optional: --cbor (the KPL's wire), --exactly-once (the edge agent's replay headers),
+  --durability-full (an fsync per group commit); then one reader's GetRecords rate.
+Server CPU per record (from /proc) is printed too: on a shared machine it moves far less
+than records/s.
 
 Load: ``--clients`` concurrent asyncio/aiohttp connections per load process (``--procs``
 processes), each sending pre-built PutRecords bodies (``--batch`` records of ``--size`` bytes,
@@ -33,6 +37,7 @@ import urllib.request
 from pathlib import Path
 
 import aiohttp
+import cbor2
 
 ROOT = Path(__file__).resolve().parent.parent
 STREAM = "bench"
@@ -82,9 +87,13 @@ def create_stream(url: str, shards: int) -> None:
     raise TimeoutError("stream never became ACTIVE")
 
 
-def build_bodies(batch: int, size: int, variants: int = 8) -> list[bytes]:
+def build_bodies(batch: int, size: int, variants: int = 8, cbor: bool = False) -> list[bytes]:
     bodies = []
     for v in range(variants):
+        if cbor:  # the KPL / Java SDK wire: raw bytes
+            raw = [{"Data": os.urandom(size), "PartitionKey": f"device-{v}-{i}"} for i in range(batch)]
+            bodies.append(cbor2.dumps({"StreamName": STREAM, "Records": raw}))
+            continue
         records = [
             {"Data": base64.b64encode(os.urandom(size)).decode(), "PartitionKey": f"device-{v}-{i}"}
             for i in range(batch)
@@ -93,9 +102,14 @@ def build_bodies(batch: int, size: int, variants: int = 8) -> list[bytes]:
     return bodies
 
 
-async def _load(url: str, clients: int, duration: float, batch: int, size: int, seed: int, producer: bool = False) -> tuple[int, int, int, list[float]]:
-    bodies = build_bodies(batch, size)
+async def _load(url: str, clients: int, duration: float, batch: int, size: int, seed: int, mode: str = "json") -> tuple[int, int, int, list[float]]:
+    """``mode``: "json" (boto3's wire), "cbor" (the KPL's), "producer" (JSON + the agent's replay headers)."""
+    cbor = mode == "cbor"
+    producer = mode == "producer"
+    bodies = build_bodies(batch, size, cbor=cbor)
     base_headers = dict(HEADERS, **{"X-Amz-Target": TARGET + "PutRecords"})
+    if cbor:
+        base_headers["Content-Type"] = "application/x-amz-cbor-1.1"
     ok = failed = errors = 0
     latencies: list[float] = []
     deadline = time.monotonic() + duration
@@ -120,8 +134,11 @@ async def _load(url: str, clients: int, duration: float, batch: int, size: int, 
                 errors += 1
                 await asyncio.sleep(0.01)
                 continue
-            marker = raw.find(b'"FailedRecordCount":')
-            count = int(raw[marker + 20 : raw.index(b",", marker)]) if marker >= 0 else json.loads(raw)["FailedRecordCount"]
+            if cbor:
+                count = int(cbor2.loads(raw)["FailedRecordCount"])
+            else:
+                marker = raw.find(b'"FailedRecordCount":')
+                count = int(raw[marker + 20 : raw.index(b",", marker)]) if marker >= 0 else json.loads(raw)["FailedRecordCount"]
             ok += batch - count
             failed += count
 
@@ -131,7 +148,7 @@ async def _load(url: str, clients: int, duration: float, batch: int, size: int, 
     return ok, failed, errors, latencies
 
 
-def _load_proc(args: tuple[str, int, float, int, int, int, bool], out: "multiprocessing.Queue[tuple[int, int, int, list[float]]]") -> None:
+def _load_proc(args: tuple[str, int, float, int, int, int, str], out: "multiprocessing.Queue[tuple[int, int, int, list[float]]]") -> None:
     out.put(asyncio.run(_load(*args)))
 
 
@@ -153,7 +170,7 @@ def read_back(url: str) -> tuple[int, float]:
 
 def run_load(url: str, opts: argparse.Namespace) -> dict[str, float]:
     queue: multiprocessing.Queue[tuple[int, int, int, list[float]]] = multiprocessing.Queue()
-    procs = [multiprocessing.Process(target=_load_proc, args=((url, opts.clients, opts.duration, opts.batch, opts.size, p * 1000, getattr(opts, "producer", False)), queue)) for p in range(opts.procs)]
+    procs = [multiprocessing.Process(target=_load_proc, args=((url, opts.clients, opts.duration, opts.batch, opts.size, p * 1000, getattr(opts, "mode", "json")), queue)) for p in range(opts.procs)]
     load_before = os.getloadavg()[0]
     started = time.monotonic()
     for p in procs:
@@ -287,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-kinesalite", action="store_true", help="do not compare with kinesalite")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per server (default 2)")
     parser.add_argument("--durability-full", action="store_true", help='also measure a gateway with durability = "full" (an fsync per group commit)')
+    parser.add_argument("--cbor", action="store_true", help="also measure PutRecords in CBOR (application/x-amz-cbor-1.1, as the KPL and Java SDK send)")
     parser.add_argument("--exactly-once", action="store_true", help="also measure PutRecords with the edge agent's X-Edge-* replay headers")
     parser.add_argument("--skip-limits", action="store_true", help="do not measure the cost of limit enforcement")
     opts = parser.parse_args(argv)
@@ -306,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
                 full = Path(tmp) / "full.toml"
                 full.write_text('durability = "full"\n[limits]\nenabled = false\n')
                 servers["gateway, durability=full (fsync)"] = start_gateway(Path(tmp) / "full", "--config", str(full))
+            if opts.cbor:
+                servers["gateway, CBOR (the KPL's wire)"] = start_gateway(Path(tmp) / "cbor", "--no-limits")
             if opts.exactly_once:
                 servers["gateway, exactly-once headers"] = start_gateway(Path(tmp) / "exactly-once", "--no-limits")
             if not opts.skip_kinesalite:
@@ -323,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(opts.rounds):
                 for name, (proc, url) in servers.items():
                     before = cpu_seconds(proc.pid)
-                    result = run_load(url, argparse.Namespace(**vars(opts), producer=name.endswith("exactly-once headers")))
+                    mode = "producer" if name.endswith("exactly-once headers") else "cbor" if "CBOR" in name else "json"
+                    result = run_load(url, argparse.Namespace(**vars(opts), mode=mode))
                     result["server_cpu_s"] = cpu_seconds(proc.pid) - before
                     runs[name].append(result)
             read_url = servers["gateway --no-limits"][1]
