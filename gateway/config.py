@@ -92,7 +92,7 @@ class ServerConfig:
     #: A streamed body (PutMedia) that sends nothing for this many seconds is cut off (a backstop:
     #: the PutMedia handler ends idle sessions itself, sooner).
     body_idle_seconds: float = 90.0
-    #: A client that reads none of its response for this many seconds is disconnected (0 = never).
+    #: A client that drains none of a full send buffer for this many seconds is disconnected (0 = never).
     write_stall_seconds: float = 60.0
     #: Longest request line and longest single header, bytes.
     max_header_bytes: int = 8190

@@ -9,7 +9,8 @@ own loop around aiohttp's public ``AppRunner``:
 - slow heads: aiohttp's keep-alive timer starts when a connection opens and closes it if no
   complete request head arrived by then, so ``header_timeout_seconds`` bounds a slowloris;
   slow bodies are ``gateway.limits``' job; a client that stops reading its response (a stalled
-  GetMedia consumer) is aborted after ``write_stall_seconds`` so its handler does not hang forever;
+  GetMedia consumer: our send buffer full and not one byte of it drained for
+  ``write_stall_seconds``) is aborted so its handler does not hang forever;
 - connection cap: each accepted connection goes through ``ConnectionCap``; above
   ``max_connections`` it is answered at once with a 503 ``ServiceUnavailableException`` (which
   botocore retries with backoff) and closed, before any parsing or handler work;
@@ -19,11 +20,14 @@ own loop around aiohttp's public ``AppRunner``:
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import ipaddress
 import json
 import logging
 import signal
 import ssl
+import struct
+import termios
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -107,6 +111,7 @@ class _CappedProtocol(asyncio.Protocol):
         self._inner: Any = None
         self._transport: asyncio.Transport | None = None
         self._stall: asyncio.TimerHandle | None = None
+        self._buffered = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         cap = self._cap
@@ -138,11 +143,28 @@ class _CappedProtocol(asyncio.Protocol):
             self._inner = None
 
     def pause_writing(self) -> None:
-        """The client is not reading what we send: it gets ``write_stall_seconds`` to start again."""
+        """Our send buffer is full: the client must drain some of it every ``write_stall_seconds``."""
         if self._inner is not None:
             self._inner.pause_writing()
             if self._cap.write_stall_seconds > 0 and self._stall is None:
-                self._stall = asyncio.get_running_loop().call_later(self._cap.write_stall_seconds, self._stalled)
+                self._watch_stall()
+
+    def _pending(self) -> int:
+        """Bytes written but not yet taken by the client: our buffer plus the kernel's send queue
+        (which a slow reader drains a little at a time, too little to wake asyncio's writer)."""
+        assert self._transport is not None
+        pending = self._transport.get_write_buffer_size()
+        sock = self._transport.get_extra_info("socket")
+        if sock is not None and hasattr(termios, "TIOCOUTQ"):
+            try:
+                pending += struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+            except OSError:
+                pass
+        return pending
+
+    def _watch_stall(self) -> None:
+        self._buffered = self._pending()
+        self._stall = asyncio.get_running_loop().call_later(self._cap.write_stall_seconds, self._stalled)
 
     def resume_writing(self) -> None:
         self._cancel_stall()
@@ -156,10 +178,14 @@ class _CappedProtocol(asyncio.Protocol):
 
     def _stalled(self) -> None:
         self._stall = None
-        if self._transport is not None and not self._transport.is_closing():
-            peer = self._transport.get_extra_info("peername")
-            log.warning("client %s stopped reading for %.0f s: aborting the connection", peer, self._cap.write_stall_seconds)
-            self._transport.abort()  # close() would wait to flush a buffer that never drains
+        if self._transport is None or self._transport.is_closing():
+            return
+        if self._pending() < self._buffered:
+            self._watch_stall()  # a slow reader, but a reader: it drained something since the last look
+            return
+        peer = self._transport.get_extra_info("peername")
+        log.warning("client %s stopped reading for %.0f s: aborting the connection", peer, self._cap.write_stall_seconds)
+        self._transport.abort()  # close() would wait to flush a buffer that never drains
 
 
 def check_server(server: ServerConfig) -> ServerConfig:
