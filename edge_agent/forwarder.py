@@ -132,13 +132,19 @@ class RecordForwarder:
         self._acker = ThreadPoolExecutor(1, thread_name_prefix="forwarder-ack")
         self._acks: list[Future] = []
         self._last_success_saved = 0.0
-        client.meta.events.register("before-sign.kinesis.PutRecords", self._add_headers)
+        # A botocore client gets the headers from an event hook; our KinesisClient takes them as an argument.
+        self._botocore = hasattr(client, "meta")
+        if self._botocore:
+            client.meta.events.register("before-sign.kinesis.PutRecords", self._add_headers)
 
     # -- headers -------------------------------------------------------------------------------
 
+    def _edge_headers(self) -> dict[str, str]:
+        return {"X-Edge-Producer-Id": self.agent_id, "X-Edge-Record-Seqs": ",".join(map(str, self._header_seqs))}
+
     def _add_headers(self, request: Any, **_: Any) -> None:
-        request.headers["X-Edge-Producer-Id"] = self.agent_id
-        request.headers["X-Edge-Record-Seqs"] = ",".join(map(str, self._header_seqs))
+        for name, value in self._edge_headers().items():
+            request.headers[name] = value
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -313,7 +319,10 @@ class RecordForwarder:
         self._header_seqs = [u.id for u in batch]
         started = time.monotonic()
         try:
-            response = self.client.put_records(StreamName=stream, Records=entries)
+            if self._botocore:
+                response = self.client.put_records(StreamName=stream, Records=entries)
+            else:
+                response = self.client.put_records(StreamName=stream, Records=entries, headers=self._edge_headers())
         except ClientError as exc:
             self._request_failed(batch, exc.response.get("Error", {}).get("Code", "Unknown"), exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0), str(exc))
             return

@@ -23,6 +23,7 @@ from edge_agent import aws, metrics
 from edge_agent.config import AgentConfig
 from edge_agent.errors import ConfigError
 from edge_agent.forwarder import RecordForwarder
+from edge_agent.kinesis_client import KinesisClient
 from edge_agent.media_forwarder import MediaForwarder
 from edge_agent.sdnotify import Notifier, watchdog_interval
 from edge_agent.spool import Spool, SpoolError
@@ -53,7 +54,7 @@ class Agent:
         cfg = self.config
         session = aws.make_session(cfg.gateway)
         self.spool = Spool(cfg.spool.path, max_bytes=cfg.spool.max_bytes, drop_order=cfg.spool.drop_order, sync=cfg.spool.sync)
-        kinesis = aws.make_client(session, "kinesis", cfg.gateway.endpoint_url, cfg.gateway)
+        kinesis = KinesisClient(session, cfg.gateway)
         self.records = RecordForwarder(self.spool, kinesis, cfg.forwarder, self.agent_id)
         self.media = MediaForwarder(self.spool, session, cfg.gateway, cfg.forwarder, self.agent_id)
         self._thread("forwarder-records", self.records.run, stop)

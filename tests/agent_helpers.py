@@ -19,8 +19,11 @@ def metric(name: str, **labels: str) -> float:
 
 
 def kinesis_client(url: str) -> Any:
+    """The PutRecords client the agent uses (edge_agent.kinesis_client)."""
+    from edge_agent.kinesis_client import KinesisClient
+
     gw = GatewaySection(endpoint_url=url, read_timeout_seconds=10, connect_timeout_seconds=2)
-    return aws.make_client(aws.make_session(gw), "kinesis", url, gw)
+    return KinesisClient(aws.make_session(gw), gw)
 
 
 @contextmanager

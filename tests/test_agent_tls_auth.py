@@ -17,6 +17,7 @@ from helpers import REGION, GatewayProcess  # noqa: E402
 from edge_agent import aws  # noqa: E402
 from edge_agent.config import ForwarderSection, GatewaySection  # noqa: E402
 from edge_agent.forwarder import RecordForwarder  # noqa: E402
+from edge_agent.kinesis_client import KinesisClient  # noqa: E402
 from edge_agent.media_forwarder import MediaForwarder  # noqa: E402
 from edge_agent.spool import NewRecord, Spool  # noqa: E402
 
@@ -53,7 +54,7 @@ def test_signed_https_records_and_video_and_a_wrong_secret(tmp_path: Path) -> No
         before = sum(metric("edge_agent_send_errors_total", lane="records", reason=r) for r in ("UnrecognizedClientException", "InvalidSignatureException"))
         with Spool(tmp_path / "bad.db") as spool:
             spool.append([NewRecord("telemetry", "secure", "k", b"never", "src")])
-            fw = RecordForwarder(spool, aws.make_client(aws.make_session(bad), "kinesis", url, bad), options, "agent-bad")
+            fw = RecordForwarder(spool, KinesisClient(aws.make_session(bad), bad), options, "agent-bad")
             fw.step()
             after = sum(metric("edge_agent_send_errors_total", lane="records", reason=r) for r in ("UnrecognizedClientException", "InvalidSignatureException"))
             assert after == before + 1
@@ -63,7 +64,7 @@ def test_signed_https_records_and_video_and_a_wrong_secret(tmp_path: Path) -> No
             spool.append([NewRecord("telemetry", "secure", f"k{i % 3}", f"r{i}".encode(), "src") for i in range(30)])
             spool.append(video_records("secure-cam", synthetic_fragments(2)))
             stop = threading.Event()
-            records = RecordForwarder(spool, kinesis, options, "agent-good")
+            records = RecordForwarder(spool, KinesisClient(session, good), options, "agent-good")
             media = MediaForwarder(spool, session, good, options, "agent-good")
             threads = [threading.Thread(target=f.run, args=(stop,), daemon=True) for f in (records, media)]
             for t in threads:
