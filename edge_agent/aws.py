@@ -1,9 +1,12 @@
-"""botocore plumbing shared by both forwarders: credentials, clients, SigV4 for raw requests.
+"""botocore plumbing shared by both forwarders: credentials, SigV4, and full botocore clients.
 
-botocore *is* the Kinesis wire API, so the records forwarder uses a botocore ``kinesis``
-client with botocore's own retries off (the forwarder retries per record, with its own
-backoff). The same settings reach our gateway or real AWS: only the endpoint and the
-credentials differ. PutMedia is not in botocore's models, so it is signed here by hand.
+The forwarders sign their own lean requests with botocore's SigV4 signer
+(``edge_agent.kinesis_client`` for PutRecords, ``edge_agent.media_forwarder`` for
+GetDataEndpoint and PutMedia, which is in no botocore model): a full botocore client costs a
+Pi ~11 MB of RSS and several ms of CPU per call. ``make_client`` (retries off) is still there
+for control-plane calls (the demo creates its streams with it) and is accepted by
+``RecordForwarder``. The same settings reach our gateway or real AWS: only the endpoint and the
+credentials differ.
 """
 
 from __future__ import annotations
