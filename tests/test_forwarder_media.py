@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -93,6 +94,9 @@ def test_a_missing_video_stream_does_not_hold_back_another_camera(shared_gateway
     with Spool(tmp_path / "spool.db", sync="normal") as spool, running_media_forwarder(spool, shared_gateway.url, media_fragments_per_request=2):
         spool.append(video_records("cam-late", fragments[:2]) + video_records("cam-ok", fragments[2:]))
         wait_until(lambda: len(list_fragments(shared_gateway.url, "cam-ok")) == 2, 60, interval=0.2, what="the other camera's video")
+        # (acked in the spool just after the gateway persisted them)
+        wait_until(lambda: spool.stats().records["media"] == 2, 10, what="the other camera's fragments to leave the spool")
+        time.sleep(0.3)
         assert spool.stats().records["media"] == 2  # the missing stream's fragments wait, nothing dropped
         video.create_stream(StreamName="cam-late", DataRetentionInHours=1)
         wait_until(lambda: spool.stats().records["media"] == 0, 60, what="the late stream's fragments")
