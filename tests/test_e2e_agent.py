@@ -150,6 +150,8 @@ def test_everything_arrives_once_across_gateway_and_agent_kills(gateway, mosquit
     agent = start_agent()
     try:
         wait_until(lambda: "mqtt-e2e: connected" in (tmp_path / "agent.log").read_text(), 20, what="the MQTT source to connect")
+        # pyserial flushes the input buffer when it opens the port: write only once it is open
+        wait_until(lambda: "serial-e2e: opened" in (tmp_path / "agent.log").read_text(), 20, what="the serial port to open")
         # 1. everything up
         producers.mqtt(60)
         producers.serial(30)
@@ -174,7 +176,9 @@ def test_everything_arrives_once_across_gateway_and_agent_kills(gateway, mosquit
         agent.wait(10)
         producers.mqtt(40)
         producers.log(20)
+        opened_before = (tmp_path / "agent.log").read_text().count("serial-e2e: opened")
         agent = start_agent()
+        wait_until(lambda: (tmp_path / "agent.log").read_text().count("serial-e2e: opened") > opened_before, 20, what="the serial port to reopen")
         producers.serial(20)
         producers.mqtt(20)
         producers.log(10)
