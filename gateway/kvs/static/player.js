@@ -92,8 +92,10 @@ async function loadStreams() {
       list.append(item);
     }
     status(`${(out.StreamInfoList || []).length} stream(s)`);
+    return (out.StreamInfoList || []).map((info) => info.StreamName);
   } catch (err) {
     status(`ListStreams failed: ${err.message}`, true);
+    return [];
   }
 }
 
@@ -466,12 +468,15 @@ $("play-from").addEventListener("click", () => {
 
 // ?stream=NAME[&mode=live|replay][&start=EPOCH_SECONDS] starts playback at once (links, kiosks, tests)
 // &window=N sets how many fragments one replay session lists (the next one continues after it)
+// With no ?stream and a single stream on the gateway, that one plays live: nothing to choose.
 (async () => {
-  await loadStreams();
+  const names = await loadStreams();
   const stream = params.get("stream");
   if (stream) {
     const mode = params.get("mode") === "replay" ? "replay" : "live";
     const start = Number(params.get("start")) || undefined;
     await selectStream(stream, mode, start);
+  } else if (names.length === 1) {
+    await selectStream(names[0], "live");
   }
 })();
