@@ -10,7 +10,6 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=
 if [ "${EDGE_SETUP_TEST_TOOLS:-0}" = 1 ]; then
   command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
   command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
-  command -v socat >/dev/null 2>&1 || need_apt+=(socat)
   command -v ffprobe >/dev/null 2>&1 || need_apt+=(ffmpeg)      # DASH/HLS checks, a live MPEG-TS camera
   command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)     # throwaway CAs for the TLS tests
 fi
