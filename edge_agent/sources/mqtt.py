@@ -70,9 +70,9 @@ QUEUE_SIZE = 10_000
 QUEUE_BYTES = 16 * 1024 * 1024
 #: Most messages (and bytes) committed in one spool append.
 BATCH_RECORDS = 500
+BATCH_BYTES = 4 * 1024 * 1024
 #: Committed deliveries remembered to recognise redeliveries (brokers keep ~20..1000 in flight).
 RECENT_DELIVERIES = 1024
-BATCH_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
