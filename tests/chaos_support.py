@@ -118,6 +118,9 @@ class ChaosRig:
                        and len(stored("logs")) >= len(expected["logs"]), timeout, interval=0.5, what="everything at the gateway")
         except AssertionError:
             pass  # the checks below say what is missing
+        # Everything that entered the spool has left it acknowledged (video included).
+        wait_until(lambda: sum(from_metrics(self.metrics_url).spool_records.values()) == 0, timeout, interval=0.5,
+                   what="the agent's spool to drain")
         time.sleep(1.5)  # a duplicate still in flight would show up now
         figures: dict[str, Any] = {}
         for stream, wanted in expected.items():

@@ -84,15 +84,17 @@ def test_faulty_network_between_agent_and_gateway(tmp_path: Path, mosquitto) -> 
     try:
         rig.start_agent()
         rig.start_producing()
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
+        # Run for 20 s, and on until at least 12 faults hit the agent (a stalled or slowed
+        # connection holds a forwarder for seconds, so how many land in 20 s varies).
+        start = time.monotonic()
+        while time.monotonic() - start < 20 or (sum(proxy.counts.values()) - proxy.counts["pass"] < 12 and time.monotonic() - start < 60):
             time.sleep(0.5)
             rig.sample_rss()
         rig.stop_producing()
         proxy.enabled = False  # let the tail drain
         figures = rig.check_exactly_once()
         faults = {k: v for k, v in proxy.counts.items() if k != "pass"}
-        assert sum(faults.values()) >= 8, proxy.counts
+        assert sum(faults.values()) >= 12, proxy.counts
         warm = rig.rss_samples[len(rig.rss_samples) // 3]
         assert max(rig.rss_samples) < warm + 40_000, f"agent memory grew: {rig.rss_samples}"
         print(f"proxy faults injected: {dict(proxy.counts)}; agent RSS kB {min(rig.rss_samples)}..{max(rig.rss_samples)}; records checked: {figures}")
