@@ -157,6 +157,12 @@ class MkvStreamParser:
         return self._state == _CLUSTER
 
     @property
+    def error(self) -> MkvError | None:
+        """The error the next ``feed``/``finish`` will raise: the stream turned bad after the
+        clusters the last ``feed`` returned. A caller can act on it now instead of waiting."""
+        return self._error
+
+    @property
     def current_timecode_ms(self) -> int | None:
         """Timecode (ms) of the cluster being read, once its Timecode element has arrived (for acks)."""
         if self._state != _CLUSTER or self._cluster_timecode is None:

@@ -265,3 +265,17 @@ def test_producer_metadata_tags_are_kept_and_limited(gw: GatewayProcess, fragmen
     tags = read_tags(raw)
     assert tags[0]["site"] == "barn" and tags[0]["AWS_KINESISVIDEO_FRAGMENT_NUMBER"] == numbers[0]
     assert "site" not in tags[1]
+
+
+def test_good_fragments_then_garbage_in_one_chunk_keeps_the_good_and_errors_at_once(
+    gw: GatewayProcess, fragments: list[Fragment]
+) -> None:
+    """The error ack must not wait for more body: the producer may be waiting for acks."""
+    create_stream(gw, "good-then-bad")
+    client = PutMediaClient(gw.url, "good-then-bad")
+    client.send(fragments[0].data + fragments[1].data + b"\x00" * 64)  # 0x00 never starts an EBML id
+    acks = client.wait_for(lambda acks: any(a["EventType"] == "ERROR" for a in acks), timeout=10)  # body still open
+    assert [a["EventType"] for a in acks if a["EventType"] in ("PERSISTED", "ERROR")] == ["PERSISTED", "PERSISTED", "ERROR"]
+    assert acks[-1]["ErrorId"] == 4006
+    client.close()
+    assert len(listed(gw, "good-then-bad")) == 2

@@ -101,29 +101,6 @@ class TokenBucket:
             await asyncio.sleep(-self.tokens / self.rate)
 
 
-class KeepingParser(MkvStreamParser):
-    """``MkvStreamParser`` that keeps the clusters completed in a ``feed`` call that then fails.
-
-    ``feed`` raises ``MkvError`` for the first bad element of a chunk, and the clusters it had
-    completed earlier in that chunk would go with it. The parser appends them to one list per call
-    (the argument of ``_step``); keeping a reference to it recovers them. If the parser's internals
-    change, this degrades to an empty list (those clusters are then reported, not stored).
-    """
-
-    _out: list[ParsedFragment] | None = None
-
-    def _step(self, out: list[ParsedFragment]) -> bool:
-        self._out = out
-        return bool(super()._step(out))  # type: ignore[misc]
-
-    def feed(self, chunk: bytes) -> list[ParsedFragment]:
-        self._out = None
-        return super().feed(chunk)
-
-    def completed_before_error(self) -> list[ParsedFragment]:
-        return list(self._out or [])
-
-
 def _header(request: web.Request, name: str) -> str | None:
     value = request.headers.get(name)
     return value.strip() if value is not None and value.strip() else None
@@ -182,7 +159,7 @@ class Session:
 
     async def _read_body(self) -> None:
         config = self.request.app[CONFIG].video
-        parser = KeepingParser(max_cluster_bytes=config.max_fragment_bytes * 2 + 1024)
+        parser = MkvStreamParser(max_cluster_bytes=config.max_fragment_bytes * 2 + 1024)
         rates = self.request.app[RATES]
         bucket = rates.setdefault(self.stream.id, TokenBucket(config.ingest_bytes_per_sec))
         fed = consumed_at_fragment_end = 0
@@ -203,29 +180,31 @@ class Session:
             try:
                 fragments = parser.feed(chunk)
             except MkvError as exc:
-                for fragment in parser.completed_before_error():  # good data before the bad is kept
-                    await self._complete(fragment)
-                await self._error(exc.error_id, self._current_timecode(parser))
+                await self._error(exc.error_id, parser.current_timecode_ms)
                 log.info("putMedia %s: rejected stream: %s", self.stream.name, exc)
                 return
             except Exception:  # a parser bug must cost this session, never the gateway
                 log.exception("putMedia %s: unexpected error parsing the body", self.stream.name)
-                await self._error(INTERNAL_ERROR, self._current_timecode(parser))
+                await self._error(INTERNAL_ERROR, parser.current_timecode_ms)
                 return
-            for fragment in fragments:
+            for fragment in fragments:  # good clusters before a bad element are kept
                 await self._complete(fragment)
+            if parser.error is not None:
+                await self._error(parser.error.error_id, parser.current_timecode_ms)
+                log.info("putMedia %s: rejected stream: %s", self.stream.name, parser.error)
+                return
             if fragments:  # bytes after the last complete cluster belong to the next fragment
                 consumed_at_fragment_end = parser.bytes_consumed
             if parser.in_cluster and not self.buffering_sent:
-                await self._buffering(self._current_timecode(parser))
+                await self._buffering(parser.current_timecode_ms)
             if fed - consumed_at_fragment_end > config.max_fragment_bytes:
-                await self._error(FRAGMENT_TOO_LARGE, self._current_timecode(parser))
+                await self._error(FRAGMENT_TOO_LARGE, parser.current_timecode_ms)
                 log.info("putMedia %s: fragment over %d bytes, ending the session", self.stream.name, config.max_fragment_bytes)
                 return
         try:
             last = parser.finish()
         except MkvError as exc:
-            await self._error(exc.error_id, self._current_timecode(parser))
+            await self._error(exc.error_id, parser.current_timecode_ms)
             return
         except Exception:
             log.exception("putMedia %s: unexpected error parsing the body", self.stream.name)
@@ -236,12 +215,6 @@ class Session:
         elif last is not None or parser.bytes_consumed < fed:
             log.info("putMedia %s: body ended inside a fragment; not stored", self.stream.name)
             await self._error(INVALID_MKV, last.timecode_ms if last is not None else None)
-
-    @staticmethod
-    def _current_timecode(parser: MkvStreamParser) -> int | None:
-        timecode = getattr(parser, "_cluster_timecode", None)
-        scale = getattr(parser, "_timecode_scale", 1_000_000)
-        return int(round(timecode * scale / 1_000_000)) if isinstance(timecode, int) and parser.in_cluster else None
 
     async def _buffering(self, timecode: int | None) -> None:
         self.buffering_sent = True
