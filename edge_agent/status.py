@@ -93,8 +93,10 @@ def from_spool(path: str | Path) -> Status:
     if not Path(path).exists():
         raise FileNotFoundError(f"no spool at {path}")
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    status = Status(origin=str(path))
     try:
-        status = Status(origin=str(path))
+        if db.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'records'").fetchone()[0] == 0:
+            return _with_lanes(status)  # the agent is creating it this instant: nothing waits yet
         for lane, count, size in db.execute("SELECT lane, COUNT(*), COALESCE(SUM(size), 0) FROM records GROUP BY lane"):
             status.spool_records[lane] = count
             status.spool_bytes += size
@@ -109,6 +111,10 @@ def from_spool(path: str | Path) -> Status:
         _read_oldest(db, status)
     finally:
         db.close()
+    return _with_lanes(status)
+
+
+def _with_lanes(status: Status) -> Status:
     for lane in ("records", "media"):
         status.spool_records.setdefault(lane, 0)
     return status
