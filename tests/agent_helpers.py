@@ -27,18 +27,25 @@ def kinesis_client(url: str) -> Any:
 
 
 @contextmanager
-def running_forwarder(spool: Any, url: str, agent_id: str = "agent-test", **forwarder: Any) -> Iterator[RecordForwarder]:
-    options = {"retry_base_seconds": 0.05, "retry_max_seconds": 1.0, "linger_ms": 5, **forwarder}
-    fw = RecordForwarder(spool, kinesis_client(url), ForwarderSection(**options), agent_id)
+def running(component: Any) -> Iterator[None]:
+    """Run ``component.run(stop)`` on a thread for the block; it must stop within 10 s after."""
     stop = threading.Event()
-    thread = threading.Thread(target=fw.run, args=(stop,), daemon=True)
+    thread = threading.Thread(target=component.run, args=(stop,), daemon=True)
     thread.start()
     try:
-        yield fw
+        yield
     finally:
         stop.set()
         thread.join(10)
         assert not thread.is_alive()
+
+
+@contextmanager
+def running_forwarder(spool: Any, url: str, agent_id: str = "agent-test", **forwarder: Any) -> Iterator[RecordForwarder]:
+    options = {"retry_base_seconds": 0.05, "retry_max_seconds": 1.0, "linger_ms": 5, **forwarder}
+    fw = RecordForwarder(spool, kinesis_client(url), ForwarderSection(**options), agent_id)
+    with running(fw):
+        yield fw
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.05, what: str = "condition") -> None:
@@ -110,15 +117,8 @@ def running_media_forwarder(spool: Any, url: str, agent_id: str = "agent-test", 
     options = {"retry_base_seconds": 0.05, "retry_max_seconds": 1.0, "media_fragments_per_request": 3, **forwarder}
     gw = GatewaySection(endpoint_url=url, read_timeout_seconds=10, connect_timeout_seconds=2)
     fw = MediaForwarder(spool, aws.make_session(gw), gw, ForwarderSection(**options), agent_id)
-    stop = threading.Event()
-    thread = threading.Thread(target=fw.run, args=(stop,), daemon=True)
-    thread.start()
-    try:
+    with running(fw):
         yield fw
-    finally:
-        stop.set()
-        thread.join(10)
-        assert not thread.is_alive()
 
 
 def list_fragments(url: str, stream: str, make_client: Callable[[str, str], Any] | None = None) -> list[dict[str, Any]]:
