@@ -12,6 +12,7 @@ from edge_agent import aws
 from edge_agent.config import ForwarderSection, GatewaySection
 from edge_agent.forwarder import RecordForwarder
 from edge_agent.metrics import REGISTRY
+from helpers import wait_until  # noqa: F401  (re-exported for the agent tests)
 
 
 def metric(name: str, **labels: str) -> float:
@@ -48,13 +49,6 @@ def running_forwarder(spool: Any, url: str, agent_id: str = "agent-test", **forw
         yield fw
 
 
-def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.05, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def read_stream(client: Any, stream: str) -> dict[str, list[dict[str, Any]]]:

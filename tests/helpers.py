@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,21 @@ def free_port() -> int:
             except OSError:
                 continue
             return port
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 20.0, interval: float = 0.05, what: str = "condition") -> None:
+    """Poll ``condition`` until it holds; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def committed(spool: Any, lane: str) -> int:
+    """Committed records of ``lane`` in a spool, as a reader sees them."""
+    return len(spool.read(lane, limit=1_000_000, max_bytes=1 << 40))
 
 
 def wait_for_port(port: int, timeout: float = 15.0, proc: subprocess.Popen | None = None) -> None:

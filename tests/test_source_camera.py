@@ -20,21 +20,7 @@ from edge_agent.metrics import REGISTRY
 from edge_agent.sources import SOURCE_TYPES
 from edge_agent.sources.camera import CameraConfig
 from edge_agent.spool import Spool
-from helpers import free_port
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
-
-def committed(spool: Spool, lane: str) -> int:
-    """Committed records of ``lane``, as a reader sees them."""
-    return len(spool.read(lane, limit=1_000_000, max_bytes=1 << 40))
-
+from helpers import committed, free_port, wait_until
 
 
 def decode(data: bytes) -> list[av.VideoFrame]:

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,23 +19,10 @@ from edge_agent.errors import ConfigError
 from edge_agent.sources import SOURCE_TYPES
 from edge_agent.sources.logs import LogsConfig
 from edge_agent.spool import Spool
+from helpers import committed, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = {"poll_interval": 0.05, "rotate_wait": 0.3}
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
-
-def committed(spool: Spool, lane: str) -> int:
-    """Committed records of ``lane``, as a reader sees them."""
-    return len(spool.read(lane, limit=1_000_000, max_bytes=1 << 40))
-
 
 
 def lines(spool: Spool) -> list[bytes]:

@@ -23,7 +23,7 @@ from edge_agent.metrics import REGISTRY
 from edge_agent.sources import SOURCE_TYPES
 from edge_agent.sources.mqtt import MqttConfig
 from edge_agent.spool import Spool
-from helpers import MosquittoProcess, wait_for_port
+from helpers import MosquittoProcess, committed, wait_for_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,20 +46,6 @@ def spooled(path: Path) -> list[tuple[bytes, str, str]]:
         return []
     finally:
         db.close()
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
-
-def committed(spool: Spool, lane: str) -> int:
-    """Committed records of ``lane``, as a reader sees them."""
-    return len(spool.read(lane, limit=1_000_000, max_bytes=1 << 40))
-
 
 
 def rejected(source: str, reason: str) -> float:

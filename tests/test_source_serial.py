@@ -16,6 +16,7 @@ from edge_agent.metrics import REGISTRY
 from edge_agent.sources import SOURCE_TYPES
 from edge_agent.sources.serial import SerialConfig
 from edge_agent.spool import Spool
+from helpers import wait_until
 
 
 class Device:
@@ -37,15 +38,6 @@ class Device:
     def unplug(self) -> None:
         self.link.unlink()
         os.close(self.master)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
 
 
 def rejected(source: str, reason: str) -> float:
