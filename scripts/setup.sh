@@ -12,6 +12,7 @@ if [ "${EDGE_SETUP_TEST_TOOLS:-0}" = 1 ]; then
   command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
   command -v ffprobe >/dev/null 2>&1 || need_apt+=(ffmpeg)      # DASH/HLS checks, a live MPEG-TS camera
   command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)     # throwaway CAs for the TLS tests
+  command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)     # the AWS SDK for JavaScript, hls.js, dynalite
 fi
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -32,4 +33,14 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e ".${extras}"
   touch "$stamp"
+fi
+
+# Node clients and servers the tests drive (tests/js/package.json: AWS SDK for JS v3, hls.js, dynalite).
+if [ "${EDGE_SETUP_TEST_TOOLS:-0}" = 1 ]; then
+  js_stamp="tests/js/node_modules/.installed"
+  if [ ! -f "$js_stamp" ] || [ tests/js/package-lock.json -nt "$js_stamp" ]; then
+    echo "setup: installing Node test clients into tests/js/node_modules"
+    (cd tests/js && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    touch "$js_stamp"
+  fi
 fi
