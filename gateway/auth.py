@@ -47,6 +47,7 @@ from gateway.config import AuthConfig
 from gateway.errors import AwsError
 from gateway.limits import STREAMING_PATHS
 from gateway.sigv4 import ALGORITHM, Scope, sha256_hex, signature_matches
+from gateway.wire import stream_name_from_arn
 
 log = logging.getLogger("gateway.auth")
 
@@ -170,21 +171,13 @@ def action_of(request: web.Request, service: str) -> str:
     return name[:1].upper() + name[1:]
 
 
-def _stream_from_arn(arn: Any) -> str:
-    """``arn:aws:kinesis:r:acct:stream/NAME[/...]`` -> NAME; "" when it is not a stream ARN."""
-    if not isinstance(arn, str):
-        return ""
-    _, sep, rest = arn.partition(":stream/")
-    return rest.split("/", 1)[0] if sep else ""
-
-
 def requested_streams(request: web.Request, body: bytes) -> set[str]:
     """Stream names a request touches (headers for PutMedia, body fields otherwise)."""
     names: set[str] = set()
     if "x-amzn-stream-name" in request.headers:
         names.add(request.headers["x-amzn-stream-name"])
     if "x-amzn-stream-arn" in request.headers:
-        names.add(_stream_from_arn(request.headers["x-amzn-stream-arn"]))
+        names.add(stream_name_from_arn(request.headers["x-amzn-stream-arn"]))
     if not body:
         return names
     try:
@@ -197,7 +190,7 @@ def requested_streams(request: web.Request, body: bytes) -> set[str]:
             names.add(name if isinstance(name, str) else "")
         for field in ("StreamARN", "ConsumerARN", "ResourceARN"):
             if field in doc:
-                names.add(_stream_from_arn(doc[field]))
+                names.add(stream_name_from_arn(doc[field]))
     return names
 
 

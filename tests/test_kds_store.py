@@ -16,6 +16,7 @@ from gateway.errors import AwsError
 from gateway.kds import control, retention, segments
 from gateway.kds.iterators import IteratorSigner
 from gateway.kds.store import Store, put_entry
+from gateway.sqlite import StoreInUseError
 
 
 def all_records(store: Store, stream: str) -> list[tuple[int, str, bytes]]:
@@ -125,3 +126,14 @@ def test_token_buckets() -> None:
     read.charge_bytes(5000)  # one big read may overdraw (as on AWS) ...
     assert not read.admit_call(now + 1)  # ... and the shard stays throttled until the debt is repaid
     assert read.admit_call(now + 2.6)
+
+
+def test_a_second_store_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:
+    config = GatewayConfig(data_dir=str(tmp_path))
+    store = Store(config)
+    try:
+        with pytest.raises(StoreInUseError):
+            Store(config)
+    finally:
+        store.close()
+    Store(config).close()  # free again once closed

@@ -10,9 +10,6 @@ come back pre-encoded as ``RawJson``.
 
 from __future__ import annotations
 
-import base64
-import json
-import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,10 +22,9 @@ from gateway.kds.iterators import IteratorSigner
 from gateway.kds.protocol import JSON, Codec, RawJson, codec_for
 from gateway.kds.store import Store, Stream
 from gateway.kds.validate import validate, validate_member
+from gateway.wire import decode_token, encode_token, region_of, stream_name_from_arn
 
 TARGET_PREFIX = "Kinesis_20131202"
-DEFAULT_REGION = "us-east-1"
-_REGION_RE = re.compile(r"Credential=[^/]+/\d{8}/([a-z0-9-]+)/")
 
 
 @dataclass
@@ -49,8 +45,8 @@ class Call:
         name = params.get("StreamName")
         arn = params.get("StreamARN")
         if arn is not None:
-            _, sep, arn_name = arn.partition(":stream/")
-            if not sep or not arn_name:
+            arn_name = stream_name_from_arn(arn)
+            if not arn_name:
                 raise invalid_argument(f"StreamARN {arn} is not a Kinesis stream ARN.")
             if name is not None and name != arn_name:
                 raise invalid_argument("StreamARN and StreamName name different streams.")
@@ -99,17 +95,13 @@ async def describe_stream_summary(call: Call, p: dict[str, Any]) -> dict[str, An
     return {"StreamDescriptionSummary": render.summary(call.arn(stream.name), stream, call.codec)}
 
 
-def _token(value: dict[str, Any]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode()
-
-
 def _untoken(token: str, **fields: type) -> dict[str, Any]:
     """Decode a NextToken we issued; ``fields`` name the keys it must hold and their types."""
     try:
-        value = json.loads(base64.urlsafe_b64decode(token.encode()))
-    except (ValueError, RecursionError) as exc:
+        value = decode_token(token)
+    except ValueError as exc:
         raise invalid_argument("Invalid NextToken.") from exc
-    if not isinstance(value, dict) or not all(isinstance(value.get(k), t) for k, t in fields.items()):
+    if not all(isinstance(value.get(k), t) for k, t in fields.items()):
         raise invalid_argument("Invalid NextToken.")
     return value
 
@@ -128,7 +120,7 @@ async def list_streams(call: Call, p: dict[str, Any]) -> dict[str, Any]:
         "StreamSummaries": [render.stream_summary(call.arn(n), streams[n], call.codec) for n in page],
     }
     if len(names) > limit:
-        out["NextToken"] = _token({"after": page[-1]})
+        out["NextToken"] = encode_token({"after": page[-1]})
     return out
 
 
@@ -151,7 +143,7 @@ async def list_shards(call: Call, p: dict[str, Any]) -> dict[str, Any]:
     shards = [s for s in shards if after is None or s.shard_id > after]
     out: dict[str, Any] = {"Shards": [render.shard(s) for s in shards[:limit]]}
     if len(shards) > limit:
-        out["NextToken"] = _token({"stream": stream.name, "after": shards[limit - 1].shard_id, "filter": shard_filter})
+        out["NextToken"] = encode_token({"stream": stream.name, "after": shards[limit - 1].shard_id, "filter": shard_filter})
     return out
 
 
@@ -232,11 +224,6 @@ HANDLERS: dict[str, Handler] = {
 }
 
 
-def region_of(request: web.Request) -> str:
-    match = _REGION_RE.search(request.headers.get("Authorization", ""))
-    return match.group(1) if match else DEFAULT_REGION
-
-
 def make_handler(get_store: Callable[[web.Request], Store], get_signer: Callable[[web.Request], IteratorSigner]) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handle(request: web.Request) -> web.Response:
         prefix, _, action = request.headers.get("X-Amz-Target", "").partition(".")
@@ -245,7 +232,7 @@ def make_handler(get_store: Callable[[web.Request], Store], get_signer: Callable
             raise AwsError("UnknownOperationException", f"Operation {action or request.headers.get('X-Amz-Target', '')!r} is not supported by this Kinesis endpoint.")
         codec = codec_for(request.content_type)
         params = validate(action, codec.decode(await request.read()), codec)
-        call = Call(request, codec, get_store(request), get_signer(request), region_of(request))
+        call = Call(request, codec, get_store(request), get_signer(request), region_of(request.headers))
         result = await handler(call, params)
         body = result if isinstance(result, RawJson) else codec.encode(result)
         return web.Response(body=body, content_type=codec.content_type)

@@ -21,6 +21,7 @@ from gateway.kds.sequence import SEQUENCE_BASE, external, internal
 from gateway.kds.shards import MAX_HASH_KEY
 from gateway.kds.store import THROTTLED, PutEntry
 from gateway.kds.validate import validate_member
+from gateway.wire import RECORD_SEQS_HEADER, producer_seqs
 
 if TYPE_CHECKING:
     from gateway.kds.api import Call
@@ -28,8 +29,6 @@ if TYPE_CHECKING:
 #: Largest record (data + partition key), and largest PutRecords request, in bytes.
 MAX_RECORD_BYTES = 1024 * 1024
 MAX_REQUEST_BYTES = 5 * 1024 * 1024
-PRODUCER_HEADER = "X-Edge-Producer-Id"
-PRODUCER_SEQS_HEADER = "X-Edge-Record-Seqs"
 
 
 def _entry(p: dict[str, Any], where: str) -> PutEntry:
@@ -89,20 +88,13 @@ def _entries(records: list[Any], codec: Codec) -> tuple[list[PutEntry], int]:
     return entries, total
 
 
-def _producer(call: Call, count: int) -> tuple[str | None, list[int] | None]:
-    headers = call.request.headers
-    producer = headers.get(PRODUCER_HEADER)
-    raw = headers.get(PRODUCER_SEQS_HEADER)
-    if not producer or raw is None:
-        return None, None
+def _producer(call: Call, count: int) -> tuple[str | None, list[int]]:
     try:
-        seqs = [int(s) for s in raw.split(",")]
+        producer, seqs = producer_seqs(call.request.headers, RECORD_SEQS_HEADER)
     except ValueError as exc:
-        raise validation(f"{PRODUCER_SEQS_HEADER} must be comma-separated integers.") from exc
-    if any(not 0 <= s < 2**63 for s in seqs):
-        raise validation(f"{PRODUCER_SEQS_HEADER} numbers must be between 0 and 2^63 - 1.")
-    if len(seqs) != count:
-        raise validation(f"{PRODUCER_SEQS_HEADER} has {len(seqs)} numbers for {count} records.")
+        raise validation(str(exc)) from exc
+    if seqs and len(seqs) != count:
+        raise validation(f"{RECORD_SEQS_HEADER} has {len(seqs)} numbers for {count} records.")
     return producer, seqs
 
 

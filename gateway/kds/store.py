@@ -1,6 +1,6 @@
 """The durable data-stream store: one SQLite file (WAL) in the data dir, one writer thread.
 
-On-disk format (``kds.sqlite3``)::
+On-disk format (``kds.sqlite3``, and ``kds.sqlite3.lock`` flock'ed while a gateway has it open)::
 
     meta(key, value)            next_seq / next_shard_key / next_stream_key: counters never reused
     streams(key, name, ...)     one row per live stream
@@ -22,21 +22,24 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway import sqlite
 from gateway.config import GatewayConfig
 from gateway.errors import not_found
 from gateway.kds import replays, segments
 from gateway.kds.limits import Limits
 from gateway.kds.shards import Router, Shard, shard_name
 from gateway.kds.writer import Writer
+from gateway.sqlite import LockFile, Readers
 
 DB_FILE = "kds.sqlite3"
+#: flock'ed while a gateway has the store open (a second process on the same data dir refuses).
+LOCK_FILE = "kds.sqlite3.lock"
 #: GetRecords never returns more than this many bytes in one call (as AWS).
 MAX_READ_BYTES = 10 * 1024 * 1024
 
@@ -107,9 +110,7 @@ class ReadResult:
 
 
 def connect(path: Path, durability: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
+    conn = sqlite.connect(path, durability)
     conn.execute("PRAGMA cache_size=-32768")  # 32 MiB: the hot end of every shard stays cached
     conn.execute("PRAGMA wal_autocheckpoint=4096")  # checkpoint every ~16 MiB, not every 4 MiB
     return conn
@@ -120,11 +121,11 @@ class Store:
         self.config = config
         self.path = config.data_path / DB_FILE
         config.data_path.mkdir(parents=True, exist_ok=True)
+        self._lock_file = LockFile(config.data_path / LOCK_FILE, str(self.path))
         self.limits = Limits(config.limits)
         self._conn = connect(self.path, config.durability)
         self._conn.executescript(SCHEMA)
-        self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
+        self._readers = Readers(self.path)
         self._load()
         self._writer = Writer(self._conn, self._persist_counter, self._load, self._committed)
 
@@ -229,13 +230,22 @@ class Store:
         return await self.run(lambda conn: self._put_job(conn, stream, entries, producer))  # type: ignore[no-any-return]
 
     def _put_job(self, conn: sqlite3.Connection, stream: Stream, entries: list[PutEntry], producer: str | None) -> list[PutResult]:
+        """Store one PutRecord(s) call: replays answered, the rest routed, admitted, numbered, packed."""
         if self.streams.get(stream.name) is not stream:
             raise not_found(f"Stream {stream.name} under account 000000000000 not found.")
         now = self.now()
-        router = stream.router
-        route, route_key, cached = router.route, router.route_partition_key, router.by_partition_key
-        limits = self.limits if self.limits.enabled else None
-        mono = time.monotonic()
+        results: list[PutResult | None] = [None] * len(entries)
+        groups, aliases = self._route(stream, entries, self._replayed(conn, stream, entries, producer), results)
+        rows, remembered = self._number(groups, entries, results, now)
+        for index, original in aliases:
+            results[index] = results[original]
+        conn.executemany("INSERT INTO segments(shard_key, first_seq, last_seq, arrival, payload) VALUES (?,?,?,?,?)", rows)
+        if producer is not None and remembered[0]:
+            replays.remember(conn, producer, stream.key, *remembered, now)
+        return results  # type: ignore[return-value]
+
+    def _replayed(self, conn: sqlite3.Connection, stream: Stream, entries: list[PutEntry], producer: str | None) -> dict[int, PutResult]:
+        """producer seq -> the result it got when first stored, for the entries that are replays."""
         known: dict[int, PutResult] = {}
         if producer is not None:
             pseqs = [e[3] for e in entries if e[3] is not None]
@@ -243,11 +253,18 @@ class Store:
                 for replayed, (shard_key, stored_seq) in replays.lookup(conn, producer, stream.key, pseqs).items():
                     if shard_key in self.shards:
                         known[replayed] = (self.shards[shard_key][1].shard_id, stored_seq)
-        results: list[PutResult | None] = [None] * len(entries)
+        return known
+
+    @staticmethod
+    def _route(stream: Stream, entries: list[PutEntry], known: dict[int, PutResult], results: list[PutResult | None]) -> tuple[dict[int, tuple[Shard, list[int]]], list[tuple[int, int]]]:
+        """Entry indexes grouped by shard (replays answered in ``results`` instead), and
+        ``(index, first index)`` for entries that repeat a producer seq earlier in the same call."""
+        router = stream.router
+        route, route_key, cached = router.route, router.route_partition_key, router.by_partition_key
         groups: dict[int, tuple[Shard, list[int]]] = {}  # shard key -> (shard, entry indexes)
         first_of: dict[int, int] = {}  # producer seq -> index of its first entry in this call
         aliases: list[tuple[int, int]] = []
-        for index, (partition_key, data, explicit_hash, pseq) in enumerate(entries):
+        for index, (partition_key, _, explicit_hash, pseq) in enumerate(entries):
             if pseq is not None:
                 if pseq in known:
                     results[index] = known[pseq]
@@ -264,22 +281,33 @@ class Store:
             if group is None:
                 group = groups[shard.key] = (shard, [])
             group[1].append(index)
-        # Each shard's admitted records get a block of consecutive numbers and become one segment.
+        return groups, aliases
+
+    def _admit(self, shard: Shard, indexes: list[int], entries: list[PutEntry], results: list[PutResult | None], mono: float) -> list[int]:
+        """The indexes the shard's write limits let through; the others are marked THROTTLED."""
+        bucket = self.limits.write(shard.key)
+        sizes = [len(entries[i][1]) + len(entries[i][0]) for i in indexes]
+        verdicts = [] if bucket.admit_all(len(sizes), sum(sizes), mono) else bucket.admit_many(sizes, mono)
+        if not verdicts or all(verdicts):
+            return indexes
+        for index, ok in zip(indexes, verdicts):
+            if not ok:
+                results[index] = (shard.shard_id, THROTTLED)
+        return [i for i, ok in zip(indexes, verdicts) if ok]
+
+    def _number(self, groups: dict[int, tuple[Shard, list[int]]], entries: list[PutEntry], results: list[PutResult | None], now: float) -> tuple[list[tuple[int, int, int, float, bytes]], tuple[list[int], list[int], list[int]]]:
+        """Each shard's admitted records get a block of consecutive numbers and become one segment
+        row; returns the rows and what to remember for replays (producer seqs, shard keys, seqs)."""
+        limited = self.limits.enabled
+        mono = time.monotonic()
         seq = self.next_seq
         rows: list[tuple[int, int, int, float, bytes]] = []
-        remembered: tuple[list[int], list[int], list[int]] = ([], [], [])  # producer seqs, shard keys, seqs
+        remembered: tuple[list[int], list[int], list[int]] = ([], [], [])
         for shard, indexes in groups.values():
-            if limits is not None:
-                bucket = limits.write(shard.key)
-                sizes = [len(entries[i][1]) + len(entries[i][0]) for i in indexes]
-                verdicts = [] if bucket.admit_all(len(sizes), sum(sizes), mono) else bucket.admit_many(sizes, mono)
-                if verdicts and not all(verdicts):
-                    for index, ok in zip(indexes, verdicts):
-                        if not ok:
-                            results[index] = (shard.shard_id, THROTTLED)
-                    indexes = [i for i, ok in zip(indexes, verdicts) if ok]
-                    if not indexes:
-                        continue
+            if limited:
+                indexes = self._admit(shard, indexes, entries, results, mono)
+                if not indexes:
+                    continue
             first = seq
             for index in indexes:
                 results[index] = (shard.shard_id, seq)
@@ -291,23 +319,13 @@ class Store:
                 seq += 1
             payload = segments.pack([entries[i][0] for i in indexes], [entries[i][1] for i in indexes])
             rows.append((shard.key, first, seq - 1, now, payload))
-        for index, original in aliases:
-            results[index] = results[original]
         self.next_seq = seq
-        conn.executemany("INSERT INTO segments(shard_key, first_seq, last_seq, arrival, payload) VALUES (?,?,?,?,?)", rows)
-        if producer is not None and remembered[0]:
-            replays.remember(conn, producer, stream.key, *remembered, now)
-        return results  # type: ignore[return-value]
+        return rows, remembered
 
     # -- reads (worker threads) -----------------------------------------------------------
 
     def _reader(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-            conn.execute("PRAGMA query_only=ON")
-            self._readers.append(conn)
-        return conn
+        return self._readers.get()
 
     def read(self, shard_key: int, from_seq: int, limit: int) -> ReadResult:
         """Up to ``limit`` records of a shard from ``from_seq`` on (blocking: call off the loop).
@@ -351,7 +369,7 @@ class Store:
 
     def close(self) -> None:
         self._writer.close()
-        for reader in self._readers:
-            reader.close()
+        self._readers.close()
         self._conn.close()
+        self._lock_file.release()
 

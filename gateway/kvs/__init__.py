@@ -14,9 +14,10 @@ from aiohttp import web
 
 from gateway.keys import CONFIG
 from gateway.kvs import clips, control, fragments, hls, media, player, putmedia, sessions
-from gateway.kvs.live import SHUTTING_DOWN
+from gateway.kvs.keys import SHUTTING_DOWN, VIDEO_EVENTS, VIDEO_STORE
+from gateway.kvs.live import FragmentEvents
 from gateway.kvs.retention import run_retention
-from gateway.kvs.store import VIDEO_EVENTS, VIDEO_STORE, FragmentEvents, VideoStore
+from gateway.kvs.store import VideoStore
 
 ROUTES: list[web.RouteDef] = [
     *control.ROUTES,

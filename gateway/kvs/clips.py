@@ -24,9 +24,9 @@ from typing import Any
 from aiohttp import web
 
 from gateway.errors import AwsError
-from gateway.kvs.control import invalid, optional_str, read_json, resolve_stream, store_of
-from gateway.kvs.media import parse_timestamp
+from gateway.kvs.request import invalid, optional_str, parse_timestamp, read_json, store_of, stream_of
 from gateway.kvs.store import BY_PRODUCER, BY_SERVER, FragmentInfo, FragmentNotFoundError, StreamRecord, VideoStore
+from gateway.wire import decode_token, encode_token
 from kvs import MkvError, images, remux
 from kvs.reader import FragmentContent, read_fragment
 
@@ -120,7 +120,7 @@ def clip_data(store: VideoStore, stream_id: int, number: str) -> bytes:
 
 async def get_clip(request: web.Request) -> web.StreamResponse:
     body = await read_json(request)
-    stream = await resolve_stream(request, optional_str(body, "StreamName"), optional_str(body, "StreamARN"))
+    stream = await stream_of(request, body)
     selector = body.get("ClipFragmentSelector")
     if not isinstance(selector, dict):
         raise invalid("ClipFragmentSelector is required")
@@ -154,13 +154,12 @@ async def get_clip(request: web.Request) -> web.StreamResponse:
 
 
 def _token(next_ms: int) -> str:
-    return base64.b64encode(json.dumps({"n": next_ms}).encode()).decode()
+    return encode_token({"n": next_ms})
 
 
 def _untoken(token: str) -> int:
     try:
-        value = json.loads(base64.b64decode(token, validate=True))
-        return int(value["n"])
+        return int(decode_token(token)["n"])
     except (ValueError, KeyError, TypeError) as exc:
         raise invalid("NextToken is not valid") from exc
 
@@ -219,7 +218,7 @@ def _dimension(body: dict[str, Any], key: str, maximum: int) -> int | None:
 
 async def get_images(request: web.Request) -> web.Response:
     body = await read_json(request)
-    stream = await resolve_stream(request, optional_str(body, "StreamName"), optional_str(body, "StreamARN"))
+    stream = await stream_of(request, body)
     by = _selector_type(body.get("ImageSelectorType"), "ImageSelectorType")
     start, end = _time_range(body, "")
     fmt = body.get("Format")

@@ -1,6 +1,5 @@
 """The Kinesis Video control plane (rest-json, botocore ``kinesisvideo`` model): streams and endpoints.
 
-Also holds the small request helpers the data-plane handlers share (JSON body, stream lookup).
 Deviation from AWS, on purpose: ``DataRetentionInHours = 0`` (the CreateStream default) keeps fragments
 until the stream's disk budget needs the room, instead of not archiving them at all, so playback works
 on streams created with defaults.
@@ -9,62 +8,21 @@ on streams created with defaults.
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import re
 from typing import Any
 
 from aiohttp import web
 
-from gateway.errors import AwsError
 from gateway.keys import CONFIG
-from gateway.kvs.store import VIDEO_STORE, StreamRecord, VideoStore
+from gateway.kvs.request import STREAM_NAME, invalid, optional_str, read_json, store_of, stream_of
+from gateway.kvs.store import StreamRecord
+from gateway.wire import decode_token, encode_token, region_of
 
-STREAM_NAME = re.compile(r"[a-zA-Z0-9_.-]{1,256}")
 MEDIA_TYPE = re.compile(r"[\w\-.+]+/[\w\-.+]+(,[\w\-.+]+/[\w\-.+]+)*")
-REGION_IN_AUTH = re.compile(r"Credential=[^/]+/\d{8}/([a-z0-9-]+)/")
 #: Longest retention KVS allows (ten years).
 MAX_RETENTION_HOURS = 87_600
 API_NAMES = {"PUT_MEDIA", "GET_MEDIA", "LIST_FRAGMENTS", "GET_MEDIA_FOR_FRAGMENT_LIST", "GET_HLS_STREAMING_SESSION_URL",
              "GET_DASH_STREAMING_SESSION_URL", "GET_CLIP", "GET_IMAGES"}
-
-
-def invalid(message: str) -> AwsError:
-    return AwsError("InvalidArgumentException", message, 400)
-
-
-async def read_json(request: web.Request) -> dict[str, Any]:
-    """The request's JSON object (an empty body is ``{}``)."""
-    raw = await request.read()
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise AwsError("SerializationException", f"Request body is not valid JSON: {exc}", 400) from exc
-    if not isinstance(body, dict):
-        raise AwsError("SerializationException", "Request body must be a JSON object", 400)
-    return body
-
-
-def optional_str(body: dict[str, Any], key: str) -> str | None:
-    value = body.get(key)
-    if value is not None and not isinstance(value, str):
-        raise invalid(f"{key} must be a string")
-    return value
-
-
-def store_of(request: web.Request) -> VideoStore:
-    return request.app[VIDEO_STORE]
-
-
-async def resolve_stream(request: web.Request, name: str | None, arn: str | None) -> StreamRecord:
-    """The stream named by ``StreamName`` or ``StreamARN`` (exactly one of them)."""
-    if (name is None) == (arn is None):
-        raise invalid("Specify either StreamName or StreamARN, not both and not neither")
-    if name is not None and not STREAM_NAME.fullmatch(name):
-        raise invalid(f"Invalid stream name {name!r}")
-    return await asyncio.to_thread(store_of(request).describe, name, arn)
 
 
 def stream_info(stream: StreamRecord) -> dict[str, Any]:
@@ -100,19 +58,18 @@ async def create_stream(request: web.Request) -> web.Response:
     if media_type is not None and not MEDIA_TYPE.fullmatch(media_type):
         raise invalid(f"Invalid MediaType {media_type!r}")
     tags = _tag_map(body["Tags"]) if body.get("Tags") else {}
-    match = REGION_IN_AUTH.search(request.headers.get("Authorization", ""))
     stream = await asyncio.to_thread(
         store_of(request).create_stream, name,
         retention_hours=_int(body, "DataRetentionInHours", 0), media_type=media_type,
         device_name=optional_str(body, "DeviceName"), kms_key_id=optional_str(body, "KmsKeyId"),
-        region=match.group(1) if match else "us-east-1", tags=tags,
+        region=region_of(request.headers), tags=tags,
     )
     return web.json_response({"StreamARN": stream.arn})
 
 
 async def describe_stream(request: web.Request) -> web.Response:
     body = await read_json(request)
-    stream = await resolve_stream(request, optional_str(body, "StreamName"), optional_str(body, "StreamARN"))
+    stream = await stream_of(request, body)
     return web.json_response({"StreamInfo": stream_info(stream)})
 
 
@@ -123,9 +80,12 @@ async def list_streams(request: web.Request) -> web.Response:
     after = ""
     if token:
         try:
-            after = base64.b64decode(token, validate=True).decode()
+            state = decode_token(token)
         except ValueError as exc:
             raise invalid("Invalid NextToken") from exc
+        if not isinstance(state.get("after"), str):
+            raise invalid("Invalid NextToken")
+        after = state["after"]
     prefix = ""
     condition = body.get("StreamNameCondition")
     if condition:
@@ -135,7 +95,7 @@ async def list_streams(request: web.Request) -> web.Response:
     streams = await asyncio.to_thread(store_of(request).list_streams, prefix, after, limit + 1)
     out: dict[str, Any] = {"StreamInfoList": [stream_info(s) for s in streams[:limit]]}
     if len(streams) > limit:
-        out["NextToken"] = base64.b64encode(streams[limit - 1].name.encode()).decode()
+        out["NextToken"] = encode_token({"after": streams[limit - 1].name})
     return web.json_response(out)
 
 
@@ -150,7 +110,7 @@ async def delete_stream(request: web.Request) -> web.Response:
 
 async def update_data_retention(request: web.Request) -> web.Response:
     body = await read_json(request)
-    stream = await resolve_stream(request, optional_str(body, "StreamName"), optional_str(body, "StreamARN"))
+    stream = await stream_of(request, body)
     version = optional_str(body, "CurrentVersion")
     if not version:
         raise invalid("CurrentVersion is required")
@@ -165,7 +125,7 @@ async def update_data_retention(request: web.Request) -> web.Response:
 
 async def update_stream(request: web.Request) -> web.Response:
     body = await read_json(request)
-    stream = await resolve_stream(request, optional_str(body, "StreamName"), optional_str(body, "StreamARN"))
+    stream = await stream_of(request, body)
     version = optional_str(body, "CurrentVersion")
     if not version:
         raise invalid("CurrentVersion is required")
@@ -187,14 +147,14 @@ def _tag_map(value: Any) -> dict[str, str]:
 
 async def tag_stream(request: web.Request) -> web.Response:
     body = await read_json(request)
-    stream = await resolve_stream(request, optional_str(body, "StreamName"), optional_str(body, "StreamARN"))
+    stream = await stream_of(request, body)
     await asyncio.to_thread(store_of(request).change_tags, stream.id, _tag_map(body.get("Tags")), [])
     return web.json_response({})
 
 
 async def untag_stream(request: web.Request) -> web.Response:
     body = await read_json(request)
-    stream = await resolve_stream(request, optional_str(body, "StreamName"), optional_str(body, "StreamARN"))
+    stream = await stream_of(request, body)
     keys = body.get("TagKeyList")
     if not isinstance(keys, list) or not keys or not all(isinstance(k, str) for k in keys):
         raise invalid("TagKeyList must be a list of tag keys")
@@ -204,7 +164,7 @@ async def untag_stream(request: web.Request) -> web.Response:
 
 async def list_tags_for_stream(request: web.Request) -> web.Response:
     body = await read_json(request)
-    stream = await resolve_stream(request, optional_str(body, "StreamName"), optional_str(body, "StreamARN"))
+    stream = await stream_of(request, body)
     return web.json_response({"Tags": await asyncio.to_thread(store_of(request).tags, stream.id)})
 
 
@@ -213,7 +173,7 @@ async def get_data_endpoint(request: web.Request) -> web.Response:
     api_name = body.get("APIName")
     if not isinstance(api_name, str) or api_name not in API_NAMES:
         raise invalid(f"APIName must be one of {', '.join(sorted(API_NAMES))}")
-    await resolve_stream(request, optional_str(body, "StreamName"), optional_str(body, "StreamARN"))
+    await stream_of(request, body)
     return web.json_response({"DataEndpoint": request.app[CONFIG].base_url})
 
 

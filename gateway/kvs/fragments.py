@@ -9,27 +9,24 @@ streams the stored MKV documents back to back as ``video/webm``.
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 from typing import Any
 
 from aiohttp import web
 
-from gateway.kvs.control import invalid, optional_str, read_json, resolve_stream, store_of
-from gateway.kvs.media import parse_timestamp
+from gateway.kvs.request import invalid, optional_str, parse_timestamp, read_json, store_of, stream_of
 from gateway.kvs.store import BY_PRODUCER, BY_SERVER, FragmentNotFoundError, parse_fragment_number
+from gateway.wire import decode_token, encode_token
 
 DEFAULT_MAX_RESULTS = 1000
 
 
 def _token(after: str, start_ms: int | None, end_ms: int | None, by: str) -> str:
-    raw = json.dumps({"a": after, "s": start_ms, "e": end_ms, "b": by}, separators=(",", ":")).encode()
-    return base64.b64encode(raw).decode()
+    return encode_token({"a": after, "s": start_ms, "e": end_ms, "b": by})
 
 
 def _untoken(token: str) -> dict[str, Any]:
     try:
-        value = json.loads(base64.b64decode(token, validate=True))
+        value: dict[str, Any] | None = decode_token(token)
     except ValueError:
         value = None
 
@@ -45,7 +42,7 @@ def _untoken(token: str) -> dict[str, Any]:
 
 async def list_fragments(request: web.Request) -> web.Response:
     body = await read_json(request)
-    stream = await resolve_stream(request, optional_str(body, "StreamName"), optional_str(body, "StreamARN"))
+    stream = await stream_of(request, body)
     limit = body.get("MaxResults", DEFAULT_MAX_RESULTS)
     if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1000:
         raise invalid("MaxResults must be between 1 and 1000")
@@ -86,7 +83,7 @@ async def list_fragments(request: web.Request) -> web.Response:
 
 async def get_media_for_fragment_list(request: web.Request) -> web.StreamResponse:
     body = await read_json(request)
-    stream = await resolve_stream(request, optional_str(body, "StreamName"), optional_str(body, "StreamARN"))
+    stream = await stream_of(request, body)
     numbers = body.get("Fragments")
     if not isinstance(numbers, list) or not 1 <= len(numbers) <= 1000 or not all(isinstance(n, str) for n in numbers):
         raise invalid("Fragments must be a list of 1 to 1000 fragment numbers")

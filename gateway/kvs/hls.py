@@ -17,7 +17,7 @@ from aiohttp import web
 
 from gateway.errors import AwsError
 from gateway.kvs.clips import media_error
-from gateway.kvs.control import invalid, store_of
+from gateway.kvs.request import invalid, store_of
 from gateway.kvs.sessions import Session, from_request
 from gateway.kvs.store import (
     BY_PRODUCER,

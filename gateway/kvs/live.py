@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 
-from aiohttp import web
-
 
 class FragmentEvents:
     """Wakes live readers when a stream gets a new PERSISTED fragment (event-loop side only)."""
@@ -43,7 +41,3 @@ class FragmentEvents:
         except asyncio.TimeoutError:
             return False
         return True
-
-
-#: Set when the gateway begins shutting down: live tails and PutMedia sessions wind up at once.
-SHUTTING_DOWN = web.AppKey("video_shutting_down", asyncio.Event)

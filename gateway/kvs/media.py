@@ -14,18 +14,17 @@ PRODUCER_TIMESTAMP / SERVER_TIMESTAMP (the first fragment containing or followin
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
-import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
 from gateway.errors import AwsError
-from gateway.kvs.control import invalid, optional_str, read_json, resolve_stream, store_of
-from gateway.kvs.live import SHUTTING_DOWN
-from gateway.kvs.store import (BY_PRODUCER, BY_SERVER, VIDEO_EVENTS, FragmentInfo, FragmentNotFoundError,
+from gateway.kvs.keys import SHUTTING_DOWN, VIDEO_EVENTS
+from gateway.kvs.request import invalid, parse_timestamp, read_json, store_of, stream_of
+from gateway.kvs.store import (BY_PRODUCER, BY_SERVER, FragmentInfo, FragmentNotFoundError, StreamRecord,
                                VideoStore, fragment_number, parse_fragment_number)
 from kvs.tags import CONTINUATION_TOKEN, MILLIS_BEHIND_NOW, with_kvs_tags
 
@@ -33,55 +32,30 @@ log = logging.getLogger("gateway.kvs.media")
 
 #: A live GetMedia ends after this long without a new fragment.
 LIVE_IDLE_END_SECONDS = 30.0
-#: Timestamps beyond year ~5138 are refused rather than overflowing.
-MAX_EPOCH_SECONDS = 10**11
 #: Fragments fetched from the index per query.
 BATCH = 32
 
 
-def _epoch_ms(seconds: float, name: str) -> int:
-    if not math.isfinite(seconds) or abs(seconds) > MAX_EPOCH_SECONDS:
-        raise invalid(f"{name} is out of range: {seconds!r}")
-    return int(round(seconds * 1000))
+@dataclass
+class Start:
+    """Where a GetMedia response starts: after fragment ``after`` (None: the first one) and, when a
+    time selector found nothing stored yet, at the first fragment that reaches ``start_ms``."""
+
+    after: str | None = None
+    start_ms: int | None = None
+    by: str = BY_PRODUCER
 
 
-def parse_timestamp(value: Any, name: str) -> int:
-    """Epoch milliseconds of a rest-json timestamp (epoch seconds, or ISO 8601 text)."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return _epoch_ms(value, name)
-    if isinstance(value, str):
-        try:
-            seconds = float(value)
-        except ValueError:
-            pass
-        else:
-            return _epoch_ms(seconds, name)
-        try:
-            parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError as exc:
-            raise invalid(f"{name} is not a timestamp: {value!r}") from exc
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=dt.timezone.utc)
-        return int(round(parsed.timestamp() * 1000))
-    raise invalid(f"{name} is required")
-
-
-async def get_media(request: web.Request) -> web.StreamResponse:
-    body = await read_json(request)
-    stream = await resolve_stream(request, optional_str(body, "StreamName"), optional_str(body, "StreamARN"))
-    selector = body.get("StartSelector")
+async def parse_start(store: VideoStore, stream: StreamRecord, selector: Any) -> Start:
+    """The ``StartSelector`` of a GetMedia request, resolved against the stream's fragments."""
     if not isinstance(selector, dict):
         raise invalid("StartSelector is required")
     kind = selector.get("StartSelectorType")
-    store = store_of(request)
-    after: str | None = None
-    start_ms: int | None = None
-    by = BY_PRODUCER
     if kind == "EARLIEST":
-        pass
-    elif kind == "NOW":
-        after = await asyncio.to_thread(store.last_fragment_number, stream.id)
-    elif kind in ("FRAGMENT_NUMBER", "CONTINUATION_TOKEN"):
+        return Start()
+    if kind == "NOW":
+        return Start(await asyncio.to_thread(store.last_fragment_number, stream.id))
+    if kind in ("FRAGMENT_NUMBER", "CONTINUATION_TOKEN"):
         key = "AfterFragmentNumber" if kind == "FRAGMENT_NUMBER" else "ContinuationToken"
         number = selector.get(key)
         if not isinstance(number, str) or not number:
@@ -89,24 +63,41 @@ async def get_media(request: web.Request) -> web.StreamResponse:
         owner, seq = parse_fragment_number(number)
         if owner != stream.id:
             raise FragmentNotFoundError(number)
-        after = fragment_number(stream.id, max(seq - 1, 0)) if kind == "FRAGMENT_NUMBER" else number
-    elif kind in (BY_PRODUCER, BY_SERVER):
-        by = kind
+        return Start(fragment_number(stream.id, max(seq - 1, 0)) if kind == "FRAGMENT_NUMBER" else number)
+    if kind in (BY_PRODUCER, BY_SERVER):
         start_ms = parse_timestamp(selector.get("StartTimestamp"), "StartSelector.StartTimestamp")
-        after = await asyncio.to_thread(store.number_before_time, stream.id, start_ms, by)
+        after = await asyncio.to_thread(store.number_before_time, stream.id, start_ms, kind)
         if after is None:  # nothing there yet: the first fragment to come that reaches start_ms
-            after = await asyncio.to_thread(store.last_fragment_number, stream.id)
-        else:
-            start_ms = None
-    else:
-        raise invalid("StartSelector.StartSelectorType must be one of EARLIEST, NOW, FRAGMENT_NUMBER, "
-                      "PRODUCER_TIMESTAMP, SERVER_TIMESTAMP, CONTINUATION_TOKEN")
+            return Start(await asyncio.to_thread(store.last_fragment_number, stream.id), start_ms, kind)
+        return Start(after, None, kind)
+    raise invalid("StartSelector.StartSelectorType must be one of EARLIEST, NOW, FRAGMENT_NUMBER, "
+                  "PRODUCER_TIMESTAMP, SERVER_TIMESTAMP, CONTINUATION_TOKEN")
+
+
+async def get_media(request: web.Request) -> web.StreamResponse:
+    body = await read_json(request)
+    stream = await stream_of(request, body)
+    store = store_of(request)
+    start = await parse_start(store, stream, body.get("StartSelector"))
     response = web.StreamResponse(status=200, headers={"Content-Type": "video/webm"})
     response.enable_chunked_encoding()
     try:
         await response.prepare(request)
     except ConnectionError:  # the client left before the first byte of the answer
         return response
+    if not await _tail(request, response, store, stream, start):
+        return response  # the client went away
+    try:
+        await response.write_eof()
+    except (ConnectionError, RuntimeError, OSError):
+        pass
+    return response
+
+
+async def _tail(request: web.Request, response: web.StreamResponse, store: VideoStore, stream: StreamRecord, start: Start) -> bool:
+    """Send the stored fragments from ``start`` on, then new ones as they are PERSISTED, until the
+    stream goes idle or away or the gateway shuts down (True), or the client leaves (False)."""
+    after, start_ms, by = start.after, start.start_ms, start.by
     events = request.app[VIDEO_EVENTS]
     loop = asyncio.get_running_loop()
     idle_since = loop.time()
@@ -115,7 +106,7 @@ async def get_media(request: web.Request) -> web.StreamResponse:
         try:
             infos = await asyncio.to_thread(store.list_fragments_by_id, stream.id, start_ms, None, by, BATCH, after)
         except AwsError:
-            break  # the stream was deleted
+            return True  # the stream was deleted
         for info in infos:
             after = info.fragment_number
             start_ms = None  # only the first fragment is found by time; then follow fragment numbers
@@ -129,21 +120,16 @@ async def get_media(request: web.Request) -> web.StreamResponse:
             try:
                 await response.write(data)
             except (ConnectionError, RuntimeError, OSError):
-                return response
+                return False
         if infos:
             idle_since = loop.time()
             continue
         if not await asyncio.to_thread(store.stream_exists, stream.id):
-            break  # deleted while we were tailing it
+            return True  # deleted while we were tailing it
         left = LIVE_IDLE_END_SECONDS - (loop.time() - idle_since)
         if left <= 0 or request.transport is None or request.transport.is_closing() or request.app[SHUTTING_DOWN].is_set():
-            break
+            return True
         await events.wait(event, min(left, 1.0))
-    try:
-        await response.write_eof()
-    except (ConnectionError, RuntimeError, OSError):
-        pass
-    return response
 
 
 def _tagged_fragment(store: VideoStore, stream_id: int, info: FragmentInfo) -> bytes:

@@ -40,11 +40,11 @@ from typing import Any
 from aiohttp import web
 
 from gateway.keys import CONFIG
-from gateway.kvs.control import invalid, resolve_stream
-from gateway.kvs.media import parse_timestamp
+from gateway.kvs.keys import SHUTTING_DOWN, VIDEO_EVENTS, VIDEO_STORE
+from gateway.kvs.request import invalid, parse_timestamp, resolve_stream
 from gateway.kvs.retention import enforce_budget
-from gateway.kvs.live import SHUTTING_DOWN
-from gateway.kvs.store import VIDEO_EVENTS, VIDEO_STORE, NewFragment, StreamRecord, VideoStore
+from gateway.kvs.store import NewFragment, StreamRecord, VideoStore
+from gateway.wire import FRAGMENT_SEQS_HEADER, header, producer_seqs
 from kvs import MkvError, MkvStreamParser, ParsedFragment
 from kvs.tags import fragment_tags, with_kvs_tags
 
@@ -74,18 +74,19 @@ WRITERS = web.AppKey("video_writers", ThreadPoolExecutor)
 RATES = web.AppKey("video_ingest_rates", dict)
 
 
-class Sessions:
+class PutMediaSessions:
     """The PutMedia sessions in progress (so shutdown can wind them up)."""
 
     def __init__(self) -> None:
-        self.active: set[Session] = set()
+        self.active: set[PutMediaSession] = set()
 
 
-SESSIONS = web.AppKey("video_putmedia_sessions", Sessions)
+SESSIONS = web.AppKey("video_putmedia_sessions", PutMediaSessions)
 
 
-class TokenBucket:
-    """Bytes per second for one stream, shared by its sessions; ``take`` sleeps instead of refusing."""
+class IngestPacer:
+    """Paces one stream's ingest to a byte rate, shared by its sessions: ``take`` sleeps, never refuses
+    (unlike ``gateway.kds.limits.TokenBucket``, which refuses what is over the rate)."""
 
     def __init__(self, rate: float) -> None:
         self.rate = rate
@@ -101,13 +102,8 @@ class TokenBucket:
             await asyncio.sleep(-self.tokens / self.rate)
 
 
-def _header(request: web.Request, name: str) -> str | None:
-    value = request.headers.get(name)
-    return value.strip() if value is not None and value.strip() else None
-
-
 @dataclass(eq=False)  # hashed by identity: sessions live in a set
-class Session:
+class PutMediaSession:
     """One PutMedia request: parse, validate, persist and acknowledge its fragments."""
 
     request: web.Request
@@ -161,7 +157,7 @@ class Session:
         config = self.request.app[CONFIG].video
         parser = MkvStreamParser(max_cluster_bytes=config.max_fragment_bytes * 2 + 1024)
         rates = self.request.app[RATES]
-        bucket = rates.setdefault(self.stream.id, TokenBucket(config.ingest_bytes_per_sec))
+        bucket = rates.setdefault(self.stream.id, IngestPacer(config.ingest_bytes_per_sec))
         fed = consumed_at_fragment_end = 0
         while True:
             try:
@@ -328,31 +324,26 @@ def producer_metadata(tags: dict[str, str]) -> dict[str, str]:
 
 
 async def put_media(request: web.Request) -> web.StreamResponse:
-    stream = await resolve_stream(request, _header(request, "x-amzn-stream-name"), _header(request, "x-amzn-stream-arn"))
-    timecode_type = (_header(request, "x-amzn-fragment-timecode-type") or "").upper()
+    headers = request.headers
+    stream = await resolve_stream(request, header(headers, "x-amzn-stream-name"), header(headers, "x-amzn-stream-arn"))
+    timecode_type = (header(headers, "x-amzn-fragment-timecode-type") or "").upper()
     if timecode_type not in ("ABSOLUTE", "RELATIVE"):
         raise invalid("x-amzn-fragment-timecode-type must be ABSOLUTE or RELATIVE")
-    start = _header(request, "x-amzn-producer-start-timestamp")
+    start = header(headers, "x-amzn-producer-start-timestamp")
     if start is None and timecode_type == "RELATIVE":
         raise invalid("x-amzn-producer-start-timestamp is required with RELATIVE timecodes")
     start_ms = parse_timestamp(start, "x-amzn-producer-start-timestamp") if start is not None else 0
-    producer_id = _header(request, "X-Edge-Producer-Id")
-    seqs_header = _header(request, "X-Edge-Fragment-Seqs")
     try:
-        seqs = [int(s) for s in seqs_header.split(",")] if seqs_header else []
+        producer_id, seqs = producer_seqs(headers, FRAGMENT_SEQS_HEADER)
     except ValueError as exc:
-        raise invalid("X-Edge-Fragment-Seqs must be comma-separated integers") from exc
-    if any(not 0 <= seq < 2**63 for seq in seqs):
-        raise invalid("X-Edge-Fragment-Seqs must be integers from 0 to 2**63-1")
-    if bool(producer_id) != bool(seqs):
-        raise invalid("X-Edge-Producer-Id and X-Edge-Fragment-Seqs go together")
+        raise invalid(str(exc)) from exc
     response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
     response.enable_chunked_encoding()
     try:
         await response.prepare(request)
     except ConnectionError:  # the client left before the first byte of the answer
         return response
-    session = Session(request, response, stream, timecode_type == "RELATIVE", start_ms, producer_id, seqs)
+    session = PutMediaSession(request, response, stream, timecode_type == "RELATIVE", start_ms, producer_id, seqs)
     try:
         await session.run()
     except Exception:  # the 200 is already out: log it and end the ack stream cleanly
@@ -372,7 +363,7 @@ async def drain(app: web.Application) -> None:
 async def setup(app: web.Application) -> None:
     app[WRITERS] = ThreadPoolExecutor(WRITER_THREADS, thread_name_prefix="video-writer")
     app[RATES] = {}
-    app[SESSIONS] = Sessions()
+    app[SESSIONS] = PutMediaSessions()
 
 
 def stop_sessions(app: web.Application) -> None:

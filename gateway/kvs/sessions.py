@@ -31,8 +31,7 @@ from aiohttp import web
 from gateway.errors import AwsError
 from gateway.keys import CONFIG
 from gateway.kvs.clips import media_error
-from gateway.kvs.control import invalid, optional_str, read_json, resolve_stream, store_of
-from gateway.kvs.media import parse_timestamp
+from gateway.kvs.request import invalid, optional_str, parse_timestamp, read_json, store_of, stream_of
 from gateway.kvs.store import (
     BY_PRODUCER,
     BY_SERVER,
@@ -155,7 +154,7 @@ def _first_fragment(store: VideoStore, stream_id: int, mode: str, start: int | N
 
 async def _create_session(request: web.Request, selector_key: str, results_key: str, dash: bool) -> Session:
     body = await read_json(request)
-    stream = await resolve_stream(request, optional_str(body, "StreamName"), optional_str(body, "StreamARN"))
+    stream = await stream_of(request, body)
     mode = _choice(body, "PlaybackMode", MODES, "LIVE")
     container = "FRAGMENTED_MP4" if dash else _choice(body, "ContainerFormat", ("FRAGMENTED_MP4", "MPEG_TS"), "FRAGMENTED_MP4")
     selector = body.get(selector_key) or {}

@@ -2,7 +2,7 @@
 
 Public API (stable; the playback modules use it — call the sync methods via ``asyncio.to_thread``)::
 
-    store = request.app[VIDEO_STORE]                       # VideoStore
+    store = request.app[VIDEO_STORE]                       # VideoStore (key in gateway.kvs.keys)
     infos = store.list_fragments("cam", start_ms, end_ms, by="PRODUCER_TIMESTAMP", limit=100, after=None)
     data = store.read_fragment("cam", infos[0].fragment_number)   # standalone MKV doc with KVS tags
     FragmentInfo(fragment_number: str, producer_ts_ms, server_ts_ms, duration_ms, size, frame_count)
@@ -43,7 +43,6 @@ On-disk layout (under ``<data dir>/video``) and invariants:
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import itertools
 import json
 import logging
@@ -58,20 +57,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from aiohttp import web
-
+from gateway import sqlite
 from gateway.errors import AwsError
-from gateway.kvs.live import FragmentEvents
-from gateway.kvs.records import (BY_PRODUCER, BY_SERVER, DEFAULT_ACCOUNT, MAX_FRAGMENT_MS, FragmentInfo,
+from gateway.sqlite import LockFile, Readers, StoreInUseError
+from gateway.kvs.model import (BY_PRODUCER, BY_SERVER, DEFAULT_ACCOUNT, MAX_FRAGMENT_MS, FragmentInfo,
                                  FragmentNotFoundError, NewFragment, StreamExistsError, StreamNotFoundError,
                                  StreamRecord, Tagger, VersionMismatchError, fragment_number, parse_fragment_number)
 
 log = logging.getLogger("gateway.kvs.store")
 
-__all__ = [  # the records are re-exported: ``from gateway.kvs.store import FragmentInfo`` keeps working
-    "BY_PRODUCER", "BY_SERVER", "VIDEO_EVENTS", "VIDEO_STORE", "FragmentEvents", "FragmentInfo",
+__all__ = [  # the model is re-exported: ``from gateway.kvs.store import FragmentInfo`` keeps working
+    "BY_PRODUCER", "BY_SERVER", "FragmentInfo",
     "FragmentNotFoundError", "NewFragment", "StreamNotFoundError", "StreamRecord", "VideoStore",
-    "fragment_number", "parse_fragment_number",
+    "fragment_number", "parse_fragment_number", "StoreInUseError",
 ]
 
 SCHEMA = """
@@ -116,10 +114,6 @@ def _record(row: sqlite3.Row) -> StreamRecord:
                         row["kms_key_id"], row["retention_hours"], row["version"], row["created_ms"])
 
 
-class StoreInUseError(RuntimeError):
-    """Another process holds the store's lock file: two gateways must never share a data dir."""
-
-
 class VideoStore:
     """Streams and fragments of the video API. Thread-safe; every method blocks (disk, SQLite)."""
 
@@ -127,20 +121,13 @@ class VideoStore:
         self.root = Path(root)
         self.full_sync = durability == "full"
         (self.root / "streams").mkdir(parents=True, exist_ok=True)
-        self._lock_file = open(self.root / "lock", "a+b")  # noqa: SIM115 - held for the store's lifetime
-        try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            self._lock_file.close()
-            raise StoreInUseError(f"{self.root} is in use by another gateway process") from exc
+        self._lock_file = LockFile(self.root / "lock", str(self.root))
         shutil.rmtree(self.root / "tmp", ignore_errors=True)
         (self.root / "tmp").mkdir()
         self._db_path = self.root / "index.db"
         self._write_lock = threading.Lock()
-        self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
-        self._readers_lock = threading.Lock()
-        self._writer = self._connect()
+        self._readers = Readers(self._db_path, rows=True)
+        self._writer = sqlite.connect(self._db_path, durability, rows=True)
         self._writer.executescript(SCHEMA)
         if "last_seq" not in {row[1] for row in self._writer.execute("PRAGMA table_info(streams)")}:  # older index
             self._writer.execute("ALTER TABLE streams ADD COLUMN last_seq INTEGER NOT NULL DEFAULT 0")
@@ -153,21 +140,8 @@ class VideoStore:
 
     # -- connections -------------------------------------------------------------------------------
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self._db_path, check_same_thread=False, isolation_level=None, timeout=30)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={'FULL' if self.full_sync else 'NORMAL'}")
-        return conn
-
     def _reader(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._connect()
-            self._local.conn = conn
-            with self._readers_lock:
-                self._readers.append(conn)
-        return conn
+        return self._readers.get()
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -181,14 +155,10 @@ class VideoStore:
             self._writer.execute("COMMIT")
 
     def close(self) -> None:
-        with self._readers_lock:
-            for conn in self._readers:
-                conn.close()
-            self._readers.clear()
+        self._readers.close()
         with self._write_lock:
             self._writer.close()
-        fcntl.flock(self._lock_file, fcntl.LOCK_UN)
-        self._lock_file.close()
+        self._lock_file.release()
 
     # -- recovery ----------------------------------------------------------------------------------
 
@@ -542,6 +512,3 @@ def _fsync_dir(path: Path) -> None:
     finally:
         os.close(fd)
 
-
-VIDEO_STORE = web.AppKey("video_store", VideoStore)
-VIDEO_EVENTS = web.AppKey("video_events", FragmentEvents)
