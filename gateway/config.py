@@ -1,7 +1,7 @@
 """Gateway configuration: typed sections with named defaults, loaded from flags or TOML.
 
 A TOML file mirrors these dataclasses: top-level keys for the server, and one table per
-section (``[limits]``, ``[video]``, ``[auth]``, ``[tls]``, ``[server]``). Unknown or mistyped keys raise
+section (``[limits]``, ``[video]``, ``[auth]``, ``[tls]``, ``[server]``, ``[consumers]``). Unknown or mistyped keys raise
 ``ConfigError`` naming the key, so a typo never silently falls back to a default.
 """
 
@@ -101,6 +101,21 @@ class ServerConfig:
 
 
 @dataclass(frozen=True)
+class ConsumersConfig:
+    """Enhanced fan-out consumers and SubscribeToShard (the defaults are AWS's behaviour)."""
+
+    #: Seconds a newly registered consumer stays CREATING before it becomes ACTIVE.
+    activation_seconds: float = 1.0
+    #: Seconds a SubscribeToShard subscription lasts; the client then subscribes again.
+    subscription_seconds: float = 300.0
+    #: A second subscription of the same consumer to the same shard within this many seconds of
+    #: the first gets ResourceInUseException; after it, the second one takes over.
+    takeover_seconds: float = 5.0
+    #: An idle subscription still gets an event (no records, a ContinuationSequenceNumber) this often.
+    heartbeat_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
@@ -117,6 +132,7 @@ class GatewayConfig:
     auth: AuthConfig = field(default_factory=AuthConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
+    consumers: ConsumersConfig = field(default_factory=ConsumersConfig)
 
     @property
     def data_path(self) -> Path:

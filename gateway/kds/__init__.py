@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from gateway.kds.api import make_handler
+from gateway.kds.consumers import CONSUMERS, Consumers
 from gateway.kds.iterators import IteratorSigner
 from gateway.kds.retention import run_forever
 from gateway.kds.store import Store
@@ -36,6 +37,9 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
     store = await asyncio.to_thread(Store, config)
     await asyncio.to_thread(service_model)  # load botocore's model now, not in the first request
     app[STORE] = store
+    consumers = Consumers(store, config.consumers.activation_seconds)
+    await consumers.load()
+    app[CONSUMERS] = consumers
     app[SIGNER] = IteratorSigner(config.data_path)
     sweeper = asyncio.create_task(run_forever(store, config.retention_sweep_seconds))
     try:

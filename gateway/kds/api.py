@@ -17,7 +17,8 @@ from typing import Any
 from aiohttp import web
 
 from gateway.errors import AwsError, invalid_argument, validation
-from gateway.kds import control, records, render
+from gateway.kds import consumers, control, records, render
+from gateway.kds.consumers import CONSUMERS
 from gateway.kds.iterators import IteratorSigner
 from gateway.kds.protocol import JSON, Codec, RawJson, codec_for
 from gateway.kds.store import Store, Stream
@@ -73,7 +74,9 @@ async def create_stream(call: Call, p: dict[str, Any]) -> dict[str, Any]:
 
 
 async def delete_stream(call: Call, p: dict[str, Any]) -> dict[str, Any]:
-    await control.delete_stream(call.store, call.stream(p))
+    stream = call.stream(p)
+    await control.delete_stream(call.store, stream, p.get("EnforceConsumerDeletion", False))
+    call.request.app[CONSUMERS].forget_stream(stream)
     return {}
 
 
@@ -92,7 +95,9 @@ async def describe_stream(call: Call, p: dict[str, Any]) -> dict[str, Any]:
 
 async def describe_stream_summary(call: Call, p: dict[str, Any]) -> dict[str, Any]:
     stream = call.stream(p)
-    return {"StreamDescriptionSummary": render.summary(call.arn(stream.name), stream, call.codec)}
+    summary = render.summary(call.arn(stream.name), stream, call.codec)
+    summary["ConsumerCount"] = call.request.app[CONSUMERS].count(stream)
+    return {"StreamDescriptionSummary": summary}
 
 
 def _untoken(token: str, **fields: type) -> dict[str, Any]:
@@ -221,6 +226,7 @@ HANDLERS: dict[str, Handler] = {
     "RemoveTagsFromStream": remove_tags,
     "SplitShard": split_shard,
     "UpdateShardCount": update_shard_count,
+    **consumers.HANDLERS,
 }
 
 

@@ -11,7 +11,7 @@ import bisect
 import sqlite3
 
 from gateway.errors import in_use, invalid_argument, limit_exceeded, not_found
-from gateway.kds import replays
+from gateway.kds import consumers, replays
 from gateway.kds.shards import Router, Shard, split_points, uniform_boundaries, uniform_ranges
 from gateway.kds.store import Store, Stream
 
@@ -63,9 +63,13 @@ async def create_stream(store: Store, name: str, shard_count: int, mode: str, ta
     await store.run(job)
 
 
-async def delete_stream(store: Store, stream: Stream) -> None:
+async def delete_stream(store: Store, stream: Stream, enforce_consumer_deletion: bool = False) -> None:
     def job(conn: sqlite3.Connection) -> None:
         live = _live(store, stream)
+        if consumers.registered_count(conn, live.key):
+            if not enforce_consumer_deletion:
+                raise in_use(f"Stream {live.name} under account 000000000000 has registered consumers: deregister them or set EnforceConsumerDeletion.")
+            consumers.forget_stream(conn, live.key)
         for shard in live.shards:
             conn.execute("DELETE FROM segments WHERE shard_key=?", (shard.key,))
             store.shards.pop(shard.key, None)

@@ -9,13 +9,16 @@ On-disk format (``kds.sqlite3``, and ``kds.sqlite3.lock`` flock'ed while a gatew
                                 the records of one PutRecords call in one shard (see ``segments``)
     tags(stream_key, key, value)
     producer_batches(...)       exactly-once memory (see ``replays``)
+    consumers(...)              enhanced fan-out consumers (see ``consumers``)
 
 Invariants: sequence numbers come from one counter for the whole store, so they increase
 within a shard, never repeat (the counter is persisted, not derived from surviving rows), and
 a child shard's numbers are above every parent's; ``arrival`` never decreases with ``seq``
 (retention finds its cut-off by bisection). Every write goes through ``Writer`` (group commit);
 the in-memory model (streams, shards, routers) is only mutated by write jobs and reloaded from
-disk if a commit fails. Reads use per-thread connections off the event loop.
+disk if a commit fails. Reads use per-thread connections off the event loop. After each commit
+that added records to shards or closed them, ``on_commit`` gets those shard keys (in the writer
+thread): subscriptions and queue readers are woken by it instead of polling.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from typing import Any
 from gateway import sqlite
 from gateway.config import GatewayConfig
 from gateway.errors import not_found
-from gateway.kds import replays, segments
+from gateway.kds import consumers, replays, segments
 from gateway.kds.limits import Limits
 from gateway.kds.shards import Router, Shard, shard_name
 from gateway.kds.writer import Writer
@@ -58,7 +61,7 @@ CREATE TABLE IF NOT EXISTS segments(
 CREATE INDEX IF NOT EXISTS segments_by_shard ON segments(shard_key, last_seq);
 CREATE TABLE IF NOT EXISTS tags(stream_key INTEGER NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
     PRIMARY KEY(stream_key, key));
-""" + replays.SCHEMA
+""" + replays.SCHEMA + consumers.SCHEMA
 
 
 @dataclass
@@ -126,6 +129,9 @@ class Store:
         self._conn = connect(self.path, config.durability)
         self._conn.executescript(SCHEMA)
         self._readers = Readers(self.path)
+        #: Called in the writer thread after a commit with the keys of the shards it added records
+        #: to or closed (set by the gateway to wake SubscribeToShard and queue readers).
+        self.on_commit: Callable[[set[int]], None] | None = None
         self._load()
         self._writer = Writer(self._conn, self._persist_counter, self._load, self._committed)
 
@@ -169,9 +175,14 @@ class Store:
         self.next_shard_key = max(meta.get("next_shard_key", 1), max(shards, default=0) + 1)
         self.next_stream_key = max(meta.get("next_stream_key", 1), max(by_key, default=0) + 1)
         self._saved = meta
+        self.touched: set[int] = set()  # shards written by the group commit under way
 
     def _committed(self) -> None:
         self.committed_seq = self.next_seq
+        if self.touched:
+            touched, self.touched = self.touched, set()
+            if self.on_commit is not None:
+                self.on_commit(touched)
 
     def _persist_counter(self, conn: sqlite3.Connection) -> None:
         """Save the counters (runs in every group commit; writes only what changed)."""
@@ -210,6 +221,7 @@ class Store:
         shard.end_seq = self.next_seq
         shard.closed = now
         self.next_seq += 1
+        self.touched.add(shard.key)
         conn.execute("UPDATE shards SET end_seq=?, closed=? WHERE key=?", (shard.end_seq, now, shard.key))
 
     def open_shard(self, conn: sqlite3.Connection, stream: Stream, start: int, end: int, now: float, parent: str | None = None, adjacent: str | None = None) -> Shard:
@@ -240,6 +252,7 @@ class Store:
         for index, original in aliases:
             results[index] = results[original]
         conn.executemany("INSERT INTO segments(shard_key, first_seq, last_seq, arrival, payload) VALUES (?,?,?,?,?)", rows)
+        self.touched.update(row[0] for row in rows)
         if producer is not None and remembered[0]:
             replays.remember(conn, producer, stream.key, *remembered, now)
         return results  # type: ignore[return-value]

@@ -1,0 +1,238 @@
+"""Enhanced fan-out consumers: RegisterStreamConsumer, DescribeStreamConsumer,
+ListStreamConsumers and DeregisterStreamConsumer.
+
+On disk (``kds.sqlite3``, next to the streams)::
+
+    consumers(stream_key, name, created)   PRIMARY KEY (stream_key, name)
+
+A consumer's ARN is AWS's: ``arn:aws:kinesis:<region>:<account>:stream/<stream>/consumer/<name>:<created
+epoch seconds>``, so an ARN of a deregistered consumer never names a new one of the same name
+(registered in a later second). Its status is derived from the clock, not stored: ``CREATING`` for
+``[consumers] activation_seconds`` after registration, then ``ACTIVE`` -- nothing to schedule and
+nothing to lose in a restart. Deregistering deletes the row at once (AWS shows ``DELETING`` for a
+moment; here the consumer is simply gone) and ends its subscriptions.
+
+Writes are writer jobs that check the table itself (the 20-per-stream limit, names in use), so
+two concurrent registrations cannot both pass; the in-memory copy the handlers read is replaced
+on the event loop once the job has committed. Queues on a stream count against the same limit.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from gateway.errors import in_use, invalid_argument, limit_exceeded, not_found
+from gateway.wire import decode_token, encode_token
+
+if TYPE_CHECKING:  # the store creates this module's table, so only types come from there
+    from gateway.kds.api import Call
+    from gateway.kds.store import Store, Stream
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS consumers(stream_key INTEGER NOT NULL, name TEXT NOT NULL, created REAL NOT NULL,
+    PRIMARY KEY(stream_key, name));
+"""
+#: Registered consumers (enhanced fan-out consumers and queues together) per stream, as AWS.
+MAX_CONSUMERS_PER_STREAM = 20
+#: ListStreamConsumers page size when MaxResults is not given (as AWS).
+DEFAULT_LIST_LIMIT = 100
+
+_ARN_RE = re.compile(r"arn:aws[a-z-]*:kinesis:([a-z0-9-]*):(\d{12}):stream/([a-zA-Z0-9_.-]+)/consumer/([a-zA-Z0-9_.-]+):(\d+)")
+
+
+@dataclass(frozen=True)
+class Consumer:
+    stream_key: int
+    name: str
+    created: float
+
+    @property
+    def arn_suffix(self) -> str:
+        return f"/consumer/{self.name}:{int(self.created)}"
+
+
+def forget_stream(conn: sqlite3.Connection, stream_key: int) -> None:
+    """Drop a deleted stream's consumers (called from the DeleteStream job)."""
+    conn.execute("DELETE FROM consumers WHERE stream_key=?", (stream_key,))
+
+
+def registered_count(conn: sqlite3.Connection, stream_key: int) -> int:
+    """Consumers and queues registered on a stream, from the table (inside a writer job)."""
+    (n,) = conn.execute("SELECT count(*) FROM consumers WHERE stream_key=?", (stream_key,)).fetchone()
+    return int(n)
+
+
+class Consumers:
+    """The registered consumers of every stream (an in-memory copy of the table)."""
+
+    def __init__(self, store: Store, activation_seconds: float) -> None:
+        self.store = store
+        self.activation_seconds = activation_seconds
+        self._by_stream: dict[int, dict[str, Consumer]] = {}
+        #: Called with a consumer once it is deregistered (ends its subscriptions).
+        self.on_deregister: list[Callable[[Consumer], None]] = []
+
+    async def load(self) -> None:
+        def job(conn: sqlite3.Connection) -> list[tuple[int, str, float]]:
+            return conn.execute("SELECT stream_key, name, created FROM consumers").fetchall()
+
+        by_stream: dict[int, dict[str, Consumer]] = {}
+        for stream_key, name, created in await self.store.run(job):
+            by_stream.setdefault(stream_key, {})[name] = Consumer(stream_key, name, created)
+        self._by_stream = by_stream
+
+    def status(self, consumer: Consumer) -> str:
+        return "ACTIVE" if time.time() >= consumer.created + self.activation_seconds else "CREATING"
+
+    def of_stream(self, stream: Stream) -> list[Consumer]:
+        """In registration order."""
+        return sorted(self._by_stream.get(stream.key, {}).values(), key=lambda c: (c.created, c.name))
+
+    def count(self, stream: Stream) -> int:
+        return len(self._by_stream.get(stream.key, {}))
+
+    def named(self, stream: Stream, name: str) -> Consumer:
+        consumer = self._by_stream.get(stream.key, {}).get(name)
+        if consumer is None:
+            raise not_found(f"Consumer {name} under stream {stream.name} not found.")
+        return consumer
+
+    def by_arn(self, arn: str) -> tuple[Stream, Consumer]:
+        """The live stream and consumer an ARN names (not found if either is gone or re-created)."""
+        match = _ARN_RE.fullmatch(arn)
+        if match is None:
+            raise invalid_argument(f"ConsumerARN {arn} is not a Kinesis stream consumer ARN.")
+        stream = self.store.stream(match.group(3))
+        consumer = self.named(stream, match.group(4))
+        if int(consumer.created) != int(match.group(5)):
+            raise not_found(f"Consumer {arn} not found.")
+        return stream, consumer
+
+    def forget_stream(self, stream: Stream) -> None:
+        """After DeleteStream: its consumers are gone (their rows went in the same job)."""
+        gone = self._by_stream.get(stream.key, {})
+        self._by_stream = {k: v for k, v in self._by_stream.items() if k != stream.key}
+        for consumer in gone.values():
+            for hook in self.on_deregister:
+                hook(consumer)
+
+    def _replace(self, stream_key: int, consumers: dict[str, Consumer]) -> None:
+        self._by_stream = {**self._by_stream, stream_key: consumers}
+
+    async def register(self, stream: Stream, name: str) -> Consumer:
+        store = self.store
+
+        def job(conn: sqlite3.Connection) -> Consumer:
+            if store.streams.get(stream.name) is not stream:
+                raise not_found(f"Stream {stream.name} not found.")
+            if conn.execute("SELECT 1 FROM consumers WHERE stream_key=? AND name=?", (stream.key, name)).fetchone():
+                raise in_use(f"Consumer {name} under stream {stream.name} already exists.")
+            if registered_count(conn, stream.key) >= MAX_CONSUMERS_PER_STREAM:
+                raise limit_exceeded(f"Stream {stream.name} already has {MAX_CONSUMERS_PER_STREAM} registered consumers.")
+            consumer = Consumer(stream.key, name, time.time())
+            conn.execute("INSERT INTO consumers(stream_key, name, created) VALUES (?,?,?)", (stream.key, name, consumer.created))
+            return consumer
+
+        consumer: Consumer = await store.run(job)
+        self._replace(stream.key, {**self._by_stream.get(stream.key, {}), name: consumer})
+        return consumer
+
+    async def deregister(self, stream: Stream, consumer: Consumer) -> None:
+        def job(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM consumers WHERE stream_key=? AND name=? AND created=?", (consumer.stream_key, consumer.name, consumer.created))
+
+        await self.store.run(job)
+        self._replace(stream.key, {n: c for n, c in self._by_stream.get(stream.key, {}).items() if c != consumer})
+        for hook in self.on_deregister:
+            hook(consumer)
+
+
+CONSUMERS = web.AppKey("kds_consumers", Consumers)
+
+
+def _registry(call: Call) -> Consumers:
+    return call.request.app[CONSUMERS]
+
+
+def _description(call: Call, stream: Stream, consumer: Consumer, registry: Consumers, with_stream: bool) -> dict[str, Any]:
+    out = {
+        "ConsumerName": consumer.name,
+        "ConsumerARN": call.arn(stream.name) + consumer.arn_suffix,
+        "ConsumerStatus": registry.status(consumer),
+        "ConsumerCreationTimestamp": call.codec.ts(consumer.created),
+    }
+    if with_stream:
+        out["StreamARN"] = call.arn(stream.name)
+    return out
+
+
+def _named(call: Call, p: dict[str, Any]) -> tuple[Stream, Consumer]:
+    """The consumer named by ConsumerARN, or by StreamARN + ConsumerName (as AWS, one or the other)."""
+    registry = _registry(call)
+    arn = p.get("ConsumerARN")
+    if arn is not None:
+        if "StreamARN" in p or "ConsumerName" in p:
+            raise invalid_argument("Specify either ConsumerARN, or StreamARN and ConsumerName, not both.")
+        return registry.by_arn(arn)
+    if "StreamARN" not in p or "ConsumerName" not in p:
+        raise invalid_argument("Specify either ConsumerARN, or both StreamARN and ConsumerName.")
+    stream = call.stream({"StreamARN": p["StreamARN"]})
+    return stream, registry.named(stream, p["ConsumerName"])
+
+
+async def register_stream_consumer(call: Call, p: dict[str, Any]) -> dict[str, Any]:
+    stream = call.stream({"StreamARN": p["StreamARN"]})
+    registry = _registry(call)
+    consumer = await registry.register(stream, p["ConsumerName"])
+    return {"Consumer": _description(call, stream, consumer, registry, with_stream=False)}
+
+
+async def describe_stream_consumer(call: Call, p: dict[str, Any]) -> dict[str, Any]:
+    stream, consumer = _named(call, p)
+    return {"ConsumerDescription": _description(call, stream, consumer, _registry(call), with_stream=True)}
+
+
+async def list_stream_consumers(call: Call, p: dict[str, Any]) -> dict[str, Any]:
+    stream = call.stream({"StreamARN": p["StreamARN"]})
+    created = p.get("StreamCreationTimestamp")
+    if created is not None and int(created) != int(stream.created):
+        raise not_found(f"Stream {stream.name} created at {created} not found.")
+    registry = _registry(call)
+    consumers = registry.of_stream(stream)
+    start = 0
+    if "NextToken" in p:
+        try:
+            mark = decode_token(p["NextToken"])
+        except ValueError as exc:
+            raise invalid_argument("Invalid NextToken.") from exc
+        if mark.get("stream") != stream.name or not isinstance(mark.get("created"), float) or not isinstance(mark.get("name"), str):
+            raise invalid_argument("Invalid NextToken.")
+        start = next((i for i, c in enumerate(consumers) if (c.created, c.name) > (mark["created"], mark["name"])), len(consumers))
+    limit = p.get("MaxResults", DEFAULT_LIST_LIMIT)
+    page = consumers[start : start + limit]
+    out: dict[str, Any] = {"Consumers": [_description(call, stream, c, registry, with_stream=False) for c in page]}
+    if start + limit < len(consumers):
+        last = page[-1]
+        out["NextToken"] = encode_token({"stream": stream.name, "created": last.created, "name": last.name})
+    return out
+
+
+async def deregister_stream_consumer(call: Call, p: dict[str, Any]) -> dict[str, Any]:
+    stream, consumer = _named(call, p)
+    await _registry(call).deregister(stream, consumer)
+    return {}
+
+
+HANDLERS = {
+    "DeregisterStreamConsumer": deregister_stream_consumer,
+    "DescribeStreamConsumer": describe_stream_consumer,
+    "ListStreamConsumers": list_stream_consumers,
+    "RegisterStreamConsumer": register_stream_consumer,
+}
