@@ -121,7 +121,7 @@ def parse_authorization(value: str, service: str) -> Authorization:
             service,
         )
     signed = tuple(fields["SignedHeaders"].lower().split(";"))
-    if "host" not in signed:
+    if "host" not in signed and ":authority" not in signed:  # HTTP/2 clients sign :authority instead
         raise _auth_error("IncompleteSignatureException", "'Host' must be a 'SignedHeader' in the AWS Authorization.", service)
     return Authorization(scope[0], scope[1], scope[2], scope[3], scope[4], signed, fields["Signature"])
 

@@ -14,7 +14,10 @@ own loop around aiohttp's public ``AppRunner``:
 - connection cap: each accepted connection goes through ``ConnectionCap``; above
   ``max_connections`` it is answered at once with a 503 ``ServiceUnavailableException`` (which
   botocore retries with backoff) and closed, before any parsing or handler work;
-- TLS: ``[tls] certfile/keyfile`` wrap the listening socket.
+- TLS: ``[tls] certfile/keyfile`` wrap the listening socket;
+- HTTP/2 on the same port (``gateway.http2``): ``ConnectionCap`` picks the protocol per connection
+  (ALPN ``h2`` on TLS, the HTTP/2 preface on plain TCP: "prior knowledge", as the AWS SDKs for
+  JavaScript v3 and Java v2 connect); the same app serves both.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from aiohttp import web
 from aiohttp.web_request import BaseRequest
 
 from gateway.config import ConfigError, GatewayConfig, ServerConfig, TlsConfig
+from gateway.http2 import PREFACE, Http2Server
 
 log = logging.getLogger("gateway")
 
@@ -88,13 +92,24 @@ class AwsRequestHandler(web.RequestHandler):
 
 
 class ConnectionCap:
-    """A protocol factory that admits at most ``limit`` connections to aiohttp's factory, and
-    aborts a connection whose client stopped reading for ``write_stall_seconds`` (0 = never)."""
+    """A protocol factory that admits at most ``limit`` connections, hands each to HTTP/1.1
+    (``factory``, aiohttp's) or HTTP/2 (``http2``, ``gateway.http2``), and aborts a connection
+    whose client stopped reading for ``write_stall_seconds`` (0 = never).
 
-    def __init__(self, factory: Callable[[], asyncio.Protocol], limit: int, write_stall_seconds: float = 0.0) -> None:
+    Which protocol a connection speaks: on TLS the ALPN result; on plain TCP its first bytes (the
+    HTTP/2 connection preface, or anything else for HTTP/1.1); a connection that sends nothing
+    for ``sniff_seconds`` is closed.
+    """
+
+    def __init__(
+        self, factory: Callable[[], asyncio.Protocol], limit: int, write_stall_seconds: float = 0.0,
+        http2: Callable[[], asyncio.Protocol] | None = None, sniff_seconds: float = 15.0,
+    ) -> None:
         self.factory = factory
+        self.http2 = http2
         self.limit = limit
         self.write_stall_seconds = write_stall_seconds
+        self.sniff_seconds = sniff_seconds
         self.active = 0
         self.rejected = 0
         self._reject = _reject_response(limit)
@@ -104,13 +119,15 @@ class ConnectionCap:
 
 
 class _CappedProtocol(asyncio.Protocol):
-    """Forwards to aiohttp's protocol when admitted; otherwise answers 503 and closes."""
+    """Forwards to the chosen protocol when admitted; otherwise answers 503 and closes."""
 
     def __init__(self, cap: ConnectionCap) -> None:
         self._cap = cap
         self._inner: Any = None
         self._transport: asyncio.Transport | None = None
         self._stall: asyncio.TimerHandle | None = None
+        self._sniff: asyncio.TimerHandle | None = None
+        self._head = b""
         self._buffered = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -125,20 +142,45 @@ class _CappedProtocol(asyncio.Protocol):
             return
         cap.active += 1
         self._transport = transport  # type: ignore[assignment]
-        self._inner = cap.factory()
-        self._inner.connection_made(transport)
+        ssl_object = transport.get_extra_info("ssl_object")
+        if cap.http2 is None:
+            self._start(cap.factory)
+        elif ssl_object is not None:
+            self._start(cap.http2 if ssl_object.selected_alpn_protocol() == "h2" else cap.factory)
+        else:
+            self._sniff = asyncio.get_running_loop().call_later(cap.sniff_seconds, transport.close)
+
+    def _start(self, factory: Callable[[], asyncio.Protocol]) -> None:
+        if self._sniff is not None:
+            self._sniff.cancel()
+            self._sniff = None
+        self._inner = factory()
+        self._inner.connection_made(self._transport)
 
     def data_received(self, data: bytes) -> None:
-        if self._inner is not None:
-            self._inner.data_received(data)
+        if self._inner is None:
+            if self._transport is None:
+                return  # refused: its 503 is on the way
+            self._head += data
+            if len(self._head) < len(PREFACE) and PREFACE.startswith(self._head):
+                return  # may still become the HTTP/2 preface
+            assert self._cap.http2 is not None
+            self._start(self._cap.http2 if self._head.startswith(PREFACE) else self._cap.factory)
+            data, self._head = self._head, b""
+        self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:
         return self._inner.eof_received() if self._inner is not None else None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_stall()
-        if self._inner is not None:
+        if self._sniff is not None:
+            self._sniff.cancel()
+            self._sniff = None
+        if self._transport is not None:
+            self._transport = None
             self._cap.active -= 1
+        if self._inner is not None:
             self._inner.connection_lost(exc)
             self._inner = None
 
@@ -216,6 +258,7 @@ def ssl_context(tls: TlsConfig) -> ssl.SSLContext | None:
         context.load_cert_chain(tls.certfile, tls.keyfile)
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"tls: cannot load certfile {tls.certfile!r} / keyfile {tls.keyfile!r}: {exc}") from exc
+    context.set_alpn_protocols(["h2", "http/1.1"])
     return context
 
 
@@ -257,6 +300,14 @@ async def serve(app: web.Application, config: GatewayConfig, context: ssl.SSLCon
         max_headers=limits.max_headers,
         lingering_time=LINGERING_SECONDS,
     )
+    http2: list[Http2Server] = []
+
+    async def finish_http2_streams(app: web.Application) -> None:
+        """After the subsystems' own on_shutdown (they tell live streams to wind up)."""
+        for h in http2:
+            await h.shutdown(SHUTDOWN_SECONDS)
+
+    app.on_shutdown.append(finish_http2_streams)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=SHUTDOWN_SECONDS, **handler_args)
     await runner.setup()
     loop = asyncio.get_running_loop()
@@ -267,8 +318,10 @@ async def serve(app: web.Application, config: GatewayConfig, context: ssl.SSLCon
     try:
         server = runner.server
         assert server is not None
+        http2.append(Http2Server(server, limits))
         cap = ConnectionCap(
-            lambda: AwsRequestHandler(server, loop=loop, **handler_args), limits.max_connections, limits.write_stall_seconds
+            lambda: AwsRequestHandler(server, loop=loop, **handler_args), limits.max_connections, limits.write_stall_seconds,
+            http2=http2[0], sniff_seconds=limits.header_timeout_seconds,
         )
         listener = await loop.create_server(cap, config.host, config.port, ssl=context, backlog=LISTEN_BACKLOG, reuse_address=True)
         summary, warning = security_summary(config)
