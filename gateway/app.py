@@ -69,7 +69,7 @@ def create_app(config: GatewayConfig) -> web.Application:
     limits = request_limits(MAX_BODY_BYTES, config.server)
     middlewares: list[Middleware] = [aws_errors, limits]
     if config.auth.credentials:
-        verifier = SigV4Verifier(config.auth)
+        verifier = SigV4Verifier(config.auth, config.account_id)
         # who signed is checked before the body is read, the signature once it is
         middlewares = [aws_errors, verifier.headers_middleware, limits, verifier.signature_middleware]
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)

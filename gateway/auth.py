@@ -43,7 +43,7 @@ import cbor2
 from aiohttp import web
 from botocore.auth import EMPTY_SHA256_HASH
 
-from gateway.config import AuthConfig
+from gateway.config import DEFAULT_ACCOUNT_ID, AuthConfig
 from gateway.errors import AwsError
 from gateway.limits import STREAMING_PATHS
 from gateway.sigv4 import ALGORITHM, Scope, sha256_hex, signature_matches
@@ -242,7 +242,8 @@ class SigV4Verifier:
     ``signature_middleware`` (inside them, body read): payload hash, signature, allowed streams.
     """
 
-    def __init__(self, config: AuthConfig) -> None:
+    def __init__(self, config: AuthConfig, account_id: str = DEFAULT_ACCOUNT_ID) -> None:
+        self.account_id = account_id
         self.credentials = dict(config.credentials)
         self.allowed_streams = {key: frozenset(names) for key, names in config.allowed_streams.items()}
         self.max_skew = config.max_clock_skew_seconds
@@ -335,11 +336,11 @@ class SigV4Verifier:
         for name in sorted(requested_streams(request, body)):
             if name not in allowed:
                 action = action_of(request, service)
-                resource = f"arn:aws:{service}:us-east-1:000000000000:stream/{name}"
+                resource = f"arn:aws:{service}:us-east-1:{self.account_id}:stream/{name}"
                 raise _access_denied(
                     service,
                     request.path,
-                    f"User: arn:aws:iam::000000000000:user/{access_key} is not authorized to perform: {service}:{action} on resource: {resource}",
+                    f"User: arn:aws:iam::{self.account_id}:user/{access_key} is not authorized to perform: {service}:{action} on resource: {resource}",
                 )
 
     @web.middleware

@@ -21,6 +21,7 @@ else:  # pragma: no cover
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4567
 DEFAULT_DATA_DIR = "./gateway-data"
+DEFAULT_ACCOUNT_ID = "000000000000"
 MiB = 1024 * 1024
 
 
@@ -127,6 +128,8 @@ class GatewayConfig:
     #: Seconds between background retention sweeps.
     retention_sweep_seconds: float = 60.0
     log_level: str = "INFO"
+    #: The AWS account id this gateway plays: in every ARN and in error messages (12 digits).
+    account_id: str = DEFAULT_ACCOUNT_ID
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     video: VideoConfig = field(default_factory=VideoConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
@@ -178,6 +181,8 @@ def config_from_dict(values: dict[str, Any]) -> GatewayConfig:
         raise ConfigError(f"durability: expected 'normal' or 'full', got {config.durability!r}")
     if not 0 < config.port < 65536:
         raise ConfigError(f"port: {config.port} is not a TCP port")
+    if not (len(config.account_id) == 12 and config.account_id.isdigit() and config.account_id.isascii()):
+        raise ConfigError(f"account_id: expected 12 digits, got {config.account_id!r}")
     if bool(config.tls.certfile) != bool(config.tls.keyfile):
         raise ConfigError("tls: certfile and keyfile go together")
     return config

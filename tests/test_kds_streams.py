@@ -113,7 +113,7 @@ def test_validation_errors_from_the_model(kinesis: Any) -> None:
     assert error_code(exc) == "InvalidArgumentException"
     with pytest.raises(ClientError) as exc:
         kinesis.update_shard_count(StreamName="small", TargetShardCount=3, ScalingType="UNIFORM_SCALING")
-    assert error_code(exc) == "InvalidArgumentException"
+    assert error_code(exc) == "LimitExceededException"
     with pytest.raises(ClientError) as exc:
         kinesis.create_stream(StreamName="x" * 129, ShardCount=1)
     assert error_code(exc) == "ValidationException"

@@ -22,7 +22,7 @@ from gateway.kds.consumers import CONSUMERS
 from gateway.kds.iterators import IteratorSigner
 from gateway.kds.protocol import JSON, Codec, RawJson, codec_for
 from gateway.kds.store import Store, Stream
-from gateway.kds.validate import validate, validate_member
+from gateway.kds.validate import service_model, validate, validate_member
 from gateway.wire import decode_token, encode_token, region_of, stream_name_from_arn
 
 TARGET_PREFIX = "Kinesis_20131202"
@@ -39,7 +39,7 @@ class Call:
     region: str
 
     def arn(self, name: str) -> str:
-        return render.stream_arn(self.region, name)
+        return render.stream_arn(self.region, self.store.account_id, name)
 
     def stream(self, params: dict[str, Any]) -> Stream:
         """The stream named by StreamName or StreamARN (both accepted, as AWS)."""
@@ -67,9 +67,7 @@ async def create_stream(call: Call, p: dict[str, Any]) -> dict[str, Any]:
         count = control.ON_DEMAND_SHARDS
     elif count is None:
         raise invalid_argument("ShardCount is required for a PROVISIONED stream.")
-    if "StreamName" not in p:
-        raise validation("1 validation error detected: Value null at 'streamName' failed to satisfy constraint: Member must not be null")
-    await control.create_stream(call.store, p["StreamName"], count, mode, p.get("Tags", {}))
+    await control.create_stream(call.store, p["StreamName"], count, mode, p.get("Tags", {}), call.region)
     return {}
 
 
@@ -153,7 +151,7 @@ async def list_shards(call: Call, p: dict[str, Any]) -> dict[str, Any]:
 
 
 async def split_shard(call: Call, p: dict[str, Any]) -> dict[str, Any]:
-    await control.split_shard(call.store, call.stream(p), p["ShardToSplit"], int(p["NewStartingHashKey"]))
+    await control.split_shard(call.store, call.stream(p), p["ShardToSplit"], int(p["NewStartingHashKey"]), call.region)
     return {}
 
 
@@ -164,7 +162,7 @@ async def merge_shards(call: Call, p: dict[str, Any]) -> dict[str, Any]:
 
 async def update_shard_count(call: Call, p: dict[str, Any]) -> dict[str, Any]:
     stream = call.stream(p)
-    current = await control.update_shard_count(call.store, stream, p["TargetShardCount"])
+    current = await control.update_shard_count(call.store, stream, p["TargetShardCount"], call.region)
     return {"StreamName": stream.name, "StreamARN": call.arn(stream.name), "CurrentShardCount": current, "TargetShardCount": p["TargetShardCount"]}
 
 
@@ -230,6 +228,10 @@ HANDLERS: dict[str, Handler] = {
 }
 
 
+#: Operations whose model has no output shape: AWS answers them with an empty body.
+NO_OUTPUT = frozenset(name for name in HANDLERS if service_model().operation_model(name).output_shape is None)
+
+
 def make_handler(get_store: Callable[[web.Request], Store], get_signer: Callable[[web.Request], IteratorSigner]) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handle(request: web.Request) -> web.Response:
         prefix, _, action = request.headers.get("X-Amz-Target", "").partition(".")
@@ -240,6 +242,8 @@ def make_handler(get_store: Callable[[web.Request], Store], get_signer: Callable
         params = validate(action, codec.decode(await request.read()), codec)
         call = Call(request, codec, get_store(request), get_signer(request), region_of(request.headers))
         result = await handler(call, params)
+        if not result and action in NO_OUTPUT:
+            return web.Response(body=b"", content_type=codec.content_type)  # as AWS: no body at all
         body = result if isinstance(result, RawJson) else codec.encode(result)
         return web.Response(body=body, content_type=codec.content_type)
 

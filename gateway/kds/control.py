@@ -23,6 +23,7 @@ ON_DEMAND_SHARDS = 4
 MIN_RETENTION_HOURS = 24
 MAX_RETENTION_HOURS = 8760
 MAX_TAGS = 50
+DEFAULT_REGION = "us-east-1"
 
 
 def open_shard_count(store: Store) -> int:
@@ -32,20 +33,22 @@ def open_shard_count(store: Store) -> int:
 def _live(store: Store, stream: Stream) -> Stream:
     """``stream`` if it still exists (it may have been deleted while this job was queued)."""
     if store.streams.get(stream.name) is not stream:
-        raise not_found(f"Stream {stream.name} under account 000000000000 not found.")
+        raise not_found(f"Stream {stream.name} under account {store.account_id} not found.")
     return stream
 
 
-def _check_shard_budget(store: Store, extra: int) -> None:
+def _check_shard_budget(store: Store, extra: int, region: str) -> None:
     if open_shard_count(store) + extra > SHARD_LIMIT:
-        raise limit_exceeded(f"This request would exceed the shard limit for the account 000000000000 in us-east-1. Current shard limit for account: {SHARD_LIMIT}.")
+        raise limit_exceeded(
+            f"This request would exceed the shard limit for the account {store.account_id} in {region}. Current shard count for the account: {open_shard_count(store)}. "
+            f"Limit: {SHARD_LIMIT}. Number of additional shards that would have resulted from this request: {extra}.")
 
 
-async def create_stream(store: Store, name: str, shard_count: int, mode: str, tags: dict[str, str]) -> None:
+async def create_stream(store: Store, name: str, shard_count: int, mode: str, tags: dict[str, str], region: str = DEFAULT_REGION) -> None:
     def job(conn: sqlite3.Connection) -> None:
         if name in store.streams:
-            raise in_use(f"Stream {name} under account 000000000000 already exists.")
-        _check_shard_budget(store, shard_count)
+            raise in_use(f"Stream {name} under account {store.account_id} already exists.")
+        _check_shard_budget(store, shard_count, region)
         if mode == "ON_DEMAND" and sum(s.mode == "ON_DEMAND" for s in store.streams.values()) >= ON_DEMAND_STREAM_LIMIT:
             raise limit_exceeded(f"The account already has {ON_DEMAND_STREAM_LIMIT} on-demand streams.")
         now = store.now()
@@ -68,7 +71,7 @@ async def delete_stream(store: Store, stream: Stream, enforce_consumer_deletion:
         live = _live(store, stream)
         if consumers.registered_count(conn, live.key):
             if not enforce_consumer_deletion:
-                raise in_use(f"Stream {live.name} under account 000000000000 has registered consumers: deregister them or set EnforceConsumerDeletion.")
+                raise in_use(f"Stream {live.name} under account {store.account_id} has registered consumers: deregister them or set EnforceConsumerDeletion.")
             consumers.forget_stream(conn, live.key)
         for shard in live.shards:
             conn.execute("DELETE FROM segments WHERE shard_key=?", (shard.key,))
@@ -98,20 +101,20 @@ def _merge(store: Store, conn: sqlite3.Connection, stream: Stream, shard: Shard,
     return store.open_shard(conn, stream, start, end, now, parent=shard.shard_id, adjacent=adjacent.shard_id)
 
 
-def _open_or_fail(stream: Stream, shard_id: str) -> Shard:
-    shard = stream.shard(shard_id)
+def _open_or_fail(store: Store, stream: Stream, shard_id: str) -> Shard:
+    shard = stream.shard(shard_id, store.account_id)
     if not shard.is_open:
-        raise invalid_argument(f"Shard {shard_id} in stream {stream.name} under account 000000000000 has already been merged or split, and thus is not eligible for merging or splitting.")
+        raise invalid_argument(f"Shard {shard.shard_id} in stream {stream.name} under account {store.account_id} has already been merged or split, and thus is not eligible for merging or splitting.")
     return shard
 
 
-async def split_shard(store: Store, stream: Stream, shard_id: str, new_starting_hash_key: int) -> None:
+async def split_shard(store: Store, stream: Stream, shard_id: str, new_starting_hash_key: int, region: str = DEFAULT_REGION) -> None:
     def job(conn: sqlite3.Connection) -> None:
         live = _live(store, stream)
-        shard = _open_or_fail(live, shard_id)
+        shard = _open_or_fail(store, live, shard_id)
         if not shard.start_hash < new_starting_hash_key <= shard.end_hash:
-            raise invalid_argument(f"NewStartingHashKey {new_starting_hash_key} used in SplitShard() on shard {shard_id} in stream {live.name} under account 000000000000 is not both greater than one plus the shard's StartingHashKey {shard.start_hash} and less than the shard's EndingHashKey {shard.end_hash}.")
-        _check_shard_budget(store, 1)
+            raise invalid_argument(f"NewStartingHashKey {new_starting_hash_key} used in SplitShard() on shard {shard.shard_id} in stream {live.name} under account {store.account_id} is not both greater than one plus the shard's StartingHashKey {shard.start_hash} and less than the shard's EndingHashKey {shard.end_hash}.")
+        _check_shard_budget(store, 1, region)
         _split(store, conn, live, shard, new_starting_hash_key, store.now())
         live.router = Router.of(live.shards)
 
@@ -121,27 +124,29 @@ async def split_shard(store: Store, stream: Stream, shard_id: str, new_starting_
 async def merge_shards(store: Store, stream: Stream, shard_id: str, adjacent_id: str) -> None:
     def job(conn: sqlite3.Connection) -> None:
         live = _live(store, stream)
-        shard = _open_or_fail(live, shard_id)
-        adjacent = _open_or_fail(live, adjacent_id)
+        shard = _open_or_fail(store, live, shard_id)
+        adjacent = _open_or_fail(store, live, adjacent_id)
         if shard.end_hash + 1 != adjacent.start_hash and adjacent.end_hash + 1 != shard.start_hash:
-            raise invalid_argument(f"Shards {shard_id} and {adjacent_id} in stream {live.name} under account 000000000000 are not an adjacent pair of shards eligible for merging")
+            raise invalid_argument(f"Shards {shard.shard_id} and {adjacent.shard_id} in stream {live.name} under account {store.account_id} are not an adjacent pair of shards eligible for merging")
         _merge(store, conn, live, shard, adjacent, store.now())
         live.router = Router.of(live.shards)
 
     await store.run(job)
 
 
-async def update_shard_count(store: Store, stream: Stream, target: int) -> int:
+async def update_shard_count(store: Store, stream: Stream, target: int, region: str = DEFAULT_REGION) -> int:
     """UNIFORM_SCALING: split at the target boundaries, then merge within each target range."""
 
     def job(conn: sqlite3.Connection) -> int:
         live = _live(store, stream)
         current = len(live.open_shards)
-        if target > 2 * current or 2 * target < current:
-            raise invalid_argument(f"UpdateShardCount: target {target} must be between half and double the current {current} open shards.")
+        if target > 2 * current:
+            raise limit_exceeded(f"UpdateShardCount cannot scale up over double your current open shard count. Current open shard count: {current} Target shard count: {target}")
+        if 2 * target < current:
+            raise limit_exceeded(f"UpdateShardCount cannot scale down below half your current open shard count. Current open shard count: {current} Target shard count: {target}")
         if target == current and all((s.start_hash, s.end_hash) == r for s, r in zip(sorted(live.open_shards, key=lambda s: s.start_hash), uniform_ranges(target))):
             return current
-        _check_shard_budget(store, max(0, target - current))
+        _check_shard_budget(store, max(0, target - current), region)
         now = store.now()
         boundaries = uniform_boundaries(target)
         for shard in sorted(live.open_shards, key=lambda s: s.start_hash):
@@ -163,8 +168,10 @@ async def update_shard_count(store: Store, stream: Stream, target: int) -> int:
 async def set_retention(store: Store, stream: Stream, hours: int, increase: bool) -> None:
     def job(conn: sqlite3.Connection) -> None:
         live = _live(store, stream)
-        if not MIN_RETENTION_HOURS <= hours <= MAX_RETENTION_HOURS:
-            raise invalid_argument(f"Minimum allowed retention period is {MIN_RETENTION_HOURS} hours. Maximum allowed retention period is {MAX_RETENTION_HOURS} hours. Requested retention period ({hours} hours) is out of range.")
+        if hours < MIN_RETENTION_HOURS:
+            raise invalid_argument(f"Minimum allowed retention period is {MIN_RETENTION_HOURS} hours. Requested retention period ({hours} hours) is too short.")
+        if hours > MAX_RETENTION_HOURS:
+            raise invalid_argument(f"Maximum allowed retention period is {MAX_RETENTION_HOURS} hours. Requested retention period ({hours} hours) is too long.")
         if increase and hours < live.retention_hours:
             raise invalid_argument(f"Requested retention period ({hours} hours) for stream {live.name} can not be shorter than existing retention period ({live.retention_hours} hours). Use DecreaseRetentionPeriod API.")
         if not increase and hours > live.retention_hours:
@@ -179,7 +186,7 @@ async def add_tags(store: Store, stream: Stream, tags: dict[str, str]) -> None:
     def job(conn: sqlite3.Connection) -> None:
         live = _live(store, stream)
         if len(set(live.tags) | set(tags)) > MAX_TAGS:
-            raise limit_exceeded(f"Failed to add tags to stream {live.name} under account 000000000000 because a given stream cannot have more than {MAX_TAGS} tags associated with it.")
+            raise limit_exceeded(f"Failed to add tags to stream {live.name} under account {store.account_id} because a given stream cannot have more than {MAX_TAGS} tags associated with it.")
         conn.executemany("INSERT OR REPLACE INTO tags VALUES (?,?,?)", [(live.key, k, v) for k, v in tags.items()])
         live.tags = {**live.tags, **tags}
 

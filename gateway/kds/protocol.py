@@ -46,7 +46,7 @@ class Codec:
         except (ValueError, RecursionError) as exc:
             raise serialization(f"Request body is not valid JSON: {exc}") from exc
         if not isinstance(value, dict):
-            raise serialization("Request body must be a JSON object")
+            raise serialization("Start of list found where not expected" if isinstance(value, list) else "Expected null")
         return value
 
     def encode(self, value: dict[str, Any]) -> bytes:
@@ -57,32 +57,6 @@ class Codec:
 
     def ts(self, seconds: float) -> Any:
         return round(seconds, 3)
-
-    def parse_blob(self, value: Any, where: str) -> bytes:
-        if not isinstance(value, str):
-            raise serialization(f"{where}: expected a base64 string, got {type(value).__name__}")
-        try:
-            return binascii.a2b_base64(value, strict_mode=True)
-        except ValueError as exc:  # binascii.Error, or non-ASCII text
-            raise serialization(f"{where}: not valid base64: {exc}") from exc
-
-    def parse_ts(self, value: Any, where: str) -> float:
-        if isinstance(value, bool):
-            raise serialization(f"{where}: expected a timestamp, got bool")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, dt.datetime):
-            return value.timestamp()
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-            try:
-                return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-            except ValueError as exc:
-                raise serialization(f"{where}: not a timestamp: {value!r}") from exc
-        raise serialization(f"{where}: expected a timestamp, got {type(value).__name__}")
 
 
 class CborCodec(Codec):
@@ -97,7 +71,7 @@ class CborCodec(Codec):
         except (cbor2.CBORError, ValueError, TypeError, OverflowError, RecursionError, MemoryError) as exc:
             raise serialization(f"Request body is not valid CBOR: {exc}") from exc
         if not isinstance(value, dict):
-            raise serialization("Request body must be a CBOR map")
+            raise serialization("Start of list found where not expected" if isinstance(value, list) else "Expected null")
         return value
 
     def encode(self, value: dict[str, Any]) -> bytes:
@@ -108,16 +82,6 @@ class CborCodec(Codec):
 
     def ts(self, seconds: float) -> Any:
         return int(round(seconds * 1000))
-
-    def parse_blob(self, value: Any, where: str) -> bytes:
-        if isinstance(value, (bytes, bytearray, memoryview)):
-            return bytes(value)
-        return super().parse_blob(value, where)
-
-    def parse_ts(self, value: Any, where: str) -> float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return value / 1000.0
-        return super().parse_ts(value, where)
 
 
 JSON = Codec()

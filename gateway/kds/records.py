@@ -20,7 +20,7 @@ from gateway.kds.protocol import Codec, RawJson
 from gateway.kds.sequence import SEQUENCE_BASE, external, internal
 from gateway.kds.shards import MAX_HASH_KEY
 from gateway.kds.store import THROTTLED, PutEntry
-from gateway.kds.validate import validate_member
+from gateway.kds.validate import validate_member, violation
 from gateway.wire import RECORD_SEQS_HEADER, producer_seqs
 
 if TYPE_CHECKING:
@@ -34,16 +34,16 @@ MAX_REQUEST_BYTES = 5 * 1024 * 1024
 def _entry(p: dict[str, Any], where: str) -> PutEntry:
     key = p.get("PartitionKey")
     if key is None:
-        raise validation(f"1 validation error detected: Value null at '{where}partitionKey' failed to satisfy constraint: Member must not be null")
+        raise violation(f"{where}partitionKey", None, "Member must not be null")
     data = p["Data"]
     if len(data) + len(key.encode("utf-8")) > MAX_RECORD_BYTES:
-        raise validation(f"1 validation error detected: Value at '{where}data' failed to satisfy constraint: Member must have length less than or equal to {MAX_RECORD_BYTES}")
+        raise violation(f"{where}data", data, f"Member must have length less than or equal to {MAX_RECORD_BYTES}")
     explicit = p.get("ExplicitHashKey")
     hash_value = None
     if explicit is not None:
         hash_value = int(explicit)
         if hash_value > MAX_HASH_KEY:
-            raise invalid_argument(f"ExplicitHashKey {explicit} is outside the hash-key range [0, 2^128 - 1].")
+            raise invalid_argument(f"Invalid ExplicitHashKey. ExplicitHashKey must be in the range: [0, 2^128-1]. Specified value was {explicit}")
     return (key, data, hash_value, None)
 
 
@@ -98,8 +98,8 @@ def _producer(call: Call, count: int) -> tuple[str | None, list[int]]:
     return producer, seqs
 
 
-def _throttled_message(shard_id: str, stream: str) -> str:
-    return f"Rate exceeded for shard {shard_id} in stream {stream} under account {render.ACCOUNT_ID}."
+def _throttled_message(shard_id: str, stream: str, account: str) -> str:
+    return f"Rate exceeded for shard {shard_id} in stream {stream} under account {account}."
 
 
 async def put_record(call: Call, p: dict[str, Any]) -> dict[str, Any]:
@@ -110,13 +110,13 @@ async def put_record(call: Call, p: dict[str, Any]) -> dict[str, Any]:
         entry = (entry[0], entry[1], entry[2], seqs[0])
     [(shard_id, seq)] = await call.store.put(stream.name, [entry], producer)
     if seq == THROTTLED:
-        raise throughput_exceeded(_throttled_message(shard_id, stream.name))
+        raise throughput_exceeded(_throttled_message(shard_id, stream.name, call.store.account_id))
     return {"ShardId": shard_id, "SequenceNumber": external(seq), "EncryptionType": "NONE"}
 
 
 async def put_records(call: Call, p: dict[str, Any]) -> dict[str, Any] | RawJson:
+    entries, total = _entries(p["Records"], call.codec)  # checked before the stream is looked up, as AWS
     stream = call.stream(p)
-    entries, total = _entries(p["Records"], call.codec)
     if total > MAX_REQUEST_BYTES:
         raise invalid_argument(f"Records size exceeds {MAX_REQUEST_BYTES // (1024 * 1024)} MB limit")
     producer, seqs = _producer(call, len(entries))
@@ -132,7 +132,7 @@ async def put_records(call: Call, p: dict[str, Any]) -> dict[str, Any] | RawJson
     for shard_id, seq in results:
         if seq == THROTTLED:
             failed += 1
-            out.append({"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": _throttled_message(shard_id, stream.name)})
+            out.append({"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": _throttled_message(shard_id, stream.name, call.store.account_id)})
         else:
             out.append({"SequenceNumber": external(seq), "ShardId": shard_id})
     return {"FailedRecordCount": failed, "Records": out, "EncryptionType": "NONE"}
@@ -140,7 +140,7 @@ async def put_records(call: Call, p: dict[str, Any]) -> dict[str, Any] | RawJson
 
 async def get_shard_iterator(call: Call, p: dict[str, Any]) -> dict[str, Any]:
     stream = call.stream(p)
-    shard = stream.shard(p["ShardId"])
+    shard = stream.shard(p["ShardId"], call.store.account_id)
     kind = p["ShardIteratorType"]
     store = call.store
     if kind == "TRIM_HORIZON":
@@ -154,7 +154,7 @@ async def get_shard_iterator(call: Call, p: dict[str, Any]) -> dict[str, Any]:
             raise invalid_argument(f"StartingSequenceNumber is required for {kind}.")
         n = internal(text)
         if n < shard.start_seq or (shard.end_seq is not None and n > shard.end_seq):
-            raise invalid_argument(f"StartingSequenceNumber {text} used in GetShardIterator on shard {shard.shard_id} in stream {stream.name} under account {render.ACCOUNT_ID} is invalid because it did not come from this stream.")
+            raise invalid_argument(f"StartingSequenceNumber {text} used in GetShardIterator on shard {shard.shard_id} in stream {stream.name} under account {store.account_id} is invalid because it did not come from this stream.")
         position = n if kind == "AT_SEQUENCE_NUMBER" else n + 1
     else:  # AT_TIMESTAMP (the model already checked the enum)
         ts = p.get("Timestamp")
@@ -188,7 +188,7 @@ async def get_records(call: Call, p: dict[str, Any]) -> dict[str, Any] | RawJson
     limits = store.limits
     bucket = limits.read(shard.key) if limits.enabled else None
     if bucket is not None and not bucket.admit_call(time.monotonic()):
-        raise throughput_exceeded(_throttled_message(shard.shard_id, stream.name))
+        raise throughput_exceeded(_throttled_message(shard.shard_id, stream.name, store.account_id))
     result = await asyncio.to_thread(store.read, shard.key, position.seq, p.get("Limit", 10000))
     if bucket is not None:
         bucket.charge_bytes(result.nbytes)

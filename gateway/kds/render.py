@@ -10,11 +10,8 @@ from gateway.kds.sequence import external
 from gateway.kds.shards import Shard
 from gateway.kds.store import Stream
 
-ACCOUNT_ID = "000000000000"
-
-
-def stream_arn(region: str, name: str) -> str:
-    return f"arn:aws:kinesis:{region}:{ACCOUNT_ID}:stream/{name}"
+def stream_arn(region: str, account: str, name: str) -> str:
+    return f"arn:aws:kinesis:{region}:{account}:stream/{name}"
 
 
 def shard(s: Shard) -> dict[str, Any]:

@@ -43,6 +43,15 @@ def shard_name(index: int) -> str:
     return f"shardId-{index:012d}"
 
 
+def canonical_shard_id(shard_id: str) -> str:
+    """``shardId-000000000003`` for ``shardId-3``, ``anything-3`` or itself (AWS reads only the
+    number after the last dash); a name without such a number is returned unchanged."""
+    _, dash, number = shard_id.rpartition("-")
+    if dash and number.isdigit() and number.isascii() and len(number) <= 20:
+        return shard_name(int(number))
+    return shard_id
+
+
 def hash_key(partition_key: str) -> int:
     return int.from_bytes(hashlib.md5(partition_key.encode("utf-8")).digest(), "big")
 

@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from gateway import sqlite
-from gateway.config import GatewayConfig
+from gateway.config import DEFAULT_ACCOUNT_ID, GatewayConfig
 from gateway.errors import not_found
 from gateway.kds import consumers, replays, segments
 from gateway.kds.limits import Limits
-from gateway.kds.shards import Router, Shard, shard_name
+from gateway.kds.shards import Router, Shard, canonical_shard_id, shard_name
 from gateway.kds.writer import Writer
 from gateway.sqlite import LockFile, Readers
 
@@ -77,11 +77,13 @@ class Stream:
     router: Router = field(default_factory=Router)
     status: str = "ACTIVE"
 
-    def shard(self, shard_id: str) -> Shard:
+    def shard(self, shard_id: str, account: str = DEFAULT_ACCOUNT_ID) -> Shard:
+        """The shard ``shard_id`` names; AWS reads any ``<prefix>-<number>`` as shard <number>."""
+        canonical = canonical_shard_id(shard_id)
         for shard in self.shards:
-            if shard.shard_id == shard_id:
+            if shard.shard_id == canonical:
                 return shard
-        raise not_found(f"Shard {shard_id} in stream {self.name} under account 000000000000 does not exist")
+        raise not_found(f"Shard {canonical} in stream {self.name} under account {account} does not exist")
 
     @property
     def open_shards(self) -> list[Shard]:
@@ -122,6 +124,7 @@ def connect(path: Path, durability: str) -> sqlite3.Connection:
 class Store:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
+        self.account_id = config.account_id
         self.path = config.data_path / DB_FILE
         config.data_path.mkdir(parents=True, exist_ok=True)
         self._lock_file = LockFile(config.data_path / LOCK_FILE, str(self.path))
@@ -194,7 +197,7 @@ class Store:
     def stream(self, name: str) -> Stream:
         stream = self.streams.get(name)
         if stream is None:
-            raise not_found(f"Stream {name} under account 000000000000 not found.")
+            raise not_found(f"Stream {name} under account {self.account_id} not found.")
         return stream
 
     def shard_by_key(self, shard_key: int) -> tuple[Stream, Shard]:
@@ -244,7 +247,7 @@ class Store:
     def _put_job(self, conn: sqlite3.Connection, stream: Stream, entries: list[PutEntry], producer: str | None) -> list[PutResult]:
         """Store one PutRecord(s) call: replays answered, the rest routed, admitted, numbered, packed."""
         if self.streams.get(stream.name) is not stream:
-            raise not_found(f"Stream {stream.name} under account 000000000000 not found.")
+            raise not_found(f"Stream {stream.name} under account {self.account_id} not found.")
         now = self.now()
         results: list[PutResult | None] = [None] * len(entries)
         groups, aliases = self._route(stream, entries, self._replayed(conn, stream, entries, producer), results)
