@@ -37,6 +37,17 @@ def free_port() -> int:
             return port
 
 
+def make_cert(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate and key for 127.0.0.1/localhost (its own CA, for verify=cert)."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key),
+         "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+        check=True, capture_output=True, timeout=30,
+    )
+    return cert, key
+
+
 def wait_until(condition: Callable[[], bool], timeout: float = 20.0, interval: float = 0.05, what: str = "condition") -> None:
     """Poll ``condition`` until it holds; fail the test after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

@@ -4,7 +4,6 @@ secret is refused, counted, and nothing leaves the spool."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from agent_helpers import all_data, list_fragments, metric, synthetic_fragments, video_records, wait_until  # noqa: E402
-from helpers import REGION, GatewayProcess  # noqa: E402
+from helpers import REGION, GatewayProcess, make_cert  # noqa: E402
 
 from edge_agent import aws  # noqa: E402
 from edge_agent.config import ForwarderSection, GatewaySection  # noqa: E402
@@ -22,16 +21,6 @@ from edge_agent.media_forwarder import MediaForwarder  # noqa: E402
 from edge_agent.spool import NewRecord, Spool  # noqa: E402
 
 KEY_ID, SECRET = "AKIDEDGEAGENT", "agent-secret"
-
-
-def make_cert(directory: Path) -> tuple[Path, Path]:
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key),
-         "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
-        check=True, capture_output=True, timeout=30,
-    )
-    return cert, key
 
 
 def test_signed_https_records_and_video_and_a_wrong_secret(tmp_path: Path) -> None:

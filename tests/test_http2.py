@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
 import httpx
 import pytest
 
-from helpers import ROOT, GatewayProcess
+from helpers import ROOT, GatewayProcess, make_cert
 
 JS_DIR = ROOT / "tests" / "js"
 NODE = "/usr/bin/node"
@@ -73,3 +75,42 @@ def test_httpx_http2_prior_knowledge(gateway: GatewayProcess) -> None:
         response = client.post(gateway.url + "/", content=b"{}", headers={"X-Amz-Target": "Kinesis_20131202.ListStreams",
                                                                          "Content-Type": "application/x-amz-json-1.1"})
         assert response.http_version == "HTTP/1.1" and response.status_code == 200
+
+
+@pytest.fixture(scope="module")
+def tls_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayProcess, Path]]:
+    """A gateway on HTTPS that requires SigV4 (key AKIDEXAMPLE / secret)."""
+    base = tmp_path_factory.mktemp("http2-tls")
+    cert, key = make_cert(base)
+    config = base / "gateway.toml"
+    config.write_text(f'[tls]\ncertfile = "{cert}"\nkeyfile = "{key}"\n[auth]\ncredentials = {{ AKIDEXAMPLE = "secret" }}\n')
+    gw = GatewayProcess(base / "data", "--config", str(config)).start()
+    yield gw, cert
+    gw.kill()
+
+
+def test_js_sdk_default_client_over_tls_alpn_h2_with_sigv4(tls_gateway: tuple[GatewayProcess, Path]) -> None:
+    gw, cert = tls_gateway
+    url, trust = f"https://127.0.0.1:{gw.port}", {"NODE_EXTRA_CA_CERTS": str(cert)}
+    check_js_session(run_js_kinesis(url, "js-tls", env=trust))
+    # signatures over HTTP/2 are checked (the SDK signs :authority, not Host)
+    seen = run_js_kinesis(url, "js-tls-wrong", "AKIDEXAMPLE", "wrong", env=trust)
+    assert seen["error"]["name"] == "InvalidSignatureException"
+    seen = run_js_kinesis(url, "js-tls-unknown", "AKIDUNKNOWN", "secret", env=trust)
+    assert seen["error"]["name"] == "UnrecognizedClientException"
+
+
+def test_alpn_picks_the_protocol_per_connection(tls_gateway: tuple[GatewayProcess, Path]) -> None:
+    gw, cert = tls_gateway
+    url = f"https://127.0.0.1:{gw.port}/"
+    unsigned = {"X-Amz-Target": "Kinesis_20131202.ListStreams", "Content-Type": "application/x-amz-json-1.1"}
+    for http2, version in ((True, "HTTP/2"), (False, "HTTP/1.1")):
+        with httpx.Client(http2=http2, verify=ssl.create_default_context(cafile=str(cert)), timeout=10) as client:
+            response = client.post(url, content=b"{}", headers=unsigned)
+            assert response.http_version == version
+            assert response.status_code == 400 and response.json()["__type"] == "MissingAuthenticationTokenException"
+    # boto3 (HTTP/1.1) on the same port
+    kinesis = boto3.client("kinesis", endpoint_url=url, region_name="us-east-1", verify=str(cert),
+                           aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="secret")
+    kinesis.create_stream(StreamName="boto3-tls", ShardCount=1)
+    assert "boto3-tls" in kinesis.list_streams()["StreamNames"]

@@ -14,18 +14,7 @@ import urllib3
 from botocore.config import Config
 from botocore.exceptions import ClientError, SSLError
 
-from helpers import REGION, GatewayProcess
-
-
-def make_cert(directory: Path) -> tuple[Path, Path]:
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
-        check=True, capture_output=True, timeout=30,
-    )
-    return cert, key
+from helpers import REGION, GatewayProcess, make_cert
 
 
 def https_client(service: str, url: str, verify: str | bool, key: str = "AKIDEXAMPLE", secret: str = "secret") -> object:
