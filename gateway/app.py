@@ -17,6 +17,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from gateway import kds, kvs
+from gateway.analytics import api as analytics
 from gateway.auth import SigV4Verifier
 from gateway.config import GatewayConfig
 from gateway.errors import AwsError
@@ -75,7 +76,7 @@ def create_app(config: GatewayConfig) -> web.Application:
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
     app[CONFIG] = config
     app.on_response_prepare.append(_add_request_id)
-    for subsystem in (kds, kvs):
+    for subsystem in (kds, kvs, analytics):  # analytics reads the kds store: after it
         app.cleanup_ctx.append(subsystem.lifecycle)
         app.router.add_routes(subsystem.ROUTES)
     return app

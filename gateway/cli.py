@@ -26,6 +26,8 @@ then, from any machine that reaches it:
   aws kinesis list-streams --endpoint-url http://127.0.0.1:4567
   python -c "import boto3; print(boto3.client('kinesis', endpoint_url='http://127.0.0.1:4567').list_streams())"
   open http://127.0.0.1:4567/player to watch video streams
+  open http://127.0.0.1:4567/analytics for the analytics dashboard
+  edge-gateway analytics list                    # analytics applications (see: edge-gateway analytics --help)
 """
 
 
@@ -55,6 +57,11 @@ def config_from_args(args: argparse.Namespace) -> GatewayConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["analytics"]:
+        from gateway.analytics import cli as analytics_cli
+
+        return analytics_cli.main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         config = config_from_args(args)

@@ -1,8 +1,8 @@
 """Gateway configuration: typed sections with named defaults, loaded from flags or TOML.
 
 A TOML file mirrors these dataclasses: top-level keys for the server, and one table per
-section (``[limits]``, ``[video]``, ``[auth]``, ``[tls]``, ``[server]``, ``[consumers]``). Unknown or mistyped keys raise
-``ConfigError`` naming the key, so a typo never silently falls back to a default.
+section (``[limits]``, ``[video]``, ``[auth]``, ``[tls]``, ``[server]``, ``[consumers]``, ``[analytics]``). Unknown or
+mistyped keys raise ``ConfigError`` naming the key, so a typo never silently falls back to a default.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from gateway.analytics.spec import AnalyticsConfig, analytics_from_toml
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -136,6 +138,8 @@ class GatewayConfig:
     tls: TlsConfig = field(default_factory=TlsConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     consumers: ConsumersConfig = field(default_factory=ConsumersConfig)
+    #: ``[[analytics.applications]]`` and ``[[analytics.motion]]`` (see ``gateway.analytics.spec``).
+    analytics: AnalyticsConfig = field(default_factory=AnalyticsConfig)
 
     @property
     def data_path(self) -> Path:
@@ -176,7 +180,12 @@ def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
 
 
 def config_from_dict(values: dict[str, Any]) -> GatewayConfig:
-    config: GatewayConfig = _build(GatewayConfig, values, "")
+    values = dict(values)
+    try:
+        analytics = analytics_from_toml(values.pop("analytics", {}))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    config: GatewayConfig = dataclasses.replace(_build(GatewayConfig, values, ""), analytics=analytics)
     if config.durability not in ("normal", "full"):
         raise ConfigError(f"durability: expected 'normal' or 'full', got {config.durability!r}")
     if not 0 < config.port < 65536:

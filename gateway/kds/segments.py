@@ -49,3 +49,14 @@ def unpack(payload: bytes, skip: int = 0) -> list[tuple[str, bytes]]:
             out.append((keys[i], payload[pos : pos + n]))
         pos += n
     return out
+
+
+def layout(payload: bytes) -> tuple[array, array, int]:
+    """(key lengths, data lengths, offset of the first key): the keys, then the data, lie back to
+    back from that offset, so a columnar reader slices them without a loop per record."""
+    (count,) = _COUNT.unpack_from(payload)
+    lengths = array("I")
+    lengths.frombytes(payload[4 : 4 + 8 * count])
+    if sys.byteorder != "little":  # pragma: no cover
+        lengths.byteswap()
+    return lengths[:count], lengths[count:], 4 + 8 * count

@@ -377,6 +377,29 @@ class Store:
             conn.execute("COMMIT")
         return ReadResult(rows, at_tip, nbytes, end_seq)
 
+    def read_segments(self, shard_key: int, from_seq: int, max_records: int) -> tuple[list[tuple[int, float, bytes]], int | None]:
+        """Raw segments ``(first_seq, arrival, payload)`` of a shard holding ``from_seq`` and later,
+        about ``max_records`` records' worth, and the shard's end_seq from the same snapshot
+        (blocking; for in-process readers such as analytics that decode segments themselves)."""
+        conn = self._reader()
+        conn.execute("BEGIN")
+        try:
+            row = conn.execute("SELECT end_seq FROM shards WHERE key=?", (shard_key,)).fetchone()
+            out: list[tuple[int, float, bytes]] = []
+            count = 0
+            cursor = conn.execute(
+                "SELECT first_seq, last_seq, arrival, payload FROM segments WHERE shard_key=? AND last_seq>=? ORDER BY last_seq", (shard_key, from_seq)
+            )
+            for first, last, arrival, payload in cursor:
+                out.append((first, arrival, payload))
+                count += last - max(first, from_seq) + 1
+                if count >= max_records:
+                    break
+            cursor.close()
+        finally:
+            conn.execute("COMMIT")
+        return out, None if row is None else row[0]
+
     def first_seq_at(self, shard_key: int, timestamp: float) -> int | None:
         row = self._reader().execute(
             "SELECT first_seq FROM segments WHERE shard_key=? AND arrival>=? ORDER BY last_seq LIMIT 1", (shard_key, timestamp)

@@ -1,0 +1,166 @@
+"""HTTP side of analytics: applications as JSON, their output as server-sent events, the dashboard.
+
+    GET /analytics/applications              {"ApplicationSummaries": [...]}
+    GET /analytics/applications/{name}       one application: inputs, queries (SQL), counters, recent rows
+    GET /analytics/applications/{name}/rows?query=Q&after=N   output rows of Q with id > N
+    GET /analytics/events                    text/event-stream: "stats" and "rows" events as they happen
+    GET /analytics                           the dashboard page (static/, nothing from a CDN)
+
+These are GET routes next to the player's, outside the AWS API (no SigV4, like the player page).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from gateway.analytics.engine import Application
+from gateway.errors import not_found, validation
+from gateway.kds import STORE
+from gateway.keys import CONFIG
+
+log = logging.getLogger("gateway.analytics")
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+STATIC_FILES = {"dashboard.html": "text/html", "dashboard.js": "application/javascript", "uPlot.iife.min.js": "application/javascript",
+                "uPlot.min.css": "text/css", "LICENSE-uPlot.txt": "text/plain"}
+#: Seconds between stats events when nothing else happens.
+STATS_SECONDS = 1.0
+
+
+class Analytics:
+    """The running applications and the SSE subscribers waiting for news of them."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.apps: dict[str, Application] = {}
+        self.subscribers: set[asyncio.Event] = set()
+        self.closing = False
+
+    def app(self, name: str) -> Application:
+        found = self.apps.get(name)
+        if found is None:
+            raise not_found(f"Application {name} does not exist.")
+        return found
+
+    def wake(self) -> None:
+        """Called from application threads: wake every subscriber on the loop."""
+        try:
+            self.loop.call_soon_threadsafe(self._wake_all)
+        except RuntimeError:  # loop closed (shutdown)
+            pass
+
+    def _wake_all(self) -> None:
+        for event in self.subscribers:
+            event.set()
+
+
+ANALYTICS = web.AppKey("analytics", Analytics)
+
+
+async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    analytics = app[ANALYTICS] = Analytics(asyncio.get_running_loop())
+    store = app[STORE]
+    for spec in config.analytics.applications:
+        application = Application(spec, store, analytics.loop, config.data_path, config.durability)
+        application.listeners.append(analytics.wake)
+        analytics.apps[spec.name] = application
+        application.start()
+    app.on_shutdown.append(_wind_up)
+    try:
+        yield
+    finally:
+        analytics.closing = True
+        await asyncio.gather(*(asyncio.to_thread(a.stop) for a in analytics.apps.values()))
+
+
+async def _wind_up(app: web.Application) -> None:
+    analytics = app[ANALYTICS]
+    analytics.closing = True
+    analytics._wake_all()
+
+
+async def list_applications(request: web.Request) -> web.Response:
+    apps = request.app[ANALYTICS].apps.values()
+    return web.json_response({"ApplicationSummaries": [a.summary() for a in apps]})
+
+
+async def describe_application(request: web.Request) -> web.Response:
+    application = request.app[ANALYTICS].app(request.match_info["name"])
+    detail = application.detail()
+    detail["RecentRows"] = {q.name: [row for _, row in application.rows_since(q.name, 0)[-20:]] for q in application.spec.queries}
+    return web.json_response(detail)
+
+
+async def application_rows(request: web.Request) -> web.Response:
+    application = request.app[ANALYTICS].app(request.match_info["name"])
+    query = request.query.get("query", "")
+    if query not in application.recent:
+        raise not_found(f"Application {application.spec.name} has no query {query!r}.")
+    try:
+        after = int(request.query.get("after", "0"))
+    except ValueError as exc:
+        raise validation("after must be an integer") from exc
+    return web.json_response({"Rows": [{"Id": n, "Row": row} for n, row in application.rows_since(query, after)]})
+
+
+def _event(kind: str, data: Any) -> bytes:
+    return f"event: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: ``stats`` (every application's summary) and ``rows`` (new output rows)."""
+    analytics = request.app[ANALYTICS]
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await response.prepare(request)
+    wake = asyncio.Event()
+    analytics.subscribers.add(wake)
+    seen: dict[tuple[str, str], int] = {}
+    try:
+        while not analytics.closing:
+            await response.write(_event("stats", [a.summary() for a in analytics.apps.values()]))
+            for name, application in analytics.apps.items():
+                for query in application.spec.queries:
+                    key = (name, query.name)
+                    rows = application.rows_since(query.name, seen.get(key, 0))
+                    if rows:
+                        seen[key] = rows[-1][0]
+                        await response.write(_event("rows", {"application": name, "query": query.name, "rows": [r for _, r in rows]}))
+            wake.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(wake.wait(), STATS_SECONDS)
+    except ConnectionResetError:
+        pass
+    finally:
+        analytics.subscribers.discard(wake)
+    return response
+
+
+async def dashboard(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC_DIR / "dashboard.html", headers={"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-cache"})
+
+
+async def static_file(request: web.Request) -> web.FileResponse:
+    name = request.match_info["name"]
+    kind = STATIC_FILES.get(name)
+    if kind is None:
+        raise web.HTTPNotFound()
+    return web.FileResponse(STATIC_DIR / name, headers={"Content-Type": f"{kind}; charset=utf-8", "Cache-Control": "no-cache"})
+
+
+ROUTES: list[web.RouteDef] = [
+    web.get("/analytics", dashboard),
+    web.get("/analytics/static/{name}", static_file),
+    web.get("/analytics/applications", list_applications),
+    web.get("/analytics/applications/{name}", describe_application),
+    web.get("/analytics/applications/{name}/rows", application_rows),
+    web.get("/analytics/events", events),
+]

@@ -1,0 +1,112 @@
+"""From stored segments to a typed DuckDB table: columnar, with a reason for every bad record.
+
+``raw_table`` slices segment payloads (``gateway.kds.segments`` layout) straight into Arrow
+arrays — no Python object per record. ``decode_sql`` then parses and type-checks the whole
+batch in DuckDB: a record whose bytes are not UTF-8, not a JSON object (or, for CSV, have the
+wrong number of fields), or whose field does not cast to its column type gets a ``__error``
+text; the engine sends those to the error stream instead of the query.
+"""
+
+from __future__ import annotations
+
+import csv
+from array import array
+
+import numpy as np
+import pyarrow as pa
+
+from gateway.analytics.spec import InputSpec
+from gateway.kds import segments
+
+RAW_SCHEMA = pa.schema([("seq", pa.int64()), ("arrival", pa.float64()), ("partition_key", pa.string()), ("data", pa.binary())])
+
+
+def _offsets(lengths: array) -> pa.Buffer:
+    out = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(np.frombuffer(lengths, dtype=np.uint32), out=out[1:])
+    return pa.py_buffer(out)
+
+
+def raw_table(rows: list[tuple[int, float, bytes]], from_seq: int, limit: int) -> pa.Table:
+    """The records of ``rows`` (``Store.read_segments``) at ``from_seq`` and after, at most ``limit``."""
+    batches: list[pa.RecordBatch] = []
+    taken = 0
+    for first, arrival, payload in rows:
+        key_lens, data_lens, start = segments.layout(payload)
+        count = len(key_lens)
+        key_bytes = sum(key_lens)
+        keys = pa.Array.from_buffers(pa.large_string(), count, [None, _offsets(key_lens), pa.py_buffer(payload[start : start + key_bytes])])
+        datas = pa.Array.from_buffers(pa.large_binary(), count, [None, _offsets(data_lens), pa.py_buffer(payload[start + key_bytes :])])
+        skip = max(0, from_seq - first)
+        n = min(count - skip, limit - taken)
+        if n <= 0:
+            continue
+        seqs = pa.array(np.arange(first + skip, first + skip + n, dtype=np.int64))
+        arrivals = pa.array(np.full(n, arrival, dtype=np.float64))
+        batches.append(pa.RecordBatch.from_arrays(
+            [seqs, arrivals, keys.slice(skip, n).cast(pa.string()), datas.slice(skip, n).cast(pa.binary())], schema=RAW_SCHEMA))
+        taken += n
+        if taken >= limit:
+            break
+    return pa.Table.from_batches(batches, schema=RAW_SCHEMA)
+
+
+def csv_fields(table: pa.Table, width: int) -> pa.Table:
+    """``table`` plus ``__pre`` (an error text or null) and one string column ``__s<i>`` per field."""
+    columns: list[list[str | None]] = [[] for _ in range(width)]
+    errors: list[str | None] = []
+    for data in table.column("data").to_pylist():
+        try:
+            rows = list(csv.reader([data.decode("utf-8").rstrip("\r\n")]))
+            fields = rows[0] if rows else []
+            error = None if len(fields) == width else f"expected {width} CSV fields, got {len(fields)}"
+        except (UnicodeDecodeError, csv.Error) as exc:
+            fields, error = [], f"not CSV text: {exc}"
+        errors.append(error)
+        for i in range(width):
+            value = fields[i] if error is None and fields[i] != "" else None
+            columns[i].append(value)
+    out = table.append_column("__pre", pa.array(errors, pa.string()))
+    for i, values in enumerate(columns):
+        out = out.append_column(f"__s{i}", pa.array(values, pa.string()))
+    return out
+
+
+def _quote(name: str) -> str:
+    return '"' + name + '"'
+
+
+def _cast(text: str, kind: str) -> str:
+    if kind == "VARCHAR":
+        return text
+    if kind == "TIMESTAMP":
+        return f"COALESCE(TRY_CAST({text} AS TIMESTAMP), make_timestamp(TRY_CAST(TRY_CAST({text} AS DOUBLE) * 1000000 AS BIGINT)))"
+    return f"TRY_CAST({text} AS {kind})"
+
+
+def decode_sql(spec: InputSpec, source: str) -> str:
+    """SELECT turning ``source`` (``raw_table``, or ``csv_fields`` of it) into the input's typed rows
+    plus ``arrival_time``, ``partition_key``, ``seq``, ``data`` and ``__error``."""
+    cols = spec.columns
+    if spec.format == "json":
+        paths = ", ".join(f"'$.{c.name}'" for c in cols)
+        inner = (
+            f"SELECT *, CASE WHEN __j IS NULL THEN 'not UTF-8 text' WHEN NOT json_valid(__j) THEN 'not valid JSON' "
+            f"WHEN json_type(__j) <> 'OBJECT' THEN 'not a JSON object' END AS __pre, "
+            f"CASE WHEN json_valid(__j) AND json_type(__j) = 'OBJECT' THEN json_extract_string(__j, [{paths}]) END AS __v "
+            f"FROM (SELECT *, try(decode(data)) AS __j FROM {source})"
+        )
+        strings = [f"__v[{i + 1}]" for i in range(len(cols))]
+    else:
+        inner = f"SELECT * FROM {source}"
+        strings = [f"__s{i}" for i in range(len(cols))]
+    typed = [f"{_cast(s, c.type)} AS {_quote(c.name)}" for s, c in zip(strings, cols)]
+    checks = [f"WHEN {s} IS NOT NULL AND {_cast(s, c.type)} IS NULL THEN 'column {c.name}: not a {c.type}: ' || left({s}, 80)" for s, c in zip(strings, cols)]
+    if spec.event_time:
+        index = next(i for i, c in enumerate(cols) if c.name == spec.event_time)
+        checks.append(f"WHEN {strings[index]} IS NULL THEN 'event time column {spec.event_time} is missing'")
+    error = f"CASE WHEN __pre IS NOT NULL THEN __pre {' '.join(checks)} END"
+    return (
+        f"SELECT {', '.join(typed)}, make_timestamp(CAST(arrival * 1000000 AS BIGINT)) AS arrival_time, partition_key, "
+        f"seq, data, {error} AS __error FROM ({inner})"
+    )
