@@ -3,29 +3,25 @@
 The file mirrors these dataclasses: one table per section (``[agent]``, ``[spool]``,
 ``[gateway]``, ``[forwarder]``, ``[metrics]``) and any number of ``[[sources.<type>]]``
 tables whose types come from ``edge_agent.sources.SOURCE_TYPES``. Loading checks every key
-and collects *every* error with its key (``check_config`` reports them all at once), so a
-typo never silently falls back to a default. ``configs/agent.example.toml`` documents
+(``typed_config``: the type hints are the schema, ``check()`` adds each section's rules) and
+collects *every* error with its key (``check_config`` reports them all at once), so a typo
+never silently falls back to a default. ``configs/agent.example.toml`` documents
 every option with its default.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import socket
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import typed_config
 from edge_agent.errors import ConfigError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from typed_config import positive
 
 MiB = 1024 * 1024
 
@@ -51,6 +47,14 @@ class AgentSection:
     #: Seconds a sources waits before it is restarted after it failed (device gone, broker down).
     source_restart_seconds: float = 5.0
 
+    def check(self) -> list[str]:
+        problems = []
+        if self.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            problems.append(f"log_level: expected DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")
+        if self.source_restart_seconds <= 0:
+            problems.append("source_restart_seconds: must be > 0")
+        return problems
+
 
 @dataclass(frozen=True)
 class SpoolSection:
@@ -62,6 +66,18 @@ class SpoolSection:
     drop_order: list[str] = field(default_factory=lambda: list(DEFAULT_DROP_ORDER))
     #: "full": fsync every group commit (survives power loss); "normal": survives a killed process.
     sync: str = "full"
+
+    def check(self) -> list[str]:
+        problems = []
+        if not self.path:
+            problems.append("path: must not be empty")
+        if self.max_bytes < 1 * MiB:
+            problems.append(f"max_bytes: must be at least 1 MiB ({MiB}), got {self.max_bytes}")
+        if sorted(self.drop_order) != sorted(KINDS):
+            problems.append(f"drop_order: expected each of {', '.join(KINDS)} once, got {self.drop_order!r}")
+        if self.sync not in ("full", "normal"):
+            problems.append(f"sync: expected 'full' or 'normal', got {self.sync!r}")
+        return problems
 
 
 @dataclass(frozen=True)
@@ -87,6 +103,14 @@ class GatewaySection:
     def video_url(self) -> str:
         return (self.video_endpoint_url or self.endpoint_url).rstrip("/")
 
+    def check(self) -> list[str]:
+        problems = [*_url_problems(self.endpoint_url, "endpoint_url"), *_url_problems(self.video_endpoint_url, "video_endpoint_url", allow_empty=True)]
+        if bool(self.access_key_id) != bool(self.secret_access_key):
+            problems.append("secret_access_key: access_key_id and secret_access_key go together")
+        if self.ca_file and not os.path.isfile(self.ca_file):
+            problems.append(f"ca_file: no such file {self.ca_file!r}")
+        return problems + positive(self, "connect_timeout_seconds", "read_timeout_seconds")
+
 
 @dataclass(frozen=True)
 class ForwarderSection:
@@ -111,11 +135,34 @@ class ForwarderSection:
     #: Video fragments sent per PutMedia request.
     media_fragments_per_request: int = 10
 
+    def check(self) -> list[str]:
+        problems = []
+        if not 1 <= self.batch_max_records <= MAX_BATCH_RECORDS:
+            problems.append(f"batch_max_records: expected 1..{MAX_BATCH_RECORDS}, got {self.batch_max_records}")
+        if not 1024 <= self.batch_max_bytes <= MAX_BATCH_BYTES:
+            problems.append(f"batch_max_bytes: expected 1024..{MAX_BATCH_BYTES}, got {self.batch_max_bytes}")
+        if not 1024 <= self.aggregate_max_bytes <= MiB:
+            problems.append(f"aggregate_max_bytes: expected 1024..{MiB}, got {self.aggregate_max_bytes}")
+        if self.linger_ms < 0 or self.max_records_per_second < 0:
+            problems.append("linger_ms: linger_ms and max_records_per_second must be >= 0")
+        if self.retry_base_seconds <= 0 or self.retry_max_seconds < self.retry_base_seconds:
+            problems.append("retry_max_seconds: need 0 < retry_base_seconds <= retry_max_seconds")
+        if self.media_fragments_per_request < 1:
+            problems.append("media_fragments_per_request: must be >= 1")
+        return problems
+
 
 @dataclass(frozen=True)
 class MetricsSection:
     #: host:port of the Prometheus endpoint (keep it on localhost). Empty: no endpoint.
     listen: str = DEFAULT_METRICS_LISTEN
+
+    def check(self) -> list[str]:
+        if self.listen:
+            host, sep, port = self.listen.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+                return [f"listen: expected host:port, got {self.listen!r}"]
+        return []
 
 
 @dataclass(frozen=True)
@@ -136,85 +183,13 @@ class AgentConfig:
 SECTIONS = {"agent": AgentSection, "spool": SpoolSection, "gateway": GatewaySection, "forwarder": ForwarderSection, "metrics": MetricsSection}
 
 
-def _type_name(t: Any) -> str:
-    return getattr(t, "__name__", str(t))
-
-
-def _build_section(cls: type, values: Any, prefix: str, errors: list[str]) -> Any:
-    """Build dataclass ``cls`` from ``values``; append one message per bad key to ``errors``."""
-    if not isinstance(values, dict):
-        errors.append(f"{prefix.rstrip('.')}: expected a table, got {type(values).__name__}")
-        return cls()
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs: dict[str, Any] = {}
-    for key, value in values.items():
-        name = f"{prefix}{key}"
-        if key not in fields:
-            errors.append(f"{name}: unknown key (expected one of {', '.join(sorted(fields))})")
-            continue
-        f = fields[key]
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc,operator]
-        expected = type(default)
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if (expected is int and isinstance(value, bool)) or not isinstance(value, expected):
-            errors.append(f"{name}: expected {_type_name(expected)}, got {type(value).__name__} {value!r}")
-            continue
-        if expected is list and not all(isinstance(v, str) for v in value):
-            errors.append(f"{name}: expected a list of strings")
-            continue
-        kwargs[key] = value
-    return cls(**kwargs)
-
-
-def _check_url(value: str, name: str, errors: list[str], allow_empty: bool = False) -> None:
+def _url_problems(value: str, name: str, allow_empty: bool = False) -> list[str]:
     if allow_empty and not value:
-        return
+        return []
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        errors.append(f"{name}: expected an http:// or https:// URL, got {value!r}")
-
-
-def _check_values(config: AgentConfig, errors: list[str]) -> None:
-    if config.agent.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        errors.append(f"agent.log_level: expected DEBUG, INFO, WARNING or ERROR, got {config.agent.log_level!r}")
-    if config.agent.source_restart_seconds <= 0:
-        errors.append("agent.source_restart_seconds: must be > 0")
-    if not config.spool.path:
-        errors.append("spool.path: must not be empty")
-    if config.spool.max_bytes < 1 * MiB:
-        errors.append(f"spool.max_bytes: must be at least 1 MiB ({MiB}), got {config.spool.max_bytes}")
-    if sorted(config.spool.drop_order) != sorted(KINDS):
-        errors.append(f"spool.drop_order: expected each of {', '.join(KINDS)} once, got {config.spool.drop_order!r}")
-    if config.spool.sync not in ("full", "normal"):
-        errors.append(f"spool.sync: expected 'full' or 'normal', got {config.spool.sync!r}")
-    gw = config.gateway
-    _check_url(gw.endpoint_url, "gateway.endpoint_url", errors)
-    _check_url(gw.video_endpoint_url, "gateway.video_endpoint_url", errors, allow_empty=True)
-    if bool(gw.access_key_id) != bool(gw.secret_access_key):
-        errors.append("gateway.secret_access_key: access_key_id and secret_access_key go together")
-    if gw.ca_file and not os.path.isfile(gw.ca_file):
-        errors.append(f"gateway.ca_file: no such file {gw.ca_file!r}")
-    for key in ("connect_timeout_seconds", "read_timeout_seconds"):
-        if getattr(gw, key) <= 0:
-            errors.append(f"gateway.{key}: must be > 0")
-    fw = config.forwarder
-    if not 1 <= fw.batch_max_records <= MAX_BATCH_RECORDS:
-        errors.append(f"forwarder.batch_max_records: expected 1..{MAX_BATCH_RECORDS}, got {fw.batch_max_records}")
-    if not 1024 <= fw.batch_max_bytes <= MAX_BATCH_BYTES:
-        errors.append(f"forwarder.batch_max_bytes: expected 1024..{MAX_BATCH_BYTES}, got {fw.batch_max_bytes}")
-    if not 1024 <= fw.aggregate_max_bytes <= MiB:
-        errors.append(f"forwarder.aggregate_max_bytes: expected 1024..{MiB}, got {fw.aggregate_max_bytes}")
-    if fw.linger_ms < 0 or fw.max_records_per_second < 0:
-        errors.append("forwarder: linger_ms and max_records_per_second must be >= 0")
-    if fw.retry_base_seconds <= 0 or fw.retry_max_seconds < fw.retry_base_seconds:
-        errors.append("forwarder.retry_max_seconds: need 0 < retry_base_seconds <= retry_max_seconds")
-    if fw.media_fragments_per_request < 1:
-        errors.append("forwarder.media_fragments_per_request: must be >= 1")
-    if config.metrics.listen:
-        host, sep, port = config.metrics.listen.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
-            errors.append(f"metrics.listen: expected host:port, got {config.metrics.listen!r}")
+        return [f"{name}: expected an http:// or https:// URL, got {value!r}"]
+    return []
 
 
 #: Kinesis data stream names (KVS allows up to 256 of the same characters).
@@ -251,11 +226,10 @@ def _build_sources(values: Any, errors: list[str]) -> tuple[Any, ...]:
             if not isinstance(entry, dict):
                 errors.append(f"{prefix}: expected a table")
                 continue
-            try:
-                built.append(SOURCE_TYPES[kind].from_dict(entry, prefix))
-            except ConfigError as exc:
-                # One message per error, whether the source joined them with newlines or "; ".
-                errors.extend(m for line in str(exc).splitlines() for m in re.split(r"; (?=sources\.)", line) if m)
+            before = len(errors)
+            source = SOURCE_TYPES[kind].parse(entry, prefix, errors)
+            if source is not None and len(errors) == before:
+                built.append(source)
     for source in built:
         stream = getattr(source, "stream", "")
         if stream and not STREAM_NAME.fullmatch(stream):
@@ -274,14 +248,14 @@ def parse_config(values: dict[str, Any]) -> tuple[AgentConfig, list[str]]:
     sources: tuple[Any, ...] = ()
     for key, value in values.items():
         if key in SECTIONS:
-            sections[key] = _build_section(SECTIONS[key], value, f"{key}.", errors)
+            section = typed_config.build(SECTIONS[key], value, key, errors)
+            if section is not None:
+                sections[key] = section
         elif key == "sources":
             sources = _build_sources(value, errors)
         else:
             errors.append(f"{key}: unknown section (expected one of {', '.join(sorted([*SECTIONS, 'sources']))})")
-    config = AgentConfig(**sections, sources=sources)
-    _check_values(config, errors)
-    return config, errors
+    return AgentConfig(**sections, sources=sources), errors
 
 
 def config_from_dict(values: dict[str, Any]) -> AgentConfig:
@@ -293,12 +267,9 @@ def config_from_dict(values: dict[str, Any]) -> AgentConfig:
 
 def read_toml(path: str | Path) -> dict[str, Any]:
     try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+        return typed_config.read_toml(path)
+    except typed_config.TomlError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def check_config(path: str | Path) -> list[str]:

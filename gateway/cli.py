@@ -11,7 +11,7 @@ import sys
 from gateway.app import create_app
 from gateway.config import DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT, ConfigError, GatewayConfig, LimitsConfig, load_config
 from gateway.credentials import auth_from_environment
-from gateway.server import check_server, serve, ssl_context
+from gateway.server import serve, ssl_context
 
 EXAMPLES = """\
 examples:
@@ -66,7 +66,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = config_from_args(args)
         config = dataclasses.replace(config, auth=auth_from_environment(config.auth))
-        check_server(config.server)
         context = ssl_context(config.tls)
     except ConfigError as exc:
         print(f"edge-gateway: config error: {exc}", file=sys.stderr)

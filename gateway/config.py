@@ -1,24 +1,28 @@
 """Gateway configuration: typed sections with named defaults, loaded from flags or TOML.
 
 A TOML file mirrors these dataclasses: top-level keys for the server, and one table per
-section (``[limits]``, ``[video]``, ``[auth]``, ``[tls]``, ``[server]``, ``[consumers]``, ``[analytics]``). Unknown or
-mistyped keys raise ``ConfigError`` naming the key, so a typo never silently falls back to a default.
+section (``[limits]``, ``[video]``, ``[auth]``, ``[tls]``, ``[server]``, ``[consumers]``, ``[analytics]``).
+``typed_config`` checks them as it checks the agent's config: the type hints are the schema, each
+section's ``check()`` adds its rules, and ``ConfigError`` lists *every* problem, one per line, each
+naming its key, so a typo never silently falls back to a default. (``[analytics]`` holds SQL
+applications and is still read by its own ``gateway.analytics.spec.analytics_from_toml``; its
+error joins the same list.)
+
+Adding a section (a new service's ``[firehose]``): write a frozen dataclass with defaulted,
+``#:``-documented fields (and a ``check()`` for rules types cannot say), add it as a field of
+``GatewayConfig`` with ``field(default_factory=...)``, and show it with its defaults in
+``configs/gateway.example.toml``. Nothing else: loading, errors and the CLI follow.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import typed_config
 from gateway.analytics.spec import AnalyticsConfig, analytics_from_toml
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4567
@@ -72,10 +76,26 @@ class AuthConfig:
     max_clock_skew_seconds: int = 300
 
 
+    def check(self) -> list[str]:
+        problems = []
+        for name, secret in self.credentials.items():
+            if not secret:
+                problems.append(f"credentials.{name}: expected a non-empty secret string")
+        for name in self.allowed_streams:
+            if name not in self.credentials:
+                problems.append(f"allowed_streams.{name}: no such access key in auth.credentials")
+        if self.max_clock_skew_seconds <= 0:
+            problems.append("max_clock_skew_seconds: must be positive")
+        return problems
+
+
 @dataclass(frozen=True)
 class TlsConfig:
     certfile: str = ""
     keyfile: str = ""
+
+    def check(self) -> list[str]:
+        return [] if bool(self.certfile) == bool(self.keyfile) else ["certfile: certfile and keyfile go together"]
 
 
 @dataclass(frozen=True)
@@ -102,6 +122,20 @@ class ServerConfig:
     #: Most header fields in one request.
     max_headers: int = 100
 
+    def check(self) -> list[str]:
+        """Values that would make the gateway unusable."""
+        rules = [
+            ("max_connections", self.max_connections >= 1, "must be at least 1"),
+            ("header_timeout_seconds", self.header_timeout_seconds > 0, "must be positive"),
+            ("body_timeout_seconds", self.body_timeout_seconds > 0, "must be positive"),
+            ("body_idle_seconds", self.body_idle_seconds > 0, "must be positive"),
+            ("write_stall_seconds", self.write_stall_seconds >= 0, "must be 0 (off) or positive"),
+            ("max_buffered_body_bytes", self.max_buffered_body_bytes >= 0, "must be 0 (no limit) or positive"),
+            ("max_header_bytes", self.max_header_bytes >= 1024, "must be at least 1024"),
+            ("max_headers", self.max_headers >= 16, "must be at least 16"),
+        ]
+        return [f"{name}: {why}, got {getattr(self, name)!r}" for name, ok, why in rules if not ok]
+
 
 @dataclass(frozen=True)
 class ConsumersConfig:
@@ -124,7 +158,7 @@ class GatewayConfig:
     port: int = DEFAULT_PORT
     data_dir: str = DEFAULT_DATA_DIR
     #: "normal" survives a killed process; "full" also survives power loss (fsync per commit).
-    durability: str = "normal"
+    durability: Literal["normal", "full"] = "normal"
     #: URL clients should use to reach this gateway (GetDataEndpoint, HLS URLs); derived if empty.
     public_url: str = ""
     #: Seconds between background retention sweeps.
@@ -153,56 +187,32 @@ class GatewayConfig:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
         return f"{scheme}://{host}:{self.port}"
 
-
-def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
-    """Build dataclass ``cls`` from ``values``, checking every key and type."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs: dict[str, Any] = {}
-    for key, value in values.items():
-        name = f"{prefix}{key}"
-        if key not in fields:
-            raise ConfigError(f"{name}: unknown key (expected one of {', '.join(sorted(fields))})")
-        default = fields[key].default
-        if default is dataclasses.MISSING:
-            default = fields[key].default_factory()  # type: ignore[misc,operator]
-        if dataclasses.is_dataclass(default):
-            if not isinstance(value, dict):
-                raise ConfigError(f"{name}: expected a table")
-            kwargs[key] = _build(type(default), value, f"{name}.")
-            continue
-        expected = type(default)
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if expected is int and isinstance(value, bool) or not isinstance(value, expected):
-            raise ConfigError(f"{name}: expected {expected.__name__}, got {type(value).__name__} {value!r}")
-        kwargs[key] = value
-    return cls(**kwargs)
+    def check(self) -> list[str]:
+        problems = [] if 0 < self.port < 65536 else [f"port: {self.port} is not a TCP port"]
+        if not (len(self.account_id) == 12 and self.account_id.isdigit() and self.account_id.isascii()):
+            problems.append(f"account_id: expected 12 digits, got {self.account_id!r}")
+        return problems
 
 
 def config_from_dict(values: dict[str, Any]) -> GatewayConfig:
+    """The config of a parsed TOML document; ``ConfigError`` listing every problem, one per line."""
     values = dict(values)
+    errors: list[str] = []
+    analytics = AnalyticsConfig()
     try:
         analytics = analytics_from_toml(values.pop("analytics", {}))
     except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
-    config: GatewayConfig = dataclasses.replace(_build(GatewayConfig, values, ""), analytics=analytics)
-    if config.durability not in ("normal", "full"):
-        raise ConfigError(f"durability: expected 'normal' or 'full', got {config.durability!r}")
-    if not 0 < config.port < 65536:
-        raise ConfigError(f"port: {config.port} is not a TCP port")
-    if not (len(config.account_id) == 12 and config.account_id.isdigit() and config.account_id.isascii()):
-        raise ConfigError(f"account_id: expected 12 digits, got {config.account_id!r}")
-    if bool(config.tls.certfile) != bool(config.tls.keyfile):
-        raise ConfigError("tls: certfile and keyfile go together")
+        errors.append(str(exc))
+    config = typed_config.build(GatewayConfig, values, "", errors)
+    if config is None or errors:
+        raise ConfigError("\n".join(errors))
+    config = dataclasses.replace(config, analytics=analytics)
     return config
 
 
 def load_config(path: str | Path) -> GatewayConfig:
     try:
-        with open(path, "rb") as f:
-            values = tomllib.load(f)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+        values = typed_config.read_toml(path)
+    except typed_config.TomlError as exc:
+        raise ConfigError(str(exc)) from exc
     return config_from_dict(values)

@@ -12,16 +12,11 @@ A credentials file is TOML shaped like the ``[auth]`` table::
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+import typed_config
 from gateway.config import AuthConfig, ConfigError, config_from_dict
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 #: Environment variables the gateway reads credentials from.
 ENV_CREDENTIALS_FILE = "EDGE_GATEWAY_CREDENTIALS_FILE"
@@ -32,29 +27,20 @@ ENV_SECRET_ACCESS_KEY = "EDGE_GATEWAY_SECRET_ACCESS_KEY"
 def load_credentials_file(path: str | Path) -> AuthConfig:
     """Read a TOML file shaped like the ``[auth]`` section (``credentials``, ``allowed_streams``, ...)."""
     try:
-        with open(path, "rb") as f:
-            values = tomllib.load(f)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read credentials file: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+        values = typed_config.read_toml(path)
+    except typed_config.TomlError as exc:
+        raise ConfigError(f"credentials file {exc}") from exc
     try:
-        return check_auth(config_from_dict({"auth": values}).auth)
+        return config_from_dict({"auth": values}).auth
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
 
 
 def check_auth(auth: AuthConfig) -> AuthConfig:
-    for key, secret in auth.credentials.items():
-        if not isinstance(secret, str) or not secret:
-            raise ConfigError(f"auth.credentials.{key}: expected a non-empty secret string")
-    for key, names in auth.allowed_streams.items():
-        if key not in auth.credentials:
-            raise ConfigError(f"auth.allowed_streams.{key}: no such access key in auth.credentials")
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise ConfigError(f"auth.allowed_streams.{key}: expected a list of stream names")
-    if auth.max_clock_skew_seconds <= 0:
-        raise ConfigError("auth.max_clock_skew_seconds: must be positive")
+    """``auth`` if its ``check()`` finds nothing wrong, else ``ConfigError`` listing it all."""
+    problems = [f"auth.{p}" for p in auth.check()]
+    if problems:
+        raise ConfigError("\n".join(problems))
     return auth
 
 

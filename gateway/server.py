@@ -230,24 +230,6 @@ class _CappedProtocol(asyncio.Protocol):
         self._transport.abort()  # close() would wait to flush a buffer that never drains
 
 
-def check_server(server: ServerConfig) -> ServerConfig:
-    """Refuse ``[server]`` values that would make the gateway unusable, naming the key."""
-    problems = [
-        ("max_connections", server.max_connections >= 1, "must be at least 1"),
-        ("header_timeout_seconds", server.header_timeout_seconds > 0, "must be positive"),
-        ("body_timeout_seconds", server.body_timeout_seconds > 0, "must be positive"),
-        ("body_idle_seconds", server.body_idle_seconds > 0, "must be positive"),
-        ("write_stall_seconds", server.write_stall_seconds >= 0, "must be 0 (off) or positive"),
-        ("max_buffered_body_bytes", server.max_buffered_body_bytes >= 0, "must be 0 (no limit) or positive"),
-        ("max_header_bytes", server.max_header_bytes >= 1024, "must be at least 1024"),
-        ("max_headers", server.max_headers >= 16, "must be at least 16"),
-    ]
-    for key, ok, why in problems:
-        if not ok:
-            raise ConfigError(f"server.{key}: {why}, got {getattr(server, key)!r}")
-    return server
-
-
 def ssl_context(tls: TlsConfig) -> ssl.SSLContext | None:
     """The server-side TLS context for ``[tls]``, or None for plain HTTP."""
     if not tls.certfile:

@@ -12,7 +12,7 @@ def test_help_has_examples() -> None:
 
 
 def test_config_error_names_the_key(tmp_path) -> None:
-    with pytest.raises(ConfigError, match=r"limits\.shard_write_records_per_sec: expected int"):
+    with pytest.raises(ConfigError, match=r"limits\.shard_write_records_per_sec: expected an integer"):
         config_from_dict({"limits": {"shard_write_records_per_sec": "many"}})
     with pytest.raises(ConfigError, match=r"^prot: unknown key"):
         config_from_dict({"prot": 1})

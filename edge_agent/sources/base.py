@@ -9,20 +9,20 @@ never raises; it is counted in ``RECORDS_REJECTED{source, reason}`` and logged a
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import random
 import re
 import threading
 import time
-import types
-import typing
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar, Literal, TypeVar, Union
+from typing import Any, ClassVar, TypeVar
+
+import typed_config
 
 from edge_agent import metrics
 from edge_agent.errors import ConfigError
 from edge_agent.spool import NewRecord, RecordTooLarge, Spool, SpoolClosed, SpoolError, SpoolFull
+from typed_config import positive
 
 __all__ = [
     "Backoff",
@@ -34,6 +34,7 @@ __all__ = [
     "SpoolWriter",
     "now_ms",
     "partition_key",
+    "positive",
 ]
 
 #: Kinesis caps a record's data (plus its partition key) at 1 MiB.
@@ -168,7 +169,7 @@ class SpoolWriter:
 
 
 class SourceConfig:
-    """Mixin for a source's frozen config dataclass: ``from_dict`` checks every key and type.
+    """Mixin for a source's frozen config dataclass, checked by ``typed_config`` (as every config).
 
     Subclasses set ``KIND`` and may override ``check`` to add cross-field rules (return messages
     without the key prefix, e.g. ``"qos: expected 0, 1 or 2"``).
@@ -179,34 +180,17 @@ class SourceConfig:
     stream: str
 
     @classmethod
+    def parse(cls: type[C], values: Any, key_prefix: str, errors: list[str]) -> C | None:
+        """The config of ``values`` (the table at ``key_prefix``), or None; problems go to ``errors``."""
+        return typed_config.build(cls, values, key_prefix, errors, defaults={"name": f"{cls.KIND}-{_index(key_prefix)}"})
+
+    @classmethod
     def from_dict(cls: type[C], values: Mapping[str, Any], key_prefix: str) -> C:
         errors: list[str] = []
-        if not isinstance(values, Mapping):
-            raise ConfigError(f"{key_prefix}: expected a table, got {type(values).__name__}")
-        kwargs: dict[str, Any] = {}
-        hints = typing.get_type_hints(cls)
-        fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-        for key in values:
-            if key not in fields:
-                errors.append(f"{key_prefix}.{key}: unknown key (expected one of {', '.join(sorted(fields))})")
-        for name, f in fields.items():
-            if name not in values:
-                if name == "name":
-                    kwargs["name"] = f"{cls.KIND}-{_index(key_prefix)}"
-                elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                    errors.append(f"{key_prefix}.{name}: required")
-                continue
-            ok, value, message = _coerce(values[name], hints[name])
-            if ok:
-                kwargs[name] = value
-            else:
-                errors.append(f"{key_prefix}.{name}: {message}, got {values[name]!r}")
-        if not errors:
-            config = cls(**kwargs)
-            errors.extend(f"{key_prefix}.{m}" for m in config.check())
-            if not errors:
-                return config
-        raise ConfigError("; ".join(errors) if len(errors) > 1 else errors[0])
+        config = cls.parse(values, key_prefix, errors)  # type: ignore[attr-defined]
+        if config is None or errors:
+            raise ConfigError("; ".join(errors))
+        return config  # type: ignore[no-any-return]
 
     def check(self) -> list[str]:
         """Cross-field rules; messages are ``"<key>: <what is wrong>"``."""
@@ -221,71 +205,6 @@ class SourceConfig:
 def _index(key_prefix: str) -> int:
     match = re.search(r"\[(\d+)\]$", key_prefix)
     return int(match.group(1)) if match else 0
-
-
-def _describe(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        choices = [repr(c) if isinstance(c, str) else str(c) for c in typing.get_args(tp)]
-        return "expected " + (", ".join(choices[:-1]) + " or " + choices[-1] if len(choices) > 1 else choices[0])
-    if origin in (Union, types.UnionType):
-        parts = [_describe(a).removeprefix("expected ") for a in typing.get_args(tp) if a is not type(None)]
-        return "expected " + " or ".join(parts)
-    if origin is tuple:
-        plural = {str: "strings", int: "integers", float: "numbers"}
-        item = typing.get_args(tp)[0]
-        return f"expected a list of {plural.get(item) or _describe(item).removeprefix('expected ')}"
-    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
-    return f"expected {names.get(tp, getattr(tp, '__name__', str(tp)))}"
-
-
-def _coerce(value: Any, tp: Any) -> tuple[bool, Any, str]:
-    """(ok, value, message): ``value`` checked against annotation ``tp`` (TOML-shaped input)."""
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        for choice in typing.get_args(tp):
-            if value == choice and type(value) is type(choice):
-                return True, value, ""
-        return False, None, _describe(tp)
-    if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return True, None, ""
-        for arg in args:
-            if arg is type(None):
-                continue
-            ok, coerced, _ = _coerce(value, arg)
-            if ok:
-                return True, coerced, ""
-        return False, None, _describe(tp)
-    if origin is tuple:
-        (item_type, *_rest) = typing.get_args(tp)
-        items = [value] if isinstance(value, str) else value
-        if not isinstance(items, (list, tuple)):
-            return False, None, _describe(tp)
-        out = []
-        for item in items:
-            ok, coerced, _ = _coerce(item, item_type)
-            if not ok:
-                return False, None, _describe(tp)
-            out.append(coerced)
-        return True, tuple(out), ""
-    if tp is bool:
-        return (True, value, "") if isinstance(value, bool) else (False, None, _describe(tp))
-    if tp is int:
-        return (True, value, "") if isinstance(value, int) and not isinstance(value, bool) else (False, None, _describe(tp))
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return True, float(value), ""
-        return False, None, _describe(tp)
-    if tp is str:
-        return (True, value, "") if isinstance(value, str) else (False, None, _describe(tp))
-    return False, None, f"unsupported type {tp}"
-
-
-def positive(config: Any, *names: str) -> list[str]:
-    """``"<name>: must be > 0"`` for each named numeric field that is not positive."""
-    return [f"{n}: must be > 0" for n in names if getattr(config, n) <= 0]
 
 
 def run_forever(
