@@ -96,6 +96,9 @@ max_batch_records = 50
            FROM TABLE(TUMBLE(TABLE crash_in, DESCRIPTOR(ts), INTERVAL '2' SECONDS)) GROUP BY ALL'''
 """
 
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync"]
 STREAMS = ("telemetry", "errors", "avg-out", "hop-out", "session-out", "hot-out", "csv-in", "csv-out", "crash-in", "crash-out")
 SITES = {"d0": "north", "d1": "south", "d2": "east"}
 
@@ -243,6 +246,33 @@ def test_list_and_describe_over_http_and_cli(gw: GatewayProcess) -> None:
     assert [q["Window"] for q in detail["Queries"]] == ["TUMBLE", "HOP", "SESSION", None]
     missing = subprocess.run([sys.executable, "-m", "gateway", "analytics", "--url", gw.url, "describe", "nope"], cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert missing.returncode == 1 and "does not exist" in missing.stderr
+
+
+def test_dashboard_draws_new_points_in_chromium(gw: GatewayProcess) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with urllib.request.urlopen(f"{gw.url}/analytics", timeout=5) as response:
+        html = response.read().decode()
+    assert "http://" not in html and "https://" not in html  # nothing from a CDN
+    kinesis = gw.client()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(f"{gw.url}/analytics")
+            page.wait_for_function("window.dashboard && window.dashboard.apps.length === 3", timeout=10_000)
+            page.click("#apps button:has-text('lines')")
+            page.wait_for_function("(window.dashboard.drawn.per_second || 0) >= 2", timeout=10_000)  # the earlier CSV windows
+            before = page.evaluate("window.dashboard.drawn.per_second")
+            pixels = page.evaluate("document.querySelector('#q-lines-per_second canvas').toDataURL()")
+            put(kinesis, "csv-in", [b"g,7", b"h,8"])
+            page.wait_for_function(f"window.dashboard.drawn.per_second > {before}", timeout=10_000)
+            assert page.evaluate("document.querySelector('#q-lines-per_second canvas').toDataURL()") != pixels
+            assert page.evaluate("window.dashboard.rows['lines/per_second'][0].total") == 15
+            page.wait_for_function("window.dashboard.drawn.stats >= 2", timeout=10_000)  # records/s and lag
+            assert page.inner_text("#stats").count("malformed") == 1
+        finally:
+            browser.close()
 
 
 @pytest.mark.parametrize(

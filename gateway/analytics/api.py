@@ -29,8 +29,7 @@ from gateway.keys import CONFIG
 log = logging.getLogger("gateway.analytics")
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-STATIC_FILES = {"dashboard.html": "text/html", "dashboard.js": "application/javascript", "uPlot.iife.min.js": "application/javascript",
-                "uPlot.min.css": "text/css", "LICENSE-uPlot.txt": "text/plain"}
+STATIC_FILES = {"dashboard.html": "text/html", "dashboard.js": "application/javascript", "dashboard.css": "text/css"}
 #: Seconds between stats events when nothing else happens.
 STATS_SECONDS = 1.0
 
