@@ -1,4 +1,4 @@
-"""The three packages type-check (they ship py.typed, so their users' mypy reads these types)."""
+"""The packages type-check (they ship py.typed, so their users' mypy reads these types)."""
 
 import subprocess
 import sys
@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_packages_type_check(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path / "mypy-cache"), "edge_agent", "gateway", "kvs", "typed_config"],
+        [sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path / "mypy-cache"), "edge_agent", "gateway", "kvs", "typed_config", "consumer"],
         cwd=ROOT, capture_output=True, text=True,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr

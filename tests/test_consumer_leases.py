@@ -1,0 +1,133 @@
+"""Lease stores and the lease coordinator: conditional writes decide every race, expired leases
+are taken after the failover time, balance is restored by graceful hand-offs.
+
+The store contract runs against each store (SQLite files here, DynamoDB via dynalite where
+available); each store instance is its own connection, as separate workers would have."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from consumer import Lease, LeaseStore, SqliteLeaseStore
+from consumer.coordinator import LeaseCoordinator
+
+StoreFactory = Callable[[], LeaseStore]
+
+
+@pytest.fixture
+def stores(tmp_path: Path) -> Iterator[StoreFactory]:
+    """Opens connections to one lease table; each call is another worker's connection."""
+    opened: list[LeaseStore] = []
+
+    def open_store() -> LeaseStore:
+        store = SqliteLeaseStore(tmp_path / "leases.db", "app")
+        store.ensure_table()
+        opened.append(store)
+        return store
+
+    yield open_store
+    for store in opened:
+        store.close()
+
+
+def test_conditional_writes(stores: StoreFactory) -> None:
+    a, b = stores(), stores()
+    assert a.create(Lease("shardId-000000000000", parents=("p1", "p2")))
+    assert not b.create(Lease("shardId-000000000000"))
+    seen = b.get("shardId-000000000000")
+    assert seen is not None and seen.parents == ("p1", "p2") and seen.owner is None
+    # Two workers take the lease they both read: exactly one wins.
+    won_a = a.take(seen, "A")
+    won_b = b.take(seen, "B")
+    assert (won_a is None) != (won_b is None)
+    winner, loser = ("A", b) if won_a else ("B", a)
+    held = won_a or won_b
+    assert held is not None and held.owner == winner and held.counter == seen.counter + 1 and held.owner_switches == 1
+    # Renew only with the current counter and owner.
+    renewed = a.renew(held)
+    assert renewed is not None and renewed.counter == held.counter + 1
+    assert a.renew(held) is None
+    # Only the owner checkpoints; a checkpoint resets owner_switches.
+    other = "B" if winner == "A" else "A"
+    assert not loser.checkpoint(held.key, other, "100")
+    assert a.checkpoint(held.key, winner, "100", 3)
+    after = a.get(held.key)
+    assert after is not None and (after.checkpoint, after.checkpoint_sub, after.owner_switches) == ("100", 3, 0)
+
+
+def test_graceful_handoff(stores: StoreFactory) -> None:
+    a, b = stores(), stores()
+    a.create(Lease("s"))
+    lease = a.take(a.get("s"), "A")  # type: ignore[arg-type]
+    assert lease is not None
+    stolen = b.take(lease, "B", handoff_from="A")
+    assert stolen is not None and stolen.owner == "B" and stolen.checkpoint_owner == "A"
+    assert a.renew(lease) is None                      # A sees the steal at its next renew
+    assert not b.checkpoint("s", "B", "5")             # B may not checkpoint before A is done
+    assert a.checkpoint("s", "A", "7")                 # A checkpoints its last batch
+    assert not b.finish_handoff("s", "B")
+    assert a.finish_handoff("s", "A")
+    assert not a.checkpoint("s", "A", "8")
+    assert b.checkpoint("s", "B", "9")
+    final = b.get("s")
+    assert final is not None and final.checkpoint == "9" and final.checkpoint_owner is None
+    assert b.release(final) and not b.release(final.with_(owner="A"))
+    released = b.get("s")
+    assert released is not None and released.owner is None and not b.checkpoint("s", "B", "10")
+
+
+def rounds(coordinators: list[LeaseCoordinator], until: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Run renew and take rounds on every coordinator (finishing hand-offs at once) until ``until()``."""
+    deadline = time.monotonic() + timeout
+    while not until():
+        assert time.monotonic() < deadline, "coordinators did not settle"
+        for c in coordinators:
+            for event in c.renew_all():
+                if event.kind == "handoff":
+                    c.let_go(event.key)
+            c.take_leases()
+        time.sleep(0.02)
+
+
+def owners(store: LeaseStore) -> Counter[str | None]:
+    return Counter(lease.owner for lease in store.list_leases())
+
+
+def test_balance_failover_and_steal(stores: StoreFactory) -> None:
+    admin = stores()
+    for i in range(6):
+        admin.create(Lease(f"shardId-{i:012d}"))
+    failover = 0.4
+    workers = [LeaseCoordinator(stores(), f"w{i}", failover) for i in range(3)]
+    rounds(workers, lambda: owners(admin) == Counter({"w0": 2, "w1": 2, "w2": 2}))
+    # w0 dies (stops renewing): its leases go to the others only after the failover time.
+    dead = workers.pop(0)
+    died = time.monotonic()
+    rounds(workers, lambda: "w0" not in owners(admin))
+    assert time.monotonic() - died >= failover
+    assert sorted(owners(admin).values()) == [3, 3]
+    assert dead.held_keys() and not any(dead.may_process(key) for key in dead.held_keys())  # its own right to process ran out first
+    # A new worker steals one lease at a time from the busiest, by hand-off, until 2/2/2.
+    workers.append(LeaseCoordinator(stores(), "w3", failover))
+    rounds(workers, lambda: owners(admin) == Counter({"w1": 2, "w2": 2, "w3": 2})
+           and all(lease.checkpoint_owner is None for lease in admin.list_leases()))
+    assert sorted(workers[2].held_keys()) == sorted(lease.key for lease in admin.list_leases() if lease.owner == "w3")
+
+
+def test_children_wait_for_parents(stores: StoreFactory) -> None:
+    admin = stores()
+    admin.create(Lease("parent"))
+    admin.create(Lease("child", parents=("parent", "gone")))
+    worker = LeaseCoordinator(stores(), "w", 0.3)
+    worker.take_leases(known_shards={"parent", "child"})
+    assert worker.held_keys() == ["parent"]
+    worker.checkpoint("parent", "SHARD_END")
+    worker.let_go("parent")
+    # "gone" is neither a lease nor a shard any more (trimmed): it does not block the child.
+    worker.take_leases(known_shards={"parent", "child"})
+    assert worker.held_keys() == ["child"]
