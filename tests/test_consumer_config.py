@@ -28,7 +28,7 @@ def test_every_error_named_by_key(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main(["check-config", str(bad)]) == 2
     err = capsys.readouterr().err
     for key in ("consumer.stream", "consumer.initial_position", "consumer.failover_seconds", "consumer.processor",
-                "leases.store", "polling", "bogus: unknown section"):
+                "leases.store", "polling.max_records", "bogus: unknown key"):
         assert key in err, err
 
 
