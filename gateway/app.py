@@ -79,4 +79,5 @@ def create_app(config: GatewayConfig) -> web.Application:
     for subsystem in (kds, kvs, analytics):  # analytics reads the kds store: after it
         app.cleanup_ctx.append(subsystem.lifecycle)
         app.router.add_routes(subsystem.ROUTES)
+    app.on_shutdown.append(kds.shutdown)
     return app

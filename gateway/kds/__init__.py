@@ -3,7 +3,9 @@
 Modules, in the order data flows: ``protocol`` (JSON/CBOR codecs) and ``validate`` (botocore
 model checks) → ``api`` (action table) → ``records`` / ``control`` (data and control planes)
 → ``store`` + ``writer`` (SQLite, group commit) with ``shards`` (hash routing), ``limits``,
-``iterators``, ``sequence``, ``render`` and ``retention`` as helpers.
+``iterators``, ``sequence``, ``render`` and ``retention`` as helpers. Enhanced fan-out:
+``consumers`` (registered consumers) and ``subscriptions`` (SubscribeToShard, framed by
+``eventstream``, woken by the store's commits through ``signals``).
 """
 
 from __future__ import annotations
@@ -16,13 +18,15 @@ from aiohttp import web
 
 from gateway.kds.api import make_handler
 from gateway.kds.consumers import CONSUMERS, Consumers
+from gateway.kds.signals import ShardSignals
+from gateway.kds.subscriptions import SUBSCRIPTIONS, Subscriptions
 from gateway.kds.iterators import IteratorSigner
 from gateway.kds.retention import run_forever
 from gateway.kds.store import Store
 from gateway.kds.validate import service_model
 from gateway.keys import CONFIG
 
-__all__ = ["ROUTES", "STORE", "lifecycle"]
+__all__ = ["ROUTES", "STORE", "lifecycle", "shutdown"]
 
 STORE = web.AppKey("kds_store", Store)
 SIGNER = web.AppKey("kds_signer", IteratorSigner)
@@ -40,6 +44,10 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
     consumers = Consumers(store, config.consumers.activation_seconds)
     await consumers.load()
     app[CONSUMERS] = consumers
+    signals = ShardSignals(asyncio.get_running_loop())
+    store.on_commit = signals.committed
+    hub = app[SUBSCRIPTIONS] = Subscriptions(store, signals, config.consumers)
+    consumers.on_deregister.append(hub.consumer_gone)
     app[SIGNER] = IteratorSigner(config.data_path)
     sweeper = asyncio.create_task(run_forever(store, config.retention_sweep_seconds))
     try:
@@ -48,4 +56,11 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sweeper
+        store.on_commit = None
         await asyncio.to_thread(store.close)
+
+
+async def shutdown(app: web.Application) -> None:
+    """``on_shutdown``: end SubscribeToShard streams before the server waits for open requests."""
+    if SUBSCRIPTIONS in app:
+        await app[SUBSCRIPTIONS].close()

@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.errors import AwsError, invalid_argument, validation
-from gateway.kds import consumers, control, records, render
+from gateway.kds import consumers, control, records, render, subscriptions
 from gateway.kds.consumers import CONSUMERS
 from gateway.kds.iterators import IteratorSigner
 from gateway.kds.protocol import JSON, Codec, RawJson, codec_for
@@ -57,7 +57,9 @@ class Call:
         return self.store.stream(name)
 
 
-Handler = Callable[[Call, dict[str, Any]], Awaitable[dict[str, Any] | RawJson]]
+#: A handler answers a dict (encoded in the protocol the client spoke), pre-encoded JSON, or a
+#: response it streams itself (SubscribeToShard).
+Handler = Callable[[Call, dict[str, Any]], Awaitable[dict[str, Any] | RawJson | web.StreamResponse]]
 
 
 async def create_stream(call: Call, p: dict[str, Any]) -> dict[str, Any]:
@@ -225,6 +227,7 @@ HANDLERS: dict[str, Handler] = {
     "SplitShard": split_shard,
     "UpdateShardCount": update_shard_count,
     **consumers.HANDLERS,
+    "SubscribeToShard": subscriptions.subscribe_to_shard,
 }
 
 
@@ -232,8 +235,8 @@ HANDLERS: dict[str, Handler] = {
 NO_OUTPUT = frozenset(name for name in HANDLERS if service_model().operation_model(name).output_shape is None)
 
 
-def make_handler(get_store: Callable[[web.Request], Store], get_signer: Callable[[web.Request], IteratorSigner]) -> Callable[[web.Request], Awaitable[web.Response]]:
-    async def handle(request: web.Request) -> web.Response:
+def make_handler(get_store: Callable[[web.Request], Store], get_signer: Callable[[web.Request], IteratorSigner]) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handle(request: web.Request) -> web.StreamResponse:
         prefix, _, action = request.headers.get("X-Amz-Target", "").partition(".")
         handler = HANDLERS.get(action) if prefix == TARGET_PREFIX else None
         if handler is None:
@@ -242,6 +245,8 @@ def make_handler(get_store: Callable[[web.Request], Store], get_signer: Callable
         params = validate(action, codec.decode(await request.read()), codec)
         call = Call(request, codec, get_store(request), get_signer(request), region_of(request.headers))
         result = await handler(call, params)
+        if isinstance(result, web.StreamResponse):
+            return result
         if not result and action in NO_OUTPUT:
             return web.Response(body=b"", content_type=codec.content_type)  # as AWS: no body at all
         body = result if isinstance(result, RawJson) else codec.encode(result)

@@ -18,8 +18,8 @@ from gateway.errors import invalid_argument, throughput_exceeded, validation
 from gateway.kds import render
 from gateway.kds.protocol import Codec, RawJson
 from gateway.kds.sequence import SEQUENCE_BASE, external, internal
-from gateway.kds.shards import MAX_HASH_KEY
-from gateway.kds.store import THROTTLED, PutEntry
+from gateway.kds.shards import MAX_HASH_KEY, Shard
+from gateway.kds.store import THROTTLED, PutEntry, Store, Stream
 from gateway.kds.validate import validate_member, violation
 from gateway.wire import RECORD_SEQS_HEADER, producer_seqs
 
@@ -141,29 +141,34 @@ async def put_records(call: Call, p: dict[str, Any]) -> dict[str, Any] | RawJson
 async def get_shard_iterator(call: Call, p: dict[str, Any]) -> dict[str, Any]:
     stream = call.stream(p)
     shard = stream.shard(p["ShardId"], call.store.account_id)
-    kind = p["ShardIteratorType"]
-    store = call.store
+    position = await start_position(call.store, stream, shard, p["ShardIteratorType"], p.get("StartingSequenceNumber"), p.get("Timestamp"))
+    return {"ShardIterator": call.signer.issue(shard.key, position)}
+
+
+async def start_position(store: Store, stream: Stream, shard: Shard, kind: str, text: str | None, ts: float | None) -> int:
+    """The first internal sequence number a reader starting at ``kind`` gets (GetShardIterator,
+    SubscribeToShard). AFTER_SEQUENCE_NUMBER also takes the number just before the shard's first:
+    it is the ContinuationSequenceNumber of a subscription that has delivered nothing yet."""
     if kind == "TRIM_HORIZON":
         position = shard.start_seq
     elif kind == "LATEST":
         # After the last committed record: a record being written right now is still read.
         position = store.committed_seq if shard.end_seq is None else shard.end_seq + 1
     elif kind in ("AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER"):
-        text = p.get("StartingSequenceNumber")
         if text is None:
             raise invalid_argument(f"StartingSequenceNumber is required for {kind}.")
         n = internal(text)
-        if n < shard.start_seq or (shard.end_seq is not None and n > shard.end_seq):
+        first = shard.start_seq if kind == "AT_SEQUENCE_NUMBER" else shard.start_seq - 1
+        if n < first or (shard.end_seq is not None and n > shard.end_seq):
             raise invalid_argument(f"StartingSequenceNumber {text} used in GetShardIterator on shard {shard.shard_id} in stream {stream.name} under account {store.account_id} is invalid because it did not come from this stream.")
         position = n if kind == "AT_SEQUENCE_NUMBER" else n + 1
     else:  # AT_TIMESTAMP (the model already checked the enum)
-        ts = p.get("Timestamp")
         if ts is None:
             raise invalid_argument("Timestamp is required for AT_TIMESTAMP.")
         fallback = store.committed_seq if shard.end_seq is None else shard.end_seq + 1
         found = await asyncio.to_thread(store.first_seq_at, shard.key, ts)
         position = fallback if found is None else found
-    return {"ShardIterator": call.signer.issue(shard.key, max(position, shard.start_seq))}
+    return max(position, shard.start_seq)
 
 
 def _json_records(rows: list[tuple[int, float, str, bytes]]) -> str:

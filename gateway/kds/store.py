@@ -343,8 +343,9 @@ class Store:
     def _reader(self) -> sqlite3.Connection:
         return self._readers.get()
 
-    def read(self, shard_key: int, from_seq: int, limit: int) -> ReadResult:
-        """Up to ``limit`` records of a shard from ``from_seq`` on (blocking: call off the loop).
+    def read(self, shard_key: int, from_seq: int, limit: int, max_bytes: int = MAX_READ_BYTES) -> ReadResult:
+        """Up to ``limit`` records (and ``max_bytes``, but at least one record) of a shard from
+        ``from_seq`` on (blocking: call off the loop).
 
         The shard's end and its records come from one snapshot, so "closed and fully read"
         is never concluded while a record written before the close is still uncommitted.
@@ -365,7 +366,7 @@ class Store:
                 skip = max(0, from_seq - first)
                 for offset, (key, data) in enumerate(segments.unpack(payload, skip), start=first + skip):
                     size = len(data) + len(key)
-                    if len(rows) == limit or (rows and nbytes + size > MAX_READ_BYTES):
+                    if len(rows) == limit or (rows and nbytes + size > max_bytes):
                         at_tip = False
                         break
                     rows.append((offset, arrival, key, data))
