@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from helpers import ROOT
+from helpers import ROOT, free_port, wait_for_port
 
 from consumer import BaseProcessor, Checkpointer, Record
 
@@ -100,3 +100,29 @@ class WorkerProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class DynaliteProcess:
+    """A real DynamoDB-API server (the npm package dynalite, installed by setup.sh) on a free port."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "DynaliteProcess":
+        binary = ROOT / "tests" / "js" / "node_modules" / ".bin" / "dynalite"
+        if not binary.exists():
+            raise FileNotFoundError(f"{binary} missing: run EDGE_SETUP_TEST_TOOLS=1 scripts/setup.sh")
+        self.proc = subprocess.Popen(["node", str(binary), "--host", "127.0.0.1", "--port", str(self.port), "--createTableMs", "0",
+                                      "--deleteTableMs", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port, proc=self.proc)
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)

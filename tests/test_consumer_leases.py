@@ -6,26 +6,50 @@ available); each store instance is its own connection, as separate workers would
 
 from __future__ import annotations
 
+import itertools
+import json
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from consumer_support import DynaliteProcess
+from helpers import aws_client
 
 from consumer import Lease, LeaseStore, SqliteLeaseStore
+from consumer.cli import main
+from consumer.config import load_config
+from consumer.service import lease_store
+from consumer.store_dynamodb import DynamoDBLeaseStore
 from consumer.coordinator import LeaseCoordinator
 
 StoreFactory = Callable[[], LeaseStore]
 
 
-@pytest.fixture
-def stores(tmp_path: Path) -> Iterator[StoreFactory]:
-    """Opens connections to one lease table; each call is another worker's connection."""
+@pytest.fixture(scope="module")
+def dynalite() -> Iterator[DynaliteProcess]:
+    server = DynaliteProcess().start()
+    yield server
+    server.stop()
+
+
+_tables = itertools.count()
+
+
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
+    """Opens connections to one fresh lease table; each call is another worker's connection."""
     opened: list[LeaseStore] = []
+    table = f"app-{next(_tables)}"
 
     def open_store() -> LeaseStore:
-        store = SqliteLeaseStore(tmp_path / "leases.db", "app")
+        store: LeaseStore
+        if request.param == "sqlite":
+            store = SqliteLeaseStore(tmp_path / "leases.db", table)
+        else:
+            client = aws_client("dynamodb", request.getfixturevalue("dynalite").url)
+            store = DynamoDBLeaseStore(client, table)
         store.ensure_table()
         opened.append(store)
         return store
@@ -131,3 +155,36 @@ def test_children_wait_for_parents(stores: StoreFactory) -> None:
     # "gone" is neither a lease nor a shard any more (trimmed): it does not block the child.
     worker.take_leases(known_shards={"parent", "child"})
     assert worker.held_keys() == ["child"]
+
+
+def test_dynamodb_table_has_the_kcl_layout(dynalite: DynaliteProcess) -> None:
+    client = aws_client("dynamodb", dynalite.url)
+    store = DynamoDBLeaseStore(client, "kcl-layout")
+    store.ensure_table()
+    store.ensure_table()  # idempotent
+    table = client.describe_table(TableName="kcl-layout")["Table"]
+    assert table["KeySchema"] == [{"AttributeName": "leaseKey", "KeyType": "HASH"}]
+    store.create(Lease("shardId-000000000002", parents=("shardId-000000000000",)))
+    held = store.take(store.get("shardId-000000000002"), "worker-a")  # type: ignore[arg-type]
+    assert held is not None and store.checkpoint(held.key, "worker-a", "49590338271490256608559692538361571095921575989136588898", 4)
+    item = client.get_item(TableName="kcl-layout", Key={"leaseKey": {"S": "shardId-000000000002"}})["Item"]
+    assert item["leaseOwner"] == {"S": "worker-a"} and item["leaseCounter"] == {"N": "1"}
+    assert item["checkpoint"] == {"S": "49590338271490256608559692538361571095921575989136588898"}
+    assert item["checkpointSubSequenceNumber"] == {"N": "4"} and item["ownerSwitchesSinceCheckpoint"] == {"N": "0"}
+    assert item["parentShardId"] == {"SS": ["shardId-000000000000"]} and "checkpointOwner" not in item
+    assert store.release(store.get("shardId-000000000002"))  # type: ignore[arg-type]
+    assert "leaseOwner" not in client.get_item(TableName="kcl-layout", Key={"leaseKey": {"S": "shardId-000000000002"}})["Item"]
+
+
+def test_leases_command_reads_a_dynamodb_table(dynalite: DynaliteProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "consumer.toml"
+    cfg.write_text(f'[consumer]\nstream = "s"\nhandler = "m:f"\napplication = "cli-app"\n'
+                   f'[leases]\nstore = "dynamodb"\ndynamodb_endpoint_url = "{dynalite.url}"\n'
+                   '[gateway]\naccess_key_id = "AKIDEXAMPLE"\nsecret_access_key = "secret"\n')
+    store = lease_store(load_config(cfg))
+    store.ensure_table()
+    store.create(Lease("shardId-000000000001", owner="w1", checkpoint="123", checkpoint_sub=2))
+    assert main(["leases", "--config", str(cfg), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows == [{"shard": "shardId-000000000001", "owner": "w1", "counter": 0, "checkpoint": "123", "checkpoint_sub": 2,
+                     "parents": [], "checkpoint_owner": None}]
