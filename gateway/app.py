@@ -56,8 +56,11 @@ async def aws_errors(request: web.Request, handler: Handler) -> web.StreamRespon
         return error_response(request, exc)
     except web.HTTPException:
         raise
-    except Exception:
-        log.exception("unexpected error serving %s %s", request.method, request.path)
+    except Exception as exc:
+        if isinstance(exc, ConnectionError) and (request.transport is None or request.transport.is_closing()):
+            log.debug("%s %s: the client went away mid-request (%s)", request.method, request.path, exc)
+        else:
+            log.exception("unexpected error serving %s %s", request.method, request.path)
         return error_response(request, AwsError("InternalFailure", "internal error, see the gateway log", 500))
 
 

@@ -47,6 +47,7 @@ import h2.settings
 from aiohttp import StreamReader, web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.http import HttpVersion11, RawRequestMessage
+from aiohttp.streams import EMPTY_PAYLOAD
 from aiohttp.web_server import Server
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
@@ -68,6 +69,8 @@ READ_BUFFER_BYTES = 256 * 1024
 #: Client stream resets tolerated per window before the connection is refused (rapid reset).
 RESETS_PER_WINDOW = 200
 RESET_WINDOW_SECONDS = 10.0
+#: Seconds a connection that got GOAWAY for an error is still read (and discarded) before closing.
+FAIL_LINGER_SECONDS = 1.0
 #: Response headers HTTP/2 forbids (RFC 9113, section 8.2.2); aiohttp's 1.x code may add them.
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"})
 
@@ -117,6 +120,7 @@ class Http2Connection(asyncio.Protocol):
         self._idle: asyncio.TimerHandle | None = None
         self._resets = 0
         self._reset_window_start = 0.0
+        self._failed = False
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------
 
@@ -136,30 +140,27 @@ class Http2Connection(asyncio.Protocol):
         self._arm_idle()
 
     def data_received(self, data: bytes) -> None:
+        if self._failed:
+            return  # lingering after GOAWAY: discard
         try:
             events = self.h2.receive_data(data)
         except h2.exceptions.ProtocolError as exc:  # h2 has queued the GOAWAY that says why
             log.info("HTTP/2 protocol error from %s: %s", self.peername, exc)
-            self.flush()
-            self.close()
+            self._fail()
             return
-        for event in events:
-            if isinstance(event, h2.events.RequestReceived):
-                self._open(event.stream_id, event.headers or [])
-            elif isinstance(event, h2.events.DataReceived):
-                self._data(event.stream_id, event.data or b"", event.flow_controlled_length or 0)
-            elif isinstance(event, h2.events.StreamEnded):
-                if (stream := self.streams.get(event.stream_id or 0)) is not None:
-                    stream.payload.feed_eof()
-            elif isinstance(event, h2.events.StreamReset):
-                self._reset_by_client(event.stream_id or 0)
-            elif isinstance(event, (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged)):
-                for stream in self.streams.values():
-                    stream.wake()
-            elif isinstance(event, h2.events.ConnectionTerminated):
-                self.closing = True
-                if not self.streams:
-                    self.close()
+        try:
+            for event in events:
+                if self._failed:
+                    return
+                self._handle(event)
+        except h2.exceptions.ProtocolError as exc:
+            log.info("HTTP/2 error on the connection from %s: %s", self.peername, exc)
+            try:
+                self.h2.close_connection(error_code=h2.errors.ErrorCodes.PROTOCOL_ERROR)
+            except h2.exceptions.ProtocolError:
+                pass  # already closed: its GOAWAY is out
+            self._fail()
+            return
         self.flush()
 
     def eof_received(self) -> bool | None:
@@ -220,6 +221,24 @@ class Http2Connection(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 
+    def _handle(self, event: h2.events.Event) -> None:
+        if isinstance(event, h2.events.RequestReceived):
+            self._open(event.stream_id or 0, event.headers or [], has_body=event.stream_ended is None)
+        elif isinstance(event, h2.events.DataReceived):
+            self._data(event.stream_id, event.data or b"", event.flow_controlled_length or 0)
+        elif isinstance(event, h2.events.StreamEnded):
+            if (stream := self.streams.get(event.stream_id or 0)) is not None:
+                stream.payload.feed_eof()
+        elif isinstance(event, h2.events.StreamReset):
+            self._reset_by_client(event.stream_id or 0)
+        elif isinstance(event, (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged)):
+            for stream in self.streams.values():
+                stream.wake()
+        elif isinstance(event, h2.events.ConnectionTerminated):
+            self.closing = True
+            if not self.streams:
+                self.close()
+
     # -- internals ----------------------------------------------------------------------------------
 
     def _gone(self) -> bool:
@@ -243,8 +262,8 @@ class Http2Connection(asyncio.Protocol):
             log.debug("HTTP/2 connection from %s idle: GOAWAY", self.peername)
             self.go_away()
 
-    def _open(self, stream_id: int, headers: list[tuple[bytes, bytes]]) -> None:
-        if self.closing:
+    def _open(self, stream_id: int, headers: list[tuple[bytes, bytes]], has_body: bool) -> None:
+        if self.closing:  # after our GOAWAY (RFC 9113, 6.8)
             self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
             return
         message, problem = self._message(headers)
@@ -254,7 +273,7 @@ class Http2Connection(asyncio.Protocol):
         if self._idle is not None:
             self._idle.cancel()
             self._idle = None
-        stream = _Stream(self, stream_id)
+        stream = _Stream(self, stream_id, has_body)
         self.streams[stream_id] = stream
         stream.task = self.loop.create_task(self._serve(stream, message))
 
@@ -318,10 +337,19 @@ class Http2Connection(asyncio.Protocol):
         self._resets += 1
         if self._resets > RESETS_PER_WINDOW:
             log.warning("HTTP/2 client %s reset %d streams in %.0f s: GOAWAY", self.peername, self._resets, RESET_WINDOW_SECONDS)
-            self.closing = True
             self.h2.close_connection(error_code=h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
-            self.flush()
-            self.close()
+            self._fail()
+
+    def _fail(self) -> None:
+        """Send the queued GOAWAY, then close once the client had time to read it: closing at once,
+        with its frames still unread on our side, would send a TCP reset that can destroy the GOAWAY."""
+        self._failed = self.closing = True
+        self.flush()
+        for stream in list(self.streams.values()):
+            stream.closed_by_peer("connection failed")
+        if self.transport is not None and self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(FAIL_LINGER_SECONDS, self.close)
 
     async def _serve(self, stream: _Stream, message: RawRequestMessage) -> None:
         """Run one request through the app, as aiohttp's own RequestHandler does for HTTP/1.1."""
@@ -366,13 +394,14 @@ class _Stream:
     """One request/response exchange. It is also what aiohttp's ``StreamReader`` and ``BaseRequest``
     take as their "protocol" (pause/resume reading, peer addresses, ``transport``)."""
 
-    def __init__(self, connection: Http2Connection, stream_id: int) -> None:
+    def __init__(self, connection: Http2Connection, stream_id: int, has_body: bool) -> None:
         self.connection = connection
         self.id = stream_id
         self.closed = False
         self.task: asyncio.Task[None] | None = None
         self.transport = _StreamTransport(self)
-        self.payload = StreamReader(cast(Any, self), READ_BUFFER_BYTES, loop=connection.loop)
+        # HEADERS with END_STREAM: no body, as aiohttp's parser says for a bodiless HTTP/1.1 request
+        self.payload = StreamReader(cast(Any, self), READ_BUFFER_BYTES, loop=connection.loop) if has_body else EMPTY_PAYLOAD
         self.writer = Http2StreamWriter(self)
         self._reading_paused = False
         self._unacknowledged = 0

@@ -285,11 +285,15 @@ async def serve(app: web.Application, config: GatewayConfig, context: ssl.SSLCon
     http2: list[Http2Server] = []
 
     async def finish_http2_streams(app: web.Application) -> None:
-        """After the subsystems' own on_shutdown (they tell live streams to wind up)."""
         for h in http2:
             await h.shutdown(SHUTDOWN_SECONDS)
 
-    app.on_shutdown.append(finish_http2_streams)
+    async def on_startup(app: web.Application) -> None:
+        # registered now, after the subsystems' startup registered their on_shutdown (which tell
+        # live streams to wind up), so HTTP/2 streams get their GOAWAY and wait after those ran
+        app.on_shutdown.append(finish_http2_streams)
+
+    app.on_startup.append(on_startup)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=SHUTDOWN_SECONDS, **handler_args)
     await runner.setup()
     loop = asyncio.get_running_loop()

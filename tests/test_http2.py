@@ -1,5 +1,6 @@
 """HTTP/2 on the gateway's port: the AWS SDK for JavaScript v3 with its default settings (h2c prior
-knowledge), httpx over HTTP/2, and boto3 over HTTP/1.1 on the same port of one real gateway."""
+knowledge, ALPN h2 on TLS), httpx and a raw h2 client, and boto3 over HTTP/1.1 on the same port;
+PutMedia and GetMedia streaming over HTTP/2. Limits: tests/test_http2_limits.py."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import os
 import ssl
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +16,9 @@ import boto3
 import httpx
 import pytest
 
+from h2_client import RawH2
 from helpers import ROOT, GatewayProcess, make_cert
+from test_video_helpers import camera_fragments, create_stream
 
 JS_DIR = ROOT / "tests" / "js"
 NODE = "/usr/bin/node"
@@ -75,6 +79,57 @@ def test_httpx_http2_prior_knowledge(gateway: GatewayProcess) -> None:
         response = client.post(gateway.url + "/", content=b"{}", headers={"X-Amz-Target": "Kinesis_20131202.ListStreams",
                                                                          "Content-Type": "application/x-amz-json-1.1"})
         assert response.http_version == "HTTP/1.1" and response.status_code == 200
+
+
+def test_many_concurrent_streams_on_one_connection(gateway: GatewayProcess) -> None:
+    gateway.client().create_stream(StreamName="h2-mux", ShardCount=1)
+    client = RawH2(gateway.port)
+    try:
+        headers = [("x-amz-target", "Kinesis_20131202.PutRecord"), ("content-type", "application/x-amz-json-1.1")]
+        ids = [client.request("POST", "/", headers, json.dumps({"StreamName": "h2-mux", "PartitionKey": str(i), "Data": "aGk="}).encode())
+               for i in range(60)]
+        client.wait(lambda: all(i in client.ended for i in ids), what="60 responses")
+        assert {client.status[i] for i in ids} == {200}
+        assert len({client.json(i)["SequenceNumber"] for i in ids}) == 60
+    finally:
+        client.close()
+
+
+def test_putmedia_and_getmedia_stream_over_h2(gateway: GatewayProcess) -> None:
+    create_stream(gateway, "h2-video")
+    fragments = camera_fragments(3)
+    client = RawH2(gateway.port)
+    try:
+        head = [("x-amzn-stream-name", "h2-video"), ("x-amzn-fragment-timecode-type", "ABSOLUTE"),
+                ("x-amzn-producer-start-timestamp", f"{time.time():.3f}"), ("content-type", "application/octet-stream")]
+        sid = client.request("POST", "/putMedia", head, end_stream=False)
+
+        def persisted() -> list[str]:
+            return [a["FragmentNumber"] for a in client.json_lines(sid) if a["EventType"] == "PERSISTED"]
+
+        for i, fragment in enumerate(fragments):
+            client.send_body(sid, fragment.data)
+            # each fragment is acknowledged while the request body is still open: both directions stream
+            client.wait(lambda: len(persisted()) == i + 1, what=f"PERSISTED for fragment {i}")
+        client.send_body(sid, b"", end_stream=True)
+        client.wait(lambda: sid in client.ended, what="the PutMedia response to end")
+        numbers = persisted()
+        assert client.status[sid] == 200 and len(set(numbers)) == 3
+    finally:
+        client.close()
+    total = sum(len(f.data) for f in fragments)
+    body = {"StreamName": "h2-video", "StartSelector": {"StartSelectorType": "EARLIEST"}}
+    with httpx.Client(http1=False, http2=True, timeout=10) as http:
+        with http.stream("POST", gateway.url + "/getMedia", json=body) as response:
+            assert response.http_version == "HTTP/2" and response.status_code == 200
+            got = b""
+            for chunk in response.iter_bytes():
+                got += chunk
+                if len(got) >= total:
+                    break  # the tail would wait for more fragments: leave (the stream is reset)
+    assert got.count(b"\x1a\x45\xdf\xa3") == 3  # three MKV documents (EBML headers)
+    positions = [got.find(n.encode()) for n in numbers]  # each tagged with its fragment number, in order
+    assert -1 not in positions and positions == sorted(positions)
 
 
 @pytest.fixture(scope="module")
