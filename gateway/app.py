@@ -1,7 +1,9 @@
-"""The gateway's aiohttp application: one process, one port, both Kinesis APIs.
+"""The gateway's aiohttp application: one process, one port, every API.
 
 Routes come from each subsystem's ``ROUTES`` table; their stores open and close through
-``cleanup_ctx``. One middleware turns ``AwsError`` into the wire error shape of the
+``cleanup_ctx``. The JSON-protocol services share ``POST /``: each subsystem's ``TARGETS`` maps
+an ``X-Amz-Target`` prefix (``Kinesis_20131202``, ``Firehose_20150804``, ``AWSGlue``) to its
+handler, and ``target_dispatcher`` picks one per request. One middleware turns ``AwsError`` into the wire error shape of the
 protocol the request used (see ``gateway.errors``).
 """
 
@@ -16,7 +18,7 @@ import cbor2
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from gateway import kds, kvs
+from gateway import firehose, kds, kvs
 from gateway.analytics import api as analytics
 from gateway.auth import SigV4Verifier
 from gateway.config import GatewayConfig
@@ -68,6 +70,19 @@ async def _add_request_id(request: web.Request, response: web.StreamResponse) ->
     response.headers.setdefault("x-amzn-RequestId", str(uuid.uuid4()))
 
 
+def target_dispatcher(targets: dict[str, Handler]) -> Handler:
+    """``POST /``: the handler of the service the ``X-Amz-Target`` prefix names."""
+
+    async def dispatch(request: web.Request) -> web.StreamResponse:
+        target = request.headers.get("X-Amz-Target", "")
+        handler = targets.get(target.partition(".")[0])
+        if handler is None:
+            raise AwsError("UnknownOperationException", f"Operation {target!r} is not supported by this endpoint.")
+        return await handler(request)
+
+    return dispatch
+
+
 def create_app(config: GatewayConfig) -> web.Application:
     config.data_path.mkdir(parents=True, exist_ok=True)
     limits = request_limits(MAX_BODY_BYTES, config.server)
@@ -79,8 +94,11 @@ def create_app(config: GatewayConfig) -> web.Application:
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
     app[CONFIG] = config
     app.on_response_prepare.append(_add_request_id)
-    for subsystem in (kds, kvs, analytics):  # analytics reads the kds store: after it
+    targets: dict[str, Handler] = {}
+    for subsystem in (kds, kvs, analytics, firehose):  # analytics and firehose read the kds store: after it
         app.cleanup_ctx.append(subsystem.lifecycle)
         app.router.add_routes(subsystem.ROUTES)
+        targets.update(getattr(subsystem, "TARGETS", {}))
+    app.router.add_post("/", target_dispatcher(targets))
     app.on_shutdown.append(kds.shutdown)
     return app

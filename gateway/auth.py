@@ -1,7 +1,8 @@
 """SigV4 verification: with credentials configured, every API call must be signed by a known key.
 
-Which requests are API calls: ``POST /`` with ``X-Amz-Target`` (service ``kinesis``) and every
-other ``POST`` (service ``kinesisvideo``: control plane, PutMedia, GetMedia, archived media).
+Which requests are API calls: ``POST /`` with ``X-Amz-Target`` (service ``kinesis``, ``firehose`` or
+``glue`` by the target's prefix, see ``TARGET_SERVICES``) and every other ``POST`` (service
+``kinesisvideo``: control plane, PutMedia, GetMedia, archived media).
 ``GET`` routes (the player page, HLS/DASH session URLs) are not AWS API calls and are left to
 their own handlers, as on AWS where session URLs carry their own token.
 
@@ -59,17 +60,20 @@ VIDEO_MEDIA_PATHS = frozenset(
 )
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: X-Amz-Target prefix -> the service name its SigV4 scope carries (JSON 1.1, errors with HTTP 400).
+TARGET_SERVICES = {"Kinesis_20131202": "kinesis", "Firehose_20150804": "firehose", "AWSGlue": "glue"}
+JSON_SERVICES = frozenset(TARGET_SERVICES.values())
 
 
 # ----------------------------------------------------------------------------- errors
 
 
 def _auth_error(code: str, message: str, service: str) -> AwsError:
-    return AwsError(code, message, 400 if service == "kinesis" else 403)
+    return AwsError(code, message, 400 if service in JSON_SERVICES else 403)
 
 
 def _access_denied(service: str, path: str, message: str) -> AwsError:
-    if service == "kinesis":
+    if service in JSON_SERVICES:
         return AwsError("AccessDeniedException", message, 400)
     code = "NotAuthorizedException" if path in VIDEO_MEDIA_PATHS else "AccessDeniedException"
     return AwsError(code, message, 401)
@@ -161,11 +165,13 @@ def service_of(request: web.Request) -> str | None:
     """The SigV4 service name of an API request, or None if the request is not an API call."""
     if request.method != "POST":
         return None
-    return "kinesis" if request.path == "/" else "kinesisvideo"
+    if request.path != "/":
+        return "kinesisvideo"
+    return TARGET_SERVICES.get(request.headers.get("X-Amz-Target", "").partition(".")[0], "kinesis")
 
 
 def action_of(request: web.Request, service: str) -> str:
-    if service == "kinesis":
+    if service in JSON_SERVICES:
         return request.headers.get("X-Amz-Target", "").rpartition(".")[2] or "Unknown"
     name = request.path.lstrip("/")
     return name[:1].upper() + name[1:]
@@ -185,9 +191,10 @@ def requested_streams(request: web.Request, body: bytes) -> set[str]:
     except Exception:  # the handler reports the malformed body; nothing named here
         return names
     if isinstance(doc, dict):
-        if "StreamName" in doc:
-            name = doc["StreamName"]
-            names.add(name if isinstance(name, str) else "")
+        for field in ("StreamName", "DeliveryStreamName"):
+            if field in doc:
+                name = doc[field]
+                names.add(name if isinstance(name, str) else "")
         for field in ("StreamARN", "ConsumerARN", "ResourceARN"):
             if field in doc:
                 names.add(stream_name_from_arn(doc[field]))

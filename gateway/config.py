@@ -1,7 +1,7 @@
 """Gateway configuration: typed sections with named defaults, loaded from flags or TOML.
 
 A TOML file mirrors these dataclasses: top-level keys for the server, and one table per
-section (``[limits]``, ``[video]``, ``[auth]``, ``[tls]``, ``[server]``, ``[consumers]``, ``[analytics]``).
+section (``[limits]``, ``[video]``, ``[auth]``, ``[tls]``, ``[server]``, ``[consumers]``, ``[analytics]``, ``[firehose]``).
 ``typed_config`` checks them as it checks the agent's config: the type hints are the schema, each
 section's ``check()`` adds its rules, and ``ConfigError`` lists *every* problem, one per line, each
 naming its key, so a typo never silently falls back to a default. (``[analytics]`` holds SQL
@@ -153,6 +153,43 @@ class ConsumersConfig:
 
 
 @dataclass(frozen=True)
+class FirehoseConfig:
+    """Amazon Data Firehose delivery streams: where S3 objects go, per-stream limits, transforms."""
+
+    #: S3 server objects are written to (AWS S3, SeaweedFS, MinIO...); empty = the embedded
+    #: default, bucket ``arn:aws:s3:::NAME`` is the directory ``<data dir>/s3/NAME/``.
+    s3_endpoint_url: str = ""
+    s3_access_key_id: str = ""
+    s3_secret_access_key: str = ""
+    s3_region: str = "us-east-1"
+    #: Per delivery stream, PutRecord/PutRecordBatch input (AWS defaults in us-east-1); above
+    #: them callers get ServiceUnavailableException "Slow down.". ``--no-limits`` turns them off.
+    stream_bytes_per_sec: int = 5 * MiB
+    stream_records_per_sec: int = 500_000
+    stream_requests_per_sec: int = 2000
+    #: Largest buffer (all records not yet delivered, every stream) on disk; above it puts fail
+    #: with ServiceUnavailableException until delivery catches up.
+    max_buffered_bytes: int = 1024 * MiB
+    #: GZIP level (1 fastest .. 9 smallest) for CompressionFormat GZIP and HTTP endpoint bodies.
+    gzip_level: int = 6
+    #: Seconds a failed delivery is retried (with backoff) before the batch goes to the error output.
+    retry_seconds: float = 300.0
+    #: Lambda processors: LambdaArn -> ``module:function`` (a Python callable taking the Lambda
+    #: event dict) or an ``http://`` / ``https://`` URL the event is POSTed to as JSON.
+    transforms: dict[str, str] = field(default_factory=dict)
+
+    def check(self) -> list[str]:
+        rules = [
+            ("gzip_level", 1 <= self.gzip_level <= 9, "must be 1..9"),
+            ("stream_bytes_per_sec", self.stream_bytes_per_sec > 0, "must be positive"),
+            ("stream_records_per_sec", self.stream_records_per_sec > 0, "must be positive"),
+            ("stream_requests_per_sec", self.stream_requests_per_sec > 0, "must be positive"),
+            ("retry_seconds", self.retry_seconds >= 0, "must be 0 or positive"),
+        ]
+        return [f"{name}: {why}, got {getattr(self, name)!r}" for name, ok, why in rules if not ok]
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
@@ -174,6 +211,7 @@ class GatewayConfig:
     consumers: ConsumersConfig = field(default_factory=ConsumersConfig)
     #: ``[[analytics.applications]]`` and ``[[analytics.motion]]`` (see ``gateway.analytics.spec``).
     analytics: AnalyticsConfig = field(default_factory=AnalyticsConfig)
+    firehose: FirehoseConfig = field(default_factory=FirehoseConfig)
 
     @property
     def data_path(self) -> Path:

@@ -26,14 +26,14 @@ from gateway.kds.store import Store
 from gateway.kds.validate import service_model
 from gateway.keys import CONFIG
 
-__all__ = ["ROUTES", "STORE", "lifecycle", "shutdown"]
+__all__ = ["ROUTES", "STORE", "TARGETS", "lifecycle", "shutdown"]
 
 STORE = web.AppKey("kds_store", Store)
 SIGNER = web.AppKey("kds_signer", IteratorSigner)
 
-ROUTES: list[web.RouteDef] = [
-    web.post("/", make_handler(lambda request: request.app[STORE], lambda request: request.app[SIGNER])),
-]
+ROUTES: list[web.RouteDef] = []
+#: ``POST /`` by X-Amz-Target prefix (``gateway.app`` dispatches it).
+TARGETS = {"Kinesis_20131202": make_handler(lambda request: request.app[STORE], lambda request: request.app[SIGNER])}
 
 
 async def lifecycle(app: web.Application) -> AsyncIterator[None]:

@@ -46,8 +46,14 @@ def service_model(name: str = "kinesis") -> ServiceModel:
     return ServiceModel(Loader().load_service_model(name, "service-2"), name)
 
 
+#: Java regex classes some models use (Firehose and Glue tags) -> Python ``re`` (\w is a superset of \p{L})
+_JAVA_CLASSES = {"\\p{L}": "\\w", "\\p{N}": "\\d", "\\p{Z}": "\\s", "\\p{M}": "\\w"}
+
+
 @functools.cache
 def _pattern(pattern: str) -> re.Pattern[str]:
+    for java, python in _JAVA_CLASSES.items():
+        pattern = pattern.replace(java, python)
     return re.compile(pattern)
 
 

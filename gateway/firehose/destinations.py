@@ -1,0 +1,29 @@
+"""Which steps a batch goes through, by destination kind and configuration."""
+
+from __future__ import annotations
+
+import asyncio
+
+from gateway.config import FirehoseConfig
+from gateway.firehose import pipeline
+from gateway.firehose.delivery import write_objects
+from gateway.firehose.sinks import ObjectSink
+from gateway.firehose.store import Row
+from gateway.firehose.streams import DeliveryStream
+
+
+class Destinations:
+    def __init__(self, sink: ObjectSink, config: FirehoseConfig) -> None:
+        self.sink = sink
+        self.config = config
+
+    def steps(self, stream: DeliveryStream) -> list[pipeline.Step]:
+        return []
+
+    def encoder(self, stream: DeliveryStream) -> pipeline.Encoder:
+        return pipeline.concatenate
+
+    async def deliver(self, stream: DeliveryStream, rows: list[Row]) -> dict[str, int]:
+        batch = await asyncio.to_thread(pipeline.build, stream, rows, self.steps(stream), self.encoder(stream), self.config.gzip_level)
+        await write_objects(self.sink, batch.objects)
+        return batch.counts
