@@ -4,6 +4,8 @@
     GET /analytics/applications/{name}       one application: inputs, queries (SQL), counters, recent rows
     GET /analytics/applications/{name}/rows?query=Q&after=N   output rows of Q with id > N
     GET /analytics/events                    text/event-stream: "stats" and "rows" events as they happen
+    GET /analytics/motion                    {"MotionDetectors": [...]}: every watched video stream
+    GET /analytics/motion/{stream}           one detector: counters and motion periods (the player's timeline)
     GET /analytics                           the dashboard page (static/, nothing from a CDN)
 
 These are GET routes next to the player's, outside the AWS API (no SigV4, like the player page).
@@ -22,9 +24,11 @@ from typing import Any
 from aiohttp import web
 
 from gateway.analytics.engine import Application
+from gateway.analytics.motion import MotionWatcher
 from gateway.errors import not_found, validation
 from gateway.kds import STORE
 from gateway.keys import CONFIG
+from gateway.kvs.keys import VIDEO_STORE
 
 log = logging.getLogger("gateway.analytics")
 
@@ -40,6 +44,7 @@ class Analytics:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.apps: dict[str, Application] = {}
+        self.motion: dict[str, MotionWatcher] = {}
         self.subscribers: set[asyncio.Event] = set()
         self.closing = False
 
@@ -73,12 +78,17 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         application.listeners.append(analytics.wake)
         analytics.apps[spec.name] = application
         application.start()
+    for motion in config.analytics.motion:
+        watcher = MotionWatcher(motion, app[VIDEO_STORE], store, analytics.loop, config.data_path, config.durability)
+        analytics.motion[motion.video_stream] = watcher
+        watcher.start()
     app.on_shutdown.append(_wind_up)
     try:
         yield
     finally:
         analytics.closing = True
-        await asyncio.gather(*(asyncio.to_thread(a.stop) for a in analytics.apps.values()))
+        running: list[Application | MotionWatcher] = [*analytics.apps.values(), *analytics.motion.values()]
+        await asyncio.gather(*(asyncio.to_thread(r.stop) for r in running))
 
 
 async def _wind_up(app: web.Application) -> None:
@@ -109,6 +119,17 @@ async def application_rows(request: web.Request) -> web.Response:
     except ValueError as exc:
         raise validation("after must be an integer") from exc
     return web.json_response({"Rows": [{"Id": n, "Row": row} for n, row in application.rows_since(query, after)]})
+
+
+async def list_motion(request: web.Request) -> web.Response:
+    return web.json_response({"MotionDetectors": [w.summary() for w in request.app[ANALYTICS].motion.values()]})
+
+
+async def describe_motion(request: web.Request) -> web.Response:
+    watcher = request.app[ANALYTICS].motion.get(request.match_info["stream"])
+    if watcher is None:
+        raise not_found(f"No motion detection is configured for video stream {request.match_info['stream']}.", 404)
+    return web.json_response(watcher.summary())
 
 
 def _event(kind: str, data: Any) -> bytes:
@@ -162,4 +183,6 @@ ROUTES: list[web.RouteDef] = [
     web.get("/analytics/applications/{name}", describe_application),
     web.get("/analytics/applications/{name}/rows", application_rows),
     web.get("/analytics/events", events),
+    web.get("/analytics/motion", list_motion),
+    web.get("/analytics/motion/{stream}", describe_motion),
 ]

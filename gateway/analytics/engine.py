@@ -26,15 +26,13 @@ import pyarrow as pa
 from gateway.analytics.checkpoint import Checkpoint, CheckpointError, State, WindowState, checkpoint_path
 from gateway.analytics.decode import RAW_SCHEMA, csv_fields, decode_sql, raw_table
 from gateway.analytics.spec import ApplicationSpec, InputSpec, QuerySpec
-from gateway.errors import AwsError
-from gateway.kds.store import THROTTLED, Store, put_entry
+from gateway.analytics.output import FIREHOSE_PREFIX, deliver
+from gateway.kds.store import Store
 
 log = logging.getLogger("gateway.analytics")
 
 #: Output rows per query kept in memory for the dashboard and the HTTP API.
 RECENT_ROWS = 500
-#: Records per PutRecords-sized write of the outbox.
-OUTPUT_CHUNK = 500
 SEQ_DIGITS = 54  # external sequence number = "49" + the store's number, zero-padded (gateway.kds.sequence)
 
 
@@ -305,7 +303,7 @@ class Application:
         if query.output_stream:
             out += [(query.output_stream, pk, text.encode()) for text, pk in rows]
         if query.delivery_stream:
-            out += [("firehose:" + query.delivery_stream, pk, text.encode()) for text, pk in rows]
+            out += [(FIREHOSE_PREFIX + query.delivery_stream, pk, text.encode()) for text, pk in rows]
         return out
 
     def _errors(self, spec: InputSpec, late: str, watermark_us: int | None) -> list[tuple[str, str, bytes]]:
@@ -321,42 +319,12 @@ class Application:
         ).fetchall()
         return [(self.spec.error_stream, pk, text.encode()) for text, pk in rows]
 
-    # -- output ----------------------------------------------------------------------------
-
     def _deliver(self) -> bool:
-        """Write the outbox to its streams (exactly once: producer id + outbox ids). False: blocked."""
-        checkpoint = self._checkpoint
-        assert checkpoint is not None
-        while not self._stop.is_set():
-            records = checkpoint.outbox(OUTPUT_CHUNK * 4)
-            if not records:
-                return True
-            by_destination: dict[str, list[tuple[int, str, bytes]]] = {}
-            for rid, destination, key, data in records:
-                by_destination.setdefault(destination, []).append((rid, key, data))
-            for destination, items in by_destination.items():
-                for i in range(0, len(items), OUTPUT_CHUNK):
-                    if not self._put(destination, items[i : i + OUTPUT_CHUNK]):
-                        return False
-            checkpoint.delivered(records[-1][0])
-        return False
+        assert self._checkpoint is not None
+        return deliver(self._checkpoint, self.store, self.loop, self._stop, self._report)
 
-    def _put(self, destination: str, items: list[tuple[int, str, bytes]]) -> bool:
-        if destination.startswith("firehose:"):
-            self.message = f"Firehose output {destination[9:]} is not available on this gateway"
-            return False
-        entries = [put_entry(key, data, None, rid) for rid, key, data in items]
-        while entries and not self._stop.is_set():
-            future = asyncio.run_coroutine_threadsafe(self.store.put(destination, entries, self._checkpoint.producer if self._checkpoint else None), self.loop)
-            try:
-                results = future.result(timeout=60)
-            except AwsError as exc:
-                self.message = f"cannot write to {destination}: {exc.message}"
-                return False
-            entries = [e for e, (_, seq) in zip(entries, results) if seq == THROTTLED]
-            if entries:
-                self._stop.wait(0.2)  # the output shard is at its write limit
-        return not entries
+    def _report(self, message: str) -> None:
+        self.message = message
 
     # -- what the API shows ----------------------------------------------------------------
 

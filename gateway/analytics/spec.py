@@ -228,7 +228,7 @@ class MotionSpec:
     output_stream: str = ""
     #: Frames analysed per second of video (the rest are skipped, not decoded where possible).
     sample_fps: float = 2.0
-    #: 0..1: share of the zone's pixels that must change to count as motion is (1 - sensitivity) / 10.
+    #: 0..1: a zone moves when at least (1 - sensitivity) / 40 of its pixels changed (0.8: 0.5 %).
     sensitivity: float = 0.8
     #: Zones as [x, y, width, height] fractions of the frame (empty = the whole frame).
     zones: tuple[tuple[float, float, float, float], ...] = ()

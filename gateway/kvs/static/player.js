@@ -140,7 +140,20 @@ async function loadTimeline(stream) {
   state.timelineStream = stream;
   state.timelineEnd = end;
   state.timeline = mergeSpans(spans);
+  state.motion = await loadMotion(stream);
   drawTimeline();
+}
+
+// Motion periods, when the gateway runs motion detection on this stream ([[analytics.motion]]).
+async function loadMotion(stream) {
+  try {
+    const response = await fetch(`/analytics/motion/${encodeURIComponent(stream)}`, { cache: "no-store" });
+    if (!response.ok) return [];
+    const out = await response.json();
+    return out.Periods.map((p) => [p.StartMillis / 1000, p.EndMillis === null ? null : p.EndMillis / 1000]);
+  } catch (err) {
+    return [];
+  }
 }
 
 function timelineRange() {
@@ -165,6 +178,24 @@ function drawTimeline() {
     el.style.left = `${((a - range[0]) / width) * 100}%`;
     el.style.width = `${((b - a) / width) * 100}%`;
     box.append(el);
+  }
+  const list = $("motion");
+  list.replaceChildren();
+  for (const [a, b] of state.motion || []) {
+    const end = b === null ? range[1] : b;
+    if (end < range[0] || a > range[1]) continue;
+    const el = document.createElement("div");
+    el.className = "span motion";
+    el.title = `motion from ${new Date(a * 1000).toLocaleTimeString()}`;
+    el.style.left = `${((a - range[0]) / width) * 100}%`;
+    el.style.width = `${((end - a) / width) * 100}%`;
+    el.addEventListener("click", (event) => { event.stopPropagation(); play(state.stream, "replay", a); });
+    box.append(el);
+    const button = document.createElement("button");
+    button.type = "button";
+    button.textContent = `${new Date(a * 1000).toLocaleTimeString()} (${b === null ? "now" : `${Math.round(b - a)} s`})`;
+    button.addEventListener("click", () => play(state.stream, "replay", a));
+    list.append(button);
   }
 }
 
