@@ -16,3 +16,7 @@ LEASES_LOST = Counter("edge_consumer_leases_lost", "Leases lost to another worke
 CHECKPOINTS = Counter("edge_consumer_checkpoints", "Checkpoints written", ["stream"], registry=REGISTRY)
 THROTTLED = Counter("edge_consumer_throttled", "Reads refused with ProvisionedThroughputExceeded", ["stream"], registry=REGISTRY)
 PROCESSOR_ERRORS = Counter("edge_consumer_processor_errors", "Exceptions raised by the record processor", ["stream"], registry=REGISTRY)
+HANDLER_FAILURES = Counter("edge_consumer_handler_failures", "Handler calls that failed (raised or reported batchItemFailures)",
+                           ["stream"], registry=REGISTRY)
+RECORDS_SET_ASIDE = Counter("edge_consumer_records_set_aside", "Records that failed every attempt (sent to the on-failure stream or skipped)",
+                            ["stream"], registry=REGISTRY)

@@ -22,9 +22,11 @@ from consumer.records import Record
 class Checkpointer:
     """Records progress in the lease table; ``checkpoint()`` with no argument = everything delivered so far."""
 
-    def __init__(self, shard_id: str, write: Callable[[str, int], None]) -> None:
+    def __init__(self, shard_id: str, write: Callable[[str, int], None], still_held: Callable[[], bool] = lambda: True) -> None:
         self.shard_id = shard_id
         self._write = write
+        #: True while this worker may process the shard (long retry loops check it).
+        self.still_held = still_held
         #: (sequence number, sub-sequence) of the last record handed to the processor.
         self.delivered: tuple[str, int] | None = None
         #: The last checkpoint written by this checkpointer.

@@ -61,7 +61,9 @@ class ShardConsumer(threading.Thread):
         self._timestamp = timestamp
         self._stop_event = threading.Event()
         self.stop_reason: str | None = None
-        self.checkpointer = Checkpointer(lease.key, self._write_checkpoint)
+        self.checkpointer = Checkpointer(lease.key, self._write_checkpoint, lambda: coordinator.may_process(lease.key))
+        #: Processors that batch by time (handlers) see empty polls too.
+        self._empty_batches = bool(getattr(processor, "process_empty_batches", False))
 
     def request_stop(self, reason: str) -> None:
         if self.stop_reason != LOST:
@@ -106,6 +108,7 @@ class ShardConsumer(threading.Thread):
                 if records:
                     last = records[-1]
                     self.checkpointer.delivered = (last.sequence_number, last.sub_sequence_number)
+                if records or self._empty_batches:
                     self.processor.process_records(records, self.checkpointer, batch.millis_behind_latest)
                     metrics.RECORDS_PROCESSED.labels(self.stream, self.shard_id).inc(len(records))
                 if batch.shard_end:

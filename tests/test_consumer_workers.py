@@ -5,9 +5,11 @@ checkpoint, parents finish before children start, and SIGTERM checkpoints and re
 
 from __future__ import annotations
 
+import re
 import signal
 import threading
 import time
+import urllib.request
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,7 +17,7 @@ from typing import Any
 
 import pytest
 from consumer_support import WorkerProcess, read_audit
-from helpers import GatewayProcess, wait_until
+from helpers import GatewayProcess, free_port, wait_until
 
 from consumer import BaseProcessor, Checkpointer, Record, SqliteLeaseStore, Worker, WorkerSettings
 from edge_agent.aggregation import Aggregate
@@ -30,7 +32,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
     gw.kill()
 
 
-def write_config(path: Path, gw: GatewayProcess, stream: str, leases: Path) -> Path:
+def write_config(path: Path, gw: GatewayProcess, stream: str, leases: Path, metrics: str = "") -> Path:
     path.write_text(f"""
 [consumer]
 stream = "{stream}"
@@ -43,7 +45,7 @@ path = "{leases}"
 [gateway]
 endpoint_url = "{gw.url}"
 [metrics]
-listen = ""
+listen = "{metrics}"
 """)
     return path
 
@@ -107,7 +109,9 @@ def test_workers_share_fail_over_and_follow_resharding(gateway: GatewayProcess, 
         workers["w1"].kill(signal.SIGKILL)
         kill_times["w1"] = time.time()
         killed_at = time.monotonic()
-        workers["w4"] = WorkerProcess(config, "w4", audit)
+        metrics_port = free_port()
+        config4 = write_config(tmp_path / "consumer4.toml", gateway, stream, leases_db, metrics=f"127.0.0.1:{metrics_port}")
+        workers["w4"] = WorkerProcess(config4, "w4", audit)
         # The killed worker's shards go to the others within the failover time (plus a take round).
         wait_until(lambda: all(owners().get(k) not in (None, "w1") for k in held_by_w1), timeout=15, what="take-over of w1's leases")
         takeover = time.monotonic() - killed_at
@@ -122,6 +126,11 @@ def test_workers_share_fail_over_and_follow_resharding(gateway: GatewayProcess, 
             return {r[4] for r in read_audit(audit)["records"]}
 
         wait_until(lambda: producer.sent <= processed(), timeout=30, what="every acknowledged record processed")
+        scrape = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+        held = float(re.search(r'edge_consumer_leases_held\{stream="kcl-audit"\} (\S+)', scrape).group(1))  # type: ignore[union-attr]
+        assert held >= 1, scrape  # w4 joined last and took its share by hand-off
+        assert re.search(r'edge_consumer_records_processed_total\{shard="shardId-\d+",stream="kcl-audit"\} [1-9]', scrape), scrape
+        assert re.search(r'edge_consumer_millis_behind_latest\{shard="shardId-\d+",stream="kcl-audit"\} \d', scrape), scrape
         for w in ("w2", "w3", "w4"):
             workers[w].kill(signal.SIGTERM)
             assert workers[w].proc.returncode == 0, workers[w].log()[-3000:]
