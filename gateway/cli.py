@@ -7,10 +7,12 @@ import asyncio
 import dataclasses
 import logging
 import sys
+from pathlib import Path
 
 from gateway.app import create_app
 from gateway.config import DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT, ConfigError, GatewayConfig, LimitsConfig, load_config
 from gateway.credentials import auth_from_environment
+from gateway.kds.encryption import KEY_FILE, KeyStore
 from gateway.server import serve, ssl_context
 
 EXAMPLES = """\
@@ -19,6 +21,8 @@ examples:
   edge-gateway --port 8080 --data-dir /var/lib/edge-gateway
   edge-gateway --config /etc/edge-gateway/gateway.toml
   edge-gateway --no-limits                       # no per-shard throughput limits (benchmarks)
+  edge-gateway --create-key alias/cameras        # a new key in the local key store (prints its id), then:
+                                                 # aws kinesis start-stream-encryption --encryption-type KMS --key-id alias/cameras ...
   EDGE_GATEWAY_CREDENTIALS_FILE=/etc/edge-gateway/credentials.toml edge-gateway --host 0.0.0.0
                                                  # require SigV4 from the keys in that file ([auth] shape)
 
@@ -45,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", metavar="DIR", help=f"where streams and fragments live (default {DEFAULT_DATA_DIR})")
     parser.add_argument("--no-limits", action="store_true", help="turn off per-shard throughput limits")
     parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default INFO")
+    parser.add_argument("--create-key", metavar="ALIAS", help="add a key named ALIAS (alias/<name>) to the local key store for "
+                        "StartStreamEncryption, print its key id and exit")
     return parser
 
 
@@ -54,6 +60,16 @@ def config_from_args(args: argparse.Namespace) -> GatewayConfig:
     if args.no_limits:
         overrides["limits"] = LimitsConfig(enabled=False)
     return dataclasses.replace(config, **overrides)
+
+
+def _create_key(config: GatewayConfig, alias: str) -> int:
+    keys = KeyStore(Path(config.encryption.key_store) if config.encryption.key_store else config.data_path / KEY_FILE)
+    try:
+        print(keys.create_key(alias))
+    except ValueError as exc:
+        print(f"edge-gateway: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"edge-gateway: config error: {exc}", file=sys.stderr)
         return 2
+    if args.create_key:
+        return _create_key(config, args.create_key)
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(config)
     try:

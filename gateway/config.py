@@ -90,6 +90,15 @@ class AuthConfig:
 
 
 @dataclass(frozen=True)
+class EncryptionConfig:
+    """At-rest encryption of data streams (StartStreamEncryption)."""
+
+    #: The local key store (KMS stand-in) file; empty = ``kms-keys.json`` in the data dir. Keep it
+    #: off the data disk (a removable or secrets mount) so a stolen disk alone reveals nothing.
+    key_store: str = ""
+
+
+@dataclass(frozen=True)
 class TlsConfig:
     certfile: str = ""
     keyfile: str = ""
@@ -207,6 +216,7 @@ class GatewayConfig:
     video: VideoConfig = field(default_factory=VideoConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
+    encryption: EncryptionConfig = field(default_factory=EncryptionConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     consumers: ConsumersConfig = field(default_factory=ConsumersConfig)
     #: ``[[analytics.applications]]`` and ``[[analytics.motion]]`` (see ``gateway.analytics.spec``).

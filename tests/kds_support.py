@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -61,3 +64,14 @@ def kds_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayPro
         _shared.append(GatewayProcess(tmp_path_factory.mktemp("kds-shared") / "data", "--no-limits").start())
     yield _shared[0]
     _shared[0].kill()
+
+
+def raw_call(gw: GatewayProcess, action: str, body: dict[str, Any] | bytes) -> tuple[int, bytes]:
+    """POST one Kinesis action as plain JSON; (status, body) exactly as the gateway sent them."""
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    request = urllib.request.Request(gw.url + "/", data=raw, method="POST", headers={"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": f"Kinesis_20131202.{action}"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()

@@ -10,13 +10,12 @@ from __future__ import annotations
 import base64
 import json
 import re
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from helpers import GatewayProcess
+from kds_support import raw_call
 
 ACCOUNT = "123456789012"
 ARN = f"arn:aws:kinesis:us-east-1:{ACCOUNT}:stream/e-base"
@@ -145,16 +144,6 @@ SUCCESSES: list[tuple[str, dict[str, Any], set[str] | None]] = [
 ]
 
 
-def call(gw: GatewayProcess, action: str, body: dict[str, Any] | bytes) -> tuple[int, bytes]:
-    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    request = urllib.request.Request(gw.url + "/", data=raw, method="POST", headers={"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": f"Kinesis_20131202.{action}"})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     root = tmp_path_factory.mktemp("kds-errors")
@@ -170,7 +159,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
 
 @pytest.mark.parametrize(("action", "body", "code", "message"), ERRORS, ids=[f"{i}-{row[0]}" for i, row in enumerate(ERRORS)])
 def test_errors_as_aws_words_them(gw: GatewayProcess, action: str, body: dict[str, Any] | bytes, code: str, message: str) -> None:
-    status, payload = call(gw, action, body)
+    status, payload = raw_call(gw, action, body)
     error = json.loads(payload)
     assert (status, error["__type"]) == (400, code), error
     if message.startswith("re:"):
@@ -182,7 +171,7 @@ def test_errors_as_aws_words_them(gw: GatewayProcess, action: str, body: dict[st
 def test_successes_in_order(gw: GatewayProcess) -> None:
     """Each operation works; those without an output shape answer with an empty body."""
     for action, body, keys in SUCCESSES:
-        status, payload = call(gw, action, body)
+        status, payload = raw_call(gw, action, body)
         assert status == 200, (action, payload)
         if keys is None:
             assert payload == b"", action
@@ -198,7 +187,7 @@ def test_arns_carry_the_configured_account(gw: GatewayProcess) -> None:
 def test_every_constraint_is_listed(gw: GatewayProcess) -> None:
     """Three broken members, three entries, in the model's member order (not the body's)."""
     body = {"ShardCount": 0, "StreamModeDetails": {"StreamMode": "X"}, "StreamName": "a b"}
-    _, payload = call(gw, "CreateStream", body)
+    _, payload = raw_call(gw, "CreateStream", body)
     message = json.loads(payload)["message"]
     assert message.startswith("3 validation errors detected: ")
     paths = re.findall(r"at '([^']+)'", message)

@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.errors import AwsError, invalid_argument, validation
-from gateway.kds import consumers, control, records, render, subscriptions
+from gateway.kds import configure, consumers, control, encryption, records, render, subscriptions
 from gateway.kds.consumers import CONSUMERS
 from gateway.kds.iterators import IteratorSigner
 from gateway.kds.protocol import JSON, Codec, RawJson, codec_for
@@ -86,8 +86,8 @@ async def describe_stream(call: Call, p: dict[str, Any]) -> dict[str, Any]:
     after = p.get("ExclusiveStartShardId")
     shards = [s for s in stream.shards if after is None or s.shard_id > after]
     description = render.summary(call.arn(stream.name), stream, call.codec)
-    for key in ("OpenShardCount", "ConsumerCount", "StreamId"):
-        description.pop(key, None)
+    members = service_model().shape_for("StreamDescription").members
+    description = {k: v for k, v in description.items() if k in members}
     description["Shards"] = [render.shard(s) for s in shards[:limit]]
     description["HasMoreShards"] = len(shards) > limit
     return {"StreamDescription": description}
@@ -228,6 +228,8 @@ HANDLERS: dict[str, Handler] = {
     "UpdateShardCount": update_shard_count,
     **consumers.HANDLERS,
     "SubscribeToShard": subscriptions.subscribe_to_shard,
+    **configure.HANDLERS,
+    **encryption.HANDLERS,
 }
 
 

@@ -11,7 +11,7 @@ import bisect
 import sqlite3
 
 from gateway.errors import in_use, invalid_argument, limit_exceeded, not_found
-from gateway.kds import consumers, replays
+from gateway.kds import consumers, replays, settings
 from gateway.kds.shards import Router, Shard, split_points, uniform_boundaries, uniform_ranges
 from gateway.kds.store import Store, Stream
 
@@ -79,6 +79,7 @@ async def delete_stream(store: Store, stream: Stream, enforce_consumer_deletion:
         for table in ("shards", "tags"):
             conn.execute(f"DELETE FROM {table} WHERE stream_key=?", (live.key,))
         replays.forget_stream(conn, live.key)
+        settings.forget_stream(conn, live.key)
         conn.execute("DELETE FROM streams WHERE key=?", (live.key,))
         store.streams = {n: s for n, s in store.streams.items() if s is not live}
         store.streams_by_key = {k: s for k, s in store.streams_by_key.items() if s is not live}
@@ -135,14 +136,24 @@ async def merge_shards(store: Store, stream: Stream, shard_id: str, adjacent_id:
 
 
 async def update_shard_count(store: Store, stream: Stream, target: int, region: str = DEFAULT_REGION) -> int:
-    """UNIFORM_SCALING: split at the target boundaries, then merge within each target range."""
+    """UNIFORM_SCALING within AWS's bounds (half to double the open shards); returns the count before."""
+    return await _scale(store, stream, target, region, bounded=True)
+
+
+async def scale_to(store: Store, stream: Stream, target: int, region: str = DEFAULT_REGION) -> int:
+    """Uniform scaling to ``target`` shards without the half/double bound (on-demand pre-scaling)."""
+    return await _scale(store, stream, target, region, bounded=False)
+
+
+async def _scale(store: Store, stream: Stream, target: int, region: str, bounded: bool) -> int:
+    """Split at the target boundaries, then merge within each target range."""
 
     def job(conn: sqlite3.Connection) -> int:
         live = _live(store, stream)
         current = len(live.open_shards)
-        if target > 2 * current:
+        if bounded and target > 2 * current:
             raise limit_exceeded(f"UpdateShardCount cannot scale up over double your current open shard count. Current open shard count: {current} Target shard count: {target}")
-        if 2 * target < current:
+        if bounded and 2 * target < current:
             raise limit_exceeded(f"UpdateShardCount cannot scale down below half your current open shard count. Current open shard count: {current} Target shard count: {target}")
         if target == current and all((s.start_hash, s.end_hash) == r for s, r in zip(sorted(live.open_shards, key=lambda s: s.start_hash), uniform_ranges(target))):
             return current

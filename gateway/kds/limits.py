@@ -59,8 +59,11 @@ class ShardWriteLimit:
         records = self.records.refill(now)
         nbytes = self.bytes.refill(now)
         verdicts = []
+        full = self.bytes.rate
         for size in sizes:
-            if records >= 1 and nbytes >= size:
+            # a record larger than a second's worth (UpdateMaxRecordSize) goes through on a full
+            # bucket and leaves it in debt, so the shard still averages its rate
+            if records >= 1 and (nbytes >= size or nbytes >= full):
                 records -= 1
                 nbytes -= size
                 verdicts.append(True)

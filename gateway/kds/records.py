@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 from binascii import a2b_base64, b2a_base64
 from typing import TYPE_CHECKING, Any
@@ -26,15 +27,18 @@ from gateway.wire import RECORD_SEQS_HEADER, producer_seqs
 if TYPE_CHECKING:
     from gateway.kds.api import Call
 
-#: Largest record (data + partition key), and largest PutRecords request, in bytes.
-MAX_RECORD_BYTES = 1024 * 1024
+#: Largest record (data + partition key) any stream takes (UpdateMaxRecordSize; each stream's
+#: own limit, 1 MiB by default, is checked once the stream is known), and largest PutRecords
+#: request (or one record, if the stream takes larger ones), in bytes.
+MAX_RECORD_BYTES = 10 * 1024 * 1024
 MAX_REQUEST_BYTES = 5 * 1024 * 1024
+#: The partition key of a record sent without one (only an AUTO-distribution stream takes it;
+#: a real key is at least one character long).
+NO_KEY = ""
 
 
 def _entry(p: dict[str, Any], where: str) -> PutEntry:
-    key = p.get("PartitionKey")
-    if key is None:
-        raise violation(f"{where}partitionKey", None, "Member must not be null")
+    key = p.get("PartitionKey", NO_KEY)
     data = p["Data"]
     if len(data) + len(key.encode("utf-8")) > MAX_RECORD_BYTES:
         raise violation(f"{where}data", data, f"Member must have length less than or equal to {MAX_RECORD_BYTES}")
@@ -102,31 +106,51 @@ def _throttled_message(shard_id: str, stream: str, account: str) -> str:
     return f"Rate exceeded for shard {shard_id} in stream {stream} under account {account}."
 
 
+def _fit(stream: Stream, entries: list[PutEntry], total: int, where: str) -> list[PutEntry]:
+    """Check ``entries`` against the stream's own rules (record size, partition keys) and route
+    them as its distribution strategy says."""
+    settings = stream.settings
+    limit = settings.max_record_bytes
+    if total > limit:
+        for i, (key, data, _, _) in enumerate(entries):
+            if len(data) + len(key.encode("utf-8")) > limit:
+                raise violation(where.format(i + 1) + "data", data, f"Member must have length less than or equal to {limit}")
+    if settings.distribution == "AUTO":  # evenly over the shards, whatever key the producer gave
+        return [(key, data, random.getrandbits(128), pseq) for key, data, _, pseq in entries]
+    for i, entry in enumerate(entries):
+        if entry[0] == NO_KEY:
+            raise violation(where.format(i + 1) + "partitionKey", None, "Member must not be null")
+    return entries
+
+
 async def put_record(call: Call, p: dict[str, Any]) -> dict[str, Any]:
     stream = call.stream(p)
     entry = _entry(p, "")
+    [entry] = _fit(stream, [entry], len(entry[1]) + len(entry[0]), "")
     producer, seqs = _producer(call, 1)
     if seqs:
         entry = (entry[0], entry[1], entry[2], seqs[0])
     [(shard_id, seq)] = await call.store.put(stream.name, [entry], producer)
     if seq == THROTTLED:
         raise throughput_exceeded(_throttled_message(shard_id, stream.name, call.store.account_id))
-    return {"ShardId": shard_id, "SequenceNumber": external(seq), "EncryptionType": "NONE"}
+    return {"ShardId": shard_id, "SequenceNumber": external(seq), "EncryptionType": stream.settings.encryption_type}
 
 
 async def put_records(call: Call, p: dict[str, Any]) -> dict[str, Any] | RawJson:
     entries, total = _entries(p["Records"], call.codec)  # checked before the stream is looked up, as AWS
     stream = call.stream(p)
-    if total > MAX_REQUEST_BYTES:
+    if total > max(MAX_REQUEST_BYTES, stream.settings.max_record_bytes):
         raise invalid_argument(f"Records size exceeds {MAX_REQUEST_BYTES // (1024 * 1024)} MB limit")
+    entries = _fit(stream, entries, total, "records.{}.member.")
     producer, seqs = _producer(call, len(entries))
     if seqs:
         entries = [(e[0], e[1], e[2], pseq) for e, pseq in zip(entries, seqs)]
     results = await call.store.put(stream.name, entries, producer)
+    encryption = stream.settings.encryption_type
     if not call.codec.is_cbor and all(seq != THROTTLED for _, seq in results):
         # The hot path: the AWS JSON shape spelled out directly (3x faster than json.dumps).
         body = ",".join([f'{{"SequenceNumber":"{SEQUENCE_BASE + seq}","ShardId":"{shard_id}"}}' for shard_id, seq in results])
-        return RawJson(f'{{"FailedRecordCount":0,"Records":[{body}],"EncryptionType":"NONE"}}'.encode())
+        return RawJson(f'{{"FailedRecordCount":0,"Records":[{body}],"EncryptionType":"{encryption}"}}'.encode())
     out = []
     failed = 0
     for shard_id, seq in results:
@@ -135,7 +159,7 @@ async def put_records(call: Call, p: dict[str, Any]) -> dict[str, Any] | RawJson
             out.append({"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": _throttled_message(shard_id, stream.name, call.store.account_id)})
         else:
             out.append({"SequenceNumber": external(seq), "ShardId": shard_id})
-    return {"FailedRecordCount": failed, "Records": out, "EncryptionType": "NONE"}
+    return {"FailedRecordCount": failed, "Records": out, "EncryptionType": encryption}
 
 
 async def get_shard_iterator(call: Call, p: dict[str, Any]) -> dict[str, Any]:

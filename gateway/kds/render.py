@@ -52,16 +52,20 @@ def stream_summary(arn: str, stream: Stream, codec: Codec) -> dict[str, Any]:
 
 
 def summary(arn: str, stream: Stream, codec: Codec) -> dict[str, Any]:
+    """DescribeStreamSummary's shape (DescribeStream takes the members its own shape has)."""
+    settings = stream.settings
     out = stream_summary(arn, stream, codec)
-    out.update(
-        {
-            "RetentionPeriodHours": stream.retention_hours,
-            "EnhancedMonitoring": [{"ShardLevelMetrics": []}],
-            "EncryptionType": "NONE",
-            "OpenShardCount": len(stream.open_shards),
-            "ConsumerCount": 0,
-        }
-    )
+    out["RetentionPeriodHours"] = stream.retention_hours
+    out["EnhancedMonitoring"] = [{"ShardLevelMetrics": list(settings.metrics)}]
+    out["EncryptionType"] = settings.encryption_type
+    if settings.encryption_type == "KMS":
+        out["KeyId"] = settings.key_id
+    out["OpenShardCount"] = len(stream.open_shards)
+    out["ConsumerCount"] = 0
+    if stream.mode == "ON_DEMAND":
+        out["WarmThroughput"] = {"TargetMiBps": settings.warm_mibps, "CurrentMiBps": settings.warm_mibps}
+    out["MaxRecordSizeInKiB"] = settings.max_record_kib
+    out["RecordDistributionStrategy"] = settings.distribution
     return out
 
 

@@ -8,6 +8,7 @@ On-disk format (``kds.sqlite3``, and ``kds.sqlite3.lock`` flock'ed while a gatew
     segments(id, shard_key, first_seq, last_seq, arrival, payload)   + index (shard_key, last_seq)
                                 the records of one PutRecords call in one shard (see ``segments``)
     tags(stream_key, key, value)
+    settings(owner, value)      per-stream and account settings (see ``settings``)
     producer_batches(...)       exactly-once memory (see ``replays``)
     consumers(...)              enhanced fan-out consumers (see ``consumers``)
 
@@ -34,9 +35,11 @@ from typing import Any
 from gateway import sqlite
 from gateway.config import DEFAULT_ACCOUNT_ID, GatewayConfig
 from gateway.errors import not_found
-from gateway.kds import consumers, replays, segments
+from gateway.kds import consumers, replays, segments, settings
+from gateway.kds.encryption import KEY_FILE, KeyStore
 from gateway.kds.limits import Limits
 from gateway.kds.shards import Router, Shard, canonical_shard_id, shard_name
+from gateway.kds.settings import AccountSettings, StreamSettings
 from gateway.kds.writer import Writer
 from gateway.sqlite import LockFile, Readers
 
@@ -61,7 +64,7 @@ CREATE TABLE IF NOT EXISTS segments(
 CREATE INDEX IF NOT EXISTS segments_by_shard ON segments(shard_key, last_seq);
 CREATE TABLE IF NOT EXISTS tags(stream_key INTEGER NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
     PRIMARY KEY(stream_key, key));
-""" + replays.SCHEMA + consumers.SCHEMA
+""" + replays.SCHEMA + consumers.SCHEMA + settings.SCHEMA
 
 
 @dataclass
@@ -76,6 +79,7 @@ class Stream:
     tags: dict[str, str] = field(default_factory=dict)
     router: Router = field(default_factory=Router)
     status: str = "ACTIVE"
+    settings: StreamSettings = field(default_factory=StreamSettings)
 
     def shard(self, shard_id: str, account: str = DEFAULT_ACCOUNT_ID) -> Shard:
         """The shard ``shard_id`` names; AWS reads any ``<prefix>-<number>`` as shard <number>."""
@@ -129,6 +133,7 @@ class Store:
         config.data_path.mkdir(parents=True, exist_ok=True)
         self._lock_file = LockFile(config.data_path / LOCK_FILE, str(self.path))
         self.limits = Limits(config.limits)
+        self.keys = KeyStore(Path(config.encryption.key_store) if config.encryption.key_store else config.data_path / KEY_FILE)
         self._conn = connect(self.path, config.durability)
         self._conn.executescript(SCHEMA)
         self._readers = Readers(self.path)
@@ -160,6 +165,7 @@ class Store:
                 by_key[stream_key].tags[key] = value
         for stream in streams.values():
             stream.router = Router.of(stream.shards)
+        self.account_settings: AccountSettings = settings.load(conn, by_key)
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
         top_seq, top_arrival = 0, 0.0
         for shard_key in shards:
@@ -252,6 +258,9 @@ class Store:
         results: list[PutResult | None] = [None] * len(entries)
         groups, aliases = self._route(stream, entries, self._replayed(conn, stream, entries, producer), results)
         rows, remembered = self._number(groups, entries, results, now)
+        if stream.settings.key_uuid:  # an encrypted stream: rows are stored sealed
+            key, seal = stream.settings.key_uuid, self.keys.seal
+            rows = [(shard_key, first, last, arrival, seal(payload, key, shard_key, first)) for shard_key, first, last, arrival, payload in rows]
         for index, original in aliases:
             results[index] = results[original]
         conn.executemany("INSERT INTO segments(shard_key, first_seq, last_seq, arrival, payload) VALUES (?,?,?,?,?)", rows)
@@ -364,7 +373,7 @@ class Store:
             at_tip = True
             for first, arrival, payload in cursor:
                 skip = max(0, from_seq - first)
-                for offset, (key, data) in enumerate(segments.unpack(payload, skip), start=first + skip):
+                for offset, (key, data) in enumerate(segments.unpack(self.keys.open(payload, shard_key, first), skip), start=first + skip):
                     size = len(data) + len(key)
                     if len(rows) == limit or (rows and nbytes + size > max_bytes):
                         at_tip = False
