@@ -126,7 +126,7 @@ def test_balance_failover_and_steal(stores: StoreFactory) -> None:
     admin = stores()
     for i in range(6):
         admin.create(Lease(f"shardId-{i:012d}"))
-    failover = 0.4
+    failover = 0.6
     workers = [LeaseCoordinator(stores(), f"w{i}", failover) for i in range(3)]
     rounds(workers, lambda: owners(admin) == Counter({"w0": 2, "w1": 2, "w2": 2}))
     # w0 dies (stops renewing): its leases go to the others only after the failover time.
@@ -134,7 +134,7 @@ def test_balance_failover_and_steal(stores: StoreFactory) -> None:
     died = time.monotonic()
     rounds(workers, lambda: "w0" not in owners(admin))
     assert time.monotonic() - died >= failover
-    assert sorted(owners(admin).values()) == [3, 3]
+    rounds(workers, lambda: sorted(owners(admin).values()) == [3, 3])
     assert dead.held_keys() and not any(dead.may_process(key) for key in dead.held_keys())  # its own right to process ran out first
     # A new worker steals one lease at a time from the busiest, by hand-off, until 2/2/2.
     workers.append(LeaseCoordinator(stores(), "w3", failover))
