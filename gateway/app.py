@@ -95,7 +95,7 @@ def create_app(config: GatewayConfig) -> web.Application:
     app[CONFIG] = config
     app.on_response_prepare.append(_add_request_id)
     targets: dict[str, Handler] = {}
-    for subsystem in (kds, kvs, analytics, firehose):  # analytics and firehose read the kds store: after it
+    for subsystem in (kds, kvs, firehose, analytics):  # firehose reads the kds store, analytics all three: after them
         app.cleanup_ctx.append(subsystem.lifecycle)
         app.router.add_routes(subsystem.ROUTES)
         targets.update(getattr(subsystem, "TARGETS", {}))

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from gateway.config import ConfigError, config_from_dict
+from firehose_support import objects, s3_config
 from helpers import ROOT, GatewayProcess, wait_until
 
 T0 = 1_700_000_000  # event times (a multiple of 10 s)
@@ -63,6 +64,7 @@ poll_seconds = 0.05
   [[analytics.applications.queries]]
   name = "hot"
   output_stream = "hot-out"
+  delivery_stream = "hot-archive"
   sql = "SELECT r.device, d.site, r.temp FROM readings r JOIN devices d USING (device) WHERE r.temp > 30"
 
 [[analytics.applications]]
@@ -112,6 +114,8 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     kinesis = gateway.client()
     for stream in STREAMS:
         kinesis.create_stream(StreamName=stream, ShardCount=1)
+    gateway.client("firehose").create_delivery_stream(
+        DeliveryStreamName="hot-archive", ExtendedS3DestinationConfiguration=s3_config("archive", BufferingHints={"SizeInMBs": 1, "IntervalInSeconds": 0}))
     yield gateway
     gateway.kill()
 
@@ -209,6 +213,13 @@ def test_windows_joins_late_and_malformed_records(gw: GatewayProcess) -> None:
 
     hot = sorted((r["device"], r["site"], r["temp"]) for r in rows(kinesis, "hot-out"))
     assert hot == sorted((r["device"], SITES[r["device"]], r["temp"]) for r in readings if r["temp"] > 30)
+
+    def archived() -> list[tuple[str, str, float]]:  # the same rows through Firehose, one JSON object per line
+        lines = b"".join(objects(gw, "archive").values()).splitlines()
+        return sorted((r["device"], r["site"], r["temp"]) for r in map(json.loads, lines))
+
+    wait_until(lambda: len(archived()) >= len(hot), timeout=10, what="the Firehose objects")
+    assert archived() == hot
 
     summary = app_summary(gw, "plant")
     assert (summary["Malformed"], summary["Late"]) == (len(malformed), len(late))

@@ -25,7 +25,9 @@ from aiohttp import web
 
 from gateway.analytics.engine import Application
 from gateway.analytics.motion import MotionWatcher
+from gateway.analytics.output import Outputs
 from gateway.errors import not_found, validation
+from gateway.firehose import SERVICES as FIREHOSE
 from gateway.kds import STORE
 from gateway.keys import CONFIG
 from gateway.kvs.keys import VIDEO_STORE
@@ -72,14 +74,14 @@ ANALYTICS = web.AppKey("analytics", Analytics)
 async def lifecycle(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     analytics = app[ANALYTICS] = Analytics(asyncio.get_running_loop())
-    store = app[STORE]
+    outputs = Outputs(app[STORE], analytics.loop, lambda: app.get(FIREHOSE))
     for spec in config.analytics.applications:
-        application = Application(spec, store, analytics.loop, config.data_path, config.durability)
+        application = Application(spec, outputs, config.data_path, config.durability)
         application.listeners.append(analytics.wake)
         analytics.apps[spec.name] = application
         application.start()
     for motion in config.analytics.motion:
-        watcher = MotionWatcher(motion, app[VIDEO_STORE], store, analytics.loop, config.data_path, config.durability)
+        watcher = MotionWatcher(motion, app[VIDEO_STORE], outputs, config.data_path, config.durability)
         analytics.motion[motion.video_stream] = watcher
         watcher.start()
     app.on_shutdown.append(_wind_up)

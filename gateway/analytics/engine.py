@@ -12,7 +12,6 @@ Everything runs off the event loop: the loop is only used to submit output to th
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import json
 import logging
@@ -26,7 +25,7 @@ import pyarrow as pa
 from gateway.analytics.checkpoint import Checkpoint, CheckpointError, State, WindowState, checkpoint_path
 from gateway.analytics.decode import RAW_SCHEMA, csv_fields, decode_sql, raw_table
 from gateway.analytics.spec import ApplicationSpec, InputSpec, QuerySpec
-from gateway.analytics.output import FIREHOSE_PREFIX, deliver
+from gateway.analytics.output import FIREHOSE_PREFIX, Outputs, deliver
 from gateway.kds.store import Store
 
 log = logging.getLogger("gateway.analytics")
@@ -45,10 +44,10 @@ class QueryFailed(Exception):
 
 
 class Application:
-    def __init__(self, spec: ApplicationSpec, store: Store, loop: asyncio.AbstractEventLoop, data_dir: Any, durability: str = "normal") -> None:
+    def __init__(self, spec: ApplicationSpec, outputs: Outputs, data_dir: Any, durability: str = "normal") -> None:
         self.spec = spec
-        self.store = store
-        self.loop = loop
+        self.outputs = outputs
+        self.store = outputs.store
         self.path = checkpoint_path(data_dir, spec.name)
         self.durability = durability
         self.status = "STARTING"
@@ -321,7 +320,7 @@ class Application:
 
     def _deliver(self) -> bool:
         assert self._checkpoint is not None
-        return deliver(self._checkpoint, self.store, self.loop, self._stop, self._report)
+        return deliver(self._checkpoint, self.outputs, self._stop, self._report)
 
     def _report(self, message: str) -> None:
         self.message = message

@@ -17,7 +17,6 @@ periods on its timeline (``GET /analytics/motion/{stream}``).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import threading
@@ -29,10 +28,9 @@ import cv2
 import numpy as np
 
 from gateway.analytics.checkpoint import Checkpoint, CheckpointError, checkpoint_path
-from gateway.analytics.output import deliver
+from gateway.analytics.output import Outputs, deliver
 from gateway.analytics.spec import MotionSpec
 from gateway.errors import AwsError
-from gateway.kds.store import Store
 from gateway.kvs.model import fragment_number, parse_fragment_number
 from gateway.kvs.store import VideoStore
 from kvs.images import iter_frames
@@ -103,11 +101,11 @@ class MotionDetector:
 
 
 class MotionWatcher:
-    def __init__(self, spec: MotionSpec, video: VideoStore, store: Store, loop: asyncio.AbstractEventLoop, data_dir: Any, durability: str = "normal") -> None:
+    def __init__(self, spec: MotionSpec, video: VideoStore, outputs: Outputs, data_dir: Any, durability: str = "normal") -> None:
         self.spec = spec
         self.video = video
-        self.store = store
-        self.loop = loop
+        self.outputs = outputs
+        self.store = outputs.store
         self.path = checkpoint_path(data_dir, f"motion-{spec.video_stream}")
         self.durability = durability
         self.detector = MotionDetector(spec)
@@ -140,7 +138,7 @@ class MotionWatcher:
             self.status = "RUNNING"
             while not self._stop.is_set():
                 try:
-                    if not deliver(checkpoint, self.store, self.loop, self._stop, self._report):
+                    if not deliver(checkpoint, self.outputs, self._stop, self._report):
                         self._stop.wait(1.0)
                         continue
                     if not self._step(checkpoint, state):
@@ -193,7 +191,7 @@ class MotionWatcher:
             state.positions[key] = parse_fragment_number(info.fragment_number)[1]
         self.busy_seconds += time.process_time() - started
         checkpoint.save(state, [], outbox)
-        deliver(checkpoint, self.store, self.loop, self._stop, self._report)
+        deliver(checkpoint, self.outputs, self._stop, self._report)
         return len(fragments) == FRAGMENTS_PER_POLL
 
     def _remember(self, event: dict[str, Any]) -> None:

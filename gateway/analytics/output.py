@@ -1,27 +1,47 @@
-"""Writing an outbox (``gateway.analytics.checkpoint``) to its data streams, exactly once.
+"""Writing an outbox (``gateway.analytics.checkpoint``) to data and delivery streams, exactly once.
 
-Called from an application's or motion watcher's thread: each chunk goes to the store through
-the event loop (``Store.put`` with the checkpoint's producer id and the outbox ids as producer
-seqs, so a chunk written before a crash is recognised, not stored twice), throttled records are
-retried, and the outbox is trimmed only after its records are stored.
+Called from an application's or motion watcher's thread: each chunk goes to its store through
+the event loop, and the outbox is trimmed only after its records are stored.
+
+- Data streams: ``Store.put`` with the checkpoint's producer id and the outbox ids as producer
+  seqs, so a chunk written before a crash is recognised, not stored twice; throttled records
+  are retried.
+- Firehose delivery streams (``firehose:<name>``): ``BufferStore.put`` with a checkpoint
+  ``<name>/analytics/<producer>`` = the last outbox id, committed with the records; ids at or
+  below it are skipped on a retry.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from gateway.analytics.checkpoint import Checkpoint
 from gateway.errors import AwsError
 from gateway.kds.store import THROTTLED, Store, put_entry
+
+if TYPE_CHECKING:
+    from gateway.firehose.api import Services
 
 #: Records per write (the PutRecords maximum).
 CHUNK = 500
 FIREHOSE_PREFIX = "firehose:"
 
 
-def deliver(checkpoint: Checkpoint, store: Store, loop: asyncio.AbstractEventLoop, stop: threading.Event, report: Callable[[str], None]) -> bool:
+@dataclass
+class Outputs:
+    """Where output goes: the data-stream store, and Firehose once the gateway has started it."""
+
+    store: Store
+    loop: asyncio.AbstractEventLoop
+    firehose: Callable[[], "Services | None"] = lambda: None
+
+
+def deliver(checkpoint: Checkpoint, outputs: Outputs, stop: threading.Event, report: Callable[[str], None]) -> bool:
     """Write everything in the outbox; False (after ``report``-ing why) when a destination refuses."""
     while not stop.is_set():
         records = checkpoint.outbox(CHUNK * 4)
@@ -32,20 +52,43 @@ def deliver(checkpoint: Checkpoint, store: Store, loop: asyncio.AbstractEventLoo
             by_destination.setdefault(destination, []).append((rid, key, data))
         for destination, items in by_destination.items():
             for i in range(0, len(items), CHUNK):
-                if not _put(checkpoint, store, loop, stop, report, destination, items[i : i + CHUNK]):
+                if destination.startswith(FIREHOSE_PREFIX):
+                    ok = _put_firehose(checkpoint, outputs, report, destination[len(FIREHOSE_PREFIX):], items[i : i + CHUNK])
+                else:
+                    ok = _put(checkpoint, outputs, stop, report, destination, items[i : i + CHUNK])
+                if not ok:
                     return False
         checkpoint.delivered(records[-1][0])
     return False
 
 
-def _put(checkpoint: Checkpoint, store: Store, loop: asyncio.AbstractEventLoop, stop: threading.Event, report: Callable[[str], None],
-         destination: str, items: list[tuple[int, str, bytes]]) -> bool:
-    if destination.startswith(FIREHOSE_PREFIX):
-        report(f"Firehose delivery stream {destination[len(FIREHOSE_PREFIX):]}: Firehose is not available on this gateway")
+def _put_firehose(checkpoint: Checkpoint, outputs: Outputs, report: Callable[[str], None], name: str, items: list[tuple[int, str, bytes]]) -> bool:
+    services = outputs.firehose()
+    if services is None:
+        report(f"cannot write to delivery stream {name}: Firehose is not running yet")
         return False
+    key = f"{name}/analytics/{checkpoint.producer}"
+    done = int(services.store.checkpoints(name).get(key, "0"))
+    records = [data + b"\n" for rid, _, data in items if rid > done]  # one JSON object per line, as Firehose users expect
+    if not records:
+        return True
+    if services.store.buffered_bytes() >= services.config.max_buffered_bytes:
+        report(f"cannot write to delivery stream {name}: its buffer is full")
+        return False
+    future = asyncio.run_coroutine_threadsafe(services.store.put(name, records, time.time(), {key: str(items[-1][0])}), outputs.loop)
+    try:
+        future.result(timeout=60)
+    except AwsError as exc:
+        report(f"cannot write to delivery stream {name}: {exc.message}")
+        return False
+    return True
+
+
+def _put(checkpoint: Checkpoint, outputs: Outputs, stop: threading.Event, report: Callable[[str], None],
+         destination: str, items: list[tuple[int, str, bytes]]) -> bool:
     entries = [put_entry(key, data, None, rid) for rid, key, data in items]
     while entries and not stop.is_set():
-        future = asyncio.run_coroutine_threadsafe(store.put(destination, entries, checkpoint.producer), loop)
+        future = asyncio.run_coroutine_threadsafe(outputs.store.put(destination, entries, checkpoint.producer), outputs.loop)
         try:
             results = future.result(timeout=60)
         except AwsError as exc:
