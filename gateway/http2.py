@@ -238,6 +238,13 @@ class Http2Connection(asyncio.Protocol):
             self.closing = True
             if not self.streams:
                 self.close()
+            elif event.error_code == h2.errors.ErrorCodes.NO_ERROR:
+                # A graceful GOAWAY lets the streams already open finish (RFC 9113, 6.8): the AWS SDK
+                # for JavaScript sends one right after an event stream's response headers
+                # (SubscribeToShard) and keeps reading. h2 refuses to send anything once it has
+                # received GOAWAY, so its state machine goes back to open (a server with streams is
+                # SERVER_OPEN); ``closing`` still refuses new streams.
+                self.h2.state_machine.state = h2.connection.ConnectionState.SERVER_OPEN
 
     # -- internals ----------------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ import http.client
 import json
 import queue
 import statistics
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -18,13 +19,14 @@ import cbor2
 import pytest
 from botocore.eventstream import EventStreamBuffer
 from botocore.exceptions import ClientError, EventStreamError
-from helpers import GatewayProcess, wait_until
+from helpers import ROOT, GatewayProcess, wait_until
 
 SUBSCRIPTION_SECONDS = 2.5
 HEARTBEAT_SECONDS = 1.0
 TAKEOVER_SECONDS = 1.0
 READ_BYTES_PER_SEC = 100_000
 END = object()
+NODE = "/usr/bin/node"
 
 
 @pytest.fixture(scope="module")
@@ -274,3 +276,16 @@ def test_cbor_clients_get_cbor_events(gateway: GatewayProcess, kinesis: Any) -> 
     assert abs(record["ApproximateArrivalTimestamp"] / 1000 - time.time()) < 60  # epoch milliseconds, as the SDKs read CBOR
     assert decoded["ContinuationSequenceNumber"] == record["SequenceNumber"]
     json.dumps(decoded["MillisBehindLatest"])
+
+
+def test_js_sdk_subscribes_over_http2(gateway: GatewayProcess, kinesis: Any) -> None:
+    """The AWS SDK for JavaScript v3 with default settings: HTTP/2 (h2c), which hangs up its side of
+    the connection (GOAWAY) right after the response headers and keeps reading the event stream."""
+    _, [consumer] = setup_stream(kinesis, "js-h2")
+    put(kinesis, "js-h2", [f"old-{i}".encode() for i in range(5)])
+    run = subprocess.run([NODE, str(ROOT / "tests" / "js" / "kinesis_subscribe.mjs"), gateway.url, "js-h2", consumer], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    seen = json.loads(run.stdout.strip().splitlines()[-1])
+    assert "error" not in seen, seen
+    assert seen["records"] == [f"old-{i}" for i in range(5)] + [f"live-{i}" for i in range(5)]
+    assert seen["continuation"] == seen["lastSequenceNumber"]
