@@ -10,7 +10,6 @@ tree or an S3 server). ``streams`` holds a delivery stream's configuration and i
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -19,6 +18,7 @@ from gateway.firehose.api import TARGET_PREFIX, Services, make_handler
 from gateway.firehose.delivery import DeliveryLoop
 from gateway.firehose.destinations import Destinations
 from gateway.firehose.sinks import make_sink
+from gateway.firehose.sources import SourceReader, stop
 from gateway.firehose.store import BufferStore
 from gateway.firehose.streams import model
 from gateway.kds import STORE as KDS_STORE
@@ -41,11 +41,11 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
     destinations = Destinations(sink, config.firehose)
     loop = DeliveryLoop(store, config.firehose, destinations.deliver)
     runner = asyncio.create_task(loop.run(), name="firehose-delivery")
+    reader = asyncio.create_task(SourceReader(store, app[KDS_STORE], config.firehose.max_buffered_bytes).run(), name="firehose-sources")
     try:
         yield
     finally:
+        await stop(reader)
         await loop.stop()
-        runner.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await runner
+        await stop(runner)
         await asyncio.to_thread(store.close)

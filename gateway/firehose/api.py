@@ -24,6 +24,7 @@ from gateway.config import FirehoseConfig
 from gateway.errors import AwsError
 from gateway.firehose import streams as model
 from gateway.firehose.naming import invalid
+from gateway.firehose.processors import check_processors
 from gateway.firehose.sources import check_source
 from gateway.firehose.store import BufferStore
 from gateway.firehose.streams import DeliveryStream, check_destination, describe, merge
@@ -108,6 +109,11 @@ class Call:
 Handler = Callable[[Call, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
+def _check_processing(call: Call, kind: str, destination: dict[str, Any]) -> None:
+    partitioned = kind == "ExtendedS3" and bool(destination.get("DynamicPartitioningConfiguration", {}).get("Enabled"))
+    check_processors(destination, partitioned, call.services.config.transforms)
+
+
 def record_id(name: str, seq: int) -> str:
     return f"{zlib.crc32(name.encode()):08x}{seq:048x}"
 
@@ -125,6 +131,7 @@ async def create_delivery_stream(call: Call, p: dict[str, Any]) -> dict[str, Any
     elif source is not None:
         raise invalid("KinesisStreamSourceConfiguration is only valid for a KinesisStreamAsSource delivery stream.")
     kind, destination = model.destination_of(p)
+    _check_processing(call, kind, destination)
     tags = {t["Key"]: t.get("Value", "") for t in p.get("Tags", [])}
     if len(tags) > MAX_TAGS:
         raise AwsError("LimitExceededException", f"A delivery stream can have at most {MAX_TAGS} tags.")
@@ -227,6 +234,7 @@ async def update_destination(call: Call, p: dict[str, Any]) -> dict[str, Any]:
     if backup_update is not None:
         destination["S3BackupConfiguration"] = merge(destination.get("S3BackupConfiguration", {}), backup_update)
     check_destination(kind, destination)
+    _check_processing(call, kind, destination)
     stream = replace(stream, kind=kind, destination=destination, version=stream.version + 1, updated=time.time())
     await call.store.save_stream(stream)
     return {}

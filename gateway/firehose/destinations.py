@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 
 from gateway.config import FirehoseConfig
-from gateway.firehose import pipeline
+from gateway.firehose import pipeline, processors
 from gateway.firehose.delivery import write_objects
 from gateway.firehose.sinks import ObjectSink
 from gateway.firehose.store import Row
 from gateway.firehose.streams import DeliveryStream
+from gateway.firehose.transforms import lambda_step
 
 
 class Destinations:
@@ -18,7 +19,7 @@ class Destinations:
         self.config = config
 
     def steps(self, stream: DeliveryStream) -> list[pipeline.Step]:
-        return []
+        return processors.steps(stream, lambda_step(self.config.transforms))
 
     def encoder(self, stream: DeliveryStream) -> pipeline.Encoder:
         return pipeline.concatenate

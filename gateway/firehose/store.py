@@ -164,20 +164,21 @@ class BufferStore:
 
     # -- records -----------------------------------------------------------------------------
 
-    async def put(self, name: str, records: list[bytes], arrival: float, checkpoints: dict[str, str] | None = None) -> int:
-        """Commit ``records`` to ``name``'s buffer; returns the seq of the first one."""
+    async def put(self, name: str, records: list[bytes], arrival: float | list[float], checkpoints: dict[str, str] | None = None) -> int:
+        """Commit ``records`` (arriving at ``arrival``, one time or one per record) to ``name``'s
+        buffer, with source ``checkpoints`` in the same transaction; returns the first one's seq."""
+        arrivals = arrival if isinstance(arrival, list) else [arrival] * len(records)
 
         def job(conn: sqlite3.Connection) -> int:
             if name not in self.streams:
                 raise AwsError("ResourceNotFoundException", f"Firehose {name} not found.")
-            cur = conn.executemany("INSERT INTO records(stream, arrival, data) VALUES (?, ?, ?)", [(name, arrival, r) for r in records])
-            del cur
+            conn.executemany("INSERT INTO records(stream, arrival, data) VALUES (?, ?, ?)", [(name, t, r) for t, r in zip(arrivals, records)])
             last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
             for key, value in (checkpoints or {}).items():
                 conn.execute("INSERT OR REPLACE INTO checkpoints(key, value) VALUES (?, ?)", (key, value))
             pending = self.pending.setdefault(name, Pending())
-            if pending.records == 0:
-                pending.oldest = arrival
+            if pending.records == 0 and arrivals:
+                pending.oldest = min(arrivals)
             pending.records += len(records)
             pending.nbytes += sum(map(len, records))
             return int(last) - len(records) + 1

@@ -114,7 +114,7 @@ def destination_of(params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 
 
 def check_destination(kind: str, dest: dict[str, Any]) -> None:
-    """The rules AWS applies beyond the model's shapes."""
+    """The rules AWS applies beyond the model's shapes (processors: ``processors.check_processors``)."""
     if kind == "ExtendedS3":
         _check_s3(dest, extended=True)
     elif kind == "HttpEndpoint":
@@ -147,8 +147,8 @@ def _check_s3(dest: dict[str, Any], *, extended: bool) -> None:
     error_prefix = dest.get("ErrorOutputPrefix", "")
     check_prefix(prefix, partitioned=partitioned, error_prefix=False)
     check_prefix(error_prefix, partitioned=partitioned, error_prefix=True)
-    if "!{" in prefix and not error_prefix:
-        raise invalid("ErrorOutputPrefix cannot be null or empty when Prefix contains expressions.")
+    if ("!{" in prefix or partitioned) and not error_prefix:
+        raise invalid("ErrorOutputPrefix cannot be null or empty when Prefix contains expressions or dynamic partitioning is enabled.")
     if partitioned and "!{partitionKeyFrom" not in prefix:
         raise invalid("When dynamic partitioning is enabled, Prefix must contain at least one partitionKeyFromQuery or partitionKeyFromLambda expression.")
     time_zone(dest.get("CustomTimeZone"))
