@@ -10,13 +10,23 @@ On-disk format (one SQLite file in WAL mode, plus ``<file>.lock``):
 - ``checkpoints(key, value)``: source positions (log file offsets...), written in the same
   transaction as the records they cover, so a restart resumes with no loss and no duplicate.
 - ``counters(name, value)``: drops by kind, kept across restarts.
+- ``rings(name, slot, entry)``: small fixed-size rings a source keeps beside its records (the MQTT
+  source's recent deliveries, to recognise a redelivery): entry number ``ordinal`` lives in
+  ``slot = ordinal % capacity``, so a commit rewrites only the slots it changed. ``entry`` is
+  (ordinal, value) as two big-endian int64 (16 bytes, always): a slot is updated in place and
+  its page never splits.
+
+Pages are 1 KiB (new files), the WAL is checkpointed every ``WAL_AUTOCHECKPOINT_PAGES`` and
+truncated back to ``JOURNAL_SIZE_LIMIT``: on an SD card each fsynced commit costs whole pages,
+so small pages and few commits are what keeps the bytes written near the payload's size.
 
 Invariants:
 
 - ``append`` returns only after the transaction holding the records is committed; with
   ``sync="full"`` (the default) that commit is fsynced, so an acknowledged record survives power
-  loss. One writer thread owns every write and group-commits whatever is queued, so many
-  concurrent appends cost one fsync.
+  loss. One writer thread owns every write and group-commits whatever arrives within
+  ``commit_interval`` of the first waiting operation (default 50 ms), so a trickle of appends and
+  acks costs one fsync and a few pages per interval, not per record.
 - Records leave only by ``ack`` (the gateway acknowledged them) or by the size-cap policy:
   when the payload bytes would pass ``max_bytes``, the oldest records of the first kind in
   ``drop_order`` that has any are dropped (default: video, then logs, then telemetry), counted
@@ -35,6 +45,7 @@ import logging
 import os
 import queue
 import sqlite3
+import struct
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -49,10 +60,19 @@ log = logging.getLogger("edge_agent.spool")
 
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 DEFAULT_DROP_ORDER = ("video", "log", "telemetry")
-DEFAULT_COMMIT_INTERVAL = 0.02
+#: Longest an operation waits for others to share its commit (a bounded group-commit interval).
+DEFAULT_COMMIT_INTERVAL = 0.05
+#: SQLite page size of new spool files: a commit writes whole pages to the WAL.
+PAGE_SIZE = 1024
+#: WAL frames between checkpoints (with 1 KiB pages: ~4 MiB); a page rewritten many times between
+#: two checkpoints is copied to the database file once.
+WAL_AUTOCHECKPOINT_PAGES = 4096
+#: The WAL file is truncated back to this after a checkpoint.
+JOURNAL_SIZE_LIMIT = 8 * 1024 * 1024
 #: Most operations folded into one transaction; bounds commit latency and memory.
 MAX_GROUP_RECORDS = 20_000
 LANES = ("records", "media")
+_RING_ENTRY = struct.Struct(">qq")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -70,6 +90,12 @@ CREATE TABLE IF NOT EXISTS records (
 CREATE INDEX IF NOT EXISTS records_lane_seq ON records(lane, seq);
 CREATE TABLE IF NOT EXISTS checkpoints (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS rings (
+    name TEXT NOT NULL,
+    slot INTEGER NOT NULL,
+    entry BLOB NOT NULL,
+    PRIMARY KEY (name, slot)
+) WITHOUT ROWID;
 """
 
 
@@ -128,11 +154,22 @@ class SpoolStats:
     max_bytes: int
 
 
+@dataclass(frozen=True)
+class RingEntry:
+    """Entry ``ordinal`` of ring ``name``, stored in ``slot`` (``ordinal % capacity``)."""
+
+    name: str
+    slot: int
+    ordinal: int
+    value: int
+
+
 @dataclass
 class _Append:
     records: Sequence[NewRecord]
     checkpoint: tuple[str, str] | None
     future: Future
+    ring: Sequence[RingEntry] = ()
 
 
 @dataclass
@@ -201,8 +238,11 @@ class Spool:
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        db.execute(f"PRAGMA page_size={PAGE_SIZE}")  # takes effect only while the file is empty
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={self.sync.upper()}")
+        db.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
+        db.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
         return db
 
     def _open_checked(self) -> sqlite3.Connection:
@@ -237,15 +277,17 @@ class Spool:
 
     # -- public API --------------------------------------------------------------------------
 
-    def append(self, records: Sequence[NewRecord], checkpoint: tuple[str, str] | None = None) -> list[int]:
-        """Commit ``records`` (and ``checkpoint``) durably; return their sequence numbers."""
+    def append(
+        self, records: Sequence[NewRecord], checkpoint: tuple[str, str] | None = None, ring: Sequence[RingEntry] = ()
+    ) -> list[int]:
+        """Commit ``records`` (and ``checkpoint``, and ``ring`` entries) durably; return their sequence numbers."""
         for record in records:
             if len(record.data) > self.max_bytes:
                 raise RecordTooLarge(f"record of {len(record.data)} bytes from {record.source} is larger than the spool cap ({self.max_bytes})")
-        if not records and checkpoint is None:
+        if not records and checkpoint is None and not ring:
             return []
         future: Future = Future()
-        self._submit(_Append(records, checkpoint, future))
+        self._submit(_Append(records, checkpoint, future, ring))
         result: list[int] = future.result()
         return result
 
@@ -281,6 +323,12 @@ class Spool:
         self._check_open()
         row = self._reader().execute("SELECT value FROM checkpoints WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
+
+    def ring(self, name: str) -> list[RingEntry]:
+        """The committed entries of ring ``name``, oldest first."""
+        self._check_open()
+        rows = self._reader().execute("SELECT slot, entry FROM rings WHERE name = ?", (name,))
+        return sorted((RingEntry(name, slot, *_RING_ENTRY.unpack(entry)) for slot, entry in rows), key=lambda e: e.ordinal)
 
     def wait(self, lane: str, after_seq: int, timeout: float) -> bool:
         """Block until ``lane`` holds a committed record newer than ``after_seq`` (True) or ``timeout`` passes."""
@@ -335,9 +383,11 @@ class Spool:
             group = [first]
             size = len(first.records) if isinstance(first, _Append) else len(first.seqs)
             stop = False
+            deadline = time.monotonic() + self.commit_interval
             while size < MAX_GROUP_RECORDS:
                 try:
-                    op = self._queue.get_nowait()
+                    wait = deadline - time.monotonic()
+                    op = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if op is _CLOSE:
@@ -419,6 +469,11 @@ class Spool:
                 "INSERT INTO checkpoints(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 op.checkpoint,
             )
+        if op.ring:
+            db.executemany(  # an update in place: the slot's page is rewritten, the tree is not rebalanced
+                "INSERT INTO rings VALUES (?, ?, ?) ON CONFLICT(name, slot) DO UPDATE SET entry = excluded.entry",
+                [(e.name, e.slot, _RING_ENTRY.pack(e.ordinal, e.value)) for e in op.ring],
+            )
         return seqs
 
     def _make_room(self, db: sqlite3.Connection, needed: int, dropped_now: dict[str, int]) -> None:
@@ -484,11 +539,12 @@ def _salvage(damaged: Path, fresh: sqlite3.Connection) -> tuple[int, int]:
             last = row[0]
             fresh.execute("INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
             saved += 1
-        try:
-            for key, value in old.execute("SELECT key, value FROM checkpoints"):
-                fresh.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?)", (key, value))
-        except sqlite3.DatabaseError:
-            pass
+        for table, columns in (("checkpoints", 2), ("rings", 3)):
+            try:
+                rows = old.execute(f"SELECT * FROM {table}").fetchall()
+            except sqlite3.DatabaseError:
+                continue
+            fresh.executemany(f"INSERT OR REPLACE INTO {table} VALUES ({', '.join('?' * columns)})", rows)
         old.close()
     except sqlite3.DatabaseError as exc:
         log.error("nothing could be salvaged from %s: %s", damaged, exc)

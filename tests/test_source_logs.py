@@ -224,7 +224,8 @@ def test_a_full_spool_holds_the_source_back_without_loss(tmp_path: Path, caplog:
     log = tmp_path / "app.log"
     expected = [f"line-{i:05d}-" + "x" * 40 for i in range(3000)]  # ~150 KB
     append(log, *expected)
-    spool = Spool(tmp_path / "spool.db", max_bytes=64 * 1024, drop_order=())
+    # A short commit interval: the source must outrun the 0.1 s drain below to fill the spool.
+    spool = Spool(tmp_path / "spool.db", max_bytes=64 * 1024, drop_order=(), commit_interval=0.005)
     config = LogsConfig.from_dict({"stream": "logs", "paths": [str(log)], **FAST}, "sources.logs[0]")
     stop = threading.Event()
     thread = threading.Thread(target=config.build(spool, "agent").run, args=(stop,), daemon=True)

@@ -114,7 +114,8 @@ def test_a_full_spool_leaves_messages_unacknowledged_not_lost(mosquitto, tmp_pat
     forwarder frees room, then arrive once each, in order."""
     topic = f"full-{uuid.uuid4().hex[:6]}/t"
     config = MqttConfig.from_dict({"stream": "s", "host": "127.0.0.1", "port": mosquitto.port, "topics": [topic]}, "sources.mqtt[0]")
-    spool = Spool(tmp_path / "spool.db", max_bytes=20_000, drop_order=())
+    # A short commit interval: the source must outrun the 0.2 s drain below to fill the spool.
+    spool = Spool(tmp_path / "spool.db", max_bytes=20_000, drop_order=(), commit_interval=0.005)
     running(config, spool)
     pub = publisher(mosquitto.port)
     expected = [f"{i:04d}".encode() + b"x" * 496 for i in range(200)]  # 100 kB through a 20 kB spool

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.spool import NewRecord, RecordTooLarge, Spool, SpoolFull, SpoolLocked
+from edge_agent.spool import NewRecord, RecordTooLarge, RingEntry, Spool, SpoolFull, SpoolLocked
 
 
 def rec(kind: str = "telemetry", data: bytes = b"x", key: str = "k", stream: str = "s") -> NewRecord:
@@ -44,6 +44,33 @@ def test_sequence_numbers_never_reused(tmp_path: Path) -> None:
     with Spool(path) as spool:
         again = spool.append([rec()])
     assert again[0] > max(seqs)
+
+
+def test_ring_entries_commit_with_records_and_overwrite_their_slot(tmp_path: Path) -> None:
+    path = tmp_path / "spool.db"
+    with Spool(path) as spool:
+        for ordinal in range(1, 11):  # a ring of 4 slots: the last 4 entries remain
+            spool.append([rec(data=b"m%d" % ordinal)], ring=[RingEntry("r", ordinal % 4, ordinal, -ordinal << 40)])
+        spool.append([], ring=[RingEntry("other", 0, 1, 7)])
+    with Spool(path) as spool:
+        assert [(e.slot, e.ordinal, e.value) for e in spool.ring("r")] == [(3, 7, -7 << 40), (0, 8, -8 << 40), (1, 9, -9 << 40), (2, 10, -10 << 40)]
+        assert spool.ring("other") == [RingEntry("other", 0, 1, 7)]
+        assert spool.ring("missing") == []
+
+
+def test_commits_are_grouped_within_the_commit_interval(tmp_path: Path) -> None:
+    """Appends from many threads within one interval share one transaction (one fsync)."""
+    with Spool(tmp_path / "spool.db", commit_interval=0.2) as spool:
+        commits = []
+        original = spool._commit_group
+        spool._commit_group = lambda group: (commits.append(len(group)), original(group))  # type: ignore[method-assign]
+        threads = [threading.Thread(target=spool.append, args=([rec()],)) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sum(commits) == 8 and len(commits) <= 2
+        assert spool.stats().records["records"] == 8
 
 
 def test_read_pages_by_bytes(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ import typed_config
 
 from edge_agent import metrics
 from edge_agent.errors import ConfigError
-from edge_agent.spool import NewRecord, RecordTooLarge, Spool, SpoolClosed, SpoolError, SpoolFull
+from edge_agent.spool import NewRecord, RecordTooLarge, RingEntry, Spool, SpoolClosed, SpoolError, SpoolFull
 from typed_config import positive
 
 __all__ = [
@@ -130,13 +130,15 @@ class SpoolWriter:
         self.source = source
         self.rejects = rejects
 
-    def append(self, records: Sequence[NewRecord], stop: threading.Event, checkpoint: tuple[str, str] | None = None) -> bool:
+    def append(
+        self, records: Sequence[NewRecord], stop: threading.Event, checkpoint: tuple[str, str] | None = None, ring: Sequence[RingEntry] = ()
+    ) -> bool:
         backoff = Backoff(0.2, 5.0)
         while True:
             try:
-                self.spool.append(records, checkpoint)
+                self.spool.append(records, checkpoint, ring)
             except RecordTooLarge as exc:
-                return self._split_too_large(records, stop, checkpoint, exc)
+                return self._split_too_large(records, stop, checkpoint, ring, exc)
             except SpoolFull as exc:
                 self.rejects.log.warning("%s: spool full, waiting: %s", self.source, exc)
                 if backoff.wait(stop):
@@ -154,14 +156,14 @@ class SpoolWriter:
             return True
 
     def _split_too_large(
-        self, records: Sequence[NewRecord], stop: threading.Event, checkpoint: tuple[str, str] | None, exc: Exception
+        self, records: Sequence[NewRecord], stop: threading.Event, checkpoint: tuple[str, str] | None, ring: Sequence[RingEntry], exc: Exception
     ) -> bool:
         cap = self.spool.max_bytes
         kept = [r for r in records if len(r.data) <= cap]
         dropped = len(records) - len(kept)
         self.rejects("too_large", f"{dropped} record(s) larger than the spool cap: {exc}", dropped)
-        if kept or checkpoint is not None:
-            return self.append(kept, stop, checkpoint)
+        if kept or checkpoint is not None or ring:
+            return self.append(kept, stop, checkpoint, ring)
         return False
 
 

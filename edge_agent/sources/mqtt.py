@@ -5,7 +5,8 @@ with a session expiry) and paho runs with ``manual_ack=True``, so a QoS 1 messag
 after the spool transaction holding it committed. A crash or SIGKILL before that makes the broker
 deliver it again, never lost. Nor twice: the (packet id, checksum) of the latest committed QoS>0
 messages is saved in the same spool transaction, and a redelivery (DUP flag) matching one is
-acknowledged without being spooled again. Packet ids cycle through 65535 values per session, far
+acknowledged without being spooled again. That memory is a ring of ``RECENT_DELIVERIES`` entries
+in the spool's ``rings`` table: a commit writes only the slots of the messages it holds. Packet ids cycle through 65535 values per session, far
 more than the broker keeps in flight, so a match is the same delivery. QoS 2 is accepted but paho sends PUBREC on receipt, so it gives no more than QoS 1
 across a crash; use QoS 1. QoS 0 messages are lost while the agent is down, as MQTT defines.
 
@@ -29,9 +30,9 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import ssl
 import zlib
 from collections import deque
-import ssl
 import threading
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -52,7 +53,7 @@ from edge_agent.sources.base import (
     positive,
     run_forever,
 )
-from edge_agent.spool import NewRecord, Spool
+from edge_agent.spool import NewRecord, RingEntry, Spool
 
 log = logging.getLogger("edge_agent.sources.mqtt")
 
@@ -177,9 +178,9 @@ class _Received:
     timestamp_ms: int
     dup: bool = False
 
-    def identity(self) -> tuple[int, int]:
-        """What tells a redelivery of this message apart from another message."""
-        return self.mid, zlib.crc32(self.payload, zlib.crc32((self.topic or "").encode()))
+    def identity(self) -> int:
+        """What tells a redelivery of this message apart from another message: packet id and checksum."""
+        return self.mid << 32 | zlib.crc32(self.payload, zlib.crc32((self.topic or "").encode()))
 
 
 class MqttSource(Source):
@@ -193,12 +194,27 @@ class MqttSource(Source):
         self.batch_bytes = max(1, min(BATCH_BYTES, spool.max_bytes // 8))
         self._queue: queue.Queue[_Received] = queue.Queue(QUEUE_SIZE)
         self._generation = 0
-        self._recent_key = f"mqtt-recent:{self.client_id}"
-        saved = spool.checkpoint(self._recent_key)
-        self._recent: deque[tuple[int, int]] = deque((tuple(x) for x in json.loads(saved)) if saved else (), maxlen=RECENT_DELIVERIES)  # type: ignore[misc]
+        self._ring = f"mqtt-recent:{self.client_id}"
+        self._recent: deque[int] = deque(maxlen=RECENT_DELIVERIES)
+        self._ordinal = 0  # of the latest committed QoS>0 delivery
+        self._load_recent(spool)
         self._closing = threading.Event()  # set while shutting down: stop waiting on a full queue
         self._queued_bytes = 0
         self._room = threading.Condition()
+
+    def _load_recent(self, spool: Spool) -> None:
+        entries = spool.ring(self._ring)
+        if not entries:  # a spool written before the ring: one JSON checkpoint of (mid, crc) pairs
+            saved = spool.checkpoint(self._ring)
+            pairs = json.loads(saved) if saved else []
+            entries = [self._entry(i + 1, mid << 32 | crc) for i, (mid, crc) in enumerate(pairs[-RECENT_DELIVERIES:])]
+            if entries:
+                spool.append([], ring=entries)
+        self._recent.extend(e.value for e in entries)
+        self._ordinal = entries[-1].ordinal if entries else 0
+
+    def _entry(self, ordinal: int, identity: int) -> RingEntry:
+        return RingEntry(self._ring, ordinal % RECENT_DELIVERIES, ordinal, identity)
 
     # -- paho callbacks (network thread) ---------------------------------------------------------
 
@@ -325,24 +341,24 @@ class MqttSource(Source):
 
     def _commit(self, batch: list[_Received], client: mqtt.Client, stop: threading.Event) -> None:
         records = []
-        recent = set(self._recent)
-        committed: list[tuple[int, int]] = []
+        recent = set(self._recent) if any(item.dup for item in batch) else set()
+        ring: list[RingEntry] = []
+        ordinal = self._ordinal
         for item in batch:
             if item.qos > 0:
                 identity = item.identity()
                 if item.dup and identity in recent:
                     log.debug("%s: message %d redelivered after a crash; already spooled", self.name, item.mid)
                     continue  # acknowledged below, not spooled twice
-                committed.append(identity)
+                ordinal += 1
+                ring.append(self._entry(ordinal, identity))
             record = self._record(item)
             if record is not None:
                 records.append(record)
-        checkpoint = None
-        if committed:
-            self._recent.extend(committed)
-            checkpoint = (self._recent_key, json.dumps(list(self._recent)))
-        if records or checkpoint:
-            self.writer.append(records, stop, checkpoint)
+        if records or ring:
+            self.writer.append(records, stop, ring=ring[-RECENT_DELIVERIES:])
+            self._recent.extend(e.value for e in ring)
+            self._ordinal = ordinal
         # PUBACKs go out in the order the PUBLISHes arrived (MQTT 4.6), and only for messages of
         # the current connection: older ones will be redelivered by the broker anyway.
         for item in batch:
