@@ -17,14 +17,16 @@ from collections.abc import Awaitable, Callable
 import cbor2
 from aiohttp import web
 from aiohttp.typedefs import Middleware
+from prometheus_client import CollectorRegistry
 
-from gateway import firehose, kds, kvs
+from gateway import firehose, kds, kvs, metrics
 from gateway.analytics import api as analytics
 from gateway.auth import SigV4Verifier
 from gateway.config import GatewayConfig
 from gateway.errors import AwsError
 from gateway.keys import CONFIG
 from gateway.limits import request_limits
+from gateway.metrics import METRICS
 
 log = logging.getLogger("gateway")
 
@@ -93,6 +95,8 @@ def create_app(config: GatewayConfig) -> web.Application:
         middlewares = [aws_errors, verifier.headers_middleware, limits, verifier.signature_middleware]
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
     app[CONFIG] = config
+    app[METRICS] = CollectorRegistry()
+    app.router.add_routes(metrics.ROUTES)
     app.on_response_prepare.append(_add_request_id)
     targets: dict[str, Handler] = {}
     for subsystem in (kds, kvs, firehose, analytics):  # firehose reads the kds store, analytics all three: after them

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -212,3 +213,43 @@ def test_tags_by_resource_arn(gw: GatewayProcess) -> None:
     assert kinesis.list_tags_for_resource(ResourceARN=arn)["Tags"] == [{"Key": "site", "Value": "porch"}, {"Key": "team", "Value": "edge"}]
     kinesis.untag_resource(ResourceARN=arn, TagKeys=["site"])
     assert kinesis.list_tags_for_stream(StreamName="set-tags")["Tags"] == [{"Key": "team", "Value": "edge"}]
+
+
+def _scrape(gw: GatewayProcess) -> dict[tuple[str, str], float]:
+    """(metric name, labels) -> value from the gateway's /metrics, for kinesis_shard_* series."""
+    with urllib.request.urlopen(gw.url + "/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("kinesis_shard_"):
+            name_labels, value = line.rsplit(" ", 1)
+            name, _, labels = name_labels.partition("{")
+            out[(name, labels.rstrip("}"))] = float(value)
+    return out
+
+
+def test_enhanced_monitoring_metrics_on_prometheus(gw: GatewayProcess) -> None:
+    kinesis = gw.client("kinesis")
+    kinesis.create_stream(StreamName="set-prom", ShardCount=1)
+    labels = 'shard="shardId-000000000000",stream="set-prom"'
+    kinesis.put_record(StreamName="set-prom", Data=b"before", PartitionKey="k")
+    assert not [k for k in _scrape(gw) if "set-prom" in k[1]]  # nothing until monitoring is on
+    kinesis.enable_enhanced_monitoring(StreamName="set-prom", ShardLevelMetrics=["ALL"])
+    kinesis.put_records(StreamName="set-prom", Records=[{"Data": b"x" * 99, "PartitionKey": "k"} for _ in range(10)])
+    it = kinesis.get_shard_iterator(StreamName="set-prom", ShardId="shardId-0", ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    got = kinesis.get_records(ShardIterator=it)["Records"]
+    for _ in range(8):  # past the 5 reads/s limit
+        try:
+            kinesis.get_records(ShardIterator=it, Limit=1)
+        except ClientError as exc:
+            assert exc.response["Error"]["Code"] == "ProvisionedThroughputExceededException"
+    metrics = _scrape(gw)
+    assert metrics[("kinesis_shard_incoming_records_total", labels)] == 10
+    assert metrics[("kinesis_shard_incoming_bytes_total", labels)] == 10 * 100
+    assert metrics[("kinesis_shard_outgoing_records_total", labels)] >= len(got) == 11
+    assert metrics[("kinesis_shard_outgoing_bytes_total", labels)] >= 10 * 100 + len(b"before") + 1
+    assert metrics[("kinesis_shard_read_provisioned_throughput_exceeded_total", labels)] >= 1
+    assert ("kinesis_shard_iterator_age_milliseconds", labels) in metrics
+    assert metrics[("kinesis_shard_write_provisioned_throughput_exceeded_total", labels)] == 0
+    kinesis.disable_enhanced_monitoring(StreamName="set-prom", ShardLevelMetrics=["ALL"])
+    assert not [k for k in _scrape(gw) if "set-prom" in k[1]]

@@ -21,10 +21,12 @@ from gateway.kds.consumers import CONSUMERS, Consumers
 from gateway.kds.signals import ShardSignals
 from gateway.kds.subscriptions import SUBSCRIPTIONS, Subscriptions
 from gateway.kds.iterators import IteratorSigner
+from gateway.kds.monitoring import MONITOR, ShardMonitor
 from gateway.kds.retention import run_forever
 from gateway.kds.store import Store
 from gateway.kds.validate import service_model
 from gateway.keys import CONFIG
+from gateway.metrics import METRICS
 
 __all__ = ["ROUTES", "STORE", "TARGETS", "lifecycle", "shutdown"]
 
@@ -49,6 +51,8 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
     hub = app[SUBSCRIPTIONS] = Subscriptions(store, signals, config.consumers)
     consumers.on_deregister.append(hub.consumer_gone)
     app[SIGNER] = IteratorSigner(config.data_path)
+    monitor = app[MONITOR] = ShardMonitor(store)
+    app[METRICS].register(monitor)
     sweeper = asyncio.create_task(run_forever(store, config.retention_sweep_seconds))
     try:
         yield
@@ -57,6 +61,7 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await sweeper
         store.on_commit = None
+        app[METRICS].unregister(monitor)
         await asyncio.to_thread(store.close)
 
 

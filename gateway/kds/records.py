@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.errors import invalid_argument, throughput_exceeded, validation
 from gateway.kds import render
+from gateway.kds.monitoring import MONITOR
 from gateway.kds.protocol import Codec, RawJson
 from gateway.kds.sequence import SEQUENCE_BASE, external, internal
 from gateway.kds.shards import MAX_HASH_KEY, Shard
@@ -130,7 +131,9 @@ async def put_record(call: Call, p: dict[str, Any]) -> dict[str, Any]:
     producer, seqs = _producer(call, 1)
     if seqs:
         entry = (entry[0], entry[1], entry[2], seqs[0])
-    [(shard_id, seq)] = await call.store.put(stream.name, [entry], producer)
+    results = await call.store.put(stream.name, [entry], producer)
+    call.request.app[MONITOR].put(stream, [entry], results, THROTTLED)
+    [(shard_id, seq)] = results
     if seq == THROTTLED:
         raise throughput_exceeded(_throttled_message(shard_id, stream.name, call.store.account_id))
     return {"ShardId": shard_id, "SequenceNumber": external(seq), "EncryptionType": stream.settings.encryption_type}
@@ -146,6 +149,7 @@ async def put_records(call: Call, p: dict[str, Any]) -> dict[str, Any] | RawJson
     if seqs:
         entries = [(e[0], e[1], e[2], pseq) for e, pseq in zip(entries, seqs)]
     results = await call.store.put(stream.name, entries, producer)
+    call.request.app[MONITOR].put(stream, entries, results, THROTTLED)
     encryption = stream.settings.encryption_type
     if not call.codec.is_cbor and all(seq != THROTTLED for _, seq in results):
         # The hot path: the AWS JSON shape spelled out directly (3x faster than json.dumps).
@@ -216,11 +220,14 @@ async def get_records(call: Call, p: dict[str, Any]) -> dict[str, Any] | RawJson
     stream, shard = store.shard_by_key(position.shard_key)
     limits = store.limits
     bucket = limits.read(shard.key) if limits.enabled else None
+    monitor = call.request.app[MONITOR]
     if bucket is not None and not bucket.admit_call(time.monotonic()):
+        monitor.read_throttled(stream, shard.shard_id)
         raise throughput_exceeded(_throttled_message(shard.shard_id, stream.name, store.account_id))
     result = await asyncio.to_thread(store.read, shard.key, position.seq, p.get("Limit", 10000))
     if bucket is not None:
         bucket.charge_bytes(result.nbytes)
+    monitor.read(stream, shard.shard_id, result)
     out: dict[str, Any] = {}
     if result.end_seq is not None and result.at_tip:
         out["MillisBehindLatest"] = 0
