@@ -44,6 +44,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+import hyperframe.frame
 from aiohttp import StreamReader, web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.http import HttpVersion11, RawRequestMessage
@@ -208,13 +209,25 @@ class Http2Connection(asyncio.Protocol):
             raise ConnectionResetError("HTTP/2 connection closed")
 
     def go_away(self) -> None:
-        """Refuse new streams; the open ones finish."""
-        if not self.closing and not self._gone():
-            self.closing = True
+        """Refuse new streams; the open ones finish, then the connection closes."""
+        if self.closing or self._gone():
+            if not self.streams:
+                self.close()
+            return
+        self.closing = True
+        if not self.streams:
             self.h2.close_connection()
             self.flush()
-        if not self.streams:
             self.close()
+            return
+        # h2 sends nothing more once it sent GOAWAY itself, so the open streams could not finish:
+        # announce it with a frame of our own; streams the client opens after it are refused
+        frame = hyperframe.frame.GoAwayFrame(0)
+        frame.last_stream_id = self.h2.highest_inbound_stream_id
+        frame.error_code = h2.errors.ErrorCodes.NO_ERROR
+        self.flush()
+        if self.transport is not None:
+            self.transport.write(frame.serialize())
 
     def close(self) -> None:
         self.closing = True
@@ -236,9 +249,9 @@ class Http2Connection(asyncio.Protocol):
                 stream.wake()
         elif isinstance(event, h2.events.ConnectionTerminated):
             self.closing = True
-            if not self.streams:
+            if not self.streams or event.error_code != h2.errors.ErrorCodes.NO_ERROR:
                 self.close()
-            elif event.error_code == h2.errors.ErrorCodes.NO_ERROR:
+            else:
                 # A graceful GOAWAY lets the streams already open finish (RFC 9113, 6.8): the AWS SDK
                 # for JavaScript sends one right after an event stream's response headers
                 # (SubscribeToShard) and keeps reading. h2 refuses to send anything once it has
