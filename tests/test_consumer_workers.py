@@ -20,6 +20,8 @@ from consumer_support import WorkerProcess, read_audit
 from helpers import GatewayProcess, free_port, wait_until
 
 from consumer import BaseProcessor, Checkpointer, Record, SqliteLeaseStore, Worker, WorkerSettings
+from consumer.fanout import FanOutReader, fanout_reader_factory
+from consumer.polling import Position
 from edge_agent.aggregation import Aggregate
 
 FAILOVER = 1.5
@@ -27,12 +29,16 @@ FAILOVER = 1.5
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    gw = GatewayProcess(tmp_path_factory.mktemp("consumer-gw") / "data").start()  # AWS limits on: 5 reads/s per shard
+    root = tmp_path_factory.mktemp("consumer-gw")
+    # AWS limits on (5 reads/s per shard); fan-out subscriptions end every 2 s so readers resubscribe often.
+    (root / "gateway.toml").write_text("[consumers]\nactivation_seconds = 0.2\nsubscription_seconds = 2.0\n"
+                                       "takeover_seconds = 0.5\nheartbeat_seconds = 0.5\n")
+    gw = GatewayProcess(root / "data", "--config", str(root / "gateway.toml")).start()
     yield gw
     gw.kill()
 
 
-def write_config(path: Path, gw: GatewayProcess, stream: str, leases: Path, metrics: str = "") -> Path:
+def write_config(path: Path, gw: GatewayProcess, stream: str, leases: Path, metrics: str = "", reader: str = "polling") -> Path:
     path.write_text(f"""
 [consumer]
 stream = "{stream}"
@@ -40,6 +46,7 @@ application = "audit-app"
 failover_seconds = {FAILOVER}
 take_interval_seconds = 0.3
 shard_sync_seconds = 1.0
+reader = "{reader}"
 [leases]
 path = "{leases}"
 [gateway]
@@ -110,7 +117,8 @@ def test_workers_share_fail_over_and_follow_resharding(gateway: GatewayProcess, 
         kill_times["w1"] = time.time()
         killed_at = time.monotonic()
         metrics_port = free_port()
-        config4 = write_config(tmp_path / "consumer4.toml", gateway, stream, leases_db, metrics=f"127.0.0.1:{metrics_port}")
+        # The late worker reads by enhanced fan-out: readers can be mixed, the leases are the same.
+        config4 = write_config(tmp_path / "consumer4.toml", gateway, stream, leases_db, metrics=f"127.0.0.1:{metrics_port}", reader="fanout")
         workers["w4"] = WorkerProcess(config4, "w4", audit)
         # The killed worker's shards go to the others within the failover time (plus a take round).
         wait_until(lambda: all(owners().get(k) not in (None, "w1") for k in held_by_w1), timeout=15, what="take-over of w1's leases")
@@ -224,3 +232,49 @@ def test_kpl_aggregates_and_restart_after_checkpoint(gateway: GatewayProcess, tm
     second: list[Record] = []
     run_worker(Worker(settings, store, kinesis, lambda: Collector(second)), lambda: len(second) >= len(expected) - 9)
     assert [r.data for r in second] == expected[9:]
+
+
+def test_fanout_reader_resubscribes_and_follows_a_split(gateway: GatewayProcess, tmp_path: Path) -> None:
+    kinesis = gateway.client()
+    kinesis.create_stream(StreamName="kcl-efo", ShardCount=2)
+    got: list[Record] = []
+    shards: dict[bytes, str] = {}
+
+    class ByShard(Collector):
+        def process_records(self, records: list[Record], checkpointer: Checkpointer, millis_behind_latest: int | None) -> None:
+            shards.update((r.data, self.shard_id) for r in records)
+            super().process_records(records, checkpointer, millis_behind_latest)
+            checkpointer.checkpoint()
+
+    sent: list[bytes] = []
+
+    def produce() -> None:  # 3.5 s of records: spans subscription renewals (every 2 s) and the split
+        for i in range(35):
+            data = f"e{i}".encode()
+            kinesis.put_record(StreamName="kcl-efo", PartitionKey=f"k{i % 5}", Data=data)
+            sent.append(data)
+            if i == 15:
+                kinesis.split_shard(StreamName="kcl-efo", ShardToSplit="shardId-000000000000", NewStartingHashKey=str(2**126))
+            time.sleep(0.1)
+
+    producer = threading.Thread(target=produce, daemon=True)
+    producer.start()
+    settings = WorkerSettings(stream="kcl-efo", failover_seconds=2.0, shard_sync_seconds=1.0)
+    open_reader = fanout_reader_factory(kinesis, "kcl-efo", "efo-app")
+    readers: list[FanOutReader] = []
+
+    def reader(shard_id: str, position: Position, stop: threading.Event) -> FanOutReader:
+        readers.append(open_reader(shard_id, position, stop))
+        return readers[-1]
+
+    store = SqliteLeaseStore(tmp_path / "leases.db", "efo-app")
+    run_worker(Worker(settings, store, kinesis, lambda: ByShard(got), reader), lambda: not producer.is_alive() and len(got) >= len(sent))
+    assert sorted(r.data for r in got) == sorted(sent)  # every record once: continuation numbers neither skip nor repeat
+    parent = store.get("shardId-000000000000")
+    assert parent is not None and parent.checkpoint == "SHARD_END" and parent.children == ("shardId-000000000002", "shardId-000000000003")
+    order = [r.data for r in got]
+    for child in ("shardId-000000000002", "shardId-000000000003"):
+        from_parent = [i for i, d in enumerate(order) if shards[d] == "shardId-000000000000"]
+        from_child = [i for i, d in enumerate(order) if shards[d] == child]
+        assert from_child and max(from_parent) < min(from_child)
+    assert max(r.subscriptions for r in readers) >= 2  # resubscribed from the continuation after a subscription ended
