@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from gateway import firehose, kds, kvs, metrics
 from gateway.analytics import api as analytics
-from gateway.auth import SigV4Verifier
+from gateway.auth import VERIFIER, SigV4Verifier
 from gateway.config import GatewayConfig
 from gateway.errors import AwsError
 from gateway.keys import CONFIG
@@ -95,6 +95,8 @@ def create_app(config: GatewayConfig) -> web.Application:
         middlewares = [aws_errors, verifier.headers_middleware, limits, verifier.signature_middleware]
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
     app[CONFIG] = config
+    if config.auth.credentials:
+        app[VERIFIER] = verifier
     app[METRICS] = CollectorRegistry()
     app.router.add_routes(metrics.ROUTES)
     app.on_response_prepare.append(_add_request_id)

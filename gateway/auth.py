@@ -241,6 +241,12 @@ class _Claim:
 CLAIM_KEY: Any = web.RequestKey("sigv4_claim", _Claim) if hasattr(web, "RequestKey") else "sigv4_claim"
 
 
+def signer_of(request: web.Request) -> str | None:
+    """The access key that signed ``request`` (None when the gateway takes unsigned requests)."""
+    claim = request.get(CLAIM_KEY)
+    return None if claim is None else str(claim.auth.access_key)
+
+
 class SigV4Verifier:
     """Verifies requests against ``AuthConfig`` in two steps, so a request from an unknown key, with
     no signature or with a stale date is refused before the gateway reads (and buffers) its body:
@@ -255,6 +261,9 @@ class SigV4Verifier:
         self.allowed_streams = {key: frozenset(names) for key, names in config.allowed_streams.items()}
         self.max_skew = config.max_clock_skew_seconds
         self.audit = RefusalLog()
+        #: ``(request, access key, service, action, stream name) -> True`` when a resource policy
+        #: grants what ``allowed_streams`` does not (set by the data-stream subsystem).
+        self.policy_grants: Callable[[web.Request, str, str, str, str], bool] | None = None
 
     async def verify(self, request: web.Request) -> str | None:
         """Both steps at once: raise ``AwsError`` unless ``request`` is correctly signed; return its key."""
@@ -343,6 +352,8 @@ class SigV4Verifier:
         for name in sorted(requested_streams(request, body)):
             if name not in allowed:
                 action = action_of(request, service)
+                if self.policy_grants is not None and self.policy_grants(request, access_key, service, action, name):
+                    continue
                 resource = f"arn:aws:{service}:us-east-1:{self.account_id}:stream/{name}"
                 raise _access_denied(
                     service,
@@ -372,3 +383,6 @@ class SigV4Verifier:
             self.audit.refused(request, exc, claim.auth.access_key)
             raise
         return await handler(request)
+
+
+VERIFIER = web.AppKey("sigv4_verifier", SigV4Verifier)

@@ -16,6 +16,8 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from gateway.auth import VERIFIER
+from gateway.kds import policies
 from gateway.kds.api import make_handler
 from gateway.kds.consumers import CONSUMERS, Consumers
 from gateway.kds.signals import ShardSignals
@@ -53,6 +55,8 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
     app[SIGNER] = IteratorSigner(config.data_path)
     monitor = app[MONITOR] = ShardMonitor(store)
     app[METRICS].register(monitor)
+    if VERIFIER in app:
+        app[VERIFIER].policy_grants = policies.grants(store)
     sweeper = asyncio.create_task(run_forever(store, config.retention_sweep_seconds))
     try:
         yield

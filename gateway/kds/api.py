@@ -17,7 +17,8 @@ from typing import Any
 from aiohttp import web
 
 from gateway.errors import AwsError, invalid_argument, validation
-from gateway.kds import configure, consumers, control, encryption, records, render, subscriptions
+from gateway.auth import signer_of
+from gateway.kds import configure, consumers, control, encryption, policies, records, render, subscriptions
 from gateway.kds.consumers import CONSUMERS
 from gateway.kds.iterators import IteratorSigner
 from gateway.kds.protocol import JSON, Codec, RawJson, codec_for
@@ -37,6 +38,9 @@ class Call:
     store: Store
     signer: IteratorSigner
     region: str
+    #: The action (X-Amz-Target's) and who signed the request (None: unsigned), for resource policies.
+    action: str = ""
+    access_key: str | None = None
 
     def arn(self, name: str) -> str:
         return render.stream_arn(self.region, self.store.account_id, name)
@@ -54,7 +58,9 @@ class Call:
             name = arn_name
         if name is None:
             raise validation("Either StreamName or StreamARN must be provided.")
-        return self.store.stream(name)
+        stream = self.store.stream(name)
+        policies.check(self, stream, self.action, self.access_key)
+        return stream
 
 
 #: A handler answers a dict (encoded in the protocol the client spoke), pre-encoded JSON, or a
@@ -230,6 +236,7 @@ HANDLERS: dict[str, Handler] = {
     "SubscribeToShard": subscriptions.subscribe_to_shard,
     **configure.HANDLERS,
     **encryption.HANDLERS,
+    **policies.HANDLERS,
 }
 
 
@@ -245,7 +252,7 @@ def make_handler(get_store: Callable[[web.Request], Store], get_signer: Callable
             raise AwsError("UnknownOperationException", f"Operation {action or request.headers.get('X-Amz-Target', '')!r} is not supported by this Kinesis endpoint.")
         codec = codec_for(request.content_type)
         params = validate(action, codec.decode(await request.read()), codec)
-        call = Call(request, codec, get_store(request), get_signer(request), region_of(request.headers))
+        call = Call(request, codec, get_store(request), get_signer(request), region_of(request.headers), action, signer_of(request))
         result = await handler(call, params)
         if isinstance(result, web.StreamResponse):
             return result

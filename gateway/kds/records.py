@@ -16,7 +16,7 @@ from binascii import a2b_base64, b2a_base64
 from typing import TYPE_CHECKING, Any
 
 from gateway.errors import invalid_argument, throughput_exceeded, validation
-from gateway.kds import render
+from gateway.kds import policies, render
 from gateway.kds.monitoring import MONITOR
 from gateway.kds.protocol import Codec, RawJson
 from gateway.kds.sequence import SEQUENCE_BASE, external, internal
@@ -218,6 +218,7 @@ async def get_records(call: Call, p: dict[str, Any]) -> dict[str, Any] | RawJson
     position = call.signer.parse(p["ShardIterator"])
     store = call.store
     stream, shard = store.shard_by_key(position.shard_key)
+    policies.check(call, stream, call.action, call.access_key)
     limits = store.limits
     bucket = limits.read(shard.key) if limits.enabled else None
     monitor = call.request.app[MONITOR]
