@@ -19,7 +19,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from prometheus_client import CollectorRegistry
 
-from gateway import firehose, kds, kvs, metrics
+from gateway import firehose, glue, kds, kvs, metrics
 from gateway.analytics import api as analytics
 from gateway.auth import VERIFIER, SigV4Verifier
 from gateway.config import GatewayConfig
@@ -101,7 +101,7 @@ def create_app(config: GatewayConfig) -> web.Application:
     app.router.add_routes(metrics.ROUTES)
     app.on_response_prepare.append(_add_request_id)
     targets: dict[str, Handler] = {}
-    for subsystem in (kds, kvs, firehose, analytics):  # firehose reads the kds store, analytics all three: after them
+    for subsystem in (kds, kvs, glue, firehose, analytics):  # firehose reads the kds store and glue, analytics kds+kvs+firehose: after them
         app.cleanup_ctx.append(subsystem.lifecycle)
         app.router.add_routes(subsystem.ROUTES)
         targets.update(getattr(subsystem, "TARGETS", {}))

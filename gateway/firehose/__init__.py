@@ -21,6 +21,7 @@ from gateway.firehose.sinks import make_sink
 from gateway.firehose.sources import SourceReader, stop
 from gateway.firehose.store import BufferStore
 from gateway.firehose.streams import model
+from gateway.glue import CATALOG as GLUE_CATALOG
 from gateway.kds import STORE as KDS_STORE
 from gateway.keys import CONFIG
 
@@ -38,7 +39,8 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
     await asyncio.to_thread(model)  # load botocore's model now, not in the first request
     sink = await asyncio.to_thread(make_sink, config.firehose, config.data_path, config.durability)
     app[SERVICES] = Services(store, config.firehose, config.limits.enabled, config.account_id, lambda name: name in app[KDS_STORE].streams)
-    destinations = Destinations(sink, config.firehose)
+    catalog = app[GLUE_CATALOG]
+    destinations = Destinations(sink, config.firehose, catalog.table)
     loop = DeliveryLoop(store, config.firehose, destinations.deliver)
     runner = asyncio.create_task(loop.run(), name="firehose-delivery")
     reader = asyncio.create_task(SourceReader(store, app[KDS_STORE], config.firehose.max_buffered_bytes).run(), name="firehose-sources")

@@ -23,6 +23,7 @@ from aiohttp import web
 from gateway.config import FirehoseConfig
 from gateway.errors import AwsError
 from gateway.firehose import streams as model
+from gateway.firehose.conversion import check_conversion
 from gateway.firehose.naming import invalid
 from gateway.firehose.processors import check_processors
 from gateway.firehose.sources import check_source
@@ -112,6 +113,8 @@ Handler = Callable[[Call, dict[str, Any]], Awaitable[dict[str, Any]]]
 def _check_processing(call: Call, kind: str, destination: dict[str, Any]) -> None:
     partitioned = kind == "ExtendedS3" and bool(destination.get("DynamicPartitioningConfiguration", {}).get("Enabled"))
     check_processors(destination, partitioned, call.services.config.transforms)
+    if kind == "ExtendedS3":
+        check_conversion(destination)
 
 
 def record_id(name: str, seq: int) -> str:

@@ -6,6 +6,7 @@ import asyncio
 
 from gateway.config import FirehoseConfig
 from gateway.firehose import pipeline, processors
+from gateway.firehose.conversion import Converter, TableLookup
 from gateway.firehose.delivery import write_objects
 from gateway.firehose.sinks import ObjectSink
 from gateway.firehose.store import Row
@@ -14,14 +15,18 @@ from gateway.firehose.transforms import lambda_step
 
 
 class Destinations:
-    def __init__(self, sink: ObjectSink, config: FirehoseConfig) -> None:
+    def __init__(self, sink: ObjectSink, config: FirehoseConfig, tables: TableLookup) -> None:
         self.sink = sink
         self.config = config
+        self.converter = Converter(tables)
 
     def steps(self, stream: DeliveryStream) -> list[pipeline.Step]:
         return processors.steps(stream, lambda_step(self.config.transforms))
 
     def encoder(self, stream: DeliveryStream) -> pipeline.Encoder:
+        conversion = stream.destination.get("DataFormatConversionConfiguration")
+        if stream.kind == "ExtendedS3" and conversion and conversion.get("Enabled", True):
+            return self.converter
         return pipeline.concatenate
 
     async def deliver(self, stream: DeliveryStream, rows: list[Row]) -> dict[str, int]:

@@ -21,23 +21,23 @@ Invariants:
   "full"`` also fsyncs it), so an acknowledged record survives SIGKILL; concurrent puts are
   group-committed by one writer thread (``gateway.kds.writer``).
 - Records leave only by ``delivered`` -- after every object of their batch was written.
-- A lock file held with ``flock`` keeps a second gateway from opening the same buffer.
+- A lock file held with ``flock`` (``gateway.sqlite.LockFile``) keeps a second gateway from
+  opening the same buffer.
 - sqlite3 errors leave this module as ``AwsError`` (see the writer), never raw.
 """
 
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import sqlite3
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.errors import AwsError
 from gateway.firehose.streams import DeliveryStream
-from gateway.kds.store import connect
+from gateway import sqlite
+from gateway.sqlite import LockFile
 from gateway.kds.writer import Writer
 
 DB_FILE = "firehose.sqlite3"
@@ -55,10 +55,6 @@ CREATE TABLE IF NOT EXISTS inflight (stream TEXT PRIMARY KEY, first_seq INTEGER 
 CREATE TABLE IF NOT EXISTS checkpoints (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
-
-
-class BufferLocked(RuntimeError):
-    """Another process holds the buffer's lock file."""
 
 
 @dataclass
@@ -82,17 +78,10 @@ class BufferStore:
     def __init__(self, data_path: Path, durability: str) -> None:
         data_path.mkdir(parents=True, exist_ok=True)
         self.path = data_path / DB_FILE
-        self._lock_file = open(f"{self.path}.lock", "w")
-        try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            self._lock_file.close()
-            raise BufferLocked(f"{self.path} is in use by another process") from exc
-        self._conn = connect(self.path, durability)
+        self._lock = LockFile(Path(f"{self.path}.lock"), str(self.path))
+        self._conn = sqlite.connect(self.path, durability)
         self._conn.executescript(SCHEMA)
-        self._path_durability = durability
-        self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
+        self._readers = sqlite.Readers(self.path)
         self.streams: dict[str, DeliveryStream] = {}
         self.pending: dict[str, Pending] = {}
         self._load()
@@ -115,20 +104,13 @@ class BufferStore:
         self.pending = pending
 
     def _reader(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = connect(self.path, self._path_durability)
-            self._local.conn = conn
-            self._readers.append(conn)
-        return conn
+        return self._readers.get()
 
     def close(self) -> None:
         self._writer.close()
-        for conn in self._readers:
-            conn.close()
+        self._readers.close()
         self._conn.close()
-        fcntl.flock(self._lock_file, fcntl.LOCK_UN)
-        self._lock_file.close()
+        self._lock.release()
 
     # -- streams -----------------------------------------------------------------------------
 

@@ -47,14 +47,21 @@ def service_model(name: str = "kinesis") -> ServiceModel:
 
 
 #: Java regex classes some models use (Firehose and Glue tags) -> Python ``re`` (\w is a superset of \p{L})
-_JAVA_CLASSES = {"\\p{L}": "\\w", "\\p{N}": "\\d", "\\p{Z}": "\\s", "\\p{M}": "\\w"}
+_JAVA_CLASSES = {
+    "\\p{L}": "\\w", "\\p{N}": "\\d", "\\p{Z}": "\\s", "\\p{M}": "\\w", "\\p{P}": "\\W",
+    # Java spells the astral planes as a surrogate-pair range (Glue's text patterns)
+    "\\uD800\\uDC00-\\uDBFF\\uDFFF": "\\U00010000-\\U0010FFFF",
+}
 
 
 @functools.cache
 def _pattern(pattern: str) -> re.Pattern[str]:
     for java, python in _JAVA_CLASSES.items():
         pattern = pattern.replace(java, python)
-    return re.compile(pattern)
+    try:
+        return re.compile(pattern)
+    except re.error:  # a Java-only construct we do not translate: accept rather than fail every call
+        return re.compile(".*", re.DOTALL)
 
 
 def _lower_first(name: str) -> str:

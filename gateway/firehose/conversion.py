@@ -1,0 +1,312 @@
+"""Record format conversion: JSON records -> one Parquet or ORC object, schema from a Glue table.
+
+``DataFormatConversionConfiguration``: ``SchemaConfiguration`` names the Glue table (read from
+the gateway's own catalog, ``gateway.glue``) whose ``StorageDescriptor.Columns`` (Hive types:
+string/varchar/char, tinyint..bigint, float, double, boolean, decimal(p,s), date, timestamp,
+binary, array<>, map<>, struct<>) become the Arrow schema. ``InputFormatConfiguration``:
+OpenXJsonSerDe (keys matched case-insensitively unless ``CaseInsensitive`` is false,
+``ColumnToJsonKeyMappings``, ``ConvertDotsInJsonKeysToUnderscores``) or HiveJsonSerDe.
+``OutputFormatConfiguration``: ParquetSerDe (Compression SNAPPY/GZIP/UNCOMPRESSED,
+PageSizeBytes, EnableDictionaryCompression, WriterVersion) or OrcSerDe (Compression
+SNAPPY/ZLIB/NONE, StripeSizeBytes, RowIndexStride). Objects get ``.parquet`` / ``.orc``.
+
+Timestamps are taken as Firehose's deserializers take them: ISO-8601 / ``yyyy-MM-dd HH:mm:ss[.S]``
+strings, epoch seconds (integers below 10^11 or floats) or epoch milliseconds. A record that is
+not a JSON object, or whose value does not fit its column, goes to the error output
+(``format-conversion-failed``) as the documented JSON document; missing keys are nulls and
+unknown keys are ignored, as the SerDes do.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import time
+from collections.abc import Callable
+from datetime import date, datetime, timezone
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.orc as orc
+import pyarrow.parquet as pq
+
+from gateway.errors import AwsError
+from gateway.firehose.naming import invalid
+from gateway.firehose.pipeline import Failure, Record
+from gateway.firehose.streams import DeliveryStream
+
+FAILED = "format-conversion-failed"
+#: (database, table) -> the Glue ``Table`` document (raises AwsError when there is none)
+TableLookup = Callable[[str, str], dict[str, Any]]
+
+
+# -- Hive types ----------------------------------------------------------------------------------
+
+
+class _TypeParser:
+    SIMPLE = {
+        "string": pa.string(), "varchar": pa.string(), "char": pa.string(), "tinyint": pa.int8(), "smallint": pa.int16(),
+        "int": pa.int32(), "integer": pa.int32(), "bigint": pa.int64(), "float": pa.float32(), "double": pa.float64(),
+        "boolean": pa.bool_(), "timestamp": pa.timestamp("ms"), "date": pa.date32(), "binary": pa.binary(),
+    }
+
+    def __init__(self, text: str) -> None:
+        self.text = text.strip().lower()
+        self.pos = 0
+
+    def parse(self) -> pa.DataType:
+        result = self._type()
+        if self.pos != len(self.text):
+            raise ValueError(f"unexpected {self.text[self.pos:]!r}")
+        return result
+
+    def _word(self) -> str:
+        start = self.pos
+        while self.pos < len(self.text) and (self.text[self.pos].isalnum() or self.text[self.pos] == "_"):
+            self.pos += 1
+        return self.text[start : self.pos]
+
+    def _expect(self, char: str) -> None:
+        if self.text[self.pos : self.pos + 1] != char:
+            raise ValueError(f"expected {char!r} at {self.pos} in {self.text!r}")
+        self.pos += 1
+
+    def _type(self) -> pa.DataType:
+        word = self._word()
+        if word == "array":
+            self._expect("<")
+            item = self._type()
+            self._expect(">")
+            return pa.list_(item)
+        if word == "map":
+            self._expect("<")
+            key = self._type()
+            self._expect(",")
+            value = self._type()
+            self._expect(">")
+            return pa.map_(key, value)
+        if word == "struct":
+            self._expect("<")
+            fields = []
+            while True:
+                name = self._word()
+                self._expect(":")
+                fields.append(pa.field(name, self._type()))
+                if self.text[self.pos : self.pos + 1] != ",":
+                    break
+                self.pos += 1
+            self._expect(">")
+            return pa.struct(fields)
+        if word == "decimal":
+            precision, scale = 10, 0
+            if self.text[self.pos : self.pos + 1] == "(":
+                self.pos += 1
+                precision = int(self._word())
+                if self.text[self.pos : self.pos + 1] == ",":
+                    self.pos += 1
+                    scale = int(self._word())
+                self._expect(")")
+            return pa.decimal128(precision, scale)
+        if word in ("varchar", "char") and self.text[self.pos : self.pos + 1] == "(":
+            self.pos = self.text.index(")", self.pos) + 1
+        if word not in self.SIMPLE:
+            raise ValueError(f"unknown Hive type {word!r}")
+        return self.SIMPLE[word]
+
+
+def hive_type(text: str) -> pa.DataType:
+    try:
+        return _TypeParser(text).parse()
+    except (ValueError, IndexError) as exc:
+        raise ValueError(f"column type {text!r}: {exc}") from exc
+
+
+def schema_of(table: dict[str, Any]) -> pa.Schema:
+    columns = (table.get("StorageDescriptor") or {}).get("Columns") or []
+    if not columns:
+        raise ValueError("the Glue table has no columns")
+    return pa.schema([pa.field(c["Name"].lower(), hive_type(c.get("Type", "string"))) for c in columns])
+
+
+# -- values --------------------------------------------------------------------------------------
+
+
+def _timestamp(value: Any) -> datetime:
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not a timestamp")
+    if isinstance(value, int):
+        seconds = value / 1000 if abs(value) >= 10**11 else value
+        return datetime.fromtimestamp(seconds, timezone.utc).replace(tzinfo=None)
+    if isinstance(value, float):
+        return datetime.fromtimestamp(value, timezone.utc).replace(tzinfo=None)
+    if isinstance(value, str):
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        return parsed.astimezone(timezone.utc).replace(tzinfo=None) if parsed.tzinfo else parsed
+    raise ValueError(f"{type(value).__name__} is not a timestamp")
+
+
+def coerce(value: Any, kind: pa.DataType) -> Any:
+    """``value`` (from JSON) as a Python value of Arrow type ``kind``; ValueError when it does not fit."""
+    if value is None:
+        return None
+    if pa.types.is_string(kind):
+        if isinstance(value, (dict, list)):
+            return json.dumps(value)
+        return value if isinstance(value, str) else json.dumps(value)
+    if pa.types.is_integer(kind):
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ValueError(f"{value!r} is not an integer")
+        number = int(value) if not isinstance(value, float) or value.is_integer() else None
+        if number is None:
+            raise ValueError(f"{value!r} is not an integer")
+        bits = kind.bit_width
+        if not -(2 ** (bits - 1)) <= number < 2 ** (bits - 1):
+            raise ValueError(f"{value!r} does not fit {kind}")
+        return number
+    if pa.types.is_floating(kind):
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ValueError(f"{value!r} is not a number")
+        return float(value)
+    if pa.types.is_boolean(kind):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise ValueError(f"{value!r} is not a boolean")
+    if pa.types.is_timestamp(kind):
+        return _timestamp(value)
+    if pa.types.is_date(kind):
+        if isinstance(value, str):
+            return date.fromisoformat(value[:10])
+        if isinstance(value, int) and not isinstance(value, bool):
+            return date.fromordinal(date(1970, 1, 1).toordinal() + value)
+        raise ValueError(f"{value!r} is not a date")
+    if pa.types.is_decimal(kind):
+        try:
+            amount = Decimal(str(value)) if not isinstance(value, (bool, dict, list)) else None
+        except InvalidOperation as exc:
+            raise ValueError(f"{value!r} is not a decimal") from exc
+        if amount is None:
+            raise ValueError(f"{value!r} is not a decimal")
+        return amount.quantize(Decimal(1).scaleb(-kind.scale))
+    if pa.types.is_binary(kind):
+        return base64.b64decode(value) if isinstance(value, str) else bytes(value)
+    if pa.types.is_list(kind):
+        if not isinstance(value, list):
+            raise ValueError(f"{value!r} is not an array")
+        return [coerce(v, kind.value_type) for v in value]
+    if pa.types.is_map(kind):
+        if not isinstance(value, dict):
+            raise ValueError(f"{value!r} is not a map")
+        return [(coerce(k, kind.key_type), coerce(v, kind.item_type)) for k, v in value.items()]
+    if pa.types.is_struct(kind):
+        if not isinstance(value, dict):
+            raise ValueError(f"{value!r} is not a struct")
+        lowered = {str(k).lower(): v for k, v in value.items()}
+        return {f.name: coerce(lowered.get(f.name.lower()), f.type) for f in kind}
+    return value
+
+
+# -- the encoder ---------------------------------------------------------------------------------
+
+
+def check_conversion(dest: dict[str, Any]) -> None:
+    conversion = dest.get("DataFormatConversionConfiguration")
+    if not conversion or not conversion.get("Enabled", True):
+        return
+    schema = conversion.get("SchemaConfiguration") or {}
+    if not schema.get("DatabaseName") or not schema.get("TableName"):
+        raise invalid("SchemaConfiguration with DatabaseName and TableName is required when data format conversion is enabled.")
+    deserializers = (conversion.get("InputFormatConfiguration") or {}).get("Deserializer") or {}
+    serializers = (conversion.get("OutputFormatConfiguration") or {}).get("Serializer") or {}
+    if len(deserializers) != 1:
+        raise invalid("InputFormatConfiguration.Deserializer must name exactly one of OpenXJsonSerDe, HiveJsonSerDe.")
+    if len(serializers) != 1:
+        raise invalid("OutputFormatConfiguration.Serializer must name exactly one of ParquetSerDe, OrcSerDe.")
+
+
+class Converter:
+    """The ``pipeline.Encoder`` of a stream with format conversion on."""
+
+    def __init__(self, lookup: TableLookup) -> None:
+        self.lookup = lookup
+
+    def __call__(self, stream: DeliveryStream, records: list[Record]) -> tuple[bytes, str, list[Failure]]:
+        conversion = stream.destination["DataFormatConversionConfiguration"]
+        schema_config = conversion["SchemaConfiguration"]
+        catalog_info = {
+            "catalogId": schema_config.get("CatalogId") or stream.account, "databaseName": schema_config["DatabaseName"],
+            "tableName": schema_config["TableName"], "region": schema_config.get("Region") or stream.region,
+            "versionId": schema_config.get("VersionId", "LATEST"), "catalogArn": None,
+        }
+        try:
+            schema = schema_of(self.lookup(schema_config["DatabaseName"], schema_config["TableName"]))
+        except (AwsError, ValueError) as exc:
+            reason = exc.message if isinstance(exc, AwsError) else str(exc)
+            code = "DataFormatConversion.EntityNotFound" if isinstance(exc, AwsError) else "DataFormatConversion.InvalidSchema"
+            return b"", "", [self._failure(r, code, f"The schema cannot be read from Glue: {reason}", catalog_info) for r in records]
+        deserializer = conversion["InputFormatConfiguration"]["Deserializer"]
+        openx = deserializer.get("OpenXJsonSerDe")
+        case_insensitive = openx is None or openx.get("CaseInsensitive", True)
+        mappings = {k.lower(): v for k, v in ((openx or {}).get("ColumnToJsonKeyMappings") or {}).items()}
+        dots = bool((openx or {}).get("ConvertDotsInJsonKeysToUnderscores"))
+        columns: dict[str, list[Any]] = {f.name: [] for f in schema}
+        failures: list[Failure] = []
+        for record in records:
+            try:
+                doc = json.loads(record.data)
+                if not isinstance(doc, dict):
+                    raise ValueError("the record is not a JSON object")
+                if dots:
+                    doc = {k.replace(".", "_"): v for k, v in doc.items()}
+                if case_insensitive:
+                    doc = {k.lower(): v for k, v in doc.items()}
+                row = []
+                for field in schema:
+                    key = mappings.get(field.name, field.name)
+                    try:
+                        row.append(coerce(doc.get(key.lower() if case_insensitive else key), field.type))
+                    except (ValueError, TypeError, OverflowError) as exc:
+                        raise ValueError(f"column {field.name!r}: {exc}") from exc
+            except (ValueError, TypeError, RecursionError) as exc:
+                failures.append(self._failure(record, "DataFormatConversion.MalformedData", str(exc)[:1000], catalog_info))
+                continue
+            for field, value in zip(schema, row):
+                columns[field.name].append(value)
+        if not columns[schema[0].name]:
+            return b"", "", failures
+        table = pa.Table.from_pydict(columns, schema=schema)
+        body, extension = _serialize(table, conversion["OutputFormatConfiguration"]["Serializer"])
+        return body, extension, failures
+
+    @staticmethod
+    def _failure(record: Record, code: str, message: str, catalog_info: dict[str, Any]) -> Failure:
+        doc = {
+            "attemptsMade": 1, "arrivalTimestamp": int(record.arrival * 1000), "ErrorCode": code, "ErrorMessage": message,
+            "attemptEndingTimestamp": int(time.time() * 1000), "rawData": base64.b64encode(record.raw).decode(),
+            "sequenceNumber": str(record.seq), "subSequenceNumber": 0, "dataCatalogTable": catalog_info,
+        }
+        return Failure(record, FAILED, doc)
+
+
+def _serialize(table: pa.Table, serializer: dict[str, Any]) -> tuple[bytes, str]:
+    out = io.BytesIO()
+    if "OrcSerDe" in serializer:
+        options = serializer["OrcSerDe"]
+        compression = {"NONE": "uncompressed", "ZLIB": "zlib", "SNAPPY": "snappy"}[options.get("Compression", "SNAPPY")]
+        kwargs: dict[str, Any] = {"compression": compression}
+        if "StripeSizeBytes" in options:
+            kwargs["stripe_size"] = options["StripeSizeBytes"]
+        if "RowIndexStride" in options:
+            kwargs["row_index_stride"] = options["RowIndexStride"]
+        orc.write_table(table, out, **kwargs)
+        return out.getvalue(), ".orc"
+    options = serializer.get("ParquetSerDe", {})
+    compression = {"UNCOMPRESSED": "none", "GZIP": "gzip", "SNAPPY": "snappy"}[options.get("Compression", "SNAPPY")]
+    pq.write_table(
+        table, out, compression=compression, use_dictionary=options.get("EnableDictionaryCompression", True),
+        data_page_size=options.get("PageSizeBytes"), data_page_version="1.0" if options.get("WriterVersion", "V1") == "V1" else "2.0",
+    )
+    return out.getvalue(), ".parquet"
