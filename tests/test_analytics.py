@@ -76,6 +76,13 @@ poll_seconds = 0.05
   format = "csv"
   columns = ["device VARCHAR", "value BIGINT"]
   allowed_lateness_seconds = 0.5
+  [[analytics.applications.references]]
+  table = "names"
+  path = "{names}"
+  [[analytics.applications.queries]]
+  name = "labelled"
+  output_stream = "csv-labels"
+  sql = "SELECT c.device, n.label, c.value FROM csv_in c JOIN names n USING (device)"
   [[analytics.applications.queries]]
   name = "per_second"
   output_stream = "csv-out"
@@ -101,7 +108,7 @@ max_batch_records = 50
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run", "--disable-sync"]
-STREAMS = ("telemetry", "errors", "avg-out", "hop-out", "session-out", "hot-out", "csv-in", "csv-out", "crash-in", "crash-out")
+STREAMS = ("telemetry", "errors", "avg-out", "hop-out", "session-out", "hot-out", "csv-in", "csv-out", "csv-labels", "crash-in", "crash-out")
 SITES = {"d0": "north", "d1": "south", "d2": "east"}
 
 
@@ -109,7 +116,8 @@ SITES = {"d0": "north", "d1": "south", "d2": "east"}
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     base = tmp_path_factory.mktemp("analytics")
     (base / "devices.csv").write_text("device,site\n" + "".join(f"{d},{s}\n" for d, s in SITES.items()))
-    (base / "gateway.toml").write_text(CONFIG.format(devices=base / "devices.csv"))
+    (base / "names.json").write_text(json.dumps([{"device": "a", "label": "first"}, {"device": "b,x", "label": "second"}]))
+    (base / "gateway.toml").write_text(CONFIG.format(devices=base / "devices.csv", names=base / "names.json"))
     gateway = GatewayProcess(base / "data", "--config", str(base / "gateway.toml"), "--no-limits").start()
     kinesis = gateway.client()
     for stream in STREAMS:
@@ -241,6 +249,7 @@ def test_csv_records_on_arrival_time(gw: GatewayProcess) -> None:
     # arrival-time windows close by themselves once the application has read to the end
     wait_until(lambda: totals() == (10, 4), timeout=10, what="the CSV windows")
     assert app_summary(gw, "lines")["Malformed"] == 2
+    assert sorted((r["device"], r["label"], r["value"]) for r in rows(kinesis, "csv-labels")) == [("a", "first", 1), ("b,x", "second", 2)]
     errors = [e for e in rows(kinesis, "errors") if e["application"] == "lines"]
     assert sorted(e["reason"] for e in errors) == ["column value: not a BIGINT: not-a-number", "expected 2 CSV fields, got 3"]
 
@@ -255,6 +264,7 @@ def test_list_and_describe_over_http_and_cli(gw: GatewayProcess) -> None:
     detail = json.loads(out.stdout)
     assert detail["Inputs"][0]["Columns"] == ["device VARCHAR", "temp DOUBLE", "ts TIMESTAMP"]
     assert [q["Window"] for q in detail["Queries"]] == ["TUMBLE", "HOP", "SESSION", None]
+    assert detail["References"][0]["Table"] == "devices"
     missing = subprocess.run([sys.executable, "-m", "gateway", "analytics", "--url", gw.url, "describe", "nope"], cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert missing.returncode == 1 and "does not exist" in missing.stderr
 
@@ -273,7 +283,7 @@ def test_dashboard_draws_new_points_in_chromium(gw: GatewayProcess) -> None:
             page.goto(f"{gw.url}/analytics")
             page.wait_for_function("window.dashboard && window.dashboard.apps.length === 3", timeout=10_000)
             page.click("#apps button:has-text('lines')")
-            page.wait_for_function("(window.dashboard.drawn.per_second || 0) >= 2", timeout=10_000)  # the earlier CSV windows
+            page.wait_for_function("(window.dashboard.drawn.per_second || 0) >= 1", timeout=10_000)  # the earlier CSV windows
             before = page.evaluate("window.dashboard.drawn.per_second")
             pixels = page.evaluate("document.querySelector('#q-lines-per_second canvas').toDataURL()")
             put(kinesis, "csv-in", [b"g,7", b"h,8"])
@@ -344,3 +354,21 @@ def test_sigkill_mid_window_emits_every_window_exactly_once(gw: GatewayProcess) 
     keys = [(r["window_start"], r["k"]) for r in out]
     assert len(keys) == len(set(keys)), "a window was emitted twice"
     assert {(r["window_start"], r["k"]): (r["n"], r["total"]) for r in out} == expected
+
+
+def test_the_example_config_sections_load() -> None:
+    """The commented [[analytics.*]] examples in configs/gateway.example.toml are valid as written."""
+    text = (ROOT / "configs" / "gateway.example.toml").read_text()
+    blocks = []
+    for table in ("# [[analytics.applications]]", "# [[analytics.motion]]"):
+        lines = text[text.index(table):].split("\n\n")[0].splitlines()
+        blocks += [line.removeprefix("# ") for line in lines]
+    block = "\n".join(blocks)
+    import tomllib
+
+    config = config_from_dict(tomllib.loads(block))
+    [app] = config.analytics.applications
+    assert app.queries[0].window is not None and app.queries[0].window.function == "TUMBLE"
+    assert [c.name for c in app.inputs[0].columns] == ["device", "temp", "ts"]
+    [motion] = config.analytics.motion
+    assert motion.zones == ((0.0, 0.5, 1.0, 0.5),)

@@ -7,6 +7,7 @@ const COLORS = ["#2a5", "#fc6", "#9cf", "#e77", "#c9f", "#6cc", "#f9c", "#aaa"];
 const MAX_POINTS = 600;   // per series
 const MAX_SERIES = 8;     // per query chart
 const WINDOW_COLUMNS = ["window_start", "window_end", "window_time"];
+const TIMESTAMP = /^\d{4}-\d\d-\d\d[ T]\d\d:\d\d/;
 const state = { apps: [], selected: null, series: {}, rows: {}, stats: {}, drawn: {}, events: 0 };
 window.dashboard = state;  // for tests and curious users
 
@@ -30,14 +31,16 @@ function addRows(app, query, rows) {
   const all = state.series[key] || (state.series[key] = {});
   const recent = state.rows[key] || (state.rows[key] = []);
   for (const row of rows) {
-    const x = parseTime(row.window_end ?? row.window_time ?? "") ?? Date.now();
+    let x = parseTime(row.window_end ?? "");
     const labels = [];
     const values = [];
     for (const [name, value] of Object.entries(row)) {
       if (WINDOW_COLUMNS.includes(name)) continue;
       if (typeof value === "number") values.push([name, value]);
+      else if (typeof value === "string" && TIMESTAMP.test(value)) x = x ?? parseTime(value);  // a time, not a series label
       else if (value !== null && typeof value !== "object") labels.push(String(value));
     }
+    x = x ?? Date.now();
     for (const [name, value] of values) {
       const series = labels.length ? `${name} ${labels.join(" ")}` : name;
       if (!all[series] && Object.keys(all).length >= MAX_SERIES) continue;
@@ -138,6 +141,7 @@ function render() {
     `<span class="${app.Malformed ? "bad" : ""}">malformed <b>${app.Malformed}</b></span>` +
     `<span class="${app.Late ? "bad" : ""}">late <b>${app.Late}</b></span><span>watermark <b>${watermarks}</b></span>`;
   state.drawn.stats = drawChart($("chart-stats"), state.stats[app.ApplicationName] || {});
+  $("legend-stats").innerHTML = legend(state.stats[app.ApplicationName] || {});
   const box = $("queries");
   for (const query of app.Queries) {
     const key = `${app.ApplicationName}/${query.Name}`;
