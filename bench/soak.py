@@ -12,11 +12,12 @@ Parts (each on by default; ``--parts`` picks some):
   powercut  each store (agent spool, data streams, video) frozen (SIGSTOP) at random moments while
             writes are in flight, its directory copied, and the copy reopened: everything acknowledged
             before the freeze must be in the copy and every SQLite file must pass integrity_check
+  consumers, firehose, analytics  the services on the streams under SIGKILLs (bench/soak_services.py)
 
 Examples:
   python bench/soak.py                                    # the full soak (about 30 minutes here)
   python bench/soak.py --parts fuzz --fuzz-requests 20000 # one part, smaller
-  python bench/soak.py --agent-kills 10 --gateway-kills 5 --faults 50 --fuzz-requests 2000 --snapshots 5
+  python bench/soak.py --agent-kills 10 --gateway-kills 5 --faults 50 --fuzz-requests 2000 --snapshots 5 --service-kills 5
 
 Memory: agent and gateway RSS are sampled throughout; the table gives the peak and the curve (first
 third → last third of samples) so growth shows. The exit code is 1 if anything was lost or
@@ -55,38 +56,7 @@ from agent_helpers import list_fragments, read_stream, synthetic_fragments  # no
 from chaos_support import ChaosRig, rss_kb  # noqa: E402
 from faultproxy import FaultMix, FaultProxy  # noqa: E402
 from helpers import GatewayProcess, MosquittoProcess, aws_client, free_port, wait_until  # noqa: E402
-
-
-@dataclass
-class Row:
-    """One line of the final table."""
-
-    part: str
-    kills: int = 0
-    faults: int = 0
-    requests: int = 0
-    checked: int = 0
-    lost: int = 0
-    duplicated: int = 0
-    peak_rss_mib: float = 0.0
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return self.lost == 0 and self.duplicated == 0 and not any(n.startswith("FAIL") for n in self.notes)
-
-
-def mib(kib: int) -> float:
-    return round(kib / 1024, 1)
-
-
-def curve(samples: list[int]) -> str:
-    """first third → middle → last third averages, in MiB: a flat curve says no leak."""
-    if len(samples) < 3:
-        return "n/a"
-    third = len(samples) // 3
-    parts = [samples[:third], samples[third:2 * third], samples[2 * third:]]
-    return " → ".join(f"{mib(sum(p) // len(p))}" for p in parts)
+from soak_support import Row, RssSampler, curve, mib, pid_of  # noqa: E402
 
 
 # -- agent, gateway and proxy: the chaos rig, run long -----------------------------------------------
@@ -172,44 +142,12 @@ def undecodable(gw: GatewayProcess, stream: str, numbers: list[str]) -> int:
     return bad
 
 
-class RssSampler:
-    """Samples the RSS of whatever pids ``pids()`` returns, once a second, on a thread."""
-
-    def __init__(self, pids: Callable[[], dict[str, int | None]]) -> None:
-        self.pids = pids
-        self.samples: dict[str, list[int]] = defaultdict(list)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> "RssSampler":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def _run(self) -> None:
-        while not self._stop.wait(1.0):
-            for name, pid in self.pids().items():
-                if pid is None:
-                    continue
-                try:
-                    self.samples[name].append(rss_kb(pid))
-                except (OSError, ValueError):
-                    pass
-
-
-def _pid(proc: subprocess.Popen | None) -> int | None:
-    return proc.pid if proc is not None and proc.poll() is None else None
-
-
 def part_agent(work: Path, broker: MosquittoProcess, kills: int, rng: random.Random) -> Row:
     row = Row("agent SIGKILL")
     gw = GatewayProcess(work / "gw").start()
     rig = ChaosRig(work, gw, broker.port)
     try:
-        with RssSampler(lambda: {"agent": _pid(rig.agent), "gateway": _pid(gw.proc)}) as rss:
+        with RssSampler(lambda: {"agent": pid_of(rig.agent), "gateway": pid_of(gw.proc)}) as rss:
             rig.start_agent()
             rig.start_producing()
             for _ in range(kills):
@@ -256,7 +194,7 @@ def part_gateway(work: Path, broker: MosquittoProcess, kills: int, rng: random.R
 
     threads = [threading.Thread(target=reader, daemon=True) for _ in range(2)]
     try:
-        with RssSampler(lambda: {"agent": _pid(rig.agent), "gateway": _pid(gw.proc)}) as rss:
+        with RssSampler(lambda: {"agent": pid_of(rig.agent), "gateway": pid_of(gw.proc)}) as rss:
             rig.start_agent()
             rig.start_producing()
             for t in threads:
@@ -294,7 +232,7 @@ def part_proxy(work: Path, broker: MosquittoProcess, faults: int, max_minutes: f
     proxy.start_on(proxy_port)
     rig = ChaosRig(work, gw, broker.port, agent_url=proxy.url)
     try:
-        with RssSampler(lambda: {"agent": _pid(rig.agent), "gateway": _pid(gw.proc)}) as rss:
+        with RssSampler(lambda: {"agent": pid_of(rig.agent), "gateway": pid_of(gw.proc)}) as rss:
             rig.start_agent()
             rig.start_producing()
             deadline = time.monotonic() + max_minutes * 60
@@ -673,14 +611,18 @@ def print_table(rows: list[Row]) -> None:
     print(f"- load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 
 
+PARTS = ("agent", "gateway", "proxy", "fuzz", "powercut", "consumers", "firehose", "analytics")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--parts", default="agent,gateway,proxy,fuzz,powercut", help="comma-separated parts to run")
+    parser.add_argument("--parts", default=",".join(PARTS), help="comma-separated parts to run")
     parser.add_argument("--agent-kills", type=int, default=100)
     parser.add_argument("--gateway-kills", type=int, default=50)
     parser.add_argument("--faults", type=int, default=1000)
     parser.add_argument("--fuzz-requests", type=int, default=100_000)
     parser.add_argument("--snapshots", type=int, default=30, help="power-cut snapshots per store")
+    parser.add_argument("--service-kills", type=int, default=30, help="SIGKILLs for each of consumers, firehose, analytics")
     parser.add_argument("--minutes", type=float, default=20, help="upper bound for the proxy part")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
@@ -691,7 +633,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     broker = MosquittoProcess(work / "mosquitto").start() if parts & {"agent", "gateway", "proxy"} else None
     try:
-        for name in ("agent", "gateway", "proxy", "fuzz", "powercut"):
+        for name in PARTS:
             if name not in parts:
                 continue
             started = time.monotonic()
@@ -709,8 +651,12 @@ def main(argv: list[str] | None = None) -> int:
                 row = part_proxy(sub, broker, args.faults, args.minutes)
             elif name == "fuzz":
                 row = part_fuzz(sub, args.fuzz_requests, args.seed)
-            else:
+            elif name == "powercut":
                 row = part_powercut(sub, args.snapshots, rng)
+            else:
+                import soak_services
+
+                row = getattr(soak_services, f"part_{name}")(sub, args.service_kills, rng)
             row.notes.append(f"took {time.monotonic() - started:.0f} s")
             rows.append(row)
             print(f"soak: {name} done: {row}", flush=True)
