@@ -5,7 +5,8 @@ Runs, in one go and with the same load:
   2. the gateway with limits ON but set far above the load   -> cost of limit enforcement
   3. kinesalite (Node.js emulator, installed with npm into --kinesalite-dir)  -> ratio
   optional: --cbor (the KPL's wire), --exactly-once (the edge agent's replay headers),
-  --durability-full (an fsync per group commit); then one reader's GetRecords rate.
+  --durability-full (an fsync per group commit), --encrypted (StartStreamEncryption: records
+  sealed with AES-256-GCM, write and read cost); then one reader's GetRecords rate.
 Server CPU per record (from /proc) is printed too: on a shared machine it moves far less
 than records/s.
 
@@ -82,6 +83,15 @@ def create_stream(url: str, shards: int) -> None:
     for _ in range(100):
         desc = call(url, "DescribeStream", {"StreamName": STREAM})
         if desc["StreamDescription"]["StreamStatus"] == "ACTIVE":  # type: ignore[index]
+            return
+        time.sleep(0.1)
+    raise TimeoutError("stream never became ACTIVE")
+
+
+def create_stream_active(url: str) -> None:
+    """Wait for the stream to leave UPDATING (after StartStreamEncryption)."""
+    for _ in range(100):
+        if call(url, "DescribeStreamSummary", {"StreamName": STREAM})["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE":  # type: ignore[index]
             return
         time.sleep(0.1)
     raise TimeoutError("stream never became ACTIVE")
@@ -306,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--durability-full", action="store_true", help='also measure a gateway with durability = "full" (an fsync per group commit)')
     parser.add_argument("--cbor", action="store_true", help="also measure PutRecords in CBOR (application/x-amz-cbor-1.1, as the KPL and Java SDK send)")
     parser.add_argument("--exactly-once", action="store_true", help="also measure PutRecords with the edge agent's X-Edge-* replay headers")
+    parser.add_argument("--encrypted", action="store_true", help="also measure a stream under StartStreamEncryption (AES-256-GCM at rest), writes and reads")
     parser.add_argument("--skip-limits", action="store_true", help="do not measure the cost of limit enforcement")
     opts = parser.parse_args(argv)
 
@@ -326,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
                 servers["gateway, durability=full (fsync)"] = start_gateway(Path(tmp) / "full", "--config", str(full))
             if opts.cbor:
                 servers["gateway, CBOR (the KPL's wire)"] = start_gateway(Path(tmp) / "cbor", "--no-limits")
+            if opts.encrypted:
+                servers["gateway, encrypted stream (KMS)"] = start_gateway(Path(tmp) / "encrypted", "--no-limits")
             if opts.exactly_once:
                 servers["gateway, exactly-once headers"] = start_gateway(Path(tmp) / "exactly-once", "--no-limits")
             if not opts.skip_kinesalite:
@@ -334,8 +347,11 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"KINESALITE NOT RUN: {started}")
                 else:
                     servers["kinesalite"] = started
-            for _, url in servers.values():
+            for name, (_, url) in servers.items():
                 create_stream(url, opts.shards)
+                if "encrypted" in name:
+                    call(url, "StartStreamEncryption", {"StreamName": STREAM, "EncryptionType": "KMS", "KeyId": "alias/aws/kinesis"})
+                    create_stream_active(url)
                 run_load(url, warmup_options(opts))
             # Rounds alternate between servers so a burst of load from other processes on a
             # shared machine does not land on one server only.
@@ -350,6 +366,9 @@ def main(argv: list[str] | None = None) -> int:
             read_url = servers["gateway --no-limits"][1]
             count, seconds = read_back(read_url)
             print(f"read back from the gateway with GetRecords (one reader, Limit 10000): {count:,} records in {seconds:.1f} s = {count / seconds:,.0f} records/s", flush=True)
+            if opts.encrypted:
+                count, seconds = read_back(servers["gateway, encrypted stream (KMS)"][1])
+                print(f"read back from the encrypted stream: {count:,} records in {seconds:.1f} s = {count / seconds:,.0f} records/s", flush=True)
         finally:
             for proc, _ in servers.values():
                 stop(proc)
@@ -365,6 +384,10 @@ def main(argv: list[str] | None = None) -> int:
         off, on = store_limit_cost(opts.batch, opts.size)
         print(f"  without network noise: the write job costs {off:.2f} us/record with limits off, {on:.2f} us with them on "
               f"(+{on - off:.2f} us = {100.0 * (on - off) / (1e6 * cost['gateway --no-limits']):+.1f} % of the gateway's {1e6 * cost['gateway --no-limits']:.1f} us/record)")
+    sealed = rates.get("gateway, encrypted stream (KMS)")
+    if sealed is not None:
+        print(f"cost of at-rest encryption: {100.0 * (1 - sealed / base):+.1f} % of records/s, "
+              f"{100.0 * (cost['gateway, encrypted stream (KMS)'] / cost['gateway --no-limits'] - 1):+.1f} % of CPU per record")
     if "kinesalite" in rates:
         print(f"gateway / kinesalite: {base / rates['kinesalite']:.1f}x records/s, "
               f"{cost['kinesalite'] / cost['gateway --no-limits']:.1f}x less CPU per record (target >= 3x)")

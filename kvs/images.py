@@ -72,9 +72,12 @@ def images_from_fragment(
     width: int | None = None,
     height: int | None = None,
     quality: int = DEFAULT_JPEG_QUALITY,
+    offsets: bool = False,
 ) -> dict[int, Image]:
     """For each sample time, the first frame at or after it in this fragment (keyed by sample time).
 
+    With ``offsets`` the sample times are milliseconds after the fragment's first frame instead
+    of timestamps: a fragment sent with RELATIVE timecodes has its own clock, not wall time.
     Sample times that fall after the fragment's last frame get nothing here. Decoding stops after
     the last frame needed, and only chosen frames are converted and encoded.
     """
@@ -85,7 +88,11 @@ def images_from_fragment(
         return {}
     out: dict[int, Image] = {}
     i = 0
+    base: int | None = None
     for ts, frame in iter_frames(mkv):
+        if offsets:
+            base = ts if base is None else base
+            ts -= base
         if wanted[i] > ts:
             continue
         bgr = frame.to_ndarray(format="bgr24")

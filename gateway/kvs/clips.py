@@ -164,11 +164,6 @@ def _untoken(token: str) -> int:
         raise invalid("NextToken is not valid") from exc
 
 
-def _media_time(info: FragmentInfo, t: int, by: str) -> int:
-    """The producer (media) time of selector time ``t`` inside fragment ``info``."""
-    return t if by == BY_PRODUCER else info.producer_ts_ms + (t - info.server_ts_ms)
-
-
 def _fragment_start(info: FragmentInfo, by: str) -> int:
     return info.producer_ts_ms if by == BY_PRODUCER else info.server_ts_ms
 
@@ -191,8 +186,9 @@ def build_images(store: VideoStore, stream: StreamRecord, times: list[int], by: 
         info = holder[sample_times[0]]
         try:
             data = store.read_fragment_by_id(stream.id, number)
-            media_times = {_media_time(info, t, by): t for t in sample_times}
-            got = images.images_from_fragment(data, list(media_times), fmt, width, height, quality)
+            # offsets into the fragment: its own timecodes may be RELATIVE (from the producer's start)
+            media_times = {t - _fragment_start(info, by): t for t in sample_times}
+            got = images.images_from_fragment(data, list(media_times), fmt, width, height, quality, offsets=True)
         except FragmentNotFoundError:
             continue
         except Exception as exc:  # a fragment PyAV cannot decode is reported per image, not as a failure
