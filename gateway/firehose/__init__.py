@@ -50,4 +50,5 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await stop(reader)
         await loop.stop()
         await stop(runner)
+        await destinations.close()
         await asyncio.to_thread(store.close)

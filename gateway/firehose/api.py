@@ -280,13 +280,29 @@ HANDLERS: dict[str, Handler] = {
 }
 
 
+def _mask_loopback_http(body: dict[str, Any]) -> tuple[str, str] | None:
+    """The model allows only https:// endpoints; we also take plain http:// on loopback (tests, a
+    local receiver). Such a URL is validated as if it were https:// and put back afterwards."""
+    for member in ("HttpEndpointDestinationConfiguration", "HttpEndpointDestinationUpdate"):
+        endpoint = body.get(member, {}).get("EndpointConfiguration") if isinstance(body.get(member), dict) else None
+        url = endpoint.get("Url") if isinstance(endpoint, dict) else None
+        if isinstance(url, str) and model.loopback_http(url):
+            endpoint["Url"] = "https://" + url[len("http://"):]  # type: ignore[index]
+            return member, url
+    return None
+
+
 def make_handler(get_services: Callable[[web.Request], Services]) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handle(request: web.Request) -> web.Response:
         action = request.headers.get("X-Amz-Target", "").partition(".")[2]
         handler = HANDLERS.get(action)
         if handler is None:
             raise AwsError("UnknownOperationException", f"Operation {action!r} is not supported by this Firehose endpoint.")
-        params = validate(action, JSON.decode(await request.read()), JSON, "firehose")
+        body = JSON.decode(await request.read())
+        loopback = _mask_loopback_http(body)
+        params = validate(action, body, JSON, "firehose")
+        if loopback is not None:
+            params[loopback[0]]["EndpointConfiguration"]["Url"] = loopback[1]
         result = await handler(Call(request, get_services(request), region_of(request.headers)), params)
         return web.Response(body=JSON.encode(result), content_type=JSON.content_type)
 

@@ -8,6 +8,7 @@ from gateway.config import FirehoseConfig
 from gateway.firehose import pipeline, processors
 from gateway.firehose.conversion import Converter, TableLookup
 from gateway.firehose.delivery import write_objects
+from gateway.firehose.http import HttpEndpoint
 from gateway.firehose.sinks import ObjectSink
 from gateway.firehose.store import Row
 from gateway.firehose.streams import DeliveryStream
@@ -19,6 +20,10 @@ class Destinations:
         self.sink = sink
         self.config = config
         self.converter = Converter(tables)
+        self.http = HttpEndpoint(sink, config)
+
+    async def close(self) -> None:
+        await self.http.close()
 
     def steps(self, stream: DeliveryStream) -> list[pipeline.Step]:
         return processors.steps(stream, lambda_step(self.config.transforms))
@@ -30,6 +35,8 @@ class Destinations:
         return pipeline.concatenate
 
     async def deliver(self, stream: DeliveryStream, rows: list[Row]) -> dict[str, int]:
+        if stream.kind == "HttpEndpoint":
+            return await self.http.deliver(stream, rows, self.steps(stream))
         batch = await asyncio.to_thread(pipeline.build, stream, rows, self.steps(stream), self.encoder(stream), self.config.gzip_level)
         await write_objects(self.sink, batch.objects)
         return batch.counts

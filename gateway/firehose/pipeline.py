@@ -92,6 +92,16 @@ def concatenate(stream: DeliveryStream, records: list[Record]) -> tuple[bytes, s
     return b"".join(r.data for r in records), "", []
 
 
+def run_steps(stream: DeliveryStream, rows: list[Row], steps: list[Step]) -> tuple[list[Record], list[Failure]]:
+    """The records of ``rows`` after every step, and the ones the steps failed."""
+    records = [Record(r.seq, r.arrival, r.data, r.data) for r in rows]
+    failures: list[Failure] = []
+    for step in steps:
+        records, failed = step(stream, records)
+        failures += failed
+    return records, failures
+
+
 def build(
     stream: DeliveryStream,
     rows: list[Row],
@@ -103,11 +113,7 @@ def build(
     """The objects for ``rows``: data objects by partition, then the error objects."""
     s3 = s3 if s3 is not None else stream.s3
     namer = Namer(stream.name, stream.version, f"{stream.name}/{stream.version}/{rows[0].seq}", time_zone(s3.get("CustomTimeZone")))
-    records = [Record(r.seq, r.arrival, r.data, r.data) for r in rows]
-    failures: list[Failure] = []
-    for step in steps:
-        records, failed = step(stream, records)
-        failures += failed
+    records, failures = run_steps(stream, rows, steps)
     batch = Batch()
     partitions: dict[tuple[tuple[str, str], ...], list[Record]] = {}
     for record in records:

@@ -123,7 +123,7 @@ def check_destination(kind: str, dest: dict[str, Any]) -> None:
             raise invalid("S3Configuration is required for an HTTP endpoint destination.")
         _check_s3(s3, extended=False)
         url = dest.get("EndpointConfiguration", {}).get("Url", "")
-        if not (url.startswith("https://") or _loopback_http(url)):
+        if not (url.startswith("https://") or loopback_http(url)):
             raise invalid(f"The HTTP endpoint URL {url!r} must use https:// (plain http:// is allowed for loopback only).")
     elif kind == "Iceberg":
         s3 = dest.get("S3Configuration")
@@ -131,7 +131,7 @@ def check_destination(kind: str, dest: dict[str, Any]) -> None:
             raise invalid("S3Configuration is required for an Iceberg destination.")
 
 
-def _loopback_http(url: str) -> bool:
+def loopback_http(url: str) -> bool:
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
