@@ -23,6 +23,7 @@ from gateway import firehose, glue, kds, kvs, metrics
 from gateway.analytics import api as analytics
 from gateway.auth import VERIFIER, SigV4Verifier
 from gateway.config import GatewayConfig
+from gateway.cors import Cors
 from gateway.errors import AwsError
 from gateway.keys import CONFIG
 from gateway.limits import request_limits
@@ -93,13 +94,15 @@ def create_app(config: GatewayConfig) -> web.Application:
         verifier = SigV4Verifier(config.auth, config.account_id)
         # who signed is checked before the body is read, the signature once it is
         middlewares = [aws_errors, verifier.headers_middleware, limits, verifier.signature_middleware]
-    app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
+    cors = Cors(config.cors)
+    app = web.Application(middlewares=[cors.preflight, *middlewares], client_max_size=MAX_BODY_BYTES)
     app[CONFIG] = config
     if config.auth.credentials:
         app[VERIFIER] = verifier
     app[METRICS] = CollectorRegistry()
     app.router.add_routes(metrics.ROUTES)
     app.on_response_prepare.append(_add_request_id)
+    app.on_response_prepare.append(cors.on_prepare)
     targets: dict[str, Handler] = {}
     for subsystem in (kds, kvs, glue, firehose, analytics):  # firehose reads the kds store and glue, analytics kds+kvs+firehose: after them
         app.cleanup_ctx.append(subsystem.lifecycle)

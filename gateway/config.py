@@ -99,6 +99,14 @@ class EncryptionConfig:
 
 
 @dataclass(frozen=True)
+class CorsConfig:
+    """Which web origins may call the gateway from a browser (see ``gateway.cors``)."""
+
+    #: Origins (``https://example.com``) whose pages may read the gateway's answers; ``"*"`` = any.
+    allowed_origins: list[str] = field(default_factory=lambda: ["*"])
+
+
+@dataclass(frozen=True)
 class TlsConfig:
     certfile: str = ""
     keyfile: str = ""
@@ -217,6 +225,7 @@ class GatewayConfig:
     auth: AuthConfig = field(default_factory=AuthConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
     encryption: EncryptionConfig = field(default_factory=EncryptionConfig)
+    cors: CorsConfig = field(default_factory=CorsConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     consumers: ConsumersConfig = field(default_factory=ConsumersConfig)
     #: ``[[analytics.applications]]`` and ``[[analytics.motion]]`` (see ``gateway.analytics.spec``).
