@@ -20,7 +20,8 @@ from gateway.auth import VERIFIER
 from gateway.kds import policies
 from gateway.kds.api import make_handler
 from gateway.kds.consumers import CONSUMERS, Consumers
-from gateway.kds.signals import ShardSignals
+from gateway.kds.queues import QUEUES, Queues
+from gateway.kds.signals import SIGNALS, ShardSignals
 from gateway.kds.subscriptions import SUBSCRIPTIONS, Subscriptions
 from gateway.kds.iterators import IteratorSigner
 from gateway.kds.monitoring import MONITOR, ShardMonitor
@@ -48,10 +49,12 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
     consumers = Consumers(store, config.consumers.activation_seconds)
     await consumers.load()
     app[CONSUMERS] = consumers
-    signals = ShardSignals(asyncio.get_running_loop())
+    signals = app[SIGNALS] = ShardSignals(asyncio.get_running_loop())
     store.on_commit = signals.committed
     hub = app[SUBSCRIPTIONS] = Subscriptions(store, signals, config.consumers)
     consumers.on_deregister.append(hub.consumer_gone)
+    queues = app[QUEUES] = Queues(store, config.consumers.activation_seconds)
+    await queues.load()
     app[SIGNER] = IteratorSigner(config.data_path)
     monitor = app[MONITOR] = ShardMonitor(store)
     app[METRICS].register(monitor)

@@ -65,7 +65,7 @@ def forget_stream(conn: sqlite3.Connection, stream_key: int) -> None:
 
 def registered_count(conn: sqlite3.Connection, stream_key: int) -> int:
     """Consumers and queues registered on a stream, from the table (inside a writer job)."""
-    (n,) = conn.execute("SELECT count(*) FROM consumers WHERE stream_key=?", (stream_key,)).fetchone()
+    (n,) = conn.execute("SELECT (SELECT count(*) FROM consumers WHERE stream_key=?) + (SELECT count(*) FROM queues WHERE stream_key=?)", (stream_key, stream_key)).fetchone()
     return int(n)
 
 

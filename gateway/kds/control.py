@@ -11,7 +11,7 @@ import bisect
 import sqlite3
 
 from gateway.errors import in_use, invalid_argument, limit_exceeded, not_found
-from gateway.kds import consumers, replays, settings
+from gateway.kds import consumers, queues, replays, settings
 from gateway.kds.shards import Router, Shard, split_points, uniform_boundaries, uniform_ranges
 from gateway.kds.store import Store, Stream
 
@@ -69,6 +69,8 @@ async def create_stream(store: Store, name: str, shard_count: int, mode: str, ta
 async def delete_stream(store: Store, stream: Stream, enforce_consumer_deletion: bool = False) -> None:
     def job(conn: sqlite3.Connection) -> None:
         live = _live(store, stream)
+        if queues.count_on_stream(conn, live.key):
+            raise in_use(f"Stream {live.name} under account {store.account_id} has queues: delete them first.")
         if consumers.registered_count(conn, live.key):
             if not enforce_consumer_deletion:
                 raise in_use(f"Stream {live.name} under account {store.account_id} has registered consumers: deregister them or set EnforceConsumerDeletion.")

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 
+from aiohttp import web
+
 
 class ShardSignals:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -37,3 +39,6 @@ class ShardSignals:
             self._loop.call_soon_threadsafe(self.fire, shard_keys)
         except RuntimeError:  # the loop is closed: the gateway is stopping
             pass
+
+
+SIGNALS = web.AppKey("kds_signals", ShardSignals)

@@ -11,6 +11,7 @@ On-disk format (``kds.sqlite3``, and ``kds.sqlite3.lock`` flock'ed while a gatew
     settings(owner, value)      per-stream and account settings (see ``settings``)
     producer_batches(...)       exactly-once memory (see ``replays``)
     consumers(...)              enhanced fan-out consumers (see ``consumers``)
+    queues(...), queue_cursors(...), queue_records(...)   queues on streams (``queues``, ``queue_delivery``)
 
 Invariants: sequence numbers come from one counter for the whole store, so they increase
 within a shard, never repeat (the counter is persisted, not derived from surviving rows), and
@@ -35,7 +36,7 @@ from typing import Any
 from gateway import sqlite
 from gateway.config import DEFAULT_ACCOUNT_ID, GatewayConfig
 from gateway.errors import not_found
-from gateway.kds import consumers, replays, segments, settings
+from gateway.kds import consumers, queue_delivery, queues, replays, segments, settings
 from gateway.kds.encryption import KEY_FILE, KeyStore
 from gateway.kds.limits import Limits
 from gateway.kds.shards import Router, Shard, canonical_shard_id, shard_name
@@ -64,7 +65,7 @@ CREATE TABLE IF NOT EXISTS segments(
 CREATE INDEX IF NOT EXISTS segments_by_shard ON segments(shard_key, last_seq);
 CREATE TABLE IF NOT EXISTS tags(stream_key INTEGER NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
     PRIMARY KEY(stream_key, key));
-""" + replays.SCHEMA + consumers.SCHEMA + settings.SCHEMA
+""" + replays.SCHEMA + consumers.SCHEMA + queues.SCHEMA + queue_delivery.SCHEMA + settings.SCHEMA
 
 
 @dataclass
