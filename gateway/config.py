@@ -4,9 +4,9 @@ A TOML file mirrors these dataclasses: top-level keys for the server, and one ta
 section (``[limits]``, ``[video]``, ``[auth]``, ``[tls]``, ``[server]``, ``[consumers]``, ``[analytics]``, ``[firehose]``).
 ``typed_config`` checks them as it checks the agent's config: the type hints are the schema, each
 section's ``check()`` adds its rules, and ``ConfigError`` lists *every* problem, one per line, each
-naming its key, so a typo never silently falls back to a default. (``[analytics]`` holds SQL
-applications and is still read by its own ``gateway.analytics.spec.analytics_from_toml``; its
-error joins the same list.)
+naming its key, so a typo never silently falls back to a default. (``[analytics]`` holds
+arrays of tables, which ``gateway.analytics.spec.analytics_from_toml`` builds one by one with
+``typed_config``; its errors join the same list.)
 
 Adding a section (a new service's ``[firehose]``): write a frozen dataclass with defaulted,
 ``#:``-documented fields (and a ``check()`` for rules types cannot say), add it as a field of
@@ -255,11 +255,7 @@ def config_from_dict(values: dict[str, Any]) -> GatewayConfig:
     """The config of a parsed TOML document; ``ConfigError`` listing every problem, one per line."""
     values = dict(values)
     errors: list[str] = []
-    analytics = AnalyticsConfig()
-    try:
-        analytics = analytics_from_toml(values.pop("analytics", {}))
-    except ValueError as exc:
-        errors.append(str(exc))
+    analytics = analytics_from_toml(values.pop("analytics", {}), errors)
     config = typed_config.build(GatewayConfig, values, "", errors)
     if config is None or errors:
         raise ConfigError("\n".join(errors))

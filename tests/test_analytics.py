@@ -369,6 +369,6 @@ def test_the_example_config_sections_load() -> None:
     config = config_from_dict(tomllib.loads(block))
     [app] = config.analytics.applications
     assert app.queries[0].window is not None and app.queries[0].window.function == "TUMBLE"
-    assert [c.name for c in app.inputs[0].columns] == ["device", "temp", "ts"]
+    assert [c.name for c in app.inputs[0].schema] == ["device", "temp", "ts"]
     [motion] = config.analytics.motion
     assert motion.zones == ((0.0, 0.5, 1.0, 0.5),)

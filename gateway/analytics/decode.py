@@ -87,7 +87,7 @@ def _cast(text: str, kind: str) -> str:
 def decode_sql(spec: InputSpec, source: str) -> str:
     """SELECT turning ``source`` (``raw_table``, or ``csv_fields`` of it) into the input's typed rows
     plus ``arrival_time``, ``partition_key``, ``seq``, ``data`` and ``__error``."""
-    cols = spec.columns
+    cols = spec.schema
     if spec.format == "json":
         paths = ", ".join(f"'$.{c.name}'" for c in cols)
         inner = (

@@ -157,7 +157,7 @@ class Application:
 
     def _decoded(self, spec: InputSpec, raw: pa.Table) -> str:
         assert self._con is not None
-        source = csv_fields(raw, len(spec.columns)) if spec.format == "csv" else raw
+        source = csv_fields(raw, len(spec.schema)) if spec.format == "csv" else raw
         self._con.register("__raw", source)
         return decode_sql(spec, "__raw")
 
@@ -353,7 +353,7 @@ class Application:
     def detail(self) -> dict[str, Any]:
         out = self.summary()
         out["Queries"] = [{**s, "Sql": q.sql, "PartitionKey": q.partition_key or None} for s, q in zip(out["Queries"], self.spec.queries)]
-        out["Inputs"] = [{**s, "Start": i.start, "Columns": [f"{c.name} {c.type}" for c in i.columns], "EventTime": i.event_time or "arrival_time",
+        out["Inputs"] = [{**s, "Start": i.start, "Columns": [f"{c.name} {c.type}" for c in i.schema], "EventTime": i.event_time or "arrival_time",
                           "AllowedLatenessSeconds": i.allowed_lateness_seconds} for s, i in zip(out["Inputs"], self.spec.inputs)]
         out["References"] = [{"Table": r.table, "Path": r.path} for r in self.spec.references]
         return out

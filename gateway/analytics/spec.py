@@ -1,23 +1,27 @@
 """Analytics applications as the gateway config declares them (``[[analytics.applications]]``).
 
-Typed, frozen values whose field comments are the user documentation (every key, with its
-default, is also in ``configs/gateway.example.toml``). ``applications_from_toml`` checks every
-key and raises ``ValueError`` naming it; ``gateway.config`` turns that into its ``ConfigError``.
-Window queries are parsed here too (``gateway.analytics.windows``), so a bad TVF fails at load.
+Frozen dataclasses whose field comments are the user documentation (every key, with its default,
+is also in ``configs/gateway.example.toml``), checked by ``typed_config`` like every other
+section: each table is built with ``typed_config.build`` and its ``check()``; the arrays of
+tables (``inputs``, ``references``, ``queries``, ``motion``) are built here one by one, since
+``typed_config`` takes plain values only. ``analytics_from_toml`` appends *every* problem, with
+its full key, to the caller's list. Window queries are parsed here too
+(``gateway.analytics.windows``), so a bad TVF fails at load.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Literal
 
+import typed_config
 from gateway.analytics.windows import Window, find_window
 
 #: Column types a schema may use (DuckDB names).
 COLUMN_TYPES = ("VARCHAR", "DOUBLE", "FLOAT", "BIGINT", "INTEGER", "SMALLINT", "BOOLEAN", "TIMESTAMP")
-FORMATS = ("json", "csv")
-STARTS = ("TRIM_HORIZON", "LATEST")
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 #: Extra columns every input row has besides its schema.
 METADATA_COLUMNS = ("arrival_time", "partition_key")
@@ -32,61 +36,115 @@ class Column:
     type: str
 
 
+def _identifier_problem(value: str, name: str) -> list[str]:
+    return [] if IDENTIFIER.match(value) else [f"{name}: {value!r} is not a plain SQL identifier (letters, digits, _)"]
+
+
 @dataclass(frozen=True)
 class InputSpec:
     """One gateway data stream read by the application, visible to its SQL as ``table``."""
 
-    stream: str = ""
+    stream: str
     #: Name of the input in the SQL (default: the stream name with non-identifier chars as ``_``).
     table: str = ""
     #: Where a new application starts reading: "TRIM_HORIZON" (oldest) or "LATEST" (new records only).
-    start: str = "TRIM_HORIZON"
+    start: Literal["TRIM_HORIZON", "LATEST"] = "TRIM_HORIZON"
     #: "json" (one object per record) or "csv" (one line per record, fields in ``columns`` order).
-    format: str = "json"
+    format: Literal["json", "csv"] = "json"
     #: Schema: "name TYPE" strings (types: VARCHAR DOUBLE FLOAT BIGINT INTEGER SMALLINT BOOLEAN TIMESTAMP).
     #: A TIMESTAMP takes an ISO-8601 string or epoch seconds (a number).
-    columns: tuple[Column, ...] = ()
+    columns: tuple[str, ...] = ()
     #: TIMESTAMP column holding the event time; "" = the record's arrival time at the gateway.
     event_time: str = ""
     #: The watermark trails the newest event time seen by this many seconds; a record older than
     #: the watermark when it is read is late (counted, sent to the error stream).
     allowed_lateness_seconds: float = DEFAULT_ALLOWED_LATENESS
 
+    @cached_property
+    def schema(self) -> tuple[Column, ...]:
+        """``columns`` parsed (after ``check`` passed)."""
+        return tuple(Column(text.split()[0], text.split()[1].upper()) for text in self.columns)
+
+    def check(self) -> list[str]:
+        problems: list[str] = []
+        names: list[str] = []
+        for i, text in enumerate(self.columns):
+            parts = text.split()
+            if len(parts) != 2:
+                problems.append(f"columns[{i}]: expected \"name TYPE\", got {text!r}")
+                continue
+            problems += _identifier_problem(parts[0], f"columns[{i}]")
+            if parts[1].upper() not in COLUMN_TYPES:
+                problems.append(f"columns[{i}]: type {parts[1]!r} is not one of {', '.join(COLUMN_TYPES)}")
+            if parts[0] in METADATA_COLUMNS or parts[0] in names:
+                problems.append(f"columns[{i}]: column {parts[0]!r} is reserved or repeated")
+            names.append(parts[0])
+        if not self.columns:
+            problems.append("columns: required (a non-empty list of \"name TYPE\" strings)")
+        if self.table:
+            problems += _identifier_problem(self.table, "table")
+        if self.event_time and not any(c.split()[:1] == [self.event_time] and c.split()[1:2] in (["TIMESTAMP"], ["timestamp"]) for c in self.columns):
+            problems.append(f"event_time: {self.event_time!r} must name a TIMESTAMP column of the schema")
+        if self.allowed_lateness_seconds < 0:
+            problems.append("allowed_lateness_seconds: must not be negative")
+        return problems
+
 
 @dataclass(frozen=True)
 class ReferenceSpec:
     """A static table loaded at start from a CSV (with a header) or JSON (array or one object per line) file."""
 
-    table: str = ""
-    path: str = ""
+    table: str
+    path: str
+
+    def check(self) -> list[str]:
+        problems = _identifier_problem(self.table, "table")
+        if not self.path.endswith((".csv", ".json", ".jsonl", ".ndjson")):
+            problems.append(f"path: expected a .csv or .json file, got {self.path!r}")
+        return problems
 
 
 @dataclass(frozen=True)
 class QuerySpec:
     """One continuous query; its result rows become JSON records."""
 
-    name: str = ""
+    name: str
     #: DuckDB SQL over the inputs and references. A window aggregation reads
     #: TABLE(TUMBLE|HOP|SESSION(TABLE <input>, DESCRIPTOR(<time column>), ...)) as in Flink SQL.
-    sql: str = ""
+    sql: str
     #: Data stream the rows go to ("" = dashboard only).
     output_stream: str = ""
-    #: Firehose delivery stream the rows also go to ("" = none).
+    #: Firehose delivery stream the rows also go to, one JSON object per line ("" = none).
     delivery_stream: str = ""
     #: Column whose value is each output record's partition key ("" = the query name).
     partition_key: str = ""
-    window: Window | None = None
+
+    @cached_property
+    def window(self) -> Window | None:
+        """The query's window function (after ``check`` passed), None for a per-record query."""
+        return find_window(self.sql)
+
+    def check(self) -> list[str]:
+        problems = _identifier_problem(self.name, "name")
+        if not self.sql.strip():
+            problems.append("sql: must not be empty")
+        try:
+            find_window(self.sql)
+        except ValueError as exc:
+            problems.append(f"sql: {exc}")
+        return problems
 
 
 @dataclass(frozen=True)
 class ApplicationSpec:
-    name: str = ""
+    name: str
     #: Data stream for malformed and late records, as JSON with the reason ("" = only count them).
     error_stream: str = ""
     #: Most records read per micro-batch.
     max_batch_records: int = DEFAULT_MAX_BATCH_RECORDS
     #: Seconds between polls of the inputs when there is nothing new.
     poll_seconds: float = DEFAULT_POLL_SECONDS
+    #: [[...inputs]], [[...references]], [[...queries]]: built by ``application_from_toml``.
     inputs: tuple[InputSpec, ...] = ()
     references: tuple[ReferenceSpec, ...] = ()
     queries: tuple[QuerySpec, ...] = ()
@@ -94,128 +152,66 @@ class ApplicationSpec:
     def input(self, table: str) -> InputSpec:
         return next(i for i in self.inputs if i.table == table)
 
+    def check(self) -> list[str]:
+        return _identifier_problem(self.name, "name") + typed_config.positive(self, "max_batch_records", "poll_seconds")
 
-def _scalars(cls: type, values: Any, where: str, nested: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Check ``values`` against the plain fields of ``cls``; nested list fields are left to the caller."""
-    if not isinstance(values, dict):
-        raise ValueError(f"{where}: expected a table")
-    known = {f.name: f for f in fields(cls) if f.name not in ("window",)}
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        name = f"{where}.{key}"
-        if key not in known:
-            raise ValueError(f"{name}: unknown key (expected one of {', '.join(sorted(known))})")
-        if key in nested:
-            continue
-        default = known[key].default
-        expected = type(default)
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if (expected is int and isinstance(value, bool)) or not isinstance(value, expected):
-            raise ValueError(f"{name}: expected {expected.__name__}, got {type(value).__name__} {value!r}")
-        out[key] = value
-    return out
+    def check_tables(self) -> list[str]:
+        """Rules across the nested tables (run once they are built)."""
+        problems = []
+        if not self.inputs:
+            problems.append("inputs: at least one [[...inputs]] table is required")
+        if not self.queries:
+            problems.append("queries: at least one [[...queries]] table is required")
+        tables = [i.table for i in self.inputs] + [r.table for r in self.references]
+        if len(set(tables)) != len(tables):
+            problems.append(f"inputs, references: table names must differ ({', '.join(tables)})")
+        if len({q.name for q in self.queries}) != len(self.queries):
+            problems.append("queries: query names must differ")
+        for i, query in enumerate(self.queries):
+            window = query.window
+            if window is None:
+                continue
+            source = next((s for s in self.inputs if s.table == window.table), None)
+            if source is None:
+                problems.append(f"queries[{i}].sql: {window.function} reads {window.table!r}, which is not an input table")
+            elif window.time_column != (source.event_time or "arrival_time"):
+                problems.append(f"queries[{i}].sql: DESCRIPTOR({window.time_column}) must be the input's event time column ({source.event_time or 'arrival_time'})")
+        return problems
 
 
-def _tables(values: Any, where: str) -> list[Any]:
+def _tables(values: Any, where: str, errors: list[str]) -> list[Any]:
     if values is None:
         return []
     if not isinstance(values, list):
-        raise ValueError(f"{where}: expected an array of tables ([[{where}]])")
+        errors.append(f"{where}: expected an array of tables ([[{where}]])")
+        return []
     return values
 
 
-def _identifier(value: str, where: str) -> str:
-    if not IDENTIFIER.match(value):
-        raise ValueError(f"{where}: {value!r} is not a plain SQL identifier (letters, digits, _)")
-    return value
+NESTED = ("inputs", "references", "queries")
 
 
-def _columns(values: Any, where: str) -> tuple[Column, ...]:
-    if not isinstance(values, list) or not values:
-        raise ValueError(f"{where}: expected a non-empty array of \"name TYPE\" strings")
-    out: list[Column] = []
-    for i, text in enumerate(values):
-        parts = text.split() if isinstance(text, str) else []
-        if len(parts) != 2:
-            raise ValueError(f"{where}[{i}]: expected \"name TYPE\", got {text!r}")
-        name, kind = _identifier(parts[0], f"{where}[{i}]"), parts[1].upper()
-        if kind not in COLUMN_TYPES:
-            raise ValueError(f"{where}[{i}]: type {parts[1]!r} is not one of {', '.join(COLUMN_TYPES)}")
-        if name in METADATA_COLUMNS or any(c.name == name for c in out):
-            raise ValueError(f"{where}[{i}]: column {name!r} is reserved or repeated")
-        out.append(Column(name, kind))
-    return tuple(out)
-
-
-def _input(values: Any, where: str) -> InputSpec:
-    plain = _scalars(InputSpec, values, where, ("columns",))
-    if "columns" not in values:
-        raise ValueError(f"{where}.columns: required")
-    plain["columns"] = _columns(values["columns"], f"{where}.columns")
-    spec = InputSpec(**plain)
-    if not spec.stream:
-        raise ValueError(f"{where}.stream: required")
-    table = spec.table or re.sub(r"\W", "_", spec.stream)
-    _identifier(table, f"{where}.table")
-    if spec.start not in STARTS:
-        raise ValueError(f"{where}.start: expected one of {', '.join(STARTS)}, got {spec.start!r}")
-    if spec.format not in FORMATS:
-        raise ValueError(f"{where}.format: expected one of {', '.join(FORMATS)}, got {spec.format!r}")
-    if spec.event_time and not any(c.name == spec.event_time and c.type == "TIMESTAMP" for c in spec.columns):
-        raise ValueError(f"{where}.event_time: {spec.event_time!r} must name a TIMESTAMP column of the schema")
-    if spec.allowed_lateness_seconds < 0:
-        raise ValueError(f"{where}.allowed_lateness_seconds: must not be negative")
-    return InputSpec(**{**plain, "table": table})
-
-
-def _reference(values: Any, where: str) -> ReferenceSpec:
-    spec = ReferenceSpec(**_scalars(ReferenceSpec, values, where))
-    _identifier(spec.table, f"{where}.table")
-    if not spec.path.endswith((".csv", ".json", ".jsonl", ".ndjson")):
-        raise ValueError(f"{where}.path: expected a .csv or .json file, got {spec.path!r}")
-    return spec
-
-
-def _query(values: Any, where: str, inputs: tuple[InputSpec, ...]) -> QuerySpec:
-    spec = QuerySpec(**_scalars(QuerySpec, values, where))
-    _identifier(spec.name, f"{where}.name")
-    if not spec.sql.strip():
-        raise ValueError(f"{where}.sql: required")
-    try:
-        window = find_window(spec.sql)
-    except ValueError as exc:
-        raise ValueError(f"{where}.sql: {exc}") from exc
-    if window is not None:
-        source = next((i for i in inputs if i.table == window.table), None)
-        if source is None:
-            raise ValueError(f"{where}.sql: {window.function} reads {window.table!r}, which is not an input table")
-        wanted = source.event_time or "arrival_time"
-        if window.time_column != wanted:
-            raise ValueError(f"{where}.sql: DESCRIPTOR({window.time_column}) must be the input's event time column ({wanted})")
-    return QuerySpec(**{**_scalars(QuerySpec, values, where), "window": window})
-
-
-def application_from_toml(values: Any, where: str) -> ApplicationSpec:
-    nested = ("inputs", "references", "queries")
-    plain = _scalars(ApplicationSpec, values, where, nested)
-    name = _identifier(plain.get("name", ""), f"{where}.name")
-    inputs = tuple(_input(v, f"{where}.inputs[{i}]") for i, v in enumerate(_tables(values.get("inputs"), f"{where}.inputs")))
-    if not inputs:
-        raise ValueError(f"{where}.inputs: at least one [[...inputs]] table is required")
-    references = tuple(_reference(v, f"{where}.references[{i}]") for i, v in enumerate(_tables(values.get("references"), f"{where}.references")))
-    tables = [i.table for i in inputs] + [r.table for r in references]
-    if len(set(tables)) != len(tables):
-        raise ValueError(f"{where}: input and reference table names must differ ({', '.join(tables)})")
-    queries = tuple(_query(v, f"{where}.queries[{i}]", inputs) for i, v in enumerate(_tables(values.get("queries"), f"{where}.queries")))
-    if not queries:
-        raise ValueError(f"{where}.queries: at least one [[...queries]] table is required")
-    if len({q.name for q in queries}) != len(queries):
-        raise ValueError(f"{where}.queries: query names must differ")
-    spec = ApplicationSpec(**{**plain, "name": name, "inputs": inputs, "references": references, "queries": queries})
-    if spec.max_batch_records < 1 or spec.poll_seconds <= 0:
-        raise ValueError(f"{where}: max_batch_records and poll_seconds must be positive")
-    return spec
+def application_from_toml(values: Any, where: str, errors: list[str]) -> ApplicationSpec | None:
+    if not isinstance(values, dict):
+        errors.append(f"{where}: expected a table")
+        return None
+    before = len(errors)
+    plain = {k: v for k, v in values.items() if k not in NESTED}
+    app = typed_config.build(ApplicationSpec, plain, where, errors)
+    inputs = []
+    for i, table in enumerate(_tables(values.get("inputs"), f"{where}.inputs", errors)):
+        spec = typed_config.build(InputSpec, table, f"{where}.inputs[{i}]", errors)
+        if spec is not None:
+            inputs.append(dataclasses.replace(spec, table=spec.table or re.sub(r"\W", "_", spec.stream)))
+    references = [typed_config.build(ReferenceSpec, t, f"{where}.references[{i}]", errors)
+                  for i, t in enumerate(_tables(values.get("references"), f"{where}.references", errors))]
+    queries = [typed_config.build(QuerySpec, t, f"{where}.queries[{i}]", errors)
+               for i, t in enumerate(_tables(values.get("queries"), f"{where}.queries", errors))]
+    if app is None or len(errors) != before:
+        return None
+    app = dataclasses.replace(app, inputs=tuple(inputs), references=tuple(r for r in references if r), queries=tuple(q for q in queries if q))
+    errors.extend(typed_config.key(where, m) for m in app.check_tables())
+    return app if len(errors) == before else None
 
 
 @dataclass(frozen=True)
@@ -223,32 +219,26 @@ class MotionSpec:
     """Motion detection on one video stream (``[[analytics.motion]]``)."""
 
     #: Video stream whose fragments are analysed.
-    video_stream: str = ""
+    video_stream: str
     #: Data stream the motion_start / motion_end records go to.
-    output_stream: str = ""
-    #: Frames analysed per second of video (the rest are skipped, not decoded where possible).
+    output_stream: str
+    #: Frames analysed per second of video (the others are decoded, H.264 needs them, but not analysed).
     sample_fps: float = 2.0
     #: 0..1: a zone moves when at least (1 - sensitivity) / 40 of its pixels changed (0.8: 0.5 %).
     sensitivity: float = 0.8
     #: Zones as [x, y, width, height] fractions of the frame (empty = the whole frame).
-    zones: tuple[tuple[float, float, float, float], ...] = ()
+    zones: tuple[tuple[float, ...], ...] = ()
     #: Motion ends after this many seconds without a moving sample.
     end_after_seconds: float = 1.0
 
-
-def motion_from_toml(values: Any, where: str) -> MotionSpec:
-    plain = _scalars(MotionSpec, values, where, ("zones",))
-    zones: list[tuple[float, float, float, float]] = []
-    for i, zone in enumerate(_tables(values.get("zones"), f"{where}.zones")):
-        if not (isinstance(zone, list) and len(zone) == 4 and all(isinstance(v, (int, float)) and 0 <= v <= 1 for v in zone)):
-            raise ValueError(f"{where}.zones[{i}]: expected [x, y, width, height] as fractions 0..1")
-        zones.append((float(zone[0]), float(zone[1]), float(zone[2]), float(zone[3])))
-    spec = MotionSpec(**{**plain, "zones": tuple(zones)})
-    if not spec.video_stream or not spec.output_stream:
-        raise ValueError(f"{where}: video_stream and output_stream are required")
-    if spec.sample_fps <= 0 or not 0 <= spec.sensitivity < 1:
-        raise ValueError(f"{where}: sample_fps must be positive and sensitivity in [0, 1)")
-    return spec
+    def check(self) -> list[str]:
+        problems = typed_config.positive(self, "sample_fps")
+        if not 0 <= self.sensitivity < 1:
+            problems.append(f"sensitivity: expected 0 <= sensitivity < 1, got {self.sensitivity}")
+        for i, zone in enumerate(self.zones):
+            if len(zone) != 4 or not all(0 <= v <= 1 for v in zone):
+                problems.append(f"zones[{i}]: expected [x, y, width, height] as fractions 0..1, got {list(zone)}")
+        return problems
 
 
 @dataclass(frozen=True)
@@ -259,14 +249,25 @@ class AnalyticsConfig:
     motion: tuple[MotionSpec, ...] = field(default_factory=tuple)
 
 
-def analytics_from_toml(values: Any, where: str = "analytics") -> AnalyticsConfig:
+def analytics_from_toml(values: Any, errors: list[str], where: str = "analytics") -> AnalyticsConfig:
+    """The ``[analytics]`` table; every problem is appended to ``errors`` (then the result is empty)."""
     if not isinstance(values, dict):
-        raise ValueError(f"{where}: expected a table")
-    for key in values:
-        if key not in ("applications", "motion"):
-            raise ValueError(f"{where}.{key}: unknown key (expected applications, motion)")
-    apps = tuple(application_from_toml(v, f"{where}.applications[{i}]") for i, v in enumerate(_tables(values.get("applications"), f"{where}.applications")))
-    if len({a.name for a in apps}) != len(apps):
-        raise ValueError(f"{where}.applications: application names must differ")
-    motion = tuple(motion_from_toml(v, f"{where}.motion[{i}]") for i, v in enumerate(_tables(values.get("motion"), f"{where}.motion")))
-    return AnalyticsConfig(apps, motion)
+        errors.append(f"{where}: expected a table")
+        return AnalyticsConfig()
+    before = len(errors)
+    for name in values:
+        if name not in ("applications", "motion"):
+            errors.append(f"{where}.{name}: unknown key (expected applications, motion)")
+    apps = [application_from_toml(v, f"{where}.applications[{i}]", errors)
+            for i, v in enumerate(_tables(values.get("applications"), f"{where}.applications", errors))]
+    motion = [typed_config.build(MotionSpec, v, f"{where}.motion[{i}]", errors)
+              for i, v in enumerate(_tables(values.get("motion"), f"{where}.motion", errors))]
+    names = [a.name for a in apps if a]
+    if len(set(names)) != len(names):
+        errors.append(f"{where}.applications: application names must differ")
+    streams = [m.video_stream for m in motion if m]
+    if len(set(streams)) != len(streams):
+        errors.append(f"{where}.motion: one [[analytics.motion]] per video stream")
+    if len(errors) != before:
+        return AnalyticsConfig()
+    return AnalyticsConfig(tuple(a for a in apps if a), tuple(m for m in motion if m))
