@@ -1,0 +1,206 @@
+"""Consumer figures on a real gateway, read with plain boto3 (the gateway side of issue 13).
+
+Sections (all by default, or pick with --only):
+  fanout   put -> record-in-hand latency p50/p99 on one shard: polling GetRecords (the shard's
+           5 reads/s shared by the readers) vs SubscribeToShard, with 1 and with 5 consumers
+  queues   ReceiveQueueRecords (10 at a time) + AcknowledgeQueueRecords records/s with 4 receiver
+           processes draining a pre-filled queue; ReceiveCount > 1 means a redelivery
+
+    .venv/bin/python bench/consumers.py
+    .venv/bin/python bench/consumers.py --only fanout --seconds 10
+    .venv/bin/python bench/consumers.py --only queues --records 20000 --receivers 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+ROOT = Path(__file__).resolve().parent.parent
+#: The AWS limit a polling reader works within: GetRecords calls per shard per second.
+POLLS_PER_SECOND = 5
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_gateway(workdir: Path, *args: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    (workdir / "gateway.toml").write_text("[consumers]\nactivation_seconds = 0.2\n")
+    proc = subprocess.Popen([sys.executable, "-m", "gateway", "--port", str(port), "--data-dir", str(workdir / "gw"),
+                             "--config", str(workdir / "gateway.toml"), "--log-level", "WARNING", *args], cwd=ROOT)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return proc, f"http://127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("gateway did not start")
+
+
+def client(url: str) -> Any:
+    return boto3.client("kinesis", endpoint_url=url, region_name="us-east-1", aws_access_key_id="AKIDEXAMPLE",
+                        aws_secret_access_key="secret", config=Config(retries={"max_attempts": 1}, max_pool_connections=50, read_timeout=120))
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    return ordered[len(ordered) // 2], ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+def _poll(kinesis: Any, stream: str, interval: float, offset: float, out: list[float], stop: threading.Event) -> None:
+    iterator = kinesis.get_shard_iterator(StreamName=stream, ShardId="shardId-000000000000", ShardIteratorType="LATEST")["ShardIterator"]
+    next_call = time.monotonic() + offset  # readers spread over the interval, as independent apps drift
+    time.sleep(offset)
+    while not stop.is_set():
+        try:
+            resp = kinesis.get_records(ShardIterator=iterator, Limit=1000)
+        except kinesis.exceptions.ProvisionedThroughputExceededException:
+            time.sleep(0.05)  # another reader took the shard's call: back off a little, as the KCL does
+            continue
+        now = time.time()
+        out += [now - float(r["Data"]) for r in resp["Records"]]
+        iterator = resp["NextShardIterator"]
+        next_call += interval
+        time.sleep(max(0.0, next_call - time.monotonic()))
+
+
+def _subscribe(kinesis: Any, consumer: str, out: list[float], stop: threading.Event, ready: threading.Barrier) -> None:
+    events = kinesis.subscribe_to_shard(ConsumerARN=consumer, ShardId="shardId-000000000000", StartingPosition={"Type": "LATEST"})["EventStream"]
+    ready.wait()
+    for event in events:
+        now = time.time()
+        out += [now - float(r["Data"]) for r in event["SubscribeToShardEvent"]["Records"]]
+        if stop.is_set():
+            break
+    events.close()
+
+
+def bench_fanout(url: str, seconds: float, rate: float) -> None:
+    kinesis = client(url)
+    for mode, readers in (("polling", 1), ("polling", 5), ("fan-out", 1), ("fan-out", 5)):
+        stream = f"lat-{mode}-{readers}".replace(" ", "")
+        kinesis.create_stream(StreamName=stream, ShardCount=1)
+        stop = threading.Event()
+        samples: list[list[float]] = [[] for _ in range(readers)]
+        threads = []
+        ready = threading.Barrier(readers + 1)
+        if mode == "fan-out":
+            arn = kinesis.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]["StreamARN"]
+            consumers = [kinesis.register_stream_consumer(StreamARN=arn, ConsumerName=f"c{i}")["Consumer"]["ConsumerARN"] for i in range(readers)]
+            time.sleep(0.3)  # CREATING -> ACTIVE (activation_seconds = 0.2)
+            threads = [threading.Thread(target=_subscribe, args=(client(url), c, s, stop, ready), daemon=True) for c, s in zip(consumers, samples)]
+        else:  # the readers share the shard's 5 GetRecords/s, as on AWS
+            interval = readers / POLLS_PER_SECOND
+            threads = [threading.Thread(target=_poll, args=(client(url), stream, interval, i * interval / readers, s, stop), daemon=True) for i, s in enumerate(samples)]
+        for t in threads:
+            t.start()
+        if mode == "fan-out":
+            ready.wait()
+        time.sleep(0.5)
+        sent = 0
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            kinesis.put_record(StreamName=stream, PartitionKey="k", Data=repr(time.time()).encode())
+            sent += 1
+            time.sleep(1 / rate)
+        time.sleep(1.5 if mode == "polling" else 0.3)
+        stop.set()
+        if mode == "fan-out":
+            kinesis.put_record(StreamName=stream, PartitionKey="k", Data=repr(time.time()).encode())  # lets the readers see stop
+        for t in threads:
+            t.join(10)
+        all_ms = [x * 1000 for s in samples for x in s]
+        p50, p99 = percentiles(all_ms)
+        got = min(len(s) for s in samples)
+        print(f"  {mode:8} {readers} reader{'s' if readers > 1 else ' '}: put -> record p50 {p50:7.1f} ms  p99 {p99:7.1f} ms"
+              f"  ({got}/{sent} records each, load {os.getloadavg()[0]:.2f})")
+
+
+def _receiver(url: str, queue: str, counts: Any, index: int) -> None:
+    kinesis = client(url)
+    received = redelivered = 0
+    while True:
+        records = kinesis.receive_queue_records(QueueARN=queue, Limit=10, WaitTimeSeconds=1)["QueueRecords"]
+        if not records:
+            break
+        received += len(records)
+        redelivered += sum(r["ReceiveCount"] > 1 for r in records)
+        result = kinesis.acknowledge_queue_records(QueueARN=queue, Entries=[{"ReceiptHandle": r["ReceiptHandle"]} for r in records])
+        assert not result["Failed"], result["Failed"]
+    counts[index] = (received, redelivered)
+
+
+def bench_queues(url: str, records: int, receivers: int, size: int) -> None:
+    kinesis = client(url)
+    kinesis.create_stream(StreamName="queued", StreamModeDetails={"StreamMode": "ON_DEMAND"})
+    arn = kinesis.describe_stream_summary(StreamName="queued")["StreamDescriptionSummary"]["StreamARN"]
+    payload = b"q" * size
+    for start in range(0, records, 500):
+        kinesis.put_records(StreamName="queued", Records=[{"Data": payload, "PartitionKey": str(i)} for i in range(start, min(records, start + 500))])
+    queue = kinesis.create_queue(QueueName="work", StreamConfigurationList=[{"StreamARN": arn, "StartingPosition": {"Type": "TRIM_HORIZON"}}])["QueueDescription"]["QueueARN"]
+    while kinesis.describe_queue(QueueARN=queue)["QueueDescription"]["QueueStatus"] != "ACTIVE":
+        time.sleep(0.05)
+    with multiprocessing.Manager() as manager:
+        counts = manager.list([(0, 0)] * receivers)
+        procs = [multiprocessing.Process(target=_receiver, args=(url, queue, counts, i)) for i in range(receivers)]
+        t0 = time.perf_counter()
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        elapsed = time.perf_counter() - t0 - 1.0  # each receiver's last, empty long poll waits 1 s
+        got = [tuple(c) for c in counts]
+    total = sum(c[0] for c in got)
+    print(f"  {receivers} receivers, {records} records of {size} B: {total / elapsed:,.0f} records/s received + acknowledged"
+          f"  (split {', '.join(str(c[0]) for c in got)}; {sum(c[1] for c in got)} redelivered; load {os.getloadavg()[0]:.2f})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=["fanout", "queues"], action="append")
+    parser.add_argument("--seconds", type=float, default=6.0, help="fanout: seconds of puts per case")
+    parser.add_argument("--rate", type=float, default=50.0, help="fanout: puts per second")
+    parser.add_argument("--records", type=int, default=20_000, help="queues: records pre-filled")
+    parser.add_argument("--receivers", type=int, default=4, help="queues: receiver processes")
+    parser.add_argument("--size", type=int, default=100, help="queues: bytes per record")
+    args = parser.parse_args()
+    sections = args.only or ["fanout", "queues"]
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} CPUs)")
+    with tempfile.TemporaryDirectory(prefix="bench-consumers-") as tmp:
+        for section in sections:
+            workdir = Path(tmp) / section
+            workdir.mkdir()
+            # fan-out with AWS limits (the polling readers live within 5 reads/s); queues unthrottled
+            gw, url = start_gateway(workdir, *(("--no-limits",) if section == "queues" else ()))
+            try:
+                print(f"{section} (gateway {'--no-limits' if section == 'queues' else 'with AWS limits'}):")
+                if section == "fanout":
+                    bench_fanout(url, args.seconds, args.rate)
+                else:
+                    bench_queues(url, args.records, args.receivers, args.size)
+            finally:
+                gw.kill()
+                gw.wait()
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()
