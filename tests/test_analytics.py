@@ -372,3 +372,29 @@ def test_the_example_config_sections_load() -> None:
     assert [c.name for c in app.inputs[0].schema] == ["device", "temp", "ts"]
     [motion] = config.analytics.motion
     assert motion.zones == ((0.0, 0.5, 1.0, 0.5),)
+
+
+def test_checkpoint_round_trip_and_lock(tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    from gateway.analytics.checkpoint import Checkpoint, CheckpointError, State, WindowState
+
+    path = tmp_path / "analytics" / "app.sqlite3"
+    first = Checkpoint(path)
+    with pytest.raises(CheckpointError, match="in use"):
+        Checkpoint(path)  # the lock file keeps a second runner out
+    pending = pa.table({"device": ["d0", "d1"], "temp": [1.5, 2.5]})
+    state = State({("readings", 3): 42}, {"readings": 1_700_000_000_000_000}, {"q": WindowState("SELECT 1", 99, pending)}, {"records_in": 7})
+    first.save(state, ["q"], [("out", "k", b"one"), ("out", "k", b"two")])
+    records = first.outbox()
+    first.delivered(records[0][0])
+    producer = first.producer
+    first.close()
+
+    again = Checkpoint(path)
+    loaded = again.load()
+    assert loaded.positions == {("readings", 3): 42} and loaded.counters == {"records_in": 7}
+    assert loaded.windows["q"].emitted_until_us == 99 and loaded.windows["q"].pending == pending
+    assert [r[3] for r in again.outbox()] == [b"two"]  # delivered records are gone, the rest kept
+    assert again.producer == producer  # output numbering continues under the same producer id
+    again.close()
