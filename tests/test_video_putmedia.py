@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -279,3 +280,29 @@ def test_good_fragments_then_garbage_in_one_chunk_keeps_the_good_and_errors_at_o
     assert acks[-1]["ErrorId"] == 4006
     client.close()
     assert len(listed(gw, "good-then-bad")) == 2
+
+
+def test_one_putmedia_connection_per_stream(gw: GatewayProcess, fragments: list[Fragment]) -> None:
+    """As KVS: a second concurrent PutMedia on a stream gets ConnectionLimitExceededException; the
+    same edge agent reconnecting (same X-Edge-Producer-Id) takes over from its stale session."""
+    create_stream(gw, "one-at-a-time")
+    first = PutMediaClient(gw.url, "one-at-a-time")
+    first.send(fragments[0].data)
+    first.wait_for(lambda acks: any(a["EventType"] == "PERSISTED" for a in acks))
+    second = PutMediaClient(gw.url, "one-at-a-time")
+    second.done.wait(10)
+    assert second.status == 400 and json.loads(second.error_body)["__type"] == "ConnectionLimitExceededException"
+    second.close()
+    first.send(fragments[1].data)
+    assert sum(a["EventType"] == "PERSISTED" for a in first.finish()) == 2
+    after = PutMediaClient(gw.url, "one-at-a-time")  # the stream is free again
+    after.send(fragments[2].data)
+    assert sum(a["EventType"] == "PERSISTED" for a in after.finish()) == 1
+    agent = {"X-Edge-Producer-Id": "pi-9", "X-Edge-Fragment-Seqs": "1"}
+    stale = PutMediaClient(gw.url, "one-at-a-time", headers=agent)
+    stale.send(fragments[3].data)
+    stale.wait_for(lambda acks: any(a["EventType"] == "PERSISTED" for a in acks))
+    again = PutMediaClient(gw.url, "one-at-a-time", headers={**agent, "X-Edge-Fragment-Seqs": "2"})
+    again.send(fragments[4].data)
+    assert sum(a["EventType"] == "PERSISTED" for a in again.finish()) == 1
+    stale.close()

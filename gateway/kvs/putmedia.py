@@ -39,6 +39,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.errors import AwsError
 from gateway.keys import CONFIG
 from gateway.kvs.keys import SHUTTING_DOWN, VIDEO_EVENTS, VIDEO_STORE
 from gateway.kvs.request import invalid, parse_timestamp, resolve_stream
@@ -75,10 +76,29 @@ RATES = web.AppKey("video_ingest_rates", dict)
 
 
 class PutMediaSessions:
-    """The PutMedia sessions in progress (so shutdown can wind them up)."""
+    """The PutMedia sessions in progress (so shutdown can wind them up), one per stream."""
 
     def __init__(self) -> None:
         self.active: set[PutMediaSession] = set()
+        #: stream id -> the session that holds the stream's one PutMedia connection
+        self.by_stream: dict[int, PutMediaSession] = {}
+
+    def claim(self, session: PutMediaSession) -> None:
+        """Make ``session`` the stream's producer, as KVS allows one PutMedia per stream at a time:
+        a second one is refused with ConnectionLimitExceededException, except that the same edge
+        agent (same ``X-Edge-Producer-Id``) reconnecting takes over from its own stale session."""
+        current = self.by_stream.get(session.stream.id)
+        if current is not None:
+            if session.producer_id is None or current.producer_id != session.producer_id:
+                raise AwsError("ConnectionLimitExceededException", "Kinesis Video Streams has throttled the request because you have exceeded "
+                               "the limit of allowed client connections. Try making the call later.", 400)
+            log.info("putMedia %s: producer %s reconnected, ending its previous session", session.stream.name, session.producer_id)
+            current.stop()
+        self.by_stream[session.stream.id] = session
+
+    def release(self, session: PutMediaSession) -> None:
+        if self.by_stream.get(session.stream.id) is session:
+            del self.by_stream[session.stream.id]
 
 
 SESSIONS = web.AppKey("video_putmedia_sessions", PutMediaSessions)
@@ -122,6 +142,8 @@ class PutMediaSession:
     buffering_sent: bool = False
     fragment_server_ms: int = 0
     client_gone: bool = False
+    #: stop() was called (shutdown, or the same producer reconnected)
+    stopped: bool = False
     reader: asyncio.Task[None] = field(init=False)
 
     @property
@@ -137,9 +159,9 @@ class PutMediaSession:
         try:
             await self.reader
         except asyncio.CancelledError:
-            if not self.request.app[SHUTTING_DOWN].is_set():
+            if not self.request.app[SHUTTING_DOWN].is_set() and not self.stopped:
                 raise
-            log.info("putMedia %s: gateway shutting down, ending the session", self.stream.name)
+            log.info("putMedia %s: %s, ending the session", self.stream.name, "gateway shutting down" if not self.stopped else "superseded")
         finally:
             sessions.discard(self)
             await self.to_persist.put(None)
@@ -148,8 +170,11 @@ class PutMediaSession:
             await writer
 
     def stop(self) -> None:
-        """Shutdown: stop reading; fragments already complete are still persisted and acked."""
-        self.reader.cancel()
+        """Shutdown or takeover: stop reading; fragments already complete are still persisted and acked."""
+        self.stopped = True
+        reader = getattr(self, "reader", None)
+        if reader is not None:
+            reader.cancel()
 
     # -- reading -----------------------------------------------------------------------------------
 
@@ -339,15 +364,20 @@ async def put_media(request: web.Request) -> web.StreamResponse:
         raise invalid(str(exc)) from exc
     response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
     response.enable_chunked_encoding()
-    try:
-        await response.prepare(request)
-    except ConnectionError:  # the client left before the first byte of the answer
-        return response
     session = PutMediaSession(request, response, stream, timecode_type == "RELATIVE", start_ms, producer_id, seqs)
+    sessions = request.app[SESSIONS]
+    sessions.claim(session)  # before any await: two requests can never both pass
     try:
-        await session.run()
-    except Exception:  # the 200 is already out: log it and end the ack stream cleanly
-        log.exception("putMedia %s: session failed", stream.name)
+        try:
+            await response.prepare(request)
+        except ConnectionError:  # the client left before the first byte of the answer
+            return response
+        try:
+            await session.run()
+        except Exception:  # the 200 is already out: log it and end the ack stream cleanly
+            log.exception("putMedia %s: session failed", stream.name)
+    finally:
+        sessions.release(session)
     with contextlib.suppress(ConnectionError, RuntimeError, OSError):
         await response.write_eof()
     return response
