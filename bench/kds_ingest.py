@@ -4,6 +4,8 @@ Runs, in one go and with the same load:
   1. the gateway with ``--no-limits``                        -> records/s, MB/s
   2. the gateway with limits ON but set far above the load   -> cost of limit enforcement
   3. kinesalite (Node.js emulator, installed with npm into --kinesalite-dir)  -> ratio
+  4. the same load over HTTP/2 (h2c prior knowledge, httpx; each load process multiplexes its
+     clients as concurrent streams on one connection, as the JS and Java SDKs do)
   optional: --cbor (the KPL's wire), --exactly-once (the edge agent's replay headers),
   --durability-full (an fsync per group commit), --encrypted (StartStreamEncryption: records
   sealed with AES-256-GCM, write and read cost); then one reader's GetRecords rate.
@@ -36,12 +38,14 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import cbor2
 
 ROOT = Path(__file__).resolve().parent.parent
 STREAM = "bench"
+HTTP2 = "gateway --no-limits, HTTP/2 (h2c)"
 TARGET = "Kinesis_20131202."
 HEADERS = {
     "Content-Type": "application/x-amz-json-1.1",
@@ -113,7 +117,8 @@ def build_bodies(batch: int, size: int, variants: int = 8, cbor: bool = False) -
 
 
 async def _load(url: str, clients: int, duration: float, batch: int, size: int, seed: int, mode: str = "json") -> tuple[int, int, int, list[float]]:
-    """``mode``: "json" (boto3's wire), "cbor" (the KPL's), "producer" (JSON + the agent's replay headers)."""
+    """``mode``: "json" (boto3's wire), "cbor" (the KPL's), "producer" (JSON + the agent's replay headers),
+    "http2" (JSON over HTTP/2: one connection, ``clients`` concurrent streams)."""
     cbor = mode == "cbor"
     producer = mode == "producer"
     bodies = build_bodies(batch, size, cbor=cbor)
@@ -124,7 +129,14 @@ async def _load(url: str, clients: int, duration: float, batch: int, size: int, 
     latencies: list[float] = []
     deadline = time.monotonic() + duration
 
-    async def client(n: int, session: aiohttp.ClientSession) -> None:
+    async def post(session: Any, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        if mode == "http2":
+            answer = await session.post(url, content=body, headers=headers)
+            return answer.status_code, answer.content
+        async with session.post(url, data=body, headers=headers) as resp:
+            return resp.status, await resp.read()
+
+    async def client(n: int, session: Any) -> None:
         nonlocal ok, failed, errors
         i = n + seed
         headers = dict(base_headers)
@@ -137,10 +149,9 @@ async def _load(url: str, clients: int, duration: float, batch: int, size: int, 
                 headers["X-Edge-Record-Seqs"] = ",".join(map(str, range(next_seq, next_seq + batch)))
                 next_seq += batch
             sent = time.monotonic()
-            async with session.post(url, data=body, headers=headers) as resp:
-                raw = await resp.read()
+            status, raw = await post(session, body, headers)
             latencies.append(time.monotonic() - sent)
-            if resp.status != 200:
+            if status != 200:
                 errors += 1
                 await asyncio.sleep(0.01)
                 continue
@@ -152,6 +163,12 @@ async def _load(url: str, clients: int, duration: float, batch: int, size: int, 
             ok += batch - count
             failed += count
 
+    if mode == "http2":
+        import httpx  # the test extras' httpx[http2]
+
+        async with httpx.AsyncClient(http1=False, http2=True, timeout=60, limits=httpx.Limits(max_connections=1)) as h2session:
+            await asyncio.gather(*(client(n, h2session) for n in range(clients)))
+        return ok, failed, errors, latencies
     connector = aiohttp.TCPConnector(limit=clients)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
         await asyncio.gather(*(client(n, session) for n in range(clients)))
@@ -318,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--exactly-once", action="store_true", help="also measure PutRecords with the edge agent's X-Edge-* replay headers")
     parser.add_argument("--encrypted", action="store_true", help="also measure a stream under StartStreamEncryption (AES-256-GCM at rest), writes and reads")
     parser.add_argument("--skip-limits", action="store_true", help="do not measure the cost of limit enforcement")
+    parser.add_argument("--skip-http2", action="store_true", help="do not measure the same load over HTTP/2 (h2c, httpx)")
     opts = parser.parse_args(argv)
 
     print(f"PutRecords: {opts.batch} x {opts.size} B records, {opts.shards} shards, {opts.procs} x {opts.clients} clients, {opts.rounds} x {opts.duration:.0f} s per server")
@@ -341,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
                 servers["gateway, encrypted stream (KMS)"] = start_gateway(Path(tmp) / "encrypted", "--no-limits")
             if opts.exactly_once:
                 servers["gateway, exactly-once headers"] = start_gateway(Path(tmp) / "exactly-once", "--no-limits")
+            if not opts.skip_http2:
+                servers[HTTP2] = start_gateway(Path(tmp) / "http2", "--no-limits")
             if not opts.skip_kinesalite:
                 started = start_kinesalite(opts.kinesalite_dir)
                 if isinstance(started, str):
@@ -359,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(opts.rounds):
                 for name, (proc, url) in servers.items():
                     before = cpu_seconds(proc.pid)
-                    mode = "producer" if name.endswith("exactly-once headers") else "cbor" if "CBOR" in name else "json"
+                    mode = "producer" if name.endswith("exactly-once headers") else "cbor" if "CBOR" in name else "http2" if name == HTTP2 else "json"
                     result = run_load(url, argparse.Namespace(**vars(opts), mode=mode))
                     result["server_cpu_s"] = cpu_seconds(proc.pid) - before
                     runs[name].append(result)
@@ -388,6 +408,9 @@ def main(argv: list[str] | None = None) -> int:
     if sealed is not None:
         print(f"cost of at-rest encryption: {100.0 * (1 - sealed / base):+.1f} % of records/s, "
               f"{100.0 * (cost['gateway, encrypted stream (KMS)'] / cost['gateway --no-limits'] - 1):+.1f} % of CPU per record")
+    if HTTP2 in rates:
+        print(f"HTTP/2 / HTTP/1.1: {rates[HTTP2] / base:.2f}x records/s, {cost[HTTP2] / cost['gateway --no-limits']:.2f}x server CPU per record "
+              "(the Python h2 client, not the server, is usually the limit of the HTTP/2 rate: compare CPU per record)")
     if "kinesalite" in rates:
         print(f"gateway / kinesalite: {base / rates['kinesalite']:.1f}x records/s, "
               f"{cost['kinesalite'] / cost['gateway --no-limits']:.1f}x less CPU per record (target >= 3x)")
