@@ -175,6 +175,14 @@ async def subscribe_to_shard(call: Call, p: dict[str, Any]) -> web.StreamRespons
         await response.write_eof()
     except (ConnectionResetError, ConnectionError):
         log.debug("subscriber of %s %s went away", arn, shard.shard_id)
+    except Exception:  # once the response has started, the error goes out as the stream's last message
+        if not response.prepared:
+            raise
+        log.exception("SubscribeToShard %s %s failed", arn, shard.shard_id)
+        with contextlib.suppress(ConnectionError):
+            payload = call.codec.encode({"message": "internal error, see the gateway log"})
+            await response.write(eventstream.exception("InternalFailureException", payload, call.codec.content_type))
+            await response.write_eof()
     finally:
         hub.finish(subscription)
     return response
