@@ -115,6 +115,9 @@ def test_control_plane_as_the_model_documents(kinesis: Any) -> None:
     with pytest.raises(ClientError) as exc:  # as the model says: delete the queues first
         kinesis.delete_stream(StreamName="q-control", EnforceConsumerDeletion=True)
     assert code(exc) == "ResourceInUseException"
+    with pytest.raises(ClientError) as exc:  # ... and before switching to provisioned capacity
+        kinesis.update_stream_mode(StreamARN=stream_arn, StreamModeDetails={"StreamMode": "PROVISIONED"})
+    assert code(exc) == "ResourceInUseException" and "queues" in exc.value.response["Error"]["Message"]
     for arn in (created["QueueARN"], second):
         kinesis.delete_queue(QueueARN=arn)
     with pytest.raises(ClientError) as exc:

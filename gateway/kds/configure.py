@@ -15,8 +15,8 @@ import sqlite3
 import time
 from typing import TYPE_CHECKING, Any
 
-from gateway.errors import invalid_argument, limit_exceeded, not_found
-from gateway.kds import control
+from gateway.errors import in_use, invalid_argument, limit_exceeded, not_found
+from gateway.kds import control, queues
 from gateway.kds.settings import (
     ACCOUNT, COMMITMENT_SECONDS, MIB_PER_SHARD, SHARD_METRICS, UPDATE_SECONDS, AccountSettings, activate, change, encode, live,
     require_active, save,
@@ -39,6 +39,8 @@ async def update_stream_mode(call: Call, p: dict[str, Any]) -> dict[str, Any]:
             raise invalid_argument(f"Stream {stream.name} under account {store.account_id} is already in {mode} mode.")
         if mode == "ON_DEMAND" and sum(s.mode == "ON_DEMAND" for s in store.streams.values()) >= control.ON_DEMAND_STREAM_LIMIT:
             raise limit_exceeded(f"The account {store.account_id} already has {control.ON_DEMAND_STREAM_LIMIT} on-demand streams.")
+        if mode == "PROVISIONED" and queues.count_on_stream(conn, stream.key):
+            raise in_use(f"Stream {stream.name} under account {store.account_id} has queues: delete them before switching to PROVISIONED.")
         conn.execute("UPDATE streams SET mode=? WHERE key=?", (mode, stream.key))
         stream.mode = mode
         if "WarmThroughputMiBps" in p:
