@@ -140,3 +140,26 @@ def test_conversion_config_rules(gateway: GatewayProcess) -> None:
         with pytest.raises(ClientError) as info:
             firehose.create_delivery_stream(DeliveryStreamName="rules", ExtendedS3DestinationConfiguration=config)
         assert info.value.response["Error"]["Code"] == "InvalidArgumentException"
+
+
+def test_well_formed_batches_take_the_same_values(gateway: GatewayProcess) -> None:
+    """A batch with no misfit (Arrow's JSON reader path) converts exactly as the per-record path does."""
+    clean = [
+        {"DEVICE": "c1", "temp": 1, "count": 2, "ok": True, "ts": "2026-11-30 10:00:00", "tags": ["x"], "pos": {"x": 3, "y": 4}, "price": "1.25"},
+        {"device": "c2", "temp": 2.5, "ok": False, "extra": {"ignored": True}},
+        {"device": "c3", "count": 9007199254740993, "tags": [], "pos": {"x": 0, "y": 0}},
+    ]
+    gateway.client("firehose").create_delivery_stream(
+        DeliveryStreamName="clean",
+        ExtendedS3DestinationConfiguration=s3_config("clean", BufferingHints=NOW, ErrorOutputPrefix="errors/",
+                                                     DataFormatConversionConfiguration=conversion({"ParquetSerDe": {}})),
+    )
+    gateway.client("firehose").put_record_batch(DeliveryStreamName="clean", Records=[{"Data": json.dumps(d).encode() + b"\n"} for d in clean])
+    wait_until(lambda: objects(gateway, "clean"), what="the clean object")
+    [(key, body)] = objects(gateway, "clean").items()
+    rows = pq.read_table(io.BytesIO(body)).to_pylist()
+    assert [r["device"] for r in rows] == ["c1", "c2", "c3"]
+    assert rows[0]["temp"] == 1.0 and rows[1]["temp"] == 2.5 and rows[2]["count"] == 9007199254740993
+    assert rows[0]["ts"] == datetime(2026, 11, 30, 10, 0) and rows[1]["ts"] is None
+    assert rows[0]["pos"] == {"x": 3, "y": 4} and rows[1]["pos"] is None and rows[2]["tags"] == []
+    assert str(rows[0]["price"]) == "1.25" and rows[0]["ok"] is True and rows[1]["ok"] is False

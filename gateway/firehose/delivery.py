@@ -2,14 +2,16 @@
 
 A stream is due when its buffered bytes reach ``BufferingHints.SizeInMBs`` or its oldest
 record is ``IntervalInSeconds`` old (0: as soon as records arrive), or when a batch was in flight
-at the last shutdown. One batch per stream at a time, streams in parallel:
+at the last shutdown. Streams are delivered in parallel; within a stream a second batch starts
+while the first is written only when another full ``SizeInMBs`` is buffered (up to
+``PARALLEL_BATCHES``), so a busy stream keeps both cores busy and a quiet one keeps its order:
 
     read batch (<= SizeInMBs) -> mark it in flight -> build objects (thread) -> write them
     (retried with backoff, never dropped) -> drop the batch from the buffer
 
 A crash anywhere before the last step leaves the records in the buffer and the batch marked in
-flight; after the restart the same batch is built again under the same keys (an overwrite),
-and ``redelivered_batches`` counts it. HTTP endpoint destinations post instead of writing
+flight; after the restart the same batch (same chunks) is built again under the same keys (an
+overwrite), and ``redelivered_batches`` counts it. HTTP endpoint destinations post instead of writing
 (``gateway.firehose.http``).
 """
 
@@ -20,6 +22,7 @@ import contextlib
 import logging
 import random
 import time
+from dataclasses import dataclass
 from collections.abc import Awaitable, Callable
 
 from gateway.config import FirehoseConfig
@@ -31,6 +34,8 @@ from gateway.firehose.streams import DeliveryStream
 log = logging.getLogger("gateway.firehose.delivery")
 
 MiB = 1024 * 1024
+#: Batches of one stream written at once (a second starts only when a full one is buffered).
+PARALLEL_BATCHES = 2
 #: Longest wait between two attempts to write an object.
 MAX_RETRY_DELAY = 30.0
 
@@ -61,27 +66,49 @@ async def write_objects(sink: ObjectSink, objects: list[S3Object]) -> None:
     await asyncio.gather(*(one(obj) for obj in objects))
 
 
+@dataclass
+class Claim:
+    """A batch being delivered: which chunks (known once read) and how much of the buffer it holds."""
+
+    last_seq: int | None = None
+    nbytes: int = 0
+    records: int = 0
+
+
 class DeliveryLoop:
     def __init__(self, store: BufferStore, config: FirehoseConfig, deliver: Deliver) -> None:
         self.store = store
         self.config = config
         self.deliver = deliver
-        self._busy: dict[str, asyncio.Task[None]] = {}
+        self._claims: dict[str, dict[asyncio.Task[None], Claim]] = {}
         self._stopping = False
-        #: Streams with a batch in flight at start: delivered first, whatever their hints say.
-        self._resume = set(store.inflight_streams())
+        #: Batches being written at the last stop: written again first, whatever the hints say.
+        self._resume: list[tuple[str, int, int]] = store.unfinished_batches()
 
     def due_in(self, stream: DeliveryStream, now: float) -> float | None:
-        """Seconds until ``stream`` is due (0 = now), None when nothing is buffered."""
+        """Seconds until a new batch of ``stream`` is due (0 = now), None when there is nothing to
+        start. With a batch already running, another starts only for a full buffer's worth."""
         pending = self.store.pending.get(stream.name)
-        if pending is None or pending.records == 0:
+        claims = self._claims.get(stream.name, {})
+        if pending is None or any(c.last_seq is None for c in claims.values()):
             return None
-        if stream.name in self._resume:
-            return 0.0
+        unclaimed_records = pending.records - sum(c.records for c in claims.values())
+        unclaimed_bytes = pending.nbytes - sum(c.nbytes for c in claims.values())
         hints = stream.hints
-        if pending.nbytes >= hints["SizeInMBs"] * MiB:
+        if unclaimed_records <= 0 or len(claims) >= PARALLEL_BATCHES:
+            return None
+        if unclaimed_bytes >= hints["SizeInMBs"] * MiB:
             return 0.0
+        if claims:
+            return None
         return max(0.0, pending.oldest + hints["IntervalInSeconds"] - now)
+
+    def _start(self, stream: DeliveryStream, fixed: tuple[int, int] | None = None) -> None:
+        claims = self._claims.setdefault(stream.name, {})
+        after = max((c.last_seq or 0 for c in claims.values()), default=0)
+        claim = Claim()
+        task = asyncio.create_task(self._one(stream, claim, after, fixed), name=f"firehose-{stream.name}")
+        claims[task] = claim
 
     async def run(self) -> None:
         store = self.store
@@ -90,44 +117,59 @@ class DeliveryLoop:
             now = time.time()
             wait = 60.0
             for stream in store.iter_streams():
-                if stream.name in self._busy:
+                resume = [b for b in self._resume if b[0] == stream.name]
+                if resume:
+                    for batch in resume:
+                        self._resume.remove(batch)
+                        self._start(stream, (batch[1], batch[2]))
                     continue
                 due = self.due_in(stream, now)
                 if due is None:
                     continue
                 if due <= 0:
-                    self._busy[stream.name] = asyncio.create_task(self._one(stream), name=f"firehose-{stream.name}")
+                    self._start(stream)
                 else:
                     wait = min(wait, due)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(store.changed.wait(), timeout=max(wait, 0.005))
 
-    async def _one(self, stream: DeliveryStream) -> None:
+    async def _one(self, stream: DeliveryStream, claim: Claim, after: int, fixed: tuple[int, int] | None) -> None:
+        name = stream.name
         try:
-            rows = await asyncio.to_thread(self.store.read_batch, stream.name, stream.hints["SizeInMBs"] * MiB)
-            if rows and stream.name in self.store.streams:
+            if fixed is not None:
+                rows = await asyncio.to_thread(self.store.read_range, name, *fixed)
+            else:
+                rows = await asyncio.to_thread(self.store.read_batch, name, stream.hints["SizeInMBs"] * MiB, after)
+            if rows and name in self.store.streams:
                 first, last = rows[0].seq, rows[-1].seq
-                redelivery = stream.name in self._resume
-                await self.store.begin_delivery(stream.name, first, last)
-                counts = await self.deliver(self.store.streams.get(stream.name, stream), rows)
-                if redelivery:
+                claim.last_seq, claim.nbytes, claim.records = last, sum(len(r.data) for r in rows), sum(r.count for r in rows)
+                self.store.changed.set()  # another batch may start now
+                if fixed is None:
+                    await self.store.begin_delivery(name, first, last)
+                counts = await self.deliver(self.store.streams.get(name, stream), rows)
+                if fixed is not None:
                     counts["redelivered_batches"] = counts.get("redelivered_batches", 0) + 1
-                await self.store.delivered(stream.name, first, last, counts)
-            self._resume.discard(stream.name)
+                await self.store.delivered(name, first, last, counts)
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("delivery of %s failed; retrying", stream.name)
+            log.exception("delivery of %s failed; retrying", name)
+            if fixed is not None:
+                self._resume.append((name, *fixed))
             await asyncio.sleep(1.0)
         finally:
-            self._busy.pop(stream.name, None)
+            current = asyncio.current_task()
+            claims = self._claims.get(name, {})
+            if current is not None:
+                claims.pop(current, None)
             self.store.changed.set()
 
     async def stop(self) -> None:
         self._stopping = True
         self.store.changed.set()
-        for task in list(self._busy.values()):
+        tasks = [t for claims in self._claims.values() for t in claims]
+        for task in tasks:
             task.cancel()
-        for task in list(self._busy.values()):
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task

@@ -94,7 +94,7 @@ def concatenate(stream: DeliveryStream, records: list[Record]) -> tuple[bytes, s
 
 def run_steps(stream: DeliveryStream, rows: list[Row], steps: list[Step]) -> tuple[list[Record], list[Failure]]:
     """The records of ``rows`` after every step, and the ones the steps failed."""
-    records = [Record(r.seq, r.arrival, r.data, r.data) for r in rows]
+    records = [Record(row.seq + i, row.arrival, data, data) for row in rows for i, data in enumerate(row.records())]
     failures: list[Failure] = []
     for step in steps:
         records, failed = step(stream, records)
@@ -113,8 +113,10 @@ def build(
     """The objects for ``rows``: data objects by partition, then the error objects."""
     s3 = s3 if s3 is not None else stream.s3
     namer = Namer(stream.name, stream.version, f"{stream.name}/{stream.version}/{rows[0].seq}", time_zone(s3.get("CustomTimeZone")))
-    records, failures = run_steps(stream, rows, steps)
     batch = Batch()
+    if not steps and encoder is concatenate and not stream.partitioned:  # the common case: no record is touched
+        return _plain(stream, rows, s3, namer, gzip_level, batch)
+    records, failures = run_steps(stream, rows, steps)
     partitions: dict[tuple[tuple[str, str], ...], list[Record]] = {}
     for record in records:
         partitions.setdefault(tuple(sorted(record.keys.items())), []).append(record)
@@ -136,6 +138,20 @@ def build(
     batch.count("records_delivered", sum(o.records for o in batch.objects))
     batch.count("records_failed", len(failures))
     batch.objects += error_objects(stream, namer, failures, s3, fmt, gzip_level, bucket)
+    return batch
+
+
+def _plain(stream: DeliveryStream, rows: list[Row], s3: dict[str, Any], namer: Namer, gzip_level: int, batch: Batch) -> Batch:
+    """One object of the rows' records concatenated as sent (they are stored that way)."""
+    fmt = s3.get("CompressionFormat", "UNCOMPRESSED")
+    oldest = min(r.arrival for r in rows)
+    extension = s3.get("FileExtension") or compression.EXTENSIONS[fmt]
+    name = namer.object_name(oldest, extension)
+    body = compression.compress(b"".join(r.data for r in rows), fmt, gzip_level, entry_name=name.rsplit(".", 1)[0])
+    prefix = namer.prefix(s3.get("Prefix", ""), oldest)
+    count = sum(r.count for r in rows)
+    batch.objects.append(S3Object(bucket_name(s3["BucketARN"]), prefix + name, body, count))
+    batch.counts.update(objects_delivered=1, bytes_delivered=len(body), records_delivered=count)
     return batch
 
 

@@ -4,11 +4,16 @@ On-disk format (``<data dir>/firehose.sqlite3`` in WAL mode, plus ``firehose.sql
 
 - ``streams(name, doc)``: one row per delivery stream; ``doc`` is the JSON of ``DeliveryStream``
   (type, source, destination config as given and merged by UpdateDestination, version, tags).
-- ``records(seq, stream, arrival, data)``: ``seq`` is ``INTEGER PRIMARY KEY AUTOINCREMENT``, so
-  it only grows; ``arrival`` is the approximate arrival time (epoch seconds) prefixes and object
-  names are evaluated on. A record is in this table from its acknowledgement until the object(s)
-  holding it are written.
-- ``inflight(stream, first_seq, last_seq)``: the batch a delivery is writing right now. Object
+- ``chunks(seq, stream, arrival, count, sizes, data)``: the records of one put call, in order:
+  ``data`` is their bytes concatenated, ``sizes`` their lengths (``array('I')``, native order),
+  ``count`` how many. Record ``i`` of a chunk has sequence number ``seq + i``; sequence numbers
+  only grow (``counters`` row ``next_seq``, written with every chunk), so they are never reused.
+  ``arrival`` is the approximate arrival time (epoch seconds) of the chunk's oldest record, what
+  prefixes and object names are evaluated on. A record is here from its acknowledgement until
+  the object(s) holding it are written. One row per call, not per record: delivery reads and
+  deletes a few dozen rows per object instead of tens of thousands.
+- ``batches(stream, first_seq, last_seq)``: the batches (chunks ``first_seq..last_seq``) being
+  written right now (at most ``delivery.PARALLEL_BATCHES`` per stream). Object
   names are derived from (stream, version, first_seq), so a batch interrupted by a crash is
   written again under the *same* keys after the restart (an overwrite, counted as a redelivery).
 - ``checkpoints(key, value)``: source positions (a Kinesis data stream's shards), written in
@@ -29,6 +34,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+from array import array
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -44,14 +50,16 @@ DB_FILE = "firehose.sqlite3"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS streams (name TEXT PRIMARY KEY, doc TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS records (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+CREATE TABLE IF NOT EXISTS chunks (
+    seq INTEGER PRIMARY KEY,
     stream TEXT NOT NULL,
     arrival REAL NOT NULL,
+    count INTEGER NOT NULL,
+    sizes BLOB NOT NULL,
     data BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS records_stream_seq ON records(stream, seq);
-CREATE TABLE IF NOT EXISTS inflight (stream TEXT PRIMARY KEY, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS chunks_stream_seq ON chunks(stream, seq);
+CREATE TABLE IF NOT EXISTS batches (stream TEXT NOT NULL, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL, PRIMARY KEY (stream, first_seq));
 CREATE TABLE IF NOT EXISTS checkpoints (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
@@ -69,9 +77,22 @@ class Pending:
 
 @dataclass(frozen=True)
 class Row:
+    """One chunk: ``count`` records, the first numbered ``seq``, concatenated in ``data``."""
+
     seq: int
     arrival: float
+    count: int
+    sizes: bytes
     data: bytes
+
+    def records(self) -> list[bytes]:
+        out: list[bytes] = []
+        pos = 0
+        view = memoryview(self.data)
+        for size in array("I", self.sizes):
+            out.append(bytes(view[pos : pos + size]))
+            pos += size
+        return out
 
 
 class BufferStore:
@@ -96,10 +117,13 @@ class BufferStore:
         streams = {name: DeliveryStream.from_json(doc) for name, doc in conn.execute("SELECT name, doc FROM streams")}
         pending = {name: Pending() for name in streams}
         for name, count, nbytes, oldest in conn.execute(
-            "SELECT stream, count(*), sum(length(data)), min(arrival) FROM records GROUP BY stream"
+            "SELECT stream, sum(count), sum(length(data)), min(arrival) FROM chunks GROUP BY stream"
         ):
             if name in pending:
-                pending[name] = Pending(count, nbytes or 0, oldest or 0.0)
+                pending[name] = Pending(count or 0, nbytes or 0, oldest or 0.0)
+        top = conn.execute("SELECT max(seq + count) FROM chunks").fetchone()[0] or 1
+        saved = conn.execute("SELECT value FROM counters WHERE name='next_seq'").fetchone()
+        self.next_seq = max(top, saved[0] if saved else 1)
         self.streams = streams
         self.pending = pending
 
@@ -134,9 +158,9 @@ class BufferStore:
     async def delete_stream(self, name: str) -> None:
         def job(conn: sqlite3.Connection) -> None:
             self.stream(name)
-            for table in ("streams", "inflight"):
-                conn.execute(f"DELETE FROM {table} WHERE {'name' if table == 'streams' else 'stream'}=?", (name,))
-            conn.execute("DELETE FROM records WHERE stream=?", (name,))
+            conn.execute("DELETE FROM streams WHERE name=?", (name,))
+            conn.execute("DELETE FROM batches WHERE stream=?", (name,))
+            conn.execute("DELETE FROM chunks WHERE stream=?", (name,))
             conn.execute("DELETE FROM checkpoints WHERE key LIKE ? ESCAPE '\\'", (_like_prefix(name),))
             self.streams = {k: v for k, v in self.streams.items() if k != name}
             self.pending.pop(name, None)
@@ -154,16 +178,25 @@ class BufferStore:
         def job(conn: sqlite3.Connection) -> int:
             if name not in self.streams:
                 raise AwsError("ResourceNotFoundException", f"Firehose {name} not found.")
-            conn.executemany("INSERT INTO records(stream, arrival, data) VALUES (?, ?, ?)", [(name, t, r) for t, r in zip(arrivals, records)])
-            last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+            first = self.next_seq
+            if records:
+                sizes = array("I", map(len, records)).tobytes()
+                data = b"".join(records)
+                oldest = min(arrivals)
+                conn.execute(
+                    "INSERT INTO chunks(seq, stream, arrival, count, sizes, data) VALUES (?, ?, ?, ?, ?, ?)",
+                    (first, name, oldest, len(records), sizes, data),
+                )
+                self.next_seq = first + len(records)
+                conn.execute("INSERT OR REPLACE INTO counters(name, value) VALUES ('next_seq', ?)", (self.next_seq,))
+                pending = self.pending.setdefault(name, Pending())
+                if pending.records == 0:
+                    pending.oldest = oldest
+                pending.records += len(records)
+                pending.nbytes += len(data)
             for key, value in (checkpoints or {}).items():
                 conn.execute("INSERT OR REPLACE INTO checkpoints(key, value) VALUES (?, ?)", (key, value))
-            pending = self.pending.setdefault(name, Pending())
-            if pending.records == 0 and arrivals:
-                pending.oldest = min(arrivals)
-            pending.records += len(records)
-            pending.nbytes += sum(map(len, records))
-            return int(last) - len(records) + 1
+            return first
 
         first: int = await self._writer.submit(job)
         self.changed.set()
@@ -172,41 +205,46 @@ class BufferStore:
     def buffered_bytes(self) -> int:
         return sum(p.nbytes for p in self.pending.values())
 
-    def read_batch(self, name: str, max_bytes: int) -> list[Row]:
-        """The oldest records of ``name``, up to ``max_bytes`` (at least one); runs in a thread.
-        After a crash, the batch that was in flight comes back exactly as it was."""
-        conn = self._reader()
-        inflight = conn.execute("SELECT first_seq, last_seq FROM inflight WHERE stream=?", (name,)).fetchone()
-        if inflight is not None:
-            rows = conn.execute("SELECT seq, arrival, data FROM records WHERE stream=? AND seq BETWEEN ? AND ? ORDER BY seq", (name, *inflight))
-            return [Row(*r) for r in rows]
+    def unfinished_batches(self) -> list[tuple[str, int, int]]:
+        """Batches that were being written when the gateway stopped: (stream, first_seq, last_seq)."""
+        return [tuple(r) for r in self._reader().execute("SELECT stream, first_seq, last_seq FROM batches ORDER BY stream, first_seq")]
+
+    def read_range(self, name: str, first_seq: int, last_seq: int) -> list[Row]:
+        """The chunks of one unfinished batch, exactly as they were (runs in a thread)."""
+        rows = self._reader().execute(
+            "SELECT seq, arrival, count, sizes, data FROM chunks WHERE stream=? AND seq BETWEEN ? AND ? ORDER BY seq", (name, first_seq, last_seq)
+        )
+        return [Row(*r) for r in rows]
+
+    def read_batch(self, name: str, max_bytes: int, after_seq: int = 0) -> list[Row]:
+        """The oldest chunks of ``name`` after ``after_seq`` (those before are being written), up to
+        ``max_bytes`` (at least one chunk); runs in a thread."""
         out: list[Row] = []
         total = 0
-        for seq, arrival, data in conn.execute("SELECT seq, arrival, data FROM records WHERE stream=? ORDER BY seq", (name,)):
-            if out and total + len(data) > max_bytes:
+        rows = self._reader().execute("SELECT seq, arrival, count, sizes, data FROM chunks WHERE stream=? AND seq>? ORDER BY seq", (name, after_seq))
+        for row in rows:
+            if out and total + len(row[4]) > max_bytes:
                 break
-            out.append(Row(seq, arrival, data))
-            total += len(data)
+            out.append(Row(*row))
+            total += len(row[4])
+        rows.close()
         return out
-
-    def inflight_streams(self) -> list[str]:
-        return [name for (name,) in self._reader().execute("SELECT stream FROM inflight")]
 
     async def begin_delivery(self, name: str, first_seq: int, last_seq: int) -> None:
         def job(conn: sqlite3.Connection) -> None:
-            conn.execute("INSERT OR REPLACE INTO inflight(stream, first_seq, last_seq) VALUES (?, ?, ?)", (name, first_seq, last_seq))
+            conn.execute("INSERT OR REPLACE INTO batches(stream, first_seq, last_seq) VALUES (?, ?, ?)", (name, first_seq, last_seq))
 
         await self._writer.submit(job)
 
     async def delivered(self, name: str, first_seq: int, last_seq: int, counts: dict[str, int]) -> None:
-        """The batch ``first_seq..last_seq`` is written: drop it from the buffer, add ``counts``."""
+        """The batch of chunks ``first_seq..last_seq`` is written: drop it from the buffer, add ``counts``."""
 
         def job(conn: sqlite3.Connection) -> None:
             gone = conn.execute(
-                "SELECT count(*), coalesce(sum(length(data)), 0) FROM records WHERE stream=? AND seq BETWEEN ? AND ?", (name, first_seq, last_seq)
+                "SELECT coalesce(sum(count), 0), coalesce(sum(length(data)), 0) FROM chunks WHERE stream=? AND seq BETWEEN ? AND ?", (name, first_seq, last_seq)
             ).fetchone()
-            conn.execute("DELETE FROM records WHERE stream=? AND seq BETWEEN ? AND ?", (name, first_seq, last_seq))
-            conn.execute("DELETE FROM inflight WHERE stream=?", (name,))
+            conn.execute("DELETE FROM chunks WHERE stream=? AND seq BETWEEN ? AND ?", (name, first_seq, last_seq))
+            conn.execute("DELETE FROM batches WHERE stream=? AND first_seq=?", (name, first_seq))
             for key, value in counts.items():
                 conn.execute(
                     "INSERT INTO counters(name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + excluded.value", (key, value)
@@ -215,8 +253,8 @@ class BufferStore:
             if pending is not None:
                 pending.records = max(0, pending.records - gone[0])
                 pending.nbytes = max(0, pending.nbytes - gone[1])
-                oldest = conn.execute("SELECT arrival FROM records WHERE stream=? ORDER BY seq LIMIT 1", (name,)).fetchone()
-                pending.oldest = oldest[0] if oldest else 0.0
+                oldest = conn.execute("SELECT min(arrival) FROM chunks WHERE stream=?", (name,)).fetchone()
+                pending.oldest = oldest[0] or 0.0
 
         await self._writer.submit(job)
 
