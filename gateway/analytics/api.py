@@ -23,6 +23,8 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway import static
+
 from gateway.analytics.engine import Application
 from gateway.analytics.motion import MotionWatcher
 from gateway.analytics.output import Outputs
@@ -166,21 +168,9 @@ async def events(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def dashboard(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(STATIC_DIR / "dashboard.html", headers={"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-cache"})
-
-
-async def static_file(request: web.Request) -> web.FileResponse:
-    name = request.match_info["name"]
-    kind = STATIC_FILES.get(name)
-    if kind is None:
-        raise web.HTTPNotFound()
-    return web.FileResponse(STATIC_DIR / name, headers={"Content-Type": f"{kind}; charset=utf-8", "Cache-Control": "no-cache"})
-
-
 ROUTES: list[web.RouteDef] = [
-    web.get("/analytics", dashboard),
-    web.get("/analytics/static/{name}", static_file),
+    web.get("/analytics", static.page(STATIC_DIR / "dashboard.html")),
+    web.get("/analytics/static/{name}", static.files(STATIC_DIR, STATIC_FILES)),
     web.get("/analytics/applications", list_applications),
     web.get("/analytics/applications/{name}", describe_application),
     web.get("/analytics/applications/{name}/rows", application_rows),

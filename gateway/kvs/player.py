@@ -13,27 +13,16 @@ from pathlib import Path
 
 from aiohttp import web
 
+from gateway import static
+
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 #: Files the page may load; anything else is a 404 (no directory listing, no path tricks).
 STATIC_FILES = {"player.js": "application/javascript", "sigv4.js": "application/javascript", "player.css": "text/css",
                 "player.html": "text/html"}
 
 
-async def page(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(STATIC_DIR / "player.html", headers={"Content-Type": "text/html; charset=utf-8",
-                                                                 "Cache-Control": "no-cache"})
-
-
-async def static_file(request: web.Request) -> web.FileResponse:
-    name = request.match_info["name"]
-    kind = STATIC_FILES.get(name)
-    if kind is None:
-        raise web.HTTPNotFound()
-    return web.FileResponse(STATIC_DIR / name, headers={"Content-Type": f"{kind}; charset=utf-8", "Cache-Control": "no-cache"})
-
-
 ROUTES: list[web.RouteDef] = [
-    web.get("/", page),
-    web.get("/player", page),
-    web.get("/player/static/{name}", static_file),
+    web.get("/", static.page(STATIC_DIR / "player.html")),
+    web.get("/player", static.page(STATIC_DIR / "player.html")),
+    web.get("/player/static/{name}", static.files(STATIC_DIR, STATIC_FILES)),
 ]
