@@ -1,12 +1,9 @@
-"""botocore plumbing shared by both forwarders: credentials, SigV4, and full botocore clients.
+"""botocore plumbing: credentials, the SigV4 signer, and full botocore clients for the control plane.
 
-The forwarders sign their own lean requests with botocore's SigV4 signer
-(``edge_agent.kinesis_client`` for PutRecords, ``edge_agent.media_forwarder`` for
-GetDataEndpoint and PutMedia, which is in no botocore model): a full botocore client costs a
-Pi ~11 MB of RSS and several ms of CPU per call. ``make_client`` (retries off) is still there
-for control-plane calls (the demo creates its streams with it) and is accepted by
-``RecordForwarder``. The same settings reach our gateway or real AWS: only the endpoint and the
-credentials differ.
+The forwarders send lean requests of their own (``edge_agent.transport``), signed by ``sign``:
+a full botocore client costs a Pi ~11 MB of RSS and several ms of CPU per call. ``make_client``
+(retries off) is for control-plane calls (the demo creates its streams with it). The same
+settings reach our gateway or real AWS: only the endpoint and the credentials differ.
 """
 
 from __future__ import annotations
@@ -77,11 +74,18 @@ def frozen_credentials(session: botocore.session.Session) -> ReadOnlyCredentials
     return creds.get_frozen_credentials()
 
 
+def sign(method: str, url: str, headers: Mapping[str, str], session: botocore.session.Session, region: str, service: str,
+         body: bytes | None) -> dict[str, str]:
+    """``headers`` plus SigV4's; ``body=None`` for a streamed body (signed as UNSIGNED-PAYLOAD)."""
+    request = AWSRequest(method=method, url=url, data=body, headers=dict(headers))
+    if body is None:
+        request.headers["X-Amz-Content-SHA256"] = UNSIGNED_PAYLOAD
+    SigV4Auth(frozen_credentials(session), service, region).add_auth(request)
+    return dict(request.headers.items())
+
+
 def sign_streaming_request(
     method: str, url: str, headers: Mapping[str, str], session: botocore.session.Session, region: str, service: str = "kinesisvideo"
 ) -> dict[str, str]:
-    """SigV4 headers for a request whose body is streamed (signed as UNSIGNED-PAYLOAD)."""
-    request = AWSRequest(method=method, url=url, headers=dict(headers))
-    request.headers["X-Amz-Content-SHA256"] = UNSIGNED_PAYLOAD
-    SigV4Auth(frozen_credentials(session), service, region).add_auth(request)
-    return dict(request.headers.items())
+    """SigV4 headers for a request whose body is streamed (PutMedia)."""
+    return sign(method, url, headers, session, region, service, None)

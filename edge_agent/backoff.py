@@ -1,24 +1,26 @@
-"""Retry delays and send-rate control for the forwarders.
+"""Retry delays (forwarders and sources) and send-rate control (the records forwarder).
 
 ``Backoff`` is exponential backoff with full jitter (a random delay in [0, min(cap, base·2^n)]):
-many agents coming back after an outage do not retry in lockstep. ``RateController`` is AIMD:
-the send rate halves each time the gateway pushes back (throttling) and grows back additively
-while sends succeed, so the agent settles just under what the gateway accepts.
+many agents coming back after an outage do not retry in lockstep. ``RateController`` paces
+PutRecords by the gateway's push-back: on a throttle the rate drops to what the gateway accepted
+over the last second (at most 0.7 of the current rate); while sends go through it grows by 15 %
+of itself per second, and doubles every second after 5 s without push-back, so the agent settles
+just under what the gateway accepts and recovers fast from a transient throttle.
 """
 
 from __future__ import annotations
 
 import random
-from collections import deque
-from collections.abc import Callable
 import threading
 import time
+from collections import deque
+from collections.abc import Callable
 
 DEFAULT_BASE_SECONDS = 0.1
 DEFAULT_CAP_SECONDS = 20.0
-#: Lowest rate AIMD backs off to, records/s: progress never stops entirely.
+#: Lowest rate the controller backs off to, records/s: progress never stops entirely.
 MIN_RATE = 5.0
-#: Rate the AIMD controller starts from after the first push-back when no ceiling is configured.
+#: Rate the controller starts from after the first push-back when no ceiling is configured.
 UNCAPPED_START_RATE = 10_000.0
 
 
@@ -47,13 +49,13 @@ class Backoff:
     def reset(self) -> None:
         self.attempt = 0
 
-    def sleep(self, stop: threading.Event) -> bool:
-        """Wait the next delay; returns True if ``stop`` was set meanwhile."""
+    def wait(self, stop: threading.Event) -> bool:
+        """Wait the next delay (a source reconnecting); True if ``stop`` was set meanwhile."""
         return stop.wait(self.next())
 
 
 class RateController:
-    """AIMD-style send-rate limiter: a token bucket whose rate follows the gateway's push-back.
+    """Send-rate limiter: a token bucket whose rate follows the gateway's push-back.
 
     ``ceiling`` 0 means no limit until the first push-back. On a throttle the rate drops to
     what the gateway actually accepted over the last second (or ``decrease_factor`` of the

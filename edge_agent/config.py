@@ -126,8 +126,9 @@ class ForwarderSection:
     aggregate: bool = False
     #: Largest aggregated record, bytes (Kinesis allows 1 MiB).
     aggregate_max_bytes: int = 256 * 1024
-    #: Send rate ceiling in records/s (0 = no ceiling). While the gateway throttles the rate is
-    #: halved; it then grows back additively (AIMD).
+    #: Send rate ceiling in records/s (0 = no ceiling). On a throttle the rate drops to what the
+    #: gateway accepted over the last second (at most 0.7x); it then grows back by 15 %/s, doubling
+    #: every second once 5 s pass without a throttle.
     max_records_per_second: int = 0
     #: Retry delays: full jitter over base * 2^attempt, capped.
     retry_base_seconds: float = 0.1

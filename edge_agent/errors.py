@@ -1,19 +1,21 @@
 """The agent's exceptions, in one tree so callers catch ours and never a library's by accident.
 
-    AgentError                  anything the agent raises on purpose
-    ├── ConfigError             a config value is missing, unknown or wrong; the message names the key
-    ├── SourceError             a source cannot start (device missing, broker refused credentials...)
-    └── SendError               the gateway could not be reached or refused a request
-        ├── RetryableSendError  worth trying again (connection error, 5xx, throttling)
-        └── FatalSendError      will fail again as sent (missing stream, bad credentials)
+    AgentError          anything the agent raises on purpose
+    ├── ConfigError     a config value is missing, unknown or wrong; the message names the key
+    └── SendError       a request to the gateway failed: ``code`` is the AWS error code (or
+                        ``"connection"`` when no answer came), ``status`` the HTTP status (0 if none)
 
-Third-party errors (botocore, sqlite3, paho, serial) are translated at the boundary with
-``raise ... from exc``.
+Third-party errors are translated at the boundary with ``raise ... from exc``: urllib3 and AWS
+error bodies in ``edge_agent.transport``, sqlite3 in ``edge_agent.spool``, botocore's profile
+errors in ``edge_agent.aws``.
 """
 
 from __future__ import annotations
 
-__all__ = ["AgentError", "ConfigError", "FatalSendError", "RetryableSendError", "SendError", "SourceError"]
+__all__ = ["AgentError", "ConfigError", "SendError"]
+
+#: ``SendError.code`` when the gateway could not be reached or the connection broke.
+CONNECTION = "connection"
 
 
 class AgentError(Exception):
@@ -25,17 +27,12 @@ class ConfigError(AgentError, ValueError):
     e.g. ``sources.mqtt[0].qos: expected 0, 1 or 2``."""
 
 
-class SourceError(AgentError):
-    """A source cannot start or lost its device; the service restarts it after a pause."""
-
-
 class SendError(AgentError):
-    """Sending to the gateway failed."""
+    """A request to the gateway failed; the forwarders decide from ``code`` and ``status`` whether
+    to retry soon, wait long, or drop the record."""
 
-
-class RetryableSendError(SendError):
-    """A failure that may pass: connection refused or reset, 5xx, throttling."""
-
-
-class FatalSendError(SendError):
-    """A failure that repeats as long as nothing changes: unknown stream, bad credentials."""
+    def __init__(self, code: str, message: str, status: int = 0) -> None:
+        super().__init__(f"{code}: {message}" if status == 0 else f"HTTP {status} {code}: {message}")
+        self.code = code
+        self.message = message
+        self.status = status

@@ -8,11 +8,11 @@ How a record travels:
 2. ``_select`` builds a PutRecords batch (≤ 500 units, ≤ 5 MiB, one stream) in spool order.
    Per partition key order: once a unit of a key is held back (waiting for its retry), every
    later unit of that key is held back too, so a failed record is never overtaken.
-3. ``_send`` calls PutRecords through botocore (retries off) with ``X-Edge-Producer-Id`` and
+3. ``_send`` calls PutRecords (``edge_agent.kinesis_client``) with ``X-Edge-Producer-Id`` and
    ``X-Edge-Record-Seqs`` (one spool seq per unit: the gateway answers a replay with the
    original result instead of storing it twice). Records the gateway accepted are acked in
    the spool (deleted); the failed ones are retried with full-jitter backoff.
-4. The send rate follows the gateway's push-back (AIMD in ``RateController``); after a throttle
+4. The send rate follows the gateway's push-back (``edge_agent.backoff.RateController``); after a throttle
    each key may have only one unit per request until requests go through cleanly again. (Within
    one request Kinesis may refuse record i of a key yet accept a later one of the same key; with
    one unit per key per request while throttled, and aggregation packing a key's records into
@@ -21,12 +21,14 @@ How a record travels:
 With aggregation on, the seq ranges of aggregates in flight are saved in the spool (a
 checkpoint) *before* they are first sent, so after a crash the same aggregates are rebuilt and
 the gateway recognises the replays: no loss, no duplicate.
+
+The run loop, last-success checkpoint, log throttle and long-wait errors are the shared
+``edge_agent.forwarder_core``.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import threading
 import time
 from collections import Counter, OrderedDict
@@ -34,27 +36,20 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from edge_agent import metrics
 from edge_agent.aggregation import Aggregate
 from edge_agent.backoff import Backoff, RateController
 from edge_agent.config import ForwarderSection
+from edge_agent.errors import CONNECTION, SendError
+from edge_agent.forwarder_core import ForwarderCore, log
+from edge_agent.kinesis_limits import MAX_RECORD_BYTES, partition_key
 from edge_agent.spool import SpoolClosed, SpooledRecord
-
-log = logging.getLogger("edge_agent.forwarder")
-
-#: Kinesis limit on one record: data + partition key.
-MAX_RECORD_BYTES = 1024 * 1024
-MAX_PARTITION_KEY_CHARS = 256
+from edge_agent.transport import PRODUCER_HEADER, RECORD_SEQS_HEADER
 #: Units held in memory: two batches (one going out, one being assembled). A record the spool
 #: drops (size cap) after it was read is still sent: at most this many, so drops never under-report.
 WINDOW_BATCHES = 2
 #: Retry delays after throttling stop doubling here (base * 2^4 = 1.6 s by default).
 THROTTLE_MAX_EXPONENT = 4
-#: Checkpoint key prefix (+ lane) of the last acknowledged send, saved at most every LAST_SEND_SAVE_SECONDS.
-LAST_SEND_CHECKPOINT = "forwarder.last_send."
-LAST_SEND_SAVE_SECONDS = 30.0
 AGG_CHECKPOINT = "forwarder.records.aggregates"
 THROTTLE_CODES = {"ProvisionedThroughputExceededException", "ThrottlingException", "LimitExceededException", "KMSThrottlingException"}
 #: Request-level errors a single bad record causes: the batch is split to isolate it.
@@ -102,64 +97,33 @@ class Unit:
         return body + len(self.partition_key.encode())
 
 
-def kinesis_partition_key(key: str, fallback: str) -> str:
-    """A key Kinesis accepts (1..256 chars); truncation keeps one source on one key."""
-    key = key or fallback or "default"
-    return key[:MAX_PARTITION_KEY_CHARS]
-
-
-class RecordForwarder:
+class RecordForwarder(ForwarderCore):
     """Drains the spool's records lane into PutRecords; ``run`` until ``stop`` is set."""
 
+    lane = "records"
+
     def __init__(self, spool: Any, client: Any, config: ForwarderSection, agent_id: str) -> None:
-        self.spool = spool
+        super().__init__(spool, config)
         self.client = client
-        self.config = config
         self.agent_id = agent_id
         self.pending: OrderedDict[int, Unit] = OrderedDict()
         self.cursor = 0
         self.rate = RateController(float(config.max_records_per_second))
         self.backoff = Backoff(config.retry_base_seconds, config.retry_max_seconds)
         self.key_window = config.batch_max_records
-        self.heartbeat = time.monotonic()
-        self.last_success: float | None = None
         self._open_aggregates: dict[tuple[str, str], Unit] = {}
         self._saved_ranges: list[tuple[int, int, str, str]] = self._load_ranges() if config.aggregate else []
         self._range_units: dict[int, Unit] = {}
-        self._header_seqs: list[int] = []
-        self._warned: dict[str, float] = {}
         # Spool deletes run on their own thread: the next batch goes out while the last one's ack commits.
         self._acker = ThreadPoolExecutor(1, thread_name_prefix="forwarder-ack")
         self._acks: list[Future] = []
-        self._last_success_saved = 0.0
-        # A botocore client gets the headers from an event hook; our KinesisClient takes them as an argument.
-        self._botocore = hasattr(client, "meta")
-        if self._botocore:
-            client.meta.events.register("before-sign.kinesis.PutRecords", self._add_headers)
 
-    # -- headers -------------------------------------------------------------------------------
+    # -- the loop (``ForwarderCore.run``) ------------------------------------------------------
 
-    def _edge_headers(self) -> dict[str, str]:
-        return {"X-Edge-Producer-Id": self.agent_id, "X-Edge-Record-Seqs": ",".join(map(str, self._header_seqs))}
+    def _started_note(self) -> str:
+        return f" (aggregation {'on' if self.config.aggregate else 'off'})"
 
-    def _add_headers(self, request: Any, **_: Any) -> None:
-        for name, value in self._edge_headers().items():
-            request.headers[name] = value
-
-    # -- the loop ------------------------------------------------------------------------------
-
-    def run(self, stop: threading.Event) -> None:
-        log.info("records forwarder started (aggregation %s)", "on" if self.config.aggregate else "off")
-        while not stop.is_set():
-            self.heartbeat = time.monotonic()
-            try:
-                if not self.step(stop):
-                    self._idle(stop)
-            except SpoolClosed:
-                break
-            except Exception:  # a bug must not kill the forwarder: log, pause, go on
-                log.exception("records forwarder: unexpected error")
-                stop.wait(1.0)
+    def close(self) -> None:
         self.flush()
         self._acker.shutdown(wait=True)
 
@@ -207,7 +171,7 @@ class RecordForwarder:
                 self._take(record)
 
     def _take(self, record: SpooledRecord) -> None:
-        key = kinesis_partition_key(record.partition_key, record.source)
+        key = partition_key(record.partition_key or record.source)
         if len(record.data) + len(key.encode()) > MAX_RECORD_BYTES:
             self._reject([record.seq], Counter({record.source: 1}), "too_large", f"{len(record.data)} bytes is over the Kinesis record limit")
             return
@@ -316,18 +280,12 @@ class RecordForwarder:
     def _send(self, batch: list[Unit]) -> None:
         stream = batch[0].stream
         entries = [{"Data": u.data, "PartitionKey": u.partition_key} for u in batch]
-        self._header_seqs = [u.id for u in batch]
+        headers = {PRODUCER_HEADER: self.agent_id, RECORD_SEQS_HEADER: ",".join([str(u.id) for u in batch])}
         started = time.monotonic()
         try:
-            if self._botocore:
-                response = self.client.put_records(StreamName=stream, Records=entries)
-            else:
-                response = self.client.put_records(StreamName=stream, Records=entries, headers=self._edge_headers())
-        except ClientError as exc:
-            self._request_failed(batch, exc.response.get("Error", {}).get("Code", "Unknown"), exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0), str(exc))
-            return
-        except BotoCoreError as exc:  # connection refused/reset, timeouts
-            self._request_failed(batch, "connection", 0, str(exc))
+            response = self.client.put_records(StreamName=stream, Records=entries, headers=headers)
+        except SendError as exc:
+            self._request_failed(batch, exc.code, exc.status, str(exc))
             return
         results = response.get("Records", [])
         if len(results) != len(batch):
@@ -387,12 +345,7 @@ class RecordForwarder:
             metrics.RECORDS_SENT.labels(stream).inc(n)
         for source, n in by_source.items():
             metrics.RECORDS_OUT.labels(source).inc(n)
-        self.last_success = time.time()
-        metrics.LAST_SEND_SUCCESS.labels("records").set(self.last_success)
-        if self.last_success - self._last_success_saved >= LAST_SEND_SAVE_SECONDS:
-            # Kept in the spool too, so `edge-agent status` can tell it while the agent is down.
-            self._last_success_saved = self.last_success
-            self._acks.append(self._acker.submit(self.spool.append, [], (LAST_SEND_CHECKPOINT + "records", f"{self.last_success:.3f}")))
+        self._succeeded(lambda key, value: self._acks.append(self._acker.submit(self.spool.append, [], (key, value))))
 
     def _reap_acks(self, wait: bool = False) -> None:
         """Collect finished spool deletes; a failed one is logged (the records are resent, then deduplicated)."""
@@ -442,15 +395,14 @@ class RecordForwarder:
             self._reject(unit.seqs, unit.sources, "gateway_rejected", f"{code}: {message}")
             self.pending.pop(unit.id, None)
             return
-        reason = "throttled" if code in THROTTLE_CODES else "connection" if code == "connection" else "server_error" if status >= 500 else code
+        reason = "throttled" if code in THROTTLE_CODES else CONNECTION if code == CONNECTION else "server_error" if status >= 500 else code
         metrics.SEND_ERRORS.labels("records", reason).inc()
         metrics.SEND_RETRIES.labels(stream).inc(len(batch))
         if code in THROTTLE_CODES:
             metrics.THROTTLED.labels(stream).inc(len(batch))
             self.rate.on_throttle()
             self.key_window = 1
-        # Missing stream, bad credentials: they won't fix themselves quickly, wait long.
-        minimum = self.config.retry_max_seconds / 4 if code in ("ResourceNotFoundException", "AccessDeniedException", "UnrecognizedClientException") else 0.0
+        minimum = self._long_wait(code)
         delay = self.backoff.next()
         for unit in batch:
             self._retry_later(unit, now, max(minimum, delay))
@@ -462,10 +414,3 @@ class RecordForwarder:
             metrics.RECORDS_REJECTED.labels(source, reason).inc(n)
         log.error("dropping %d record(s) (spool seqs %s...): %s", len(seqs), seqs[:5], why)
         self.spool.ack(seqs)
-
-    def _warn(self, kind: str, message: str) -> None:
-        """Log a failure at most every 10 s per kind (an outage must not flood the journal)."""
-        now = time.monotonic()
-        if now - self._warned.get(kind, -1e9) >= 10:
-            self._warned[kind] = now
-            log.warning(message)

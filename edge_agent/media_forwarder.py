@@ -8,16 +8,16 @@ PERSISTED, ERROR, IDLE); a fragment leaves the spool only when its PERSISTED ack
 Requests carry ``X-Edge-Fragment-Seqs`` (the spool seqs of the body's fragments, in order),
 so a fragment resent after a lost ack is recognised by the gateway, not stored twice.
 
-Batches are bounded (``media_fragments_per_request``), so the whole body is written before
-acks are read; an outage or a 5xx is retried with backoff, per stream.
+Batches are bounded (``media_fragments_per_request``): the body goes out through
+``edge_agent.transport`` (the agent's one urllib3 pool, chunked encoding), which writes it whole
+before acks are read; an outage or a 5xx is retried with backoff, per stream. The run loop,
+last-success checkpoint, log throttle and long-wait errors are ``edge_agent.forwarder_core``'s.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import logging
-import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -25,14 +25,15 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
+import urllib3
 
-from edge_agent import aws, metrics
+from edge_agent import metrics
 from edge_agent.backoff import Backoff
 from edge_agent.config import ForwarderSection, GatewaySection
-from edge_agent.forwarder import LAST_SEND_CHECKPOINT, LAST_SEND_SAVE_SECONDS
-from edge_agent.spool import SpoolClosed, SpooledRecord
+from edge_agent.errors import CONNECTION, SendError
+from edge_agent.forwarder_core import ForwarderCore
+from edge_agent.spool import SpooledRecord
+from edge_agent.transport import FRAGMENT_SEQS_HEADER, PRODUCER_HEADER, Transport
 
 log = logging.getLogger("edge_agent.media")
 
@@ -78,37 +79,23 @@ def fragment_start_ms(record: SpooledRecord) -> int:
     return int(record.attrs.get("start_ms", record.timestamp_ms))
 
 
-class MediaForwarder:
+class MediaForwarder(ForwarderCore):
     """Sends spooled video fragments with PutMedia; ``run`` until ``stop`` is set."""
 
+    lane = "media"
+
     def __init__(self, spool: Any, session: Any, gateway: GatewaySection, config: ForwarderSection, agent_id: str) -> None:
-        self.spool = spool
-        self.session = session
+        super().__init__(spool, config)
         self.gateway = gateway
-        self.config = config
         self.agent_id = agent_id
+        self.transport = Transport(session, gateway)
         self._endpoints: dict[str, str] = {}
         self._not_before: dict[str, float] = {}
         self._backoff: dict[str, Backoff] = {}
-        self.heartbeat = time.monotonic()
-        self.last_success: float | None = None
-        self._warned: dict[str, float] = {}
         self._seen = 0  # highest spool seq looked at (for spool.wait)
-        self._last_success_saved = 0.0
-        self._ssl = ssl.create_default_context(cafile=gateway.ca_file or None)
 
-    def run(self, stop: threading.Event) -> None:
-        log.info("media forwarder started")
-        while not stop.is_set():
-            self.heartbeat = time.monotonic()
-            try:
-                if not self.step():
-                    self._idle(stop)
-            except SpoolClosed:
-                return
-            except Exception:
-                log.exception("media forwarder: unexpected error")
-                stop.wait(1.0)
+    def close(self) -> None:
+        self.transport.close()
 
     def _idle(self, stop: threading.Event) -> None:
         """Sleep until a new fragment is spooled or a stream's retry time comes."""
@@ -118,7 +105,7 @@ class MediaForwarder:
 
     # -- one request ---------------------------------------------------------------------------
 
-    def step(self) -> bool:
+    def step(self, stop: threading.Event | None = None) -> bool:
         """Send one batch of one stream's oldest fragments; False when none is ready."""
         batch = self._next_batch()
         if not batch:
@@ -160,51 +147,23 @@ class MediaForwarder:
         which spares the agent a botocore ``kinesisvideo`` client (~11 MB of RSS on a Pi)."""
         url = self._endpoints.get(stream)
         if url is None:
-            response = self._signed_json("/getDataEndpoint", {"StreamName": stream, "APIName": "PUT_MEDIA"})
-            url = self._endpoints[stream] = str(response["DataEndpoint"]).rstrip("/")
+            response = self.transport.post_json(f"{self.gateway.video_url}/getDataEndpoint", "kinesisvideo",
+                                                 {"StreamName": stream, "APIName": "PUT_MEDIA"}, {"Content-Type": "application/json"})
+            endpoint = response.get("DataEndpoint")
+            if not isinstance(endpoint, str):
+                raise SendError("InvalidResponse", "GetDataEndpoint answered without a DataEndpoint", 200)
+            url = self._endpoints[stream] = endpoint.rstrip("/")
         return url
-
-    def _signed_json(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
-        base = urlsplit(self.gateway.video_url)
-        body = json.dumps(payload).encode()
-        request = AWSRequest(method="POST", url=f"{base.scheme}://{base.netloc}{base.path.rstrip('/')}{path}", data=body,
-                             headers={"Content-Type": "application/json"})
-        SigV4Auth(aws.frozen_credentials(self.session), "kinesisvideo", self.gateway.region).add_auth(request)
-        conn = self._connection(base.scheme, base.netloc)
-        try:
-            conn.request("POST", f"{base.path.rstrip('/')}{path}", body=body, headers=dict(request.headers.items()))
-            response = conn.getresponse()
-            if response.status != 200:
-                raise _HttpError.from_response(response)
-            result = json.loads(response.read() or b"{}")
-        finally:
-            conn.close()
-        if not isinstance(result, dict):
-            raise _HttpError(response.status, "InvalidResponse", "not a JSON object")
-        return result
-
-    def _connection(self, scheme: str, netloc: str) -> http.client.HTTPConnection:
-        timeout = self.gateway.read_timeout_seconds
-        if scheme == "https":
-            return http.client.HTTPSConnection(netloc, timeout=timeout, context=self._ssl)
-        return http.client.HTTPConnection(netloc, timeout=timeout)
 
     def _send(self, stream: str, batch: list[SpooledRecord]) -> None:
         try:
             endpoint = self._endpoint(stream)
-        except _HttpError as exc:
-            long = exc.code in ("ResourceNotFoundException", "NotAuthorizedException", "AccessDeniedException")
-            return self._failed(stream, batch, exc.code if exc.status < 500 else "server_error", str(exc), long=long)
-        except (OSError, http.client.HTTPException, ValueError, KeyError) as exc:
-            return self._failed(stream, batch, "connection", f"{type(exc).__name__}: {exc}")
-        try:
             persisted, rejected = self._put_media(endpoint, stream, batch)
-        except (OSError, http.client.HTTPException) as exc:
-            self._endpoints.pop(stream, None)
-            return self._failed(stream, batch, "connection", f"{type(exc).__name__}: {exc}")
-        except _HttpError as exc:
-            long = exc.code in ("ResourceNotFoundException", "NotAuthorizedException", "AccessDeniedException")
-            return self._failed(stream, batch, exc.code if exc.status < 500 else "server_error", str(exc), long=long)
+        except SendError as exc:
+            if exc.code == CONNECTION:
+                self._endpoints.pop(stream, None)
+            return self._failed(stream, batch, exc.code if 0 < exc.status < 500 else "server_error" if exc.status else CONNECTION,
+                                str(exc), long=self._long_wait(exc.code) > 0)
         done = persisted + [r for r, _ in rejected]
         if done:
             self.spool.ack([r.seq for r in done])
@@ -215,11 +174,7 @@ class MediaForwarder:
             metrics.RECORDS_SENT.labels(stream).inc(len(persisted))
             for record in persisted:
                 metrics.RECORDS_OUT.labels(record.source).inc()
-            self.last_success = time.time()
-            metrics.LAST_SEND_SUCCESS.labels("media").set(self.last_success)
-            if self.last_success - self._last_success_saved >= LAST_SEND_SAVE_SECONDS:
-                self._last_success_saved = self.last_success
-                self.spool.append([], checkpoint=(LAST_SEND_CHECKPOINT + "media", f"{self.last_success:.3f}"))
+            self._succeeded()
         done_seqs = {r.seq for r in done}
         missing = [r for r in batch if r.seq not in done_seqs]
         if missing:
@@ -230,38 +185,26 @@ class MediaForwarder:
 
     def _put_media(self, endpoint: str, stream: str, batch: list[SpooledRecord]) -> tuple[list[SpooledRecord], list[tuple[SpooledRecord, int]]]:
         """POST the fragments; returns (persisted, rejected with their ErrorId), in order."""
-        url = urlsplit(endpoint)
-        path = url.path.rstrip("/") + "/putMedia"
         headers = {
             "x-amzn-stream-name": stream,
             "x-amzn-fragment-timecode-type": "ABSOLUTE",
             "x-amzn-producer-start-timestamp": f"{fragment_start_ms(batch[0]) / 1000:.3f}",
-            "X-Edge-Producer-Id": self.agent_id,
-            "X-Edge-Fragment-Seqs": ",".join(str(r.seq) for r in batch),
+            PRODUCER_HEADER: self.agent_id,
+            FRAGMENT_SEQS_HEADER: ",".join(str(r.seq) for r in batch),
+            "Content-Type": "application/octet-stream",
         }
-        signed = aws.sign_streaming_request("POST", f"{url.scheme}://{url.netloc}{path}", headers, self.session, self.gateway.region)
-        conn = self._connection(url.scheme, url.netloc)
+        url = urlsplit(endpoint)
+        response = self.transport.post_stream(f"{url.scheme}://{url.netloc}{url.path.rstrip('/')}/putMedia", "kinesisvideo",
+                                              (record.data for record in batch), headers)
         try:
-            conn.putrequest("POST", path, skip_accept_encoding=True)
-            for name, value in signed.items():
-                conn.putheader(name, value)
-            conn.putheader("Transfer-Encoding", "chunked")
-            conn.putheader("Content-Type", "application/octet-stream")
-            conn.endheaders()
-            try:
-                for record in batch:
-                    conn.send(b"%x\r\n" % len(record.data) + record.data + b"\r\n")
-                conn.send(b"0\r\n\r\n")
-            except OSError:
-                pass  # the gateway may have answered early (unknown stream...): read what it said
-            response = conn.getresponse()
-            if response.status != 200:
-                raise _HttpError.from_response(response)
             return self._read_acks(response, batch)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise SendError(CONNECTION, f"{type(exc).__name__}: {exc}") from exc
         finally:
-            conn.close()
+            response.close()  # acks may still be coming (we stop at the last final one): never reuse it
+            response.release_conn()
 
-    def _read_acks(self, response: http.client.HTTPResponse, batch: list[SpooledRecord]) -> tuple[list[SpooledRecord], list[tuple[SpooledRecord, int]]]:
+    def _read_acks(self, response: urllib3.BaseHTTPResponse, batch: list[SpooledRecord]) -> tuple[list[SpooledRecord], list[tuple[SpooledRecord, int]]]:
         """Match the ack stream to the fragments sent; returns (persisted, rejected with ErrorId).
 
         The gateway reads fragments in order (RECEIVED, or an ERROR for one it refuses while
@@ -279,14 +222,7 @@ class MediaForwarder:
                     return i
             return None
 
-        def chunks() -> Iterator[bytes]:
-            while True:
-                data = response.read1(65536)
-                if not data:
-                    return
-                yield data
-
-        for ack in parse_acks(chunks()):
+        for ack in parse_acks(response.stream(65536, decode_content=False)):
             open_ = [i for i in range(len(batch)) if i not in final]
             if ack.event == "RECEIVED":
                 i = by_timecode(ack.timecode, [i for i in open_ if i not in received])
@@ -324,27 +260,4 @@ class MediaForwarder:
         if long:
             delay = max(delay, self.config.retry_max_seconds / 4)
         self._not_before[stream] = time.monotonic() + delay
-        now = time.monotonic()
-        if now - self._warned.get(stream + reason, -1e9) >= 10:
-            self._warned[stream + reason] = now
-            log.warning("PutMedia to %s failed (%s: %s); retrying in %.1fs", stream, reason, message, delay)
-
-
-class _HttpError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(f"HTTP {status} {code}: {message}")
-        self.status = status
-        self.code = code
-
-    @classmethod
-    def from_response(cls, response: http.client.HTTPResponse) -> _HttpError:
-        body = response.read(65536)
-        code = response.getheader("x-amzn-ErrorType", "") or ""
-        message = body.decode("utf-8", errors="replace")[:300]
-        try:
-            parsed = json.loads(body)
-            code = code or str(parsed.get("__type", ""))
-            message = str(parsed.get("message") or parsed.get("Message") or message)
-        except (ValueError, AttributeError):
-            pass
-        return cls(response.status, code.split(":")[0] or f"HTTP{response.status}", message)
+        self._warn(stream + reason, f"PutMedia to {stream} failed ({reason}: {message}); retrying in {delay:.1f}s")

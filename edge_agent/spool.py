@@ -550,3 +550,51 @@ def _salvage(damaged: Path, fresh: sqlite3.Connection) -> tuple[int, int]:
         log.error("nothing could be salvaged from %s: %s", damaged, exc)
     fresh.execute("COMMIT")
     return saved, lost
+
+
+@dataclass(frozen=True)
+class SpoolContents:
+    """What a spool file holds, as ``inspect`` reads it."""
+
+    #: lane -> records waiting
+    records: dict[str, int]
+    bytes: int
+    #: kind -> records dropped by the size cap, ever
+    dropped: dict[str, int]
+    #: checkpoint key -> value (source positions, the forwarders' last successful send...)
+    checkpoints: dict[str, str]
+    #: lane -> producer timestamp (epoch ms) of the oldest record waiting
+    oldest_ms: dict[str, int]
+
+
+def inspect(path: str | Path) -> SpoolContents:
+    """Read a spool file without opening it as a spool: read-only, no lock (a running agent holds
+    that), so ``edge-agent status`` works whether the agent runs or not. ``FileNotFoundError`` if
+    there is no file, ``SpoolError`` if it cannot be read; a file whose schema is not written yet
+    (the agent is creating it this instant) reads as empty."""
+    if not Path(path).exists():
+        raise FileNotFoundError(f"no spool at {path}")
+    records: dict[str, int] = dict.fromkeys(LANES, 0)
+    size = 0
+    dropped: dict[str, int] = {}
+    oldest: dict[str, int] = {}
+    checkpoints: dict[str, str] = {}
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        try:
+            if db.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'records'").fetchone()[0]:
+                for lane, count, lane_bytes in db.execute("SELECT lane, COUNT(*), COALESCE(SUM(size), 0) FROM records GROUP BY lane"):
+                    records[lane] = count
+                    size += lane_bytes
+                for name, value in db.execute("SELECT name, value FROM counters WHERE name LIKE 'dropped.%'"):
+                    dropped[name.removeprefix("dropped.")] = value
+                checkpoints = dict(db.execute("SELECT key, value FROM checkpoints").fetchall())
+                for lane in LANES:
+                    row = db.execute("SELECT timestamp_ms FROM records WHERE lane = ? ORDER BY seq LIMIT 1", (lane,)).fetchone()
+                    if row:
+                        oldest[lane] = row[0]
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise SpoolError(f"cannot read the spool {path}: {exc}") from exc
+    return SpoolContents(records, size, dropped, checkpoints, oldest)

@@ -1,13 +1,12 @@
 """``edge-agent status``: what is waiting, what was dropped, when the last send went through.
 
 Asks the running agent's metrics endpoint first (it knows everything: per-source counts, retries,
-throttles). If no agent answers, it reads the spool file directly, read-only (the running agent
-holds the spool's lock, SQLite readers don't need it): depth, bytes and drops survive there.
+throttles). If no agent answers, it reads the spool file through ``edge_agent.spool.inspect``
+(read-only, no lock): depth, bytes, drops and the forwarders' last successful sends survive there.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import time
 import urllib.error
 import urllib.request
@@ -17,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
+
+from edge_agent import spool
+from edge_agent.forwarder_core import last_send_key
 
 
 @dataclass
@@ -89,53 +91,30 @@ def from_metrics(url: str, timeout: float = 2.0) -> Status:
 
 
 def from_spool(path: str | Path) -> Status:
-    """Read depth, bytes and drops straight from the spool file (read-only)."""
-    if not Path(path).exists():
-        raise FileNotFoundError(f"no spool at {path}")
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-    status = Status(origin=str(path))
-    try:
-        if db.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'records'").fetchone()[0] == 0:
-            return _with_lanes(status)  # the agent is creating it this instant: nothing waits yet
-        for lane, count, size in db.execute("SELECT lane, COUNT(*), COALESCE(SUM(size), 0) FROM records GROUP BY lane"):
-            status.spool_records[lane] = count
-            status.spool_bytes += size
-        for name, value in db.execute("SELECT name, value FROM counters WHERE name LIKE 'dropped.%'"):
-            status.dropped[name.removeprefix("dropped.")] = value
-        # Saved by the forwarders every ~30 s (see edge_agent.forwarder.LAST_SEND_CHECKPOINT).
-        for key, value in db.execute("SELECT key, value FROM checkpoints WHERE key LIKE 'forwarder.last_send.%'"):
-            try:
-                status.last_send[key.rsplit(".", 1)[1]] = float(value)
-            except ValueError:
-                pass
-        _read_oldest(db, status)
-    finally:
-        db.close()
-    return _with_lanes(status)
-
-
-def _with_lanes(status: Status) -> Status:
-    for lane in ("records", "media"):
-        status.spool_records.setdefault(lane, 0)
+    """Depth, bytes, drops, last sends and oldest records, read from the spool file (read-only)."""
+    contents = spool.inspect(path)
+    status = Status(origin=str(path), spool_records=dict(contents.records), spool_bytes=contents.bytes, dropped=dict(contents.dropped))
+    for lane in spool.LANES:
+        saved = contents.checkpoints.get(last_send_key(lane))
+        try:
+            if saved is not None:
+                status.last_send[lane] = float(saved)
+        except ValueError:
+            pass
+    _add_oldest(status, contents)
     return status
 
 
-def _read_oldest(db: sqlite3.Connection, status: Status) -> None:
-    for lane in ("records", "media"):
-        row = db.execute("SELECT timestamp_ms FROM records WHERE lane = ? ORDER BY seq LIMIT 1", (lane,)).fetchone()
-        if row:
-            status.oldest[lane] = row[0] / 1000
+def _add_oldest(status: Status, contents: spool.SpoolContents) -> None:
+    for lane, ms in contents.oldest_ms.items():
+        status.oldest[lane] = ms / 1000
 
 
 def add_oldest(status: Status, spool_path: str | Path) -> None:
     """Best effort: the age of the oldest waiting record, read from the spool file."""
     try:
-        db = sqlite3.connect(f"file:{spool_path}?mode=ro", uri=True, timeout=2)
-        try:
-            _read_oldest(db, status)
-        finally:
-            db.close()
-    except sqlite3.Error:
+        _add_oldest(status, spool.inspect(spool_path))
+    except (OSError, spool.SpoolError):
         pass
 
 

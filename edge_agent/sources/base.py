@@ -1,5 +1,8 @@
 """What every source shares: the ``Source`` interface, config checking, backoff, counted rejects.
 
+``Backoff`` (``edge_agent.backoff``) and the Kinesis limits with the partition-key rule
+(``edge_agent.kinesis_limits``) are the agent's one copy, re-exported here for the sources.
+
 A source turns one kind of input (an MQTT subscription, a serial line, a log file, a camera) into
 ``NewRecord``s and commits them to the spool. It owns its reconnect loop: ``run(stop)`` returns only
 when ``stop`` is set, so a broker restart or an unplugged device never reaches the runtime. Bad input
@@ -10,7 +13,6 @@ never raises; it is counted in ``RECORDS_REJECTED{source, reason}`` and logged a
 from __future__ import annotations
 
 import logging
-import random
 import re
 import threading
 import time
@@ -20,7 +22,9 @@ from typing import Any, ClassVar, TypeVar
 import typed_config
 
 from edge_agent import metrics
+from edge_agent.backoff import Backoff
 from edge_agent.errors import ConfigError
+from edge_agent.kinesis_limits import MAX_PARTITION_KEY_CHARS, MAX_RECORD_BYTES, partition_key
 from edge_agent.spool import NewRecord, RecordTooLarge, RingEntry, Spool, SpoolClosed, SpoolError, SpoolFull
 from typed_config import positive
 
@@ -37,10 +41,6 @@ __all__ = [
     "positive",
 ]
 
-#: Kinesis caps a record's data (plus its partition key) at 1 MiB.
-MAX_RECORD_BYTES = 1024 * 1024
-#: Kinesis caps a partition key at 256 Unicode characters.
-MAX_PARTITION_KEY_CHARS = 256
 #: A given reject reason is logged at most once per this many seconds (the counter counts all).
 REJECT_LOG_INTERVAL = 10.0
 DEFAULT_BACKOFF_INITIAL = 0.5
@@ -55,12 +55,6 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def partition_key(text: str) -> str:
-    """``text`` as a Kinesis partition key: non-empty, at most 256 characters (the tail is kept,
-    since the end of a path or topic is the specific part)."""
-    return text[-MAX_PARTITION_KEY_CHARS:] or "-"
-
-
 class Source:
     """A running source: ``run`` blocks until ``stop`` is set and never raises for bad input."""
 
@@ -68,27 +62,6 @@ class Source:
 
     def run(self, stop: threading.Event) -> None:  # pragma: no cover - interface
         raise NotImplementedError
-
-
-class Backoff:
-    """Exponential backoff with full jitter: reconnect storms from many devices spread out."""
-
-    def __init__(self, initial: float = DEFAULT_BACKOFF_INITIAL, maximum: float = DEFAULT_BACKOFF_MAX) -> None:
-        self.initial = initial
-        self.maximum = maximum
-        self.attempt = 0
-
-    def next_delay(self) -> float:
-        ceiling = min(self.maximum, self.initial * (2**self.attempt))
-        self.attempt += 1
-        return random.uniform(ceiling / 2, ceiling)
-
-    def wait(self, stop: threading.Event) -> bool:
-        """Sleep the next delay; True if ``stop`` was set meanwhile."""
-        return stop.wait(self.next_delay())
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 class Rejects:
@@ -133,7 +106,7 @@ class SpoolWriter:
     def append(
         self, records: Sequence[NewRecord], stop: threading.Event, checkpoint: tuple[str, str] | None = None, ring: Sequence[RingEntry] = ()
     ) -> bool:
-        backoff = Backoff(0.2, 5.0)
+        backoff = Backoff(0.2, 5.0)  # a full spool, a failing disk: retried soon, never given up
         while True:
             try:
                 self.spool.append(records, checkpoint, ring)
@@ -223,7 +196,7 @@ def run_forever(
     its traceback and retried: sources handle their expected failures themselves, and anything
     unexpected restarts the source's inner loop instead of killing the agent.
     """
-    backoff = backoff or Backoff()
+    backoff = backoff or Backoff(DEFAULT_BACKOFF_INITIAL, DEFAULT_BACKOFF_MAX)
     while not stop.is_set():
         try:
             progressed = attempt()
