@@ -345,21 +345,27 @@ class SigV4Verifier:
         return actual
 
     async def _check_streams(self, request: web.Request, access_key: str, service: str) -> None:
-        allowed = self.allowed_streams.get(access_key)
-        if allowed is None:
+        if self.allowed_streams.get(access_key) is None:
             return
         body = b"" if request.path in STREAMING_PATHS else await request.read()
         for name in sorted(requested_streams(request, body)):
-            if name not in allowed:
-                action = action_of(request, service)
-                if self.policy_grants is not None and self.policy_grants(request, access_key, service, action, name):
-                    continue
-                resource = f"arn:aws:{service}:us-east-1:{self.account_id}:stream/{name}"
-                raise _access_denied(
-                    service,
-                    request.path,
-                    f"User: arn:aws:iam::{self.account_id}:user/{access_key} is not authorized to perform: {service}:{action} on resource: {resource}",
-                )
+            self.check_stream(request, access_key, service, name)
+
+    def check_stream(self, request: web.Request, access_key: str, service: str, name: str) -> None:
+        """Raise AccessDenied unless ``access_key`` may use stream ``name`` (``allowed_streams``, or a
+        resource policy). Handlers call it too, for streams a request names only indirectly (a queue's)."""
+        allowed = self.allowed_streams.get(access_key)
+        if allowed is None or name in allowed:
+            return
+        action = action_of(request, service)
+        if self.policy_grants is not None and self.policy_grants(request, access_key, service, action, name):
+            return
+        resource = f"arn:aws:{service}:us-east-1:{self.account_id}:stream/{name}"
+        raise _access_denied(
+            service,
+            request.path,
+            f"User: arn:aws:iam::{self.account_id}:user/{access_key} is not authorized to perform: {service}:{action} on resource: {resource}",
+        )
 
     @web.middleware
     async def headers_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -12,18 +12,24 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError
 from helpers import GatewayProcess, wait_until
 
 ACTIVATION_SECONDS = 0.2
+LIMITED = ("AKIDLIMITED", "limited-secret")
 
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     root = tmp_path_factory.mktemp("queues")
     config = root / "gateway.toml"
-    config.write_text(f"[consumers]\nactivation_seconds = {ACTIVATION_SECONDS}\n")
+    config.write_text(  # signed requests: boto3's test key may do anything, LIMITED only use q-mine
+        f"[consumers]\nactivation_seconds = {ACTIVATION_SECONDS}\n"
+        f'[auth.credentials]\nAKIDEXAMPLE = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"\n{LIMITED[0]} = "{LIMITED[1]}"\n'
+        f'[auth.allowed_streams]\n{LIMITED[0]} = ["q-mine"]\n'
+    )
     gw = GatewayProcess(root / "data", "--no-limits", "--config", str(config)).start()
     yield gw
     gw.kill()
@@ -125,6 +131,25 @@ def test_control_plane_as_the_model_documents(kinesis: Any) -> None:
     assert code(exc) == "ResourceNotFoundException"
     kinesis.delete_stream(StreamName="q-control")
     kinesis.delete_queue(QueueARN=other)
+
+
+def test_allowed_streams_reach_through_queues(gateway: GatewayProcess, kinesis: Any) -> None:
+    mine = make_queue(kinesis, "q-mine", on_demand(kinesis, "q-mine"))
+    theirs_stream = on_demand(kinesis, "q-theirs")
+    theirs = make_queue(kinesis, "q-theirs", theirs_stream)
+    limited = boto3.client("kinesis", endpoint_url=gateway.url, region_name="us-east-1", aws_access_key_id=LIMITED[0], aws_secret_access_key=LIMITED[1])
+    assert receive(limited, mine) == []
+    for call in (
+        lambda: receive(limited, theirs),
+        lambda: limited.describe_queue(QueueARN=theirs),
+        lambda: limited.delete_queue(QueueARN=theirs),
+        lambda: limited.acknowledge_queue_records(QueueARN=theirs, Entries=[{"ReceiptHandle": "x"}]),
+        lambda: limited.create_queue(QueueName="sneaky", StreamConfigurationList=[{"StreamARN": theirs_stream}]),
+    ):
+        with pytest.raises(ClientError) as exc:
+            call()
+        assert code(exc) == "AccessDeniedException"
+    kinesis.describe_queue(QueueARN=theirs)  # still there
 
 
 def test_competing_receivers_each_get_their_own_records(kinesis: Any) -> None:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from gateway.auth import VERIFIER
 from gateway.errors import AwsError, in_use, invalid_argument, limit_exceeded, not_found, validation
 from gateway.kds import consumers as registered
 from gateway.wire import decode_token, encode_token
@@ -256,17 +257,33 @@ def _description(call: Call, queue: Queue) -> dict[str, Any]:
     }
 
 
+def _authorize(call: Call, stream_name: str) -> None:
+    """``[auth] allowed_streams`` for the stream behind a queue (the request names only the queue)."""
+    verifier = call.request.app.get(VERIFIER)
+    if verifier is not None and call.access_key is not None:
+        verifier.check_stream(call.request, call.access_key, "kinesis", stream_name)
+
+
+def queue_for(call: Call, arn: str) -> Queue:
+    """The queue an ARN names, if the caller may use its stream."""
+    queue = call.request.app[QUEUES].by_arn(arn)
+    stream = _stream_of(call, queue)
+    _authorize(call, stream.name if stream is not None else "")
+    return queue
+
+
 async def create_queue(call: Call, p: dict[str, Any]) -> dict[str, Any]:
     configs = p["StreamConfigurationList"]
     if len(configs) != 1:
         raise validation("StreamConfigurationList must contain exactly one entry: a queue delivers records from a single data stream.")
     stream = call.stream({"StreamARN": configs[0]["StreamARN"]})
+    _authorize(call, stream.name)
     queue = await call.request.app[QUEUES].create(stream, p["QueueName"], configs[0].get("StartingPosition", {}), p.get("QueueAttributes", {}), p.get("Tags", {}))
     return {"QueueDescription": _description(call, queue)}
 
 
 async def describe_queue(call: Call, p: dict[str, Any]) -> dict[str, Any]:
-    return {"QueueDescription": _description(call, call.request.app[QUEUES].by_arn(p["QueueARN"]))}
+    return {"QueueDescription": _description(call, queue_for(call, p["QueueARN"]))}
 
 
 async def list_queues(call: Call, p: dict[str, Any]) -> dict[str, Any]:
@@ -310,20 +327,18 @@ def _stream_name(arn: str) -> str:
 
 
 async def update_queue(call: Call, p: dict[str, Any]) -> dict[str, Any]:
-    registry = call.request.app[QUEUES]
-    queue = await registry.update(registry.by_arn(p["QueueARN"]), p["QueueAttributes"])
+    queue = await call.request.app[QUEUES].update(queue_for(call, p["QueueARN"]), p["QueueAttributes"])
     return {"QueueDescription": _description(call, queue)}
 
 
 async def delete_queue(call: Call, p: dict[str, Any]) -> dict[str, Any]:
-    registry = call.request.app[QUEUES]
-    await registry.delete(registry.by_arn(p["QueueARN"]))
+    await call.request.app[QUEUES].delete(queue_for(call, p["QueueARN"]))
     return {}
 
 
 def active(call: Call, arn: str) -> Queue:
     """The queue an ARN names, for the data-plane calls."""
-    queue = call.request.app[QUEUES].by_arn(arn)
+    queue = queue_for(call, arn)
     if _stream_of(call, queue) is None:
         raise AwsError("ResourceNotFoundException", f"The stream of queue {arn} no longer exists.")
     return queue
