@@ -586,6 +586,12 @@ class _StreamTransport(asyncio.Transport):
         transport = self._stream.connection.transport
         return transport.get_write_buffer_size() if transport is not None else 0
 
+    @property
+    def _sendfile_compatible(self) -> Any:
+        """asyncio's ``loop.sendfile`` asks this first; NotImplementedError makes aiohttp's
+        FileResponse (the player's pages) write the file through the stream's writer instead."""
+        raise NotImplementedError("sendfile over an HTTP/2 stream")
+
 
 class Http2StreamWriter(AbstractStreamWriter):
     """aiohttp's response writer interface over one HTTP/2 stream (HEADERS, then DATA frames)."""

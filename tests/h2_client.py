@@ -60,6 +60,8 @@ class RawH2:
     def send_body(self, stream_id: int, data: bytes, end_stream: bool = False) -> None:
         view = memoryview(data)
         while True:
+            if stream_id in self.resets:
+                return  # the server answered early and wants no more of this body
             room = min(self.conn.local_flow_control_window(stream_id), self.conn.max_outbound_frame_size)
             if room <= 0 and len(view):
                 if not self.pump():

@@ -164,6 +164,13 @@ def test_alpn_picks_the_protocol_per_connection(tls_gateway: tuple[GatewayProces
             response = client.post(url, content=b"{}", headers=unsigned)
             assert response.http_version == version
             assert response.status_code == 400 and response.json()["__type"] == "MissingAuthenticationTokenException"
+    # what a browser gets over https (ALPN h2): the player page, and a server-sent event stream
+    with httpx.Client(http2=True, verify=ssl.create_default_context(cafile=str(cert)), timeout=10) as browser:
+        page = browser.get(url)
+        assert page.http_version == "HTTP/2" and page.status_code == 200 and "<html" in page.text.lower()
+        with browser.stream("GET", url + "analytics/events") as events:
+            assert events.http_version == "HTTP/2" and events.status_code == 200
+            assert next(events.iter_lines()).startswith("event: stats")
     # boto3 (HTTP/1.1) on the same port
     kinesis = boto3.client("kinesis", endpoint_url=url, region_name="us-east-1", verify=str(cert),
                            aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="secret")

@@ -112,6 +112,33 @@ def test_oversized_headers(gateway: GatewayProcess) -> None:
     still_serves(gateway)
 
 
+def test_body_caps_apply_over_h2(gateway: GatewayProcess) -> None:
+    """The app's 16 MiB body cap, declared (refused before a byte is read) or not (cut off while
+    reading); the client is told to stop sending and the connection carries on."""
+    client = RawH2(gateway.port)
+    try:
+        declared = client.request("POST", "/", [*LIST_STREAMS, ("content-length", str(20 << 20))], end_stream=False)
+        client.send_body(declared, b"{" + b" " * 65536)
+        client.wait(lambda: declared in client.ended, what="the early 413")
+        assert client.status[declared] == 413 and client.json(declared)["__type"] == "InvalidArgumentException"
+        client.wait(lambda: declared in client.resets, what="RST_STREAM after the early answer")
+        assert client.resets[declared] == ERR.NO_ERROR  # answered early: the rest of the body is not wanted
+        undeclared = client.request("POST", "/", LIST_STREAMS, end_stream=False)
+        chunk = b" " * (1 << 20)
+        for _ in range(17):
+            if undeclared in client.ended or undeclared in client.resets:
+                break
+            client.send_body(undeclared, chunk)
+        client.wait(lambda: undeclared in client.ended, what="the 413")
+        assert client.status[undeclared] == 413 and client.json(undeclared)["__type"] == "InvalidArgumentException"
+        get = client.request("GET", "/")  # a bodiless GET (the player page) on the same connection
+        client.wait(lambda: get in client.ended, what="GET /")
+        assert client.status[get] == 200 and b"<html" in bytes(client.data[get]).lower()
+    finally:
+        client.close()
+    still_serves(gateway)
+
+
 def test_idle_connections_are_closed(gateway: GatewayProcess) -> None:
     client = RawH2(gateway.port)
     silent = socket.create_connection(("127.0.0.1", gateway.port))
