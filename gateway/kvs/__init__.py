@@ -1,7 +1,7 @@
 """Kinesis Video Streams: control plane, PutMedia/GetMedia, archived media, HLS and the player.
 
-``ROUTES`` aggregates each module's route table; ``lifecycle`` opens the fragment store (and its
-retention task) for the app's lifetime.
+``ROUTES`` aggregates each module's route table; ``lifecycle`` opens the fragment store and the
+configurations (and the retention, scheduled-image and notification tasks) for the app's lifetime.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from gateway.keys import CONFIG
-from gateway.kvs import clips, control, fragments, hls, media, player, putmedia, sessions
+from gateway.kvs import clips, configs, control, fragments, hls, imagegen, media, notify, player, putmedia, sessions
+from gateway.kvs.configstore import CONFIGS, FILE, StreamConfigs
 from gateway.kvs.keys import SHUTTING_DOWN, VIDEO_EVENTS, VIDEO_STORE
 from gateway.kvs.live import FragmentEvents
 from gateway.kvs.retention import run_retention
@@ -21,6 +22,7 @@ from gateway.kvs.store import VideoStore
 
 ROUTES: list[web.RouteDef] = [
     *control.ROUTES,
+    *configs.ROUTES,
     *putmedia.ROUTES,
     *media.ROUTES,
     *fragments.ROUTES,
@@ -39,13 +41,20 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
     app[SHUTTING_DOWN] = asyncio.Event()
     await putmedia.setup(app)
     app.on_shutdown.append(_wind_up)
-    retention = asyncio.create_task(run_retention(store, config), name="video-retention")
+    app[CONFIGS] = await asyncio.to_thread(StreamConfigs, config.data_path / "video" / FILE)
+    tasks = [
+        asyncio.create_task(run_retention(store, config), name="video-retention"),
+        asyncio.create_task(imagegen.run_forever(app), name="video-images"),
+        asyncio.create_task(notify.run_forever(app), name="video-notifications"),
+    ]
     try:
         yield
     finally:
-        retention.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await retention
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        app[CONFIGS].close()
         await putmedia.drain(app)
         await asyncio.to_thread(store.close)
 
