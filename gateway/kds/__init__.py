@@ -73,6 +73,9 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
 
 
 async def shutdown(app: web.Application) -> None:
-    """``on_shutdown``: end SubscribeToShard streams before the server waits for open requests."""
+    """``on_shutdown``: end SubscribeToShard streams and queue long polls before the server waits
+    for open requests."""
+    if QUEUES in app:
+        app[QUEUES].close()
     if SUBSCRIPTIONS in app:
         await app[SUBSCRIPTIONS].close()

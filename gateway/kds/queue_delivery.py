@@ -220,7 +220,7 @@ async def _receive(call: Call, p: dict[str, Any], dead: bool) -> dict[str, Any]:
         if registry.status(queue) != "CREATING":
             deliveries, next_visible = await store.run(receive_job(store, queue, limit, visibility, dead, time.time()))
         remaining = deadline - time.monotonic()
-        if deliveries or remaining <= 0:
+        if deliveries or remaining <= 0 or registry.closing:
             return {"QueueRecords": _render(call, deliveries)}
         if registry.status(queue) == "CREATING":
             remaining = min(remaining, queue.created + registry.activation_seconds - time.time())

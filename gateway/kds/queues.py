@@ -84,6 +84,8 @@ class Queues:
         self.activation_seconds = activation_seconds
         self._by_id: dict[str, Queue] = {}
         self._changed: dict[int, asyncio.Event] = {}
+        #: Set at shutdown: long polls answer at once instead of holding the server open.
+        self.closing = False
 
     async def load(self) -> None:
         rows = await self.store.run(lambda conn: conn.execute(f"SELECT {_COLUMNS} FROM queues").fetchall())
@@ -118,6 +120,12 @@ class Queues:
         event = self._changed.pop(queue.key, None)
         if event is not None:
             event.set()
+
+    def close(self) -> None:
+        self.closing = True
+        for event in self._changed.values():
+            event.set()
+        self._changed.clear()
 
     def _put(self, queue: Queue) -> None:
         self._by_id = {**self._by_id, queue.resource_id: queue}
