@@ -1,14 +1,21 @@
-"""Consumer figures on a real gateway, read with plain boto3 (the gateway side of issue 13).
+"""Consumer figures on a real gateway: plain boto3 (the gateway side of issue 13) and the consumer library.
 
 Sections (all by default, or pick with --only):
   fanout   put -> record-in-hand latency p50/p99 on one shard: polling GetRecords (the shard's
            5 reads/s shared by the readers) vs SubscribeToShard, with 1 and with 5 consumers
   queues   ReceiveQueueRecords (10 at a time) + AcknowledgeQueueRecords records/s with 4 receiver
            processes draining a pre-filled queue; ReceiveCount > 1 means a redelivery
+  worker   consumer library: records/s one worker processes from one shard (no-op processor), polling
+           and fan-out, draining a pre-filled shard (gateway --no-limits: the library's own ceiling)
+  takeover consumer library: seconds from SIGKILL of a worker process until another holds all its
+           leases, and until it processes new records on them (failover_seconds --failover)
+  library  consumer library: put -> processor latency p50/p99, polling (5 GetRecords/s) vs enhanced
+           fan-out with 1 and with 5 consumer applications on the same shard
 
     .venv/bin/python bench/consumers.py
     .venv/bin/python bench/consumers.py --only fanout --seconds 10
     .venv/bin/python bench/consumers.py --only queues --records 20000 --receivers 4
+    .venv/bin/python bench/consumers.py --only worker --only takeover --only library
 """
 
 from __future__ import annotations
@@ -16,7 +23,9 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -30,6 +39,11 @@ import boto3
 from botocore.config import Config
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from consumer import BaseProcessor, Checkpointer, Record, SqliteLeaseStore, Worker, WorkerSettings  # noqa: E402
+from consumer.fanout import fanout_reader_factory  # noqa: E402
+
 #: The AWS limit a polling reader works within: GetRecords calls per shard per second.
 POLLS_PER_SECOND = 5
 
@@ -173,29 +187,212 @@ def bench_queues(url: str, records: int, receivers: int, size: int) -> None:
           f"  (split {', '.join(str(c[0]) for c in got)}; {sum(c[1] for c in got)} redelivered; load {os.getloadavg()[0]:.2f})")
 
 
+PROCESSOR_MODULE = '''
+import os, sqlite3, time
+from consumer import BaseProcessor
+
+class Stamp(BaseProcessor):
+    """Writes (shard, worker, time) of each batch to $BENCH_DB: when did a shard start moving again."""
+    def __init__(self):
+        self.db = sqlite3.connect(os.environ["BENCH_DB"], isolation_level=None, timeout=30)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("CREATE TABLE IF NOT EXISTS seen (shard TEXT, worker TEXT, t REAL)")
+    def process_records(self, records, checkpointer, millis_behind_latest):
+        self.db.execute("INSERT INTO seen VALUES (?, ?, ?)", (self.shard_id, os.environ["BENCH_WORKER"], time.time()))
+        checkpointer.checkpoint()
+'''
+
+
+def wait_active(kinesis: Any, stream: str) -> None:
+    while kinesis.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]["StreamStatus"] != "ACTIVE":
+        time.sleep(0.05)
+
+
+def run_worker(worker: Worker) -> threading.Thread:
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    return thread
+
+
+class Counting(BaseProcessor):
+    def __init__(self, counter: list[int]) -> None:
+        self.counter = counter
+
+    def process_records(self, records: list[Record], checkpointer: Checkpointer, millis_behind_latest: int | None) -> None:
+        self.counter[0] += len(records)
+
+    def shutdown_requested(self, checkpointer: Checkpointer) -> None:
+        pass
+
+
+def bench_worker(url: str, workdir: Path, n: int, size: int) -> None:
+    kinesis = client(url)
+    payload = b"x" * size
+    for reader in ("polling", "fanout"):
+        stream = f"tput-{reader}"
+        kinesis.create_stream(StreamName=stream, ShardCount=1)
+        wait_active(kinesis, stream)
+        for start in range(0, n, 500):
+            kinesis.put_records(StreamName=stream, Records=[{"Data": payload, "PartitionKey": str(i)} for i in range(start, min(n, start + 500))])
+        counter = [0]
+        settings = WorkerSettings(stream=stream, failover_seconds=10.0, shard_sync_seconds=60.0)
+        factory = fanout_reader_factory(kinesis, stream, f"tput-{reader}") if reader == "fanout" else None
+        worker = Worker(settings, SqliteLeaseStore(workdir / f"tput-{reader}.db", "tput"), kinesis, lambda: Counting(counter), factory)
+        t0 = time.perf_counter()
+        thread = run_worker(worker)
+        while counter[0] < n:
+            time.sleep(0.01)
+        elapsed = time.perf_counter() - t0
+        worker.stop()
+        thread.join(15)
+        print(f"  {reader:8} {n} records of {size} B from one shard: {n / elapsed:,.0f} records/s "
+              f"({n * size / elapsed / 1e6:.1f} MB/s, incl. lease take and first read; load {os.getloadavg()[0]:.2f})")
+
+
+def bench_takeover(url: str, workdir: Path, failover: float, rounds: int) -> None:
+    kinesis = client(url)
+    stream = "takeover"
+    kinesis.create_stream(StreamName=stream, ShardCount=4)
+    wait_active(kinesis, stream)
+    (workdir / "bench_stamp.py").write_text(PROCESSOR_MODULE)
+    leases_db, stamp_db = workdir / "takeover-leases.db", workdir / "stamps.db"
+    cfg = workdir / "takeover.toml"
+    cfg.write_text(f'[consumer]\nstream = "{stream}"\napplication = "takeover"\nprocessor = "bench_stamp:Stamp"\n'
+                   f'failover_seconds = {failover}\nshard_sync_seconds = 5.0\n[leases]\npath = "{leases_db}"\n'
+                   f'[gateway]\nendpoint_url = "{url}"\n[metrics]\nlisten = ""\n')
+    stop = threading.Event()
+
+    def produce() -> None:
+        i = 0
+        while not stop.is_set():
+            kinesis.put_records(StreamName=stream, Records=[{"Data": b"t", "PartitionKey": str(i + k)} for k in range(8)])
+            i += 8
+            time.sleep(0.05)
+
+    threading.Thread(target=produce, daemon=True).start()
+    store = SqliteLeaseStore(leases_db, "takeover")
+    store.ensure_table()
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def spawn(name: str) -> None:
+        env = {**os.environ, "BENCH_DB": str(stamp_db), "BENCH_WORKER": name, "PYTHONPATH": f"{workdir}{os.pathsep}{ROOT}"}
+        procs[name] = subprocess.Popen([sys.executable, "-m", "consumer", "--config", str(cfg), "--worker-id", name, "--log-level", "WARNING"],
+                                       env=env, cwd=workdir)
+
+    lease_times, flow_times = [], []
+    try:
+        spawn("a0")
+        spawn("b0")
+        for r in range(rounds):
+            victim = f"a{r}"
+            while True:  # both hold leases, shards moving
+                owners = [lease.owner for lease in store.list_leases()]
+                if len(owners) == 4 and victim in owners and any(o not in (victim, None) for o in owners):
+                    break
+                time.sleep(0.05)
+            time.sleep(1.0)
+            held = [lease.key for lease in store.list_leases() if lease.owner == victim]
+            procs[victim].send_signal(signal.SIGKILL)
+            procs[victim].wait()
+            killed = time.time()
+            while any(lease.owner in (victim, None) for lease in store.list_leases() if lease.key in held):
+                time.sleep(0.01)
+            lease_times.append(time.time() - killed)
+            db = sqlite3.connect(stamp_db, timeout=30)
+            while True:
+                moving = {row[0] for row in db.execute("SELECT shard FROM seen WHERE t > ? AND worker != ?", (killed, victim))}
+                if set(held) <= moving:
+                    break
+                time.sleep(0.01)
+            flow_times.append(time.time() - killed)
+            db.close()
+            spawn(f"a{r + 1}")
+    finally:
+        stop.set()
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    print(f"  failover_seconds = {failover}: SIGKILL -> leases taken: median {statistics.median(lease_times):.2f} s "
+          f"(max {max(lease_times):.2f}); -> records flowing again on them: median {statistics.median(flow_times):.2f} s "
+          f"(max {max(flow_times):.2f}) over {rounds} kills; load {os.getloadavg()[0]:.2f}")
+
+
+class Latency(BaseProcessor):
+    def __init__(self, out: list[float]) -> None:
+        self.out = out
+
+    def process_records(self, records: list[Record], checkpointer: Checkpointer, millis_behind_latest: int | None) -> None:
+        now = time.time()
+        self.out += [now - float(r.data) for r in records]
+
+    def shutdown_requested(self, checkpointer: Checkpointer) -> None:
+        pass
+
+
+def bench_library(url: str, workdir: Path, seconds: float) -> None:
+    kinesis = client(url)
+    for label, reader, apps in (("polling, 1 app", "polling", 1), ("fan-out, 1 consumer", "fanout", 1), ("fan-out, 5 consumers", "fanout", 5)):
+        stream = f"lat-{reader}-{apps}"
+        kinesis.create_stream(StreamName=stream, ShardCount=1)
+        wait_active(kinesis, stream)
+        samples: list[list[float]] = [[] for _ in range(apps)]
+        workers = []
+        for a in range(apps):
+            factory = fanout_reader_factory(kinesis, stream, f"app{a}") if reader == "fanout" else None
+            w = Worker(WorkerSettings(stream=stream, failover_seconds=10.0, initial_position="LATEST"),
+                       SqliteLeaseStore(workdir / f"{stream}.db", f"app{a}"), kinesis, lambda s=samples[a]: Latency(s), factory)
+            workers.append((w, run_worker(w)))
+        time.sleep(2.0)  # leases taken, readers positioned at LATEST / subscribed
+        deadline = time.monotonic() + seconds
+        sent = 0
+        while time.monotonic() < deadline:
+            kinesis.put_record(StreamName=stream, PartitionKey="k", Data=repr(time.time()).encode())
+            sent += 1
+            time.sleep(0.02)
+        time.sleep(1.5)
+        for w, t in workers:
+            w.stop()
+            t.join(15)
+        got = min(len(s) for s in samples)
+        p50, p99 = percentiles([x * 1000 for s in samples for x in s])
+        print(f"  {label:22} put -> processor: p50 {p50:6.1f} ms  p99 {p99:6.1f} ms  ({got}/{sent} records per app, "
+              f"load {os.getloadavg()[0]:.2f})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["fanout", "queues"], action="append")
+    parser.add_argument("--only", choices=["fanout", "queues", "worker", "takeover", "library"], action="append")
     parser.add_argument("--seconds", type=float, default=6.0, help="fanout: seconds of puts per case")
     parser.add_argument("--rate", type=float, default=50.0, help="fanout: puts per second")
     parser.add_argument("--records", type=int, default=20_000, help="queues: records pre-filled")
     parser.add_argument("--receivers", type=int, default=4, help="queues: receiver processes")
-    parser.add_argument("--size", type=int, default=100, help="queues: bytes per record")
+    parser.add_argument("--size", type=int, default=100, help="queues, worker: bytes per record")
+    parser.add_argument("--worker-records", type=int, default=50_000, help="worker: records pre-filled into the shard")
+    parser.add_argument("--failover", type=float, default=2.0, help="takeover: failover_seconds of the workers")
+    parser.add_argument("--rounds", type=int, default=3, help="takeover: kills")
     args = parser.parse_args()
-    sections = args.only or ["fanout", "queues"]
+    sections = args.only or ["fanout", "queues", "worker", "takeover", "library"]
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} CPUs)")
     with tempfile.TemporaryDirectory(prefix="bench-consumers-") as tmp:
         for section in sections:
             workdir = Path(tmp) / section
             workdir.mkdir()
-            # fan-out with AWS limits (the polling readers live within 5 reads/s); queues unthrottled
-            gw, url = start_gateway(workdir, *(("--no-limits",) if section == "queues" else ()))
+            # polling readers live within AWS limits (5 reads/s); queues and worker drain unthrottled
+            unlimited = section in ("queues", "worker")
+            gw, url = start_gateway(workdir, *(("--no-limits",) if unlimited else ()))
             try:
-                print(f"{section} (gateway {'--no-limits' if section == 'queues' else 'with AWS limits'}):")
+                print(f"{section} (gateway {'--no-limits' if unlimited else 'with AWS limits'}):")
                 if section == "fanout":
                     bench_fanout(url, args.seconds, args.rate)
-                else:
+                elif section == "queues":
                     bench_queues(url, args.records, args.receivers, args.size)
+                elif section == "worker":
+                    bench_worker(url, workdir, args.worker_records, args.size)
+                elif section == "takeover":
+                    bench_takeover(url, workdir, args.failover, args.rounds)
+                else:
+                    bench_library(url, workdir, args.seconds)
             finally:
                 gw.kill()
                 gw.wait()

@@ -19,7 +19,7 @@ from consumer.coordinator import HANDING_OFF, LeaseCoordinator
 from consumer.errors import ConsumerError, LeaseLost
 from consumer.leases import AT_TIMESTAMP, LATEST, SENTINELS, SHARD_END, TRIM_HORIZON, Lease
 from consumer.polling import Batch, Position
-from consumer.processor import Checkpointer, RecordProcessor
+from consumer.processor import BaseProcessor, Checkpointer, ProcessorFactory, RecordProcessor
 from consumer.records import from_kinesis
 
 log = logging.getLogger("consumer.shard")
@@ -46,15 +46,23 @@ def start_position(lease: Lease, timestamp: datetime | None) -> tuple[Position, 
     return Position("AT_SEQUENCE_NUMBER", lease.checkpoint), (int(lease.checkpoint), lease.checkpoint_sub)
 
 
+class _NotStarted(BaseProcessor):
+    """Stands for the processor until the thread made it (a failing factory leaves nothing to stop)."""
+
+    def shutdown_requested(self, checkpointer: Checkpointer) -> None:
+        pass
+
+
 class ShardConsumer(threading.Thread):
-    def __init__(self, lease: Lease, stream: str, processor: RecordProcessor, coordinator: LeaseCoordinator,
+    def __init__(self, lease: Lease, stream: str, processor_factory: ProcessorFactory, coordinator: LeaseCoordinator,
                  open_reader: ReaderFactory, on_children: Callable[[str, list[dict[str, Any]]], None],
                  timestamp: datetime | None = None) -> None:
         super().__init__(name=f"shard-{lease.key}", daemon=True)
         self.lease = lease
         self.shard_id = lease.key
         self.stream = stream
-        self.processor = processor
+        self._processor_factory = processor_factory
+        self.processor: RecordProcessor = _NotStarted()
         self.coordinator = coordinator
         self._open_reader = open_reader
         self._on_children = on_children
@@ -62,8 +70,7 @@ class ShardConsumer(threading.Thread):
         self._stop_event = threading.Event()
         self.stop_reason: str | None = None
         self.checkpointer = Checkpointer(lease.key, self._write_checkpoint, lambda: coordinator.may_process(lease.key))
-        #: Processors that batch by time (handlers) see empty polls too.
-        self._empty_batches = bool(getattr(processor, "process_empty_batches", False))
+        self._empty_batches = False
 
     def request_stop(self, reason: str) -> None:
         if self.stop_reason != LOST:
@@ -90,6 +97,10 @@ class ShardConsumer(threading.Thread):
 
     def _consume(self) -> str | None:
         """Process until stopped; returns the stop reason, or None when the shard ended (already handled)."""
+        # Made on this thread, so a processor may hold thread-bound resources (an sqlite3 connection).
+        self.processor = self._processor_factory()
+        #: Processors that batch by time (handlers) see empty polls too.
+        self._empty_batches = bool(getattr(self.processor, "process_empty_batches", False))
         self.processor.initialize(self.shard_id, self.lease.checkpoint)
         position, skip = start_position(self.lease, self._timestamp)
         if self.lease.checkpoint not in SENTINELS:

@@ -144,7 +144,7 @@ class Worker:
                 if running is not None and running.is_alive():
                     log.warning("%s: previous consumer still running; not starting another", event.key)
                     continue
-                consumer = ShardConsumer(event.lease, self.settings.stream, self.processor_factory(), self.coordinator,
+                consumer = ShardConsumer(event.lease, self.settings.stream, self.processor_factory, self.coordinator,
                                          self._open_reader, self._create_children, self.settings.initial_timestamp)
                 self.consumers[event.key] = consumer
                 consumer.start()
