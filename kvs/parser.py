@@ -7,15 +7,17 @@ level-1 element or EBML header starts, or the Segment's known size ends. Each co
 is returned as a standalone MKV document (the stream's EBML header, Info and Tracks + that
 cluster) so it can be stored and served on its own.
 
-Element sizes are capped so garbage can never make the parser buffer gigabytes.
+Element sizes are capped so garbage can never make the parser buffer gigabytes. Blocks and
+durations follow ``kvs.blocks``, the rules the fragment reader (``kvs.reader``) plays back by, so a
+fragment this parser accepts can always be read (a laced block is refused with ErrorId 4006).
 """
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass, field
 
-from kvs import ebml
+from kvs import blocks, ebml
+from kvs.blocks import read_block
 from kvs.errors import FRAGMENT_WITHOUT_FRAMES, INVALID_MKV_DATA, TRACK_NUMBER_MISMATCH, MkvError
 
 #: Largest Cluster accepted (KVS caps fragments at 50 MiB).
@@ -23,6 +25,8 @@ DEFAULT_MAX_CLUSTER_BYTES = 64 * 1024 * 1024
 #: Largest non-cluster element (EBML header, Info, Tracks, Tags, Cues, Void...).
 DEFAULT_MAX_ELEMENT_BYTES = 8 * 1024 * 1024
 _TOP, _SEGMENT, _CLUSTER = "top", "segment", "cluster"
+#: TrackType of a video track.
+VIDEO_TRACK = 1
 
 
 @dataclass
@@ -50,7 +54,7 @@ class PartialFragment(ParsedFragment):
 class _Track:
     number: int
     codec_id: str = ""
-    track_type: int = 0
+    track_type: int = VIDEO_TRACK  # as kvs.reader: a TrackEntry without TrackType is read as video
     default_duration_ns: int = 0
 
 
@@ -345,16 +349,14 @@ class MkvStreamParser:
         return True
 
     def _parse_block(self, payload: memoryview, simple: bool) -> tuple[int, bool, int]:
-        got = ebml.read_size(payload, 0)
-        if got is None or len(payload) < got[1] + 3:
-            raise _invalid("truncated block header")
-        track, n = got
-        if track not in self._tracks:
-            raise MkvError(TRACK_NUMBER_MISMATCH, f"block for track {track}, which Tracks does not declare")
-        rel = int.from_bytes(payload[n : n + 2], "big", signed=True)
-        flags = payload[n + 2]
-        frames = payload[n + 3] + 1 if flags & 0x06 and len(payload) > n + 3 else 1
-        return rel, bool(flags & 0x80) if simple else True, frames
+        """``(relative timecode, keyframe, frames)`` (``kvs.blocks``: a laced video block is refused)."""
+        block = read_block(payload, simple)
+        track = self._tracks.get(block.track)
+        if track is None:
+            raise MkvError(TRACK_NUMBER_MISMATCH, f"block for track {block.track}, which Tracks does not declare")
+        if track.track_type == VIDEO_TRACK:
+            block.video_frame(payload)
+        return block.relative, block.keyframe, block.frames
 
     # -- output -------------------------------------------------------------------------
 
@@ -364,25 +366,16 @@ class MkvStreamParser:
         if self._cluster_timecode is None:
             raise _invalid("cluster without a Timecode")
         scale_ms = self._timecode_scale / 1_000_000
-        track = next((t for t in self._tracks.values() if t.track_type == 1), next(iter(self._tracks.values())))
-        times = sorted({rel for rel, _, _, _ in self._blocks})
-        if track.default_duration_ns:
-            frame_ms = track.default_duration_ns / 1_000_000
-        elif self._blocks[-1][3]:
-            frame_ms = self._blocks[-1][3] * scale_ms
-        elif len(times) > 1:
-            frame_ms = statistics.median(b - a for a, b in zip(times, times[1:])) * scale_ms
-        else:
-            frame_ms = 0
+        track = next((t for t in self._tracks.values() if t.track_type == VIDEO_TRACK), next(iter(self._tracks.values())))
         timecode_ms = int(round(self._cluster_timecode * scale_ms))
-        duration_ms = int(round((times[-1] - min(0, times[0])) * scale_ms + frame_ms))
+        duration = blocks.duration_ms([rel for rel, _, _, _ in self._blocks], scale_ms, track.default_duration_ns, self._blocks[-1][3])
         cluster = ebml.master(ebml.CLUSTER, *self._parts)
         mkv = self._ebml_header + ebml.master(ebml.SEGMENT, self._info, self._tracks_raw, cluster)
         tags, self._pending_tags = self._pending_tags, {}
         return ParsedFragment(
             mkv=mkv,
             timecode_ms=timecode_ms,
-            duration_ms=max(duration_ms, 0),
+            duration_ms=duration,
             frame_count=sum(frames for _, _, frames, _ in self._blocks),
             keyframe=self._blocks[0][1],
             size=len(mkv),

@@ -1,15 +1,16 @@
 """Read a stored fragment back into its track description and encoded frames.
 
-Remux (MP4/fMP4) and image extraction start here: no decoding, just the SimpleBlocks of the
-one Cluster with absolute millisecond timestamps, plus the track's codec and parameter sets.
+Remux (MP4/fMP4) and image extraction start here: no decoding, just the blocks of the one
+Cluster with absolute millisecond timestamps, plus the track's codec and parameter sets. Blocks
+and the duration are read by ``kvs.blocks``, the same rules ``MkvStreamParser`` accepts
+fragments by at ingest; a document with unknown sizes goes through that parser first.
 """
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass, field
 
-from kvs import ebml, mkv
+from kvs import blocks, ebml, mkv
 from kvs.errors import INVALID_MKV_DATA, MkvError
 from kvs.parser import parse_fragment, parse_simple_tags
 from kvs.tags import read_tags
@@ -68,6 +69,7 @@ def _read_sized(doc: bytes) -> FragmentContent:
         raise _NotSized("no sized Segment")
     payload = memoryview(doc)[segment_at + seg[2] : segment_at + seg[2] + seg[1]]
     track: mkv.VideoTrack | None = None
+    cluster: memoryview | None = None
     frames: list[mkv.Frame] = []
     scale_ms = 1.0
     timecode_ms = 0
@@ -82,22 +84,13 @@ def _read_sized(doc: bytes) -> FragmentContent:
         elif element_id == ebml.TAGS:
             tags.update(parse_simple_tags(value))
         elif element_id == ebml.CLUSTER and not frames:
-            timecode_ms, frames = _read_cluster(value, scale_ms, track.number if track else 1)
-    if track is None or not frames:
+            cluster = value
+    if track is None or cluster is None:
         raise MkvError(INVALID_MKV_DATA, "fragment without a track or frames")
-    return FragmentContent(track, frames, timecode_ms, _duration_ms(track, frames, timecode_ms), tags)
-
-
-def _duration_ms(track: mkv.VideoTrack, frames: list[mkv.Frame], timecode_ms: int) -> int:
-    """As the parser measures it: to the last frame, plus one frame (DefaultDuration, else the median gap)."""
-    times = sorted({f.timestamp_ms for f in frames})
-    if track.default_duration_ns:
-        frame_ms = track.default_duration_ns / 1_000_000
-    elif len(times) > 1:
-        frame_ms = statistics.median(b - a for a, b in zip(times, times[1:]))
-    else:
-        frame_ms = 0
-    return max(0, int(round(times[-1] - min(timecode_ms, times[0]) + frame_ms)))
+    timecode_ms, frames, duration_ms = _read_cluster(cluster, scale_ms, track)
+    if not frames:
+        raise MkvError(INVALID_MKV_DATA, "fragment without a track or frames")
+    return FragmentContent(track, frames, timecode_ms, duration_ms, tags)
 
 
 def _read_track(tracks: memoryview) -> mkv.VideoTrack:
@@ -130,35 +123,29 @@ def _read_track(tracks: memoryview) -> mkv.VideoTrack:
     raise MkvError(INVALID_MKV_DATA, "no video track")
 
 
-def _read_cluster(cluster: memoryview, scale_ms: float, track_number: int) -> tuple[int, list[mkv.Frame]]:
-    """``(timecode_ms, frames)`` of a cluster, frames in time order."""
+def _read_cluster(cluster: memoryview, scale_ms: float, track: mkv.VideoTrack) -> tuple[int, list[mkv.Frame], int]:
+    """``(timecode_ms, frames in time order, duration_ms)`` of a cluster's blocks of ``track``."""
     base = 0
-    frames: list[mkv.Frame] = []
+    found: list[tuple[int, bytes, bool]] = []  # (relative timecode, frame, keyframe)
+    last_duration = 0
     for cid, value in ebml.iter_children(cluster):
         if cid == ebml.CLUSTER_TIMECODE:
             base = ebml.read_uint(value)
         elif cid == ebml.SIMPLE_BLOCK:
-            frames += _block(value, base, scale_ms, track_number, simple=True)
+            block = blocks.read_block(value, simple=True)
+            if block.track == track.number:
+                found.append((block.relative, block.video_frame(value), block.keyframe))
+                last_duration = 0
         elif cid == ebml.BLOCK_GROUP:
             children = ebml.iter_children(value)
             key = not any(c == ebml.REFERENCE_BLOCK for c, _ in children)
+            duration = next((ebml.read_uint(v) for c, v in children if c == ebml.BLOCK_DURATION), 0)
             for c, v in children:
                 if c == ebml.BLOCK:
-                    frames += [mkv.Frame(f.data, f.timestamp_ms, key) for f in _block(v, base, scale_ms, track_number, simple=False)]
-    frames.sort(key=lambda f: f.timestamp_ms)
-    return int(round(base * scale_ms)), frames
-
-
-def _block(payload: memoryview, base: int, scale_ms: float, track_number: int, simple: bool) -> list[mkv.Frame]:
-    got = ebml.read_size(payload, 0)
-    if got is None:
-        raise MkvError(INVALID_MKV_DATA, "truncated block")
-    track, n = got
-    if track != track_number:
-        return []
-    rel = int.from_bytes(payload[n : n + 2], "big", signed=True)
-    flags = payload[n + 2]
-    if flags & 0x06:
-        raise MkvError(INVALID_MKV_DATA, "laced video blocks are not supported")
-    ts = int(round((base + rel) * scale_ms))
-    return [mkv.Frame(bytes(payload[n + 3 :]), ts, bool(flags & 0x80) if simple else True)]
+                    block = blocks.read_block(v, simple=False)
+                    if block.track == track.number:
+                        found.append((block.relative, block.video_frame(v), key))
+                        last_duration = duration
+    frames = sorted((mkv.Frame(data, int(round((base + rel) * scale_ms)), key) for rel, data, key in found), key=lambda f: f.timestamp_ms)
+    duration_ms = blocks.duration_ms([rel for rel, _, _ in found], scale_ms, track.default_duration_ns, last_duration) if found else 0
+    return int(round(base * scale_ms)), frames, duration_ms

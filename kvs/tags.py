@@ -22,15 +22,15 @@ ERROR_ID = "AWS_KINESISVIDEO_ERROR_ID"
 TRAILING_TAGS = frozenset({MILLIS_BEHIND_NOW, CONTINUATION_TOKEN})
 
 
-def format_timestamp(ms: int) -> str:
+def format_tag_timestamp(ms: int) -> str:
     """Epoch milliseconds as KVS writes them in tags: seconds with three decimals."""
     sign = "-" if ms < 0 else ""
     ms = abs(ms)
     return f"{sign}{ms // 1000}.{ms % 1000:03d}"
 
 
-def parse_timestamp(value: str) -> int:
-    """Inverse of :func:`format_timestamp` (epoch milliseconds)."""
+def parse_tag_timestamp(value: str) -> int:
+    """Inverse of :func:`format_tag_timestamp` (epoch milliseconds)."""
     seconds, _, frac = value.strip().partition(".")
     negative = seconds.startswith("-")
     ms = abs(int(seconds or "0")) * 1000 + int((frac + "000")[:3])
@@ -40,8 +40,8 @@ def parse_timestamp(value: str) -> int:
 def fragment_tags(fragment_number: str, server_ms: int, producer_ms: int) -> dict[str, str]:
     return {
         FRAGMENT_NUMBER: fragment_number,
-        SERVER_TIMESTAMP: format_timestamp(server_ms),
-        PRODUCER_TIMESTAMP: format_timestamp(producer_ms),
+        SERVER_TIMESTAMP: format_tag_timestamp(server_ms),
+        PRODUCER_TIMESTAMP: format_tag_timestamp(producer_ms),
     }
 
 

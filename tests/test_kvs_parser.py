@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from kvs import FragmentWriter, MkvError, MkvStreamParser, ParsedFragment, PartialFragment, parse_fragment
 from kvs import ebml, mkv
+from kvs.reader import read_fragment
 
 T0 = 1_700_000_000_000
 
@@ -261,3 +262,45 @@ def test_current_timecode_while_inside_a_cluster() -> None:
     assert parser.current_timecode_ms is None
     parser.feed(FRAGMENTS[1].data[:-100])
     assert parser.in_cluster and parser.current_timecode_ms == FRAGMENTS[1].start_ms
+
+
+def _laced(block: bytes) -> bytes:
+    """``block`` (a SimpleBlock element) with Xiph lacing flagged and a lace header of one frame."""
+    header = ebml.read_header(block, 0)
+    assert header is not None
+    payload = block[header[2] :]
+    return ebml.element(ebml.SIMPLE_BLOCK, payload[:3] + bytes([payload[3] | 0x02, 0]) + payload[4:])
+
+
+def test_laced_video_block_is_4006_at_ingest_and_unreadable_alike() -> None:
+    """Issue 15: the parser used to accept laced video blocks that the fragment reader refuses,
+    so a fragment could be PERSISTED and then fail in GetClip/HLS. Both now apply kvs.blocks."""
+    tracks, groups = _track_and_frames()
+    frames = groups[0]
+    blocks = [mkv.simple_block(1, f.timestamp_ms - frames[0].timestamp_ms, f.keyframe, f.data) for f in frames]
+    cluster = ebml.master(ebml.CLUSTER, ebml.uint_element(ebml.CLUSTER_TIMECODE, frames[0].timestamp_ms), blocks[0], _laced(blocks[1]), *blocks[2:])
+    doc = mkv.document(mkv.info(), tracks, cluster)
+    with pytest.raises(MkvError) as info:
+        MkvStreamParser().feed(doc)
+    assert info.value.error_id == 4006
+    with pytest.raises(MkvError) as info:
+        read_fragment(doc)
+    assert info.value.error_id == 4006
+
+
+def test_laced_audio_blocks_pass_ingest_and_playback_reads_the_video() -> None:
+    tracks, groups = _track_and_frames()
+    header = ebml.read_header(tracks, 0)
+    assert header is not None
+    entries = [bytes(p) for _, p in ebml.iter_children(tracks[header[2] :])]
+    audio = ebml.master(ebml.TRACK_ENTRY, ebml.uint_element(ebml.TRACK_NUMBER, 2), ebml.uint_element(ebml.TRACK_TYPE, 2),
+                        ebml.string_element(ebml.CODEC_ID, "A_AAC"))
+    both = ebml.master(ebml.TRACKS, *(ebml.element(ebml.TRACK_ENTRY, e) for e in entries), audio)
+    frames = groups[0]
+    blocks = [mkv.simple_block(1, f.timestamp_ms - frames[0].timestamp_ms, f.keyframe, f.data) for f in frames]
+    laced_audio = _laced(mkv.simple_block(2, 0, True, b"\x21\x10\x04"))
+    cluster = ebml.master(ebml.CLUSTER, ebml.uint_element(ebml.CLUSTER_TIMECODE, frames[0].timestamp_ms), laced_audio, *blocks)
+    [parsed] = MkvStreamParser().feed(mkv.document(mkv.info(), both, cluster))
+    content = read_fragment(parsed.mkv)
+    assert [f.data for f in content.frames] == [f.data for f in frames]
+    assert content.duration_ms == parsed.duration_ms

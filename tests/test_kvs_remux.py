@@ -137,7 +137,7 @@ def test_kvs_tags_layout_and_round_trip() -> None:
     segment = ebml.iter_children(tagged[len(mkv.ebml_header()) :])[0][1]
     assert [eid for eid, _ in ebml.iter_children(segment)] == [ebml.INFO, ebml.TRACKS, ebml.TAGS, ebml.CLUSTER, ebml.TAGS]
     assert tags.read_tags(tagged + tagged) == [values, values]
-    assert tags.parse_timestamp(values[tags.PRODUCER_TIMESTAMP]) == T0
+    assert tags.parse_tag_timestamp(values[tags.PRODUCER_TIMESTAMP]) == T0
     assert values[tags.SERVER_TIMESTAMP] == "1700000000.050"
     # still a playable, parseable fragment; the leading tags belong to its cluster
     parsed = MkvStreamParser().feed(tagged)

@@ -306,3 +306,26 @@ def test_one_putmedia_connection_per_stream(gw: GatewayProcess, fragments: list[
     again.send(fragments[4].data)
     assert sum(a["EventType"] == "PERSISTED" for a in again.finish()) == 1
     stale.close()
+
+
+def test_laced_video_block_is_refused_at_putmedia_not_persisted(gw: GatewayProcess, fragments: list[Fragment]) -> None:
+    """Issue 15 regression: a fragment the readers cannot play must not be PERSISTED."""
+    create_stream(gw, "laced")
+
+    def lace_second_block(kids: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
+        blocks = [i for i, (cid, _) in enumerate(kids) if cid == ebml.SIMPLE_BLOCK]
+        cid, p = kids[blocks[1]]
+        kids[blocks[1]] = (cid, p[:3] + bytes([p[3] | 0x02, 0]) + p[4:])  # Xiph lacing, one frame
+        return kids
+
+    client = PutMediaClient(gw.url, "laced")
+    client.send(fragments[0].data)
+    client.send(rebuild_cluster(fragments[1].data, lace_second_block))
+    acks = client.finish()
+    assert [a["ErrorId"] for a in acks if a["EventType"] == "ERROR"] == [4006]
+    assert sum(a["EventType"] == "PERSISTED" for a in acks) == 1
+    assert len(listed(gw, "laced")) == 1  # only the good fragment; GetClip on what is stored works
+    clip = data_client(gw, "kinesis-video-archived-media", "laced", "GET_CLIP").get_clip(StreamName="laced", ClipFragmentSelector={
+        "FragmentSelectorType": "PRODUCER_TIMESTAMP",
+        "TimestampRange": {"StartTimestamp": fragments[0].start_ms / 1000, "EndTimestamp": (fragments[0].start_ms + 5000) / 1000}})
+    assert clip["Payload"].read()[4:8] == b"ftyp"
