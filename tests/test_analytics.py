@@ -280,17 +280,26 @@ def test_dashboard_draws_new_points_in_chromium(gw: GatewayProcess) -> None:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page()
+
+            def wait_js(condition: str) -> None:
+                try:
+                    page.wait_for_function(condition, timeout=20_000)
+                except Exception:
+                    state = page.evaluate("JSON.stringify({selected: window.dashboard.selected, drawn: window.dashboard.drawn, events: window.dashboard.events,"
+                                          " series: Object.keys(window.dashboard.series), log: document.getElementById('log').textContent})")
+                    raise AssertionError(f"{condition} still false; dashboard {state}") from None
+
             page.goto(f"{gw.url}/analytics")
-            page.wait_for_function("window.dashboard && window.dashboard.apps.length === 3", timeout=10_000)
+            wait_js("window.dashboard && window.dashboard.apps.length === 3")
             page.click("#apps button:has-text('lines')")
-            page.wait_for_function("(window.dashboard.drawn.per_second || 0) >= 1", timeout=10_000)  # the earlier CSV windows
+            wait_js("window.dashboard.selected === 'lines' && (window.dashboard.drawn.per_second || 0) >= 1")  # the earlier CSV windows
             before = page.evaluate("window.dashboard.drawn.per_second")
             pixels = page.evaluate("document.querySelector('#q-lines-per_second canvas').toDataURL()")
             put(kinesis, "csv-in", [b"g,7", b"h,8"])
-            page.wait_for_function(f"window.dashboard.drawn.per_second > {before}", timeout=10_000)
+            wait_js(f"window.dashboard.drawn.per_second > {before}")
             assert page.evaluate("document.querySelector('#q-lines-per_second canvas').toDataURL()") != pixels
             assert page.evaluate("window.dashboard.rows['lines/per_second'][0].total") == 15
-            page.wait_for_function("window.dashboard.drawn.stats >= 2", timeout=10_000)  # records/s and lag
+            wait_js("window.dashboard.drawn.stats >= 2")  # records/s and lag
             assert page.inner_text("#stats").count("malformed") == 1
         finally:
             browser.close()

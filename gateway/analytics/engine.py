@@ -30,6 +30,9 @@ from gateway.kds.store import Store
 
 log = logging.getLogger("gateway.analytics")
 
+#: A step that emits nothing saves its progress at most this often (one that emits saves at once,
+#: before its output leaves). Between saves a crash only means re-reading a little input.
+CHECKPOINT_SECONDS = 1.0
 #: Output rows per query kept in memory for the dashboard and the HTTP API.
 RECENT_ROWS = 500
 SEQ_DIGITS = 54  # external sequence number = "49" + the store's number, zero-padded (gateway.kds.sequence)
@@ -63,6 +66,9 @@ class Application:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"analytics-{spec.name}", daemon=True)
         self._checkpoint: Checkpoint | None = None
+        self._dirty_windows: set[str] = set()
+        self._unsaved = False
+        self._saved_at = 0.0
         self._con: duckdb.DuckDBPyConnection | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -101,6 +107,11 @@ class Application:
                 log.exception("analytics application %s: step failed; retrying", self.spec.name)
                 self.message = "a step failed, see the gateway log; retrying"
                 self._stop.wait(1.0)
+        if self._unsaved and self._con is not None and self.status != "FAILED":
+            try:
+                self._save([])  # a clean stop saves what a crash would have to read again
+            except (CheckpointError, duckdb.Error) as exc:
+                log.warning("analytics %s: cannot save on stop: %s", self.spec.name, exc)
         if self._con is not None:
             self._con.close()
         if self._checkpoint is not None:
@@ -234,22 +245,31 @@ class Application:
                 # arrival time: once read to the end, nothing older than "now" can still come
                 self.state.watermarks[spec.table] = max(self.state.watermarks.get(spec.table, 0), int(started * 1_000_000))
             self.watermarks[spec.table] = _iso(self._watermark_us(spec))
-        changed: list[str] = []
         for query in self.spec.queries:
             if query.window is None:
                 if read_total:
                     outbox += self._emit(query, query.sql)
-                continue
-            if self._advance_windows(query, outbox):
-                changed.append(query.name)
-        for name in changed:
-            self.state.windows[name].pending = con.sql(f"SELECT * FROM {_q('__pending_' + name)}").to_arrow_table()
-        if read_total or changed or outbox:
-            self._checkpoint.save(self.state, changed, outbox)
+            elif self._advance_windows(query, outbox):
+                self._dirty_windows.add(query.name)
+        self._unsaved |= bool(read_total or self._dirty_windows)
+        if outbox or (self._unsaved and time.monotonic() - self._saved_at >= CHECKPOINT_SECONDS):
+            self._save(outbox)
         now = time.time()
         self._rate.append((now, counters.get("records_in", 0)))
         self.lag_ms = int((now - oldest_arrival) * 1000) if behind and oldest_arrival is not None else 0
         return behind
+
+    def _save(self, outbox: list[tuple[str, str, bytes]]) -> None:
+        """Commit the state (with the open windows that changed since the last save) and ``outbox``."""
+        con, checkpoint = self._con, self._checkpoint
+        assert con is not None and checkpoint is not None
+        changed = sorted(self._dirty_windows)
+        for name in changed:
+            self.state.windows[name].pending = con.sql(f"SELECT * FROM {_q('__pending_' + name)}").to_arrow_table()
+        checkpoint.save(self.state, changed, outbox)
+        self._dirty_windows.clear()
+        self._unsaved = False
+        self._saved_at = time.monotonic()
 
     def _advance_windows(self, query: QuerySpec, outbox: list[tuple[str, str, bytes]]) -> bool:
         """Buffer the batch's rows; emit every window the watermark has passed. True if state changed."""

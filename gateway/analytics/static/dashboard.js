@@ -121,16 +121,20 @@ function escapeHtml(text) {
 
 function render() {
   const list = $("apps");
-  list.replaceChildren(...state.apps.map((app) => {
-    const li = document.createElement("li");
-    const button = document.createElement("button");
-    button.type = "button";
-    button.innerHTML = `${escapeHtml(app.ApplicationName)} <span class="state ${app.ApplicationStatus}">${app.ApplicationStatus}</span>`;
-    button.classList.toggle("active", app.ApplicationName === state.selected);
-    button.addEventListener("click", () => select(app.ApplicationName));
-    li.append(button);
-    return li;
-  }));
+  const listed = JSON.stringify([state.selected, state.apps.map((a) => [a.ApplicationName, a.ApplicationStatus])]);
+  if (list.dataset.listed !== listed) {  // rebuilt only when it changes: a click never lands on a stale button
+    list.dataset.listed = listed;
+    list.replaceChildren(...state.apps.map((app) => {
+      const li = document.createElement("li");
+      const button = document.createElement("button");
+      button.type = "button";
+      button.innerHTML = `${escapeHtml(app.ApplicationName)} <span class="state ${app.ApplicationStatus}">${app.ApplicationStatus}</span>`;
+      button.classList.toggle("active", app.ApplicationName === state.selected);
+      button.addEventListener("click", () => select(app.ApplicationName));
+      li.append(button);
+      return li;
+    }));
+  }
   const app = state.apps.find((a) => a.ApplicationName === state.selected);
   if (!app) return;
   $("app-name").textContent = app.ApplicationName;
