@@ -17,7 +17,7 @@ own loop around aiohttp's public ``AppRunner``:
 - TLS: ``[tls] certfile/keyfile`` wrap the listening socket;
 - HTTP/2 on the same port (``gateway.http2``): ``ConnectionCap`` picks the protocol per connection
   (ALPN ``h2`` on TLS, the HTTP/2 preface on plain TCP: "prior knowledge", as the AWS SDKs for
-  JavaScript v3 and Java v2 connect); the same app serves both.
+  JavaScript v3 and Java v2 connect, or an ``Upgrade: h2c`` request); the same app serves both.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from aiohttp import web
 from aiohttp.web_request import BaseRequest
 
 from gateway.config import ConfigError, GatewayConfig, ServerConfig, TlsConfig
-from gateway.http2 import PREFACE, Http2Server
+from gateway.http2 import PREFACE, SWITCHING_PROTOCOLS, H2cUpgrade, Http2Server, h2c_upgrade
 
 log = logging.getLogger("gateway")
 
@@ -96,9 +96,10 @@ class ConnectionCap:
     (``factory``, aiohttp's) or HTTP/2 (``http2``, ``gateway.http2``), and aborts a connection
     whose client stopped reading for ``write_stall_seconds`` (0 = never).
 
-    Which protocol a connection speaks: on TLS the ALPN result; on plain TCP its first bytes (the
-    HTTP/2 connection preface, or anything else for HTTP/1.1); a connection that sends nothing
-    for ``sniff_seconds`` is closed.
+    Which protocol a connection speaks: on TLS the ALPN result; on plain TCP its first bytes: the
+    HTTP/2 connection preface, a first HTTP/1.1 request that asks to upgrade to h2c (answered
+    101, then HTTP/2), or any other HTTP/1.1; a connection that does not complete its first
+    request head within ``sniff_seconds`` is closed.
     """
 
     def __init__(
@@ -165,9 +166,29 @@ class _CappedProtocol(asyncio.Protocol):
             if len(self._head) < len(PREFACE) and PREFACE.startswith(self._head):
                 return  # may still become the HTTP/2 preface
             assert self._cap.http2 is not None
-            self._start(self._cap.http2 if self._head.startswith(PREFACE) else self._cap.factory)
+            if self._head.startswith(PREFACE):
+                self._start(self._cap.http2)
+            elif (upgrade := h2c_upgrade(self._head)) is False:
+                return  # an HTTP/1.1 request still arriving: it may ask to upgrade to h2c
+            elif isinstance(upgrade, H2cUpgrade):
+                self._upgrade(upgrade)
+                return
+            else:
+                self._start(self._cap.factory)
             data, self._head = self._head, b""
         self._inner.data_received(data)
+
+    def _upgrade(self, upgrade: H2cUpgrade) -> None:
+        assert self._transport is not None and self._cap.http2 is not None
+        if self._sniff is not None:
+            self._sniff.cancel()
+            self._sniff = None
+        self._transport.write(SWITCHING_PROTOCOLS)
+        self._inner = self._cap.http2()
+        self._inner.upgraded(self._transport, upgrade)
+        rest, self._head = self._head[upgrade.consumed:], b""
+        if rest:
+            self._inner.data_received(rest)
 
     def eof_received(self) -> bool | None:
         return self._inner.eof_received() if self._inner is not None else None

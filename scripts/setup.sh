@@ -12,6 +12,7 @@ if [ "${EDGE_SETUP_TEST_TOOLS:-0}" = 1 ]; then
   command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
   command -v ffprobe >/dev/null 2>&1 || need_apt+=(ffmpeg)      # DASH/HLS checks, a live MPEG-TS camera
   command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)     # throwaway CAs for the TLS tests
+  command -v curl >/dev/null 2>&1 || need_apt+=(curl)           # h2c by HTTP/1.1 Upgrade (curl --http2)
   command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)     # the AWS SDK for JavaScript, hls.js, dynalite
 fi
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)

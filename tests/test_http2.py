@@ -132,6 +132,25 @@ def test_putmedia_and_getmedia_stream_over_h2(gateway: GatewayProcess) -> None:
     assert -1 not in positions and positions == sorted(positions)
 
 
+def test_h2c_upgrade_from_http11(gateway: GatewayProcess) -> None:
+    """curl --http2 on http:// asks to upgrade its first request (Upgrade: h2c), body included."""
+    def curl(*args: str) -> tuple[str, str]:
+        out = subprocess.run(["curl", "-sS", "--http2", "-w", "\\n%{http_version} %{http_code}", *args],
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        body, _, status = out.stdout.rpartition("\n")
+        return body, status
+
+    body, status = curl("-H", "X-Amz-Target: Kinesis_20131202.ListStreams", "-H", "Content-Type: application/x-amz-json-1.1",
+                        "-d", "{}", gateway.url + "/")
+    assert status == "2 200" and "StreamNames" in json.loads(body)
+    body, status = curl(gateway.url + "/")  # a bodiless GET
+    assert status == "2 200" and "<html" in body.lower()
+    response = httpx.post(gateway.url + "/", content=b"{}", headers={"X-Amz-Target": "Kinesis_20131202.ListStreams",
+                                                                     "Upgrade": "h2c", "Connection": "Upgrade"})
+    assert response.status_code == 200  # no HTTP2-Settings: not an upgrade request, served over HTTP/1.1
+
+
 @pytest.fixture(scope="module")
 def tls_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayProcess, Path]]:
     """A gateway on HTTPS that requires SigV4 (key AKIDEXAMPLE / secret)."""

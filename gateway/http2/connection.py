@@ -1,34 +1,4 @@
-"""HTTP/2 on the gateway's port: each stream becomes an aiohttp request served by the same app.
-
-aiohttp has no HTTP/2 server. Rather than move the gateway to another framework (and rewrite every
-handler and middleware), this module speaks HTTP/2 with the sans-I/O ``h2`` library (it parses and
-builds frames; we own the socket) and turns each stream into an aiohttp ``web.Request`` made by the
-app's own request factory and handed to the app's own handler: the same routes, the same
-middleware chain (SigV4, AWS error shapes, body limits). ``gateway.server`` decides per connection
-which protocol it speaks (the h2 preface on plain TCP, ALPN on TLS).
-
-How a stream looks to the app:
-
-- it presents as HTTP/1.1 (aiohttp's response code knows only 1.x), and the hop-by-hop headers
-  that code adds (Connection, Transfer-Encoding) are dropped, as HTTP/2 forbids them;
-- ``:authority`` stays as a header (the AWS SDKs sign it instead of Host over HTTP/2) and is copied
-  to ``Host`` when the client sent none;
-- the body is an aiohttp ``StreamReader`` fed from DATA frames; the client's flow-control window is
-  given back only while the reader keeps up, so a slow handler throttles its producer (PutMedia);
-- the response is written by ``Http2StreamWriter``: write() sends DATA frames as the client's
-  window allows and waits when it is spent, so a GetMedia or event stream never holds more than
-  one window in memory;
-- ``request.transport`` is the stream: ``close()`` resets that stream, not the whole connection.
-
-Per-connection limits (from ``[server]``): SETTINGS_MAX_CONCURRENT_STREAMS and
-SETTINGS_MAX_HEADER_LIST_SIZE; more than ``max_headers`` fields, or one longer than
-``max_header_bytes``, gets an AWS-shaped 400 on that stream; a connection with no open stream for
-``header_timeout_seconds`` gets GOAWAY; a response whose window stays shut for
-``write_stall_seconds`` is reset; a client that resets more than ``RESETS_PER_WINDOW`` streams in
-``RESET_WINDOW_SECONDS`` (the "rapid reset" attack) gets GOAWAY ENHANCE_YOUR_CALM; any frame h2
-rejects gets GOAWAY PROTOCOL_ERROR and the connection closes. Body size and time limits are the
-app's own middleware, as for HTTP/1.1.
-"""
+"""One HTTP/2 connection (``h2`` frames in and out) and the factory that makes and tracks them."""
 
 from __future__ import annotations
 
@@ -45,15 +15,15 @@ import h2.events
 import h2.exceptions
 import h2.settings
 import hyperframe.frame
-from aiohttp import StreamReader, web
-from aiohttp.abc import AbstractStreamWriter
+from aiohttp import web
 from aiohttp.http import HttpVersion11, RawRequestMessage
-from aiohttp.streams import EMPTY_PAYLOAD
 from aiohttp.web_server import Server
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from gateway.config import ServerConfig
+from gateway.http2.stream import Stream
+from gateway.http2.upgrade import H2cUpgrade
 
 log = logging.getLogger("gateway.http2")
 
@@ -67,15 +37,11 @@ STREAM_WINDOW = 1024 * 1024
 CONNECTION_WINDOW = 4 * 1024 * 1024
 #: Largest frame a client may send (SETTINGS_MAX_FRAME_SIZE): fewer, larger DATA frames cost less CPU.
 MAX_FRAME_BYTES = 256 * 1024
-#: A body reader above twice this many buffered bytes stops giving window back.
-READ_BUFFER_BYTES = 256 * 1024
 #: Client stream resets tolerated per window before the connection is refused (rapid reset).
 RESETS_PER_WINDOW = 200
 RESET_WINDOW_SECONDS = 10.0
 #: Seconds a connection that got GOAWAY for an error is still read (and discarded) before closing.
 FAIL_LINGER_SECONDS = 1.0
-#: Response headers HTTP/2 forbids (RFC 9113, section 8.2.2); aiohttp's 1.x code may add them.
-HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"})
 
 
 def _data_frame_repr(frame: hyperframe.frame.DataFrame) -> str:
@@ -87,9 +53,9 @@ def _data_frame_repr(frame: hyperframe.frame.DataFrame) -> str:
 # gateway's CPU per PutRecords call over HTTP/2. Only that repr changes: the length instead.
 hyperframe.frame.DataFrame._body_repr = _data_frame_repr  # type: ignore[method-assign,assignment]
 
-
 def _error_body(code: str, message: str) -> bytes:
     return json.dumps({"__type": code, "message": message}).encode()
+
 
 
 class Http2Server:
@@ -126,7 +92,7 @@ class Http2Connection(asyncio.Protocol):
             h2.config.H2Configuration(client_side=False, header_encoding=None, validate_inbound_headers=True)
         )
         self.transport: asyncio.Transport | None = None
-        self.streams: dict[int, _Stream] = {}
+        self.streams: dict[int, Stream] = {}
         self.closing = False
         self._paused = False
         self._writable: asyncio.Future[None] | None = None
@@ -138,6 +104,28 @@ class Http2Connection(asyncio.Protocol):
     # -- asyncio.Protocol ---------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._setup(transport)
+        self.h2.initiate_connection()
+        self._started()
+
+    def upgraded(self, transport: asyncio.BaseTransport, upgrade: H2cUpgrade) -> None:
+        """Take over a connection whose first HTTP/1.1 request asked for h2c (its 101 is sent):
+        that request is stream 1, answered over HTTP/2."""
+        self._setup(transport)
+        try:
+            self.h2.initiate_upgrade_connection(upgrade.settings)
+        except h2.exceptions.ProtocolError as exc:  # settings no HTTP/2 peer may send
+            log.info("h2c upgrade from %s refused: %s", self.peername, exc)
+            self._fail()
+            return
+        self._started()
+        self._open(1, upgrade.headers, has_body=bool(upgrade.body))
+        if upgrade.body and (stream := self.streams.get(1)) is not None:
+            stream.payload.feed_data(upgrade.body)
+            stream.payload.feed_eof()
+        self.flush()
+
+    def _setup(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         self.owner.connections.add(self)
         max_header_list = self.limits.max_headers * 64 + self.limits.max_header_bytes * 4
@@ -150,7 +138,8 @@ class Http2Connection(asyncio.Protocol):
         # settings set this way apply at once (h2 applies the ones it sends only when acknowledged)
         self.h2.decoder.max_header_list_size = max_header_list
         self.h2.max_inbound_frame_size = MAX_FRAME_BYTES
-        self.h2.initiate_connection()
+
+    def _started(self) -> None:
         self.h2.increment_flow_control_window(CONNECTION_WINDOW - 65535)
         self.flush()
         self._arm_idle()
@@ -216,16 +205,16 @@ class Http2Connection(asyncio.Protocol):
 
     async def writable(self) -> None:
         """Return once the transport takes more bytes; ConnectionResetError once it is gone."""
-        while self._paused and not self._gone():
+        while self._paused and not self.gone():
             if self._writable is None:
                 self._writable = self.loop.create_future()
             await asyncio.shield(self._writable)
-        if self._gone():
+        if self.gone():
             raise ConnectionResetError("HTTP/2 connection closed")
 
     def go_away(self) -> None:
         """Refuse new streams; the open ones finish, then the connection closes."""
-        if self.closing or self._gone():
+        if self.closing or self.gone():
             if not self.streams:
                 self.close()
             return
@@ -276,7 +265,7 @@ class Http2Connection(asyncio.Protocol):
 
     # -- internals ----------------------------------------------------------------------------------
 
-    def _gone(self) -> bool:
+    def gone(self) -> bool:
         return self.transport is None or self.transport.is_closing()
 
     def _wake_writers(self) -> None:
@@ -308,7 +297,7 @@ class Http2Connection(asyncio.Protocol):
         if self._idle is not None:
             self._idle.cancel()
             self._idle = None
-        stream = _Stream(self, stream_id, has_body)
+        stream = Stream(self, stream_id, has_body)
         self.streams[stream_id] = stream
         stream.task = self.loop.create_task(self._serve(stream, message))
 
@@ -386,7 +375,7 @@ class Http2Connection(asyncio.Protocol):
             self.transport.write_eof()
         self.loop.call_later(FAIL_LINGER_SECONDS, self.close)
 
-    async def _serve(self, stream: _Stream, message: RawRequestMessage) -> None:
+    async def _serve(self, stream: Stream, message: RawRequestMessage) -> None:
         """Run one request through the app, as aiohttp's own RequestHandler does for HTTP/1.1."""
         server = self.owner.server
         request = server.request_factory(message, stream.payload, cast(Any, stream), stream.writer, cast(Any, stream.task))
@@ -411,7 +400,7 @@ class Http2Connection(asyncio.Protocol):
         finally:
             self._finish(stream)
 
-    def _finish(self, stream: _Stream) -> None:
+    def _finish(self, stream: Stream) -> None:
         del self.streams[stream.id]
         stream.give_back_window()
         if not stream.closed and not stream.payload.is_eof():
@@ -421,223 +410,5 @@ class Http2Connection(asyncio.Protocol):
         if not self.streams:
             if self.closing:
                 self.close()
-            elif not self._gone():
+            elif not self.gone():
                 self._arm_idle()
-
-
-class _Stream:
-    """One request/response exchange. It is also what aiohttp's ``StreamReader`` and ``BaseRequest``
-    take as their "protocol" (pause/resume reading, peer addresses, ``transport``)."""
-
-    def __init__(self, connection: Http2Connection, stream_id: int, has_body: bool) -> None:
-        self.connection = connection
-        self.id = stream_id
-        self.closed = False
-        self.task: asyncio.Task[None] | None = None
-        self.transport = _StreamTransport(self)
-        # HEADERS with END_STREAM: no body, as aiohttp's parser says for a bodiless HTTP/1.1 request
-        self.payload = StreamReader(cast(Any, self), READ_BUFFER_BYTES, loop=connection.loop) if has_body else EMPTY_PAYLOAD
-        self.writer = Http2StreamWriter(self)
-        self._reading_paused = False
-        self._unacknowledged = 0
-        self._window_open: asyncio.Future[None] | None = None
-
-    # -- what aiohttp reads off a protocol ----------------------------------------------------------
-
-    @property
-    def connected(self) -> bool:
-        return not self.closed
-
-    @property
-    def ssl_context(self) -> Any:
-        transport = self.connection.transport
-        ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
-        return getattr(ssl_object, "context", None)
-
-    @property
-    def peername(self) -> Any:
-        return self.connection.peername
-
-    @property
-    def sockname(self) -> Any:
-        transport = self.connection.transport
-        return transport.get_extra_info("sockname") if transport is not None else None
-
-    def pause_reading(self) -> None:
-        self._reading_paused = True
-
-    def resume_reading(self, resume_parser: bool = True) -> None:
-        self._reading_paused = False
-        self.give_back_window()
-
-    # -- inbound --------------------------------------------------------------------------------------
-
-    def receive(self, data: bytes, flow_controlled: int) -> None:
-        if data:
-            self.payload.feed_data(data)
-        if self._reading_paused:
-            self._unacknowledged += flow_controlled
-        else:
-            self.connection.h2.acknowledge_received_data(flow_controlled, self.id)
-
-    def give_back_window(self) -> None:
-        if self._unacknowledged:
-            size, self._unacknowledged = self._unacknowledged, 0
-            self.connection.h2.acknowledge_received_data(size, self.id)
-            self.connection.flush()
-
-    # -- outbound -------------------------------------------------------------------------------------
-
-    def send_headers(self, headers: list[tuple[bytes, bytes]], end_stream: bool, flush: bool = True) -> None:
-        """Queue the HEADERS frame; ``flush=False`` when DATA follows at once (one write for both)."""
-        self._check_open()
-        try:
-            self.connection.h2.send_headers(self.id, headers, end_stream=end_stream)
-        except h2.exceptions.ProtocolError as exc:
-            raise ConnectionResetError(f"HTTP/2 stream {self.id}: {exc}") from None
-        if flush:
-            self.connection.flush()
-
-    async def send_data(self, data: bytes | bytearray | memoryview, end_stream: bool) -> None:
-        """Send ``data`` as DATA frames, waiting for the client's window as needed."""
-        conn = self.connection
-        view = memoryview(data).cast("B")
-        while True:
-            await conn.writable()
-            self._check_open()
-            try:
-                window = conn.h2.local_flow_control_window(self.id)
-                if window <= 0 and len(view):
-                    conn.flush()  # what is queued (our HEADERS) goes out while we wait
-                    await self._wait_for_window()
-                    continue
-                while True:  # as many frames as the window allows, then one write to the socket
-                    n = min(len(view), window, conn.h2.max_outbound_frame_size)
-                    last = n == len(view)
-                    conn.h2.send_data(self.id, view[:n].tobytes(), end_stream=end_stream and last)
-                    view, window = view[n:], window - n
-                    if last or window <= 0:
-                        break
-            except h2.exceptions.ProtocolError as exc:
-                raise ConnectionResetError(f"HTTP/2 stream {self.id}: {exc}") from None
-            conn.flush()
-            if last:
-                return
-
-    async def _wait_for_window(self) -> None:
-        self._window_open = self.connection.loop.create_future()
-        stall = self.connection.limits.write_stall_seconds
-        try:
-            await asyncio.wait_for(self._window_open, stall if stall > 0 else None)
-        except asyncio.TimeoutError:
-            log.warning("HTTP/2 client %s gave stream %d no window for %.0f s: resetting it", self.peername, self.id, stall)
-            self.reset(h2.errors.ErrorCodes.CANCEL)
-        finally:
-            self._window_open = None
-
-    def wake(self) -> None:
-        if self._window_open is not None and not self._window_open.done():
-            self._window_open.set_result(None)
-
-    def _check_open(self) -> None:
-        if self.closed or self.connection._gone():
-            raise ConnectionResetError(f"HTTP/2 stream {self.id} is closed")
-
-    # -- ending -------------------------------------------------------------------------------------
-
-    def reset(self, code: int) -> None:
-        """End this stream from our side (the handler's ``request.transport.close()``, a stall)."""
-        if not self.closed:
-            try:
-                self.connection.h2.reset_stream(self.id, code)
-            except h2.exceptions.ProtocolError:
-                pass
-            self.connection.flush()
-            self.closed_by_peer("stream reset by the gateway")
-
-    def closed_by_peer(self, why: str) -> None:
-        self.closed = True
-        if not self.payload.is_eof():
-            self.payload.set_exception(ConnectionResetError(why))
-        self.wake()
-
-
-class _StreamTransport(asyncio.Transport):
-    """``request.transport`` for an HTTP/2 stream: closing it resets the stream only."""
-
-    def __init__(self, stream: _Stream) -> None:
-        super().__init__()
-        self._stream = stream
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        transport = self._stream.connection.transport
-        return transport.get_extra_info(name, default) if transport is not None else default
-
-    def is_closing(self) -> bool:
-        return self._stream.closed or self._stream.connection._gone()
-
-    def close(self) -> None:
-        self._stream.reset(h2.errors.ErrorCodes.CANCEL)
-
-    def abort(self) -> None:
-        self.close()
-
-    def get_write_buffer_size(self) -> int:
-        transport = self._stream.connection.transport
-        return transport.get_write_buffer_size() if transport is not None else 0
-
-    @property
-    def _sendfile_compatible(self) -> Any:
-        """asyncio's ``loop.sendfile`` asks this first; NotImplementedError makes aiohttp's
-        FileResponse (the player's pages) write the file through the stream's writer instead."""
-        raise NotImplementedError("sendfile over an HTTP/2 stream")
-
-
-class Http2StreamWriter(AbstractStreamWriter):
-    """aiohttp's response writer interface over one HTTP/2 stream (HEADERS, then DATA frames)."""
-
-    def __init__(self, stream: _Stream) -> None:
-        self._stream = stream
-        self._head: list[tuple[bytes, bytes]] | None = None
-        self._head_sent = False
-        self.length = None
-
-    async def write_headers(self, status_line: str, headers: CIMultiDict[str]) -> None:
-        status = status_line.split(" ", 2)[1]
-        self._head = [(b":status", status.encode())] + [
-            (name.lower().encode("ascii"), value.encode("utf-8"))
-            for name, value in headers.items() if name.lower() not in HOP_BY_HOP
-        ]
-
-    def send_headers(self, flush: bool = True) -> None:
-        if self._head is not None and not self._head_sent:
-            self._head_sent = True
-            self._stream.send_headers(self._head, end_stream=False, flush=flush)
-
-    async def write(self, chunk: bytes | bytearray | memoryview) -> None:
-        if not chunk:
-            return
-        self.send_headers(flush=False)
-        size = len(chunk)
-        self.output_size += size
-        await self._stream.send_data(chunk, end_stream=False)
-        if self.on_body_write is not None:
-            self.on_body_write(size, self.output_size)
-
-    async def write_eof(self, chunk: bytes = b"") -> None:
-        if not chunk and not self._head_sent and self._head is not None:
-            self._head_sent = True
-            self._stream.send_headers(self._head, end_stream=True)  # a bodiless answer: one frame
-            return
-        self.send_headers(flush=False)
-        self.output_size += len(chunk)
-        await self._stream.send_data(chunk, end_stream=True)
-
-    async def drain(self) -> None:
-        await self._stream.connection.writable()
-
-    def enable_chunking(self) -> None:
-        """HTTP/2 frames bodies itself: chunked encoding does not exist there."""
-
-    def enable_compression(self, encoding: str = "deflate", strategy: int | None = None) -> None:
-        raise NotImplementedError("response compression is not offered over HTTP/2")
