@@ -96,6 +96,8 @@ class Worker:
         self.processor_factory = processor_factory
         self.coordinator = LeaseCoordinator(store, self.worker_id, settings.failover_seconds, settings.max_leases)
         self.consumers: dict[str, ShardConsumer] = {}
+        #: Leases ready to process whose consumer is not started yet.
+        self._ready: dict[str, Lease] = {}
         self.known_shards: set[str] = set()
         self._open_reader = reader_factory or self._polling_reader
         self.stop_event = threading.Event()
@@ -141,17 +143,23 @@ class Worker:
         for event in events:
             running = self.consumers.get(event.key)
             if event.kind == "ready":
-                if running is not None and running.is_alive():
-                    log.warning("%s: previous consumer still running; not starting another", event.key)
-                    continue
-                consumer = ShardConsumer(event.lease, self.settings.stream, self.processor_factory, self.coordinator,
-                                         self._open_reader, self._create_children, self.settings.initial_timestamp)
-                self.consumers[event.key] = consumer
-                consumer.start()
+                self._ready[event.key] = event.lease
             elif running is not None:
+                self._ready.pop(event.key, None)
                 running.request_stop(HANDOFF if event.kind == "handoff" else LOST)
         for key in [k for k, c in self.consumers.items() if not c.is_alive()]:
             del self.consumers[key]
+        for key, lease in list(self._ready.items()):
+            if key in self.consumers:  # the previous consumer of this shard is still finishing: start after it
+                continue
+            del self._ready[key]
+            if self.coordinator.state(key) is None:
+                continue  # lost meanwhile
+            current = self.coordinator.lease(key) or lease
+            consumer = ShardConsumer(current, self.settings.stream, self.processor_factory, self.coordinator,
+                                     self._open_reader, self._create_children, self.settings.initial_timestamp)
+            self.consumers[key] = consumer
+            consumer.start()
         metrics.LEASES_HELD.labels(self.settings.stream).set(len(self.coordinator.held_keys()))
 
     def run(self) -> None:
@@ -172,6 +180,8 @@ class Worker:
                     if now >= next_take:
                         next_take = now + self.settings.take_interval
                         self._handle(self.coordinator.take_leases(self.known_shards))
+                    if self._ready:
+                        self._handle([])
                 except StreamError:
                     raise
                 except (ConsumerError, ClientError, BotoCoreError) as exc:

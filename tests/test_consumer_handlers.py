@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from helpers import GatewayProcess, wait_until
+from helpers import ROOT, GatewayProcess, wait_until
 
 from consumer import Record, SqliteLeaseStore, Worker, WorkerSettings
 from consumer.handlers import HandlerProcessor, HandlerSettings
@@ -105,3 +109,38 @@ def test_batching_window_gathers_records(kds_gateway: GatewayProcess, tmp_path: 
     threading.Thread(target=feed, daemon=True).start()
     run_handler(kinesis, tmp_path, "h-window", handler, lambda: sum(map(len, calls)) >= 3, batch_size=50, batching_window_seconds=1.5)
     assert calls == [["w0", "w1", "w2"]]
+
+
+def test_handler_from_the_command_line(kds_gateway: GatewayProcess, tmp_path: Path) -> None:
+    """``edge-consumer run --handler module:function`` with the [handler] section; SIGTERM checkpoints and exits 0."""
+    kinesis = kds_gateway.client()
+    kinesis.create_stream(StreamName="h-cli", ShardCount=1)
+    kinesis.create_stream(StreamName="h-cli-dlq", ShardCount=1)
+    put(kinesis, "h-cli", ["a", "b", "bad", "c"])
+    (tmp_path / "myhandler.py").write_text(
+        "import os\n"
+        "def handle(records):\n"
+        "    if any(r.data == b'bad' for r in records):\n"
+        "        raise RuntimeError('bad record')\n"
+        "    with open(os.environ['HANDLED'], 'a') as f:\n"
+        "        f.writelines(r.data.decode() + '\\n' for r in records)\n")
+    cfg = tmp_path / "consumer.toml"
+    cfg.write_text(f'[consumer]\nstream = "h-cli"\napplication = "h-cli-app"\nfailover_seconds = 2.0\n'
+                   f'[leases]\npath = "{tmp_path / "leases.db"}"\n'
+                   '[handler]\nbatch_size = 10\nmax_attempts = 2\nretry_base_seconds = 0.01\non_failure_stream = "h-cli-dlq"\n'
+                   f'[gateway]\nendpoint_url = "{kds_gateway.url}"\n[metrics]\nlisten = ""\n')
+    handled = tmp_path / "handled.txt"
+    env = {**os.environ, "HANDLED": str(handled), "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    proc = subprocess.Popen([sys.executable, "-m", "consumer", "run", "--config", str(cfg), "--handler", "myhandler:handle"],
+                            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: handled.exists() and sorted(handled.read_text().split()) == ["a", "b", "c"], timeout=20,
+                   what="the good records handled")
+        wait_until(lambda: len(read_shard(kinesis, "h-cli-dlq", "shardId-000000000000")[0]) == 1, timeout=10, what="the bad record set aside")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=20)[0].decode()
+    assert proc.returncode == 0, out
+    lease = SqliteLeaseStore(tmp_path / "leases.db", "h-cli-app").get("shardId-000000000000")
+    src, _ = read_shard(kinesis, "h-cli", "shardId-000000000000")
+    assert lease is not None and lease.owner is None and lease.checkpoint == src[-1]["SequenceNumber"]

@@ -21,7 +21,7 @@ from helpers import GatewayProcess, free_port, wait_until
 
 from consumer import BaseProcessor, Checkpointer, Record, SqliteLeaseStore, Worker, WorkerSettings
 from consumer.fanout import FanOutReader, fanout_reader_factory
-from consumer.polling import Position
+from consumer.polling import PollingReader, Position
 from edge_agent.aggregation import Aggregate
 
 FAILOVER = 1.5
@@ -278,3 +278,38 @@ def test_fanout_reader_resubscribes_and_follows_a_split(gateway: GatewayProcess,
         from_child = [i for i, d in enumerate(order) if shards[d] == child]
         assert from_child and max(from_parent) < min(from_child)
     assert max(r.subscriptions for r in readers) >= 2  # resubscribed from the continuation after a subscription ended
+
+
+def test_polling_reader_backs_off_when_throttled(gateway: GatewayProcess) -> None:
+    """Two readers on one shard, asking as fast as they can: the gateway refuses past 5 reads/s and
+    the readers back off (full jitter) instead of hammering it, and still read every record."""
+    kinesis = gateway.client()
+    kinesis.create_stream(StreamName="kcl-throttle", ShardCount=1)
+    kinesis.put_records(StreamName="kcl-throttle", Records=[{"Data": f"t{i}".encode(), "PartitionKey": "k"} for i in range(12)])
+    stop = threading.Event()
+    throttles = [0, 0]
+    calls = [0, 0]
+    got: list[list[bytes]] = [[], []]
+
+    def read(i: int) -> None:
+        def on_throttle() -> None:
+            throttles[i] += 1
+
+        reader = PollingReader(kinesis, "kcl-throttle", "shardId-000000000000", Position("TRIM_HORIZON"), stop,
+                               min_interval=0.0, max_records=3, on_throttle=on_throttle)
+        while not stop.is_set():
+            calls[i] += 1
+            batch = reader.next_batch()
+            if batch:
+                got[i] += [r["Data"] for r in batch.records]
+
+    threads = [threading.Thread(target=read, args=(i,), daemon=True) for i in range(2)]
+    for t in threads:
+        t.start()
+    wait_until(lambda: min(len(g) for g in got) >= 12, timeout=20, what="both readers read all 12 records")
+    stop.set()
+    for t in threads:
+        t.join(10)
+    assert got[0] == got[1] == [f"t{i}".encode() for i in range(12)]
+    assert sum(throttles) > 0
+    assert sum(calls) < 60, (calls, throttles)  # without backoff: thousands of refused calls
