@@ -152,7 +152,10 @@ class FaultProxy:
             if rate:
                 await asyncio.sleep(len(chunk) / rate)
         if writer.can_write_eof():
-            writer.write_eof()
+            try:
+                writer.write_eof()
+            except OSError:  # the other side is already gone (reset by a fault or the peer)
+                pass
 
 
 def _reset(writer: asyncio.StreamWriter) -> None:
