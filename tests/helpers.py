@@ -86,6 +86,14 @@ class GatewayProcess:
         self.log_path = self.data_dir.parent / f"gateway-{self.port}.log"
         self.proc: subprocess.Popen | None = None
 
+    @classmethod
+    def configured(cls, root: Path, toml: str, *extra_args: str) -> "GatewayProcess":
+        """A gateway (not started) with data in ``root/data`` and ``toml`` as its ``--config``."""
+        root.mkdir(parents=True, exist_ok=True)
+        config = root / "gateway.toml"
+        config.write_text(toml)
+        return cls(root / "data", *extra_args, "--config", str(config))
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"

@@ -16,6 +16,11 @@ from helpers import GatewayProcess
 MAX_HASH = 2**128 - 1
 
 
+def error_code(exc: pytest.ExceptionInfo[Any]) -> str:
+    """The AWS error code of a raised botocore ClientError."""
+    return str(exc.value.response["Error"]["Code"])
+
+
 def md5_key(partition_key: str) -> int:
     return int.from_bytes(hashlib.md5(partition_key.encode()).digest(), "big")
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 from helpers import GatewayProcess, wait_until
+from kds_support import error_code
 
 ACTIVATION_SECONDS = 0.4
 ARN_RE = re.compile(r"arn:aws:kinesis:us-east-1:\d{12}:stream/(?P<stream>[^/]+)/consumer/(?P<name>[^:]+):(?P<created>\d+)")
@@ -19,10 +20,8 @@ ARN_RE = re.compile(r"arn:aws:kinesis:us-east-1:\d{12}:stream/(?P<stream>[^/]+)/
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    root = tmp_path_factory.mktemp("consumers")
-    config = root / "gateway.toml"
-    config.write_text(f"[consumers]\nactivation_seconds = {ACTIVATION_SECONDS}\n")
-    gw = GatewayProcess(root / "data", "--no-limits", "--config", str(config)).start()
+    toml = f"[consumers]\nactivation_seconds = {ACTIVATION_SECONDS}\n"
+    gw = GatewayProcess.configured(tmp_path_factory.mktemp("consumers"), toml, "--no-limits").start()
     yield gw
     gw.kill()
 
@@ -30,10 +29,6 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
 @pytest.fixture
 def kinesis(gateway: GatewayProcess) -> Any:
     return gateway.client("kinesis")
-
-
-def code(exc: pytest.ExceptionInfo[ClientError]) -> str:
-    return str(exc.value.response["Error"]["Code"])
 
 
 def stream_arn(kinesis: Any, name: str, shards: int = 1) -> str:
@@ -58,15 +53,15 @@ def test_register_describe_activate_deregister(kinesis: Any) -> None:
 
     with pytest.raises(ClientError) as exc:
         kinesis.register_stream_consumer(StreamARN=arn, ConsumerName="app-1")
-    assert code(exc) == "ResourceInUseException"
+    assert error_code(exc) == "ResourceInUseException"
 
     kinesis.deregister_stream_consumer(StreamARN=arn, ConsumerName="app-1")
     with pytest.raises(ClientError) as exc:
         kinesis.describe_stream_consumer(ConsumerARN=consumer["ConsumerARN"])
-    assert code(exc) == "ResourceNotFoundException"
+    assert error_code(exc) == "ResourceNotFoundException"
     with pytest.raises(ClientError) as exc:
         kinesis.deregister_stream_consumer(ConsumerARN=consumer["ConsumerARN"])
-    assert code(exc) == "ResourceNotFoundException"
+    assert error_code(exc) == "ResourceNotFoundException"
     assert kinesis.describe_stream_summary(StreamName="fanout")["StreamDescriptionSummary"]["ConsumerCount"] == 0
 
 
@@ -77,7 +72,7 @@ def test_list_pages_and_the_limit_of_twenty(kinesis: Any) -> None:
         kinesis.register_stream_consumer(StreamARN=arn, ConsumerName=name)
     with pytest.raises(ClientError) as exc:
         kinesis.register_stream_consumer(StreamARN=arn, ConsumerName="one-too-many")
-    assert code(exc) == "LimitExceededException"
+    assert error_code(exc) == "LimitExceededException"
     first = kinesis.list_stream_consumers(StreamARN=arn, MaxResults=7)
     assert len(first["Consumers"]) == 7 and "NextToken" in first
     pages = kinesis.get_paginator("list_stream_consumers").paginate(StreamARN=arn, PaginationConfig={"PageSize": 6})
@@ -87,11 +82,11 @@ def test_list_pages_and_the_limit_of_twenty(kinesis: Any) -> None:
     assert len(last["Consumers"]) == 20 and "NextToken" not in last
     with pytest.raises(ClientError) as exc:
         kinesis.list_stream_consumers(StreamARN=arn, NextToken="not-a-token")
-    assert code(exc) == "InvalidArgumentException"
+    assert error_code(exc) == "InvalidArgumentException"
 
     with pytest.raises(ClientError) as exc:  # as AWS: a stream with consumers is kept unless told
         kinesis.delete_stream(StreamName="crowd")
-    assert code(exc) == "ResourceInUseException"
+    assert error_code(exc) == "ResourceInUseException"
     kinesis.delete_stream(StreamName="crowd", EnforceConsumerDeletion=True)
     arn = stream_arn(kinesis, "crowd")  # the same name again starts with no consumers
     assert kinesis.list_stream_consumers(StreamARN=arn)["Consumers"] == []
@@ -101,18 +96,18 @@ def test_bad_input_gets_aws_errors(kinesis: Any) -> None:
     arn = stream_arn(kinesis, "strict")
     with pytest.raises(ClientError) as exc:
         kinesis.register_stream_consumer(StreamARN=arn, ConsumerName="bad name!")
-    assert code(exc) == "ValidationException"
+    assert error_code(exc) == "ValidationException"
     with pytest.raises(ClientError) as exc:
         kinesis.register_stream_consumer(StreamARN=arn.replace("strict", "absent"), ConsumerName="x")
-    assert code(exc) == "ResourceNotFoundException"
+    assert error_code(exc) == "ResourceNotFoundException"
     with pytest.raises(ClientError) as exc:  # neither an ARN nor stream + name
         kinesis.describe_stream_consumer(ConsumerName="x")
-    assert code(exc) == "InvalidArgumentException"
+    assert error_code(exc) == "InvalidArgumentException"
     consumer = kinesis.register_stream_consumer(StreamARN=arn, ConsumerName="again")["Consumer"]
     stale = consumer["ConsumerARN"].rsplit(":", 1)[0] + ":12345"  # same name, another registration
     with pytest.raises(ClientError) as exc:
         kinesis.describe_stream_consumer(ConsumerARN=stale)
-    assert code(exc) == "ResourceNotFoundException"
+    assert error_code(exc) == "ResourceNotFoundException"
 
 
 def test_consumers_survive_a_sigkill(gateway: GatewayProcess, kinesis: Any) -> None:

@@ -16,6 +16,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError
 from helpers import GatewayProcess, wait_until
+from kds_support import error_code
 
 ACTIVATION_SECONDS = 0.2
 LIMITED = ("AKIDLIMITED", "limited-secret")
@@ -23,14 +24,12 @@ LIMITED = ("AKIDLIMITED", "limited-secret")
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    root = tmp_path_factory.mktemp("queues")
-    config = root / "gateway.toml"
-    config.write_text(  # signed requests: boto3's test key may do anything, LIMITED only use q-mine
+    toml = (  # signed requests: boto3's test key may do anything, LIMITED only use q-mine
         f"[consumers]\nactivation_seconds = {ACTIVATION_SECONDS}\n"
         f'[auth.credentials]\nAKIDEXAMPLE = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"\n{LIMITED[0]} = "{LIMITED[1]}"\n'
         f'[auth.allowed_streams]\n{LIMITED[0]} = ["q-mine"]\n'
     )
-    gw = GatewayProcess(root / "data", "--no-limits", "--config", str(config)).start()
+    gw = GatewayProcess.configured(tmp_path_factory.mktemp("queues"), toml, "--no-limits").start()
     yield gw
     gw.kill()
 
@@ -38,10 +37,6 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
 @pytest.fixture
 def kinesis(gateway: GatewayProcess) -> Any:
     return gateway.client("kinesis")
-
-
-def code(exc: pytest.ExceptionInfo[ClientError]) -> str:
-    return str(exc.value.response["Error"]["Code"])
 
 
 def on_demand(kinesis: Any, name: str) -> str:
@@ -116,19 +111,19 @@ def test_control_plane_as_the_model_documents(kinesis: Any) -> None:
     for kwargs, expected in bad:
         with pytest.raises(ClientError) as exc:
             kinesis.create_queue(**kwargs)
-        assert code(exc) == expected, kwargs
+        assert error_code(exc) == expected, kwargs
 
     with pytest.raises(ClientError) as exc:  # as the model says: delete the queues first
         kinesis.delete_stream(StreamName="q-control", EnforceConsumerDeletion=True)
-    assert code(exc) == "ResourceInUseException"
+    assert error_code(exc) == "ResourceInUseException"
     with pytest.raises(ClientError) as exc:  # ... and before switching to provisioned capacity
         kinesis.update_stream_mode(StreamARN=stream_arn, StreamModeDetails={"StreamMode": "PROVISIONED"})
-    assert code(exc) == "ResourceInUseException" and "queues" in exc.value.response["Error"]["Message"]
+    assert error_code(exc) == "ResourceInUseException" and "queues" in exc.value.response["Error"]["Message"]
     for arn in (created["QueueARN"], second):
         kinesis.delete_queue(QueueARN=arn)
     with pytest.raises(ClientError) as exc:
         kinesis.describe_queue(QueueARN=second)
-    assert code(exc) == "ResourceNotFoundException"
+    assert error_code(exc) == "ResourceNotFoundException"
     kinesis.delete_stream(StreamName="q-control")
     kinesis.delete_queue(QueueARN=other)
 
@@ -148,7 +143,7 @@ def test_allowed_streams_reach_through_queues(gateway: GatewayProcess, kinesis: 
     ):
         with pytest.raises(ClientError) as exc:
             call()
-        assert code(exc) == "AccessDeniedException"
+        assert error_code(exc) == "AccessDeniedException"
     kinesis.describe_queue(QueueARN=theirs)  # still there
 
 

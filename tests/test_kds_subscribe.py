@@ -31,16 +31,14 @@ NODE = "/usr/bin/node"
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    root = tmp_path_factory.mktemp("subscribe")
-    config = root / "gateway.toml"
-    config.write_text(
+    toml = (
         "[consumers]\nactivation_seconds = 0.2\n"
         f"subscription_seconds = {SUBSCRIPTION_SECONDS}\nheartbeat_seconds = {HEARTBEAT_SECONDS}\ntakeover_seconds = {TAKEOVER_SECONDS}\n"
         # a small read budget (so throttling shows quickly), and room to write and GetRecords freely
         f"[limits]\nshard_read_bytes_per_sec = {READ_BYTES_PER_SEC}\nshard_write_bytes_per_sec = 16777216\n"
         "shard_write_records_per_sec = 100000\nshard_read_calls_per_sec = 1000\n"
     )
-    gw = GatewayProcess(root / "data", "--config", str(config)).start()
+    gw = GatewayProcess.configured(tmp_path_factory.mktemp("subscribe"), toml).start()
     yield gw
     gw.kill()
 

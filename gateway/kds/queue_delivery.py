@@ -35,6 +35,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from gateway.errors import invalid_argument
@@ -241,6 +242,10 @@ async def _first_of(events: list[asyncio.Event], timeout: float) -> None:
 
 
 async def _apply(call: Call, p: dict[str, Any], dead: bool, action: str) -> dict[str, Any]:
+    """Acknowledge, change the visibility of, or restore (``action``) each entry's record."""
+    handles = [e["ReceiptHandle"] for e in p["Entries"]]
+    if len(set(handles)) != len(handles):
+        raise invalid_argument("The same ReceiptHandle appears twice in Entries.")
     queue = active(call, p["QueueARN"])
     ok, failed = await call.store.run(_entries_job(queue, p["Entries"], dead, action, time.time()))
     if action != "ack" and ok:
@@ -248,51 +253,13 @@ async def _apply(call: Call, p: dict[str, Any], dead: bool, action: str) -> dict
     return {"Successful": ok, "Failed": failed}
 
 
-def _check_handles(p: dict[str, Any]) -> None:
-    handles = [e["ReceiptHandle"] for e in p["Entries"]]
-    if len(set(handles)) != len(handles):
-        raise invalid_argument("The same ReceiptHandle appears twice in Entries.")
-
-
-async def receive_queue_records(call: Call, p: dict[str, Any]) -> dict[str, Any]:
-    return await _receive(call, p, dead=False)
-
-
-async def receive_dead_letter_queue_records(call: Call, p: dict[str, Any]) -> dict[str, Any]:
-    return await _receive(call, p, dead=True)
-
-
-async def acknowledge_queue_records(call: Call, p: dict[str, Any]) -> dict[str, Any]:
-    _check_handles(p)
-    return await _apply(call, p, dead=False, action="ack")
-
-
-async def acknowledge_dead_letter_queue_records(call: Call, p: dict[str, Any]) -> dict[str, Any]:
-    _check_handles(p)
-    return await _apply(call, p, dead=True, action="ack")
-
-
-async def update_queue_records_visibility(call: Call, p: dict[str, Any]) -> dict[str, Any]:
-    _check_handles(p)
-    return await _apply(call, p, dead=False, action="visibility")
-
-
-async def update_dead_letter_queue_records_visibility(call: Call, p: dict[str, Any]) -> dict[str, Any]:
-    _check_handles(p)
-    return await _apply(call, p, dead=True, action="visibility")
-
-
-async def restore_dead_letter_queue_records(call: Call, p: dict[str, Any]) -> dict[str, Any]:
-    _check_handles(p)
-    return await _apply(call, p, dead=True, action="restore")
-
-
+#: The same calls on the normal and the dead-letter side of a queue.
 HANDLERS = {
-    "AcknowledgeDeadLetterQueueRecords": acknowledge_dead_letter_queue_records,
-    "AcknowledgeQueueRecords": acknowledge_queue_records,
-    "ReceiveDeadLetterQueueRecords": receive_dead_letter_queue_records,
-    "ReceiveQueueRecords": receive_queue_records,
-    "RestoreDeadLetterQueueRecords": restore_dead_letter_queue_records,
-    "UpdateDeadLetterQueueRecordsVisibility": update_dead_letter_queue_records_visibility,
-    "UpdateQueueRecordsVisibility": update_queue_records_visibility,
+    "AcknowledgeDeadLetterQueueRecords": partial(_apply, dead=True, action="ack"),
+    "AcknowledgeQueueRecords": partial(_apply, dead=False, action="ack"),
+    "ReceiveDeadLetterQueueRecords": partial(_receive, dead=True),
+    "ReceiveQueueRecords": partial(_receive, dead=False),
+    "RestoreDeadLetterQueueRecords": partial(_apply, dead=True, action="restore"),
+    "UpdateDeadLetterQueueRecordsVisibility": partial(_apply, dead=True, action="visibility"),
+    "UpdateQueueRecordsVisibility": partial(_apply, dead=False, action="visibility"),
 }
