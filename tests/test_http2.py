@@ -151,6 +151,31 @@ def test_h2c_upgrade_from_http11(gateway: GatewayProcess) -> None:
     assert response.status_code == 200  # no HTTP2-Settings: not an upgrade request, served over HTTP/1.1
 
 
+@pytest.mark.parametrize("head, expected", [
+    (b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n", "upgrade"),
+    (b"POST / HTTP/1.1\r\nHost: h\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABk\r\nContent-Length: 4\r\n\r\n{}", False),
+    (b"POST / HTTP/1.1\r\nHost: h\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABk\r\nContent-Length: 2\r\n\r\n{}", "upgrade"),
+    (b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: h2c", False),  # head not complete yet
+    (b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", None),  # plain HTTP/1.1
+    (b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nHTTP2-Settings: AAMAAABk\r\n\r\n", None),
+    (b"POST / HTTP/1.1\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABk\r\nTransfer-Encoding: chunked\r\n\r\n", None),
+    (b"POST / HTTP/1.1\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABk\r\nContent-Length: 99999999\r\n\r\n", None),
+    (b"GET / HTTP/1.1\r\nUpgrade: h2c\r\nHTTP2-Settings: !!\r\n\r\n", None),  # not base64url
+    (b"GET / HTTP/1.1\r\n Upgrade: h2c\r\nHTTP2-Settings: AAMAAABk\r\n\r\n", None),  # malformed: aiohttp answers it
+    (b"x" * 70_000, None),  # no head end within the limit
+])
+def test_which_requests_upgrade(head: bytes, expected: object) -> None:
+    from gateway.http2 import H2cUpgrade, h2c_upgrade
+
+    got = h2c_upgrade(head)
+    if expected == "upgrade":
+        assert isinstance(got, H2cUpgrade) and got.consumed == len(head)
+        assert got.headers[:4] == [(b":method", head.split(b" ")[0]), (b":path", b"/"), (b":scheme", b"http"), (b":authority", b"h")]
+        assert not any(name in (b"upgrade", b"http2-settings", b"host") for name, _ in got.headers)
+    else:
+        assert got is expected
+
+
 @pytest.fixture(scope="module")
 def tls_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayProcess, Path]]:
     """A gateway on HTTPS that requires SigV4 (key AKIDEXAMPLE / secret)."""

@@ -54,11 +54,11 @@ def h2c_upgrade(buffer: bytes) -> H2cUpgrade | None | bool:
         return None
     settings = found[b"http2-settings"] + b"=" * (-len(found[b"http2-settings"]) % 4)  # sent unpadded
     try:
-        base64.urlsafe_b64decode(settings)
+        payload = base64.b64decode(settings, altchars=b"-_", validate=True)
         length = int(found.get(b"content-length", b"0"))
     except (binascii.Error, ValueError):
         return None
-    if not 0 <= length <= MAX_UPGRADE_BODY_BYTES:
+    if len(payload) % 6 or not 0 <= length <= MAX_UPGRADE_BODY_BYTES:  # settings are 6 bytes each
         return None
     if len(buffer) < end + 4 + length:
         return False  # the body is still coming
