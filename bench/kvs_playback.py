@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from helpers import GatewayProcess  # noqa: E402
-from test_video_helpers import PutMediaClient, create_stream  # noqa: E402
+from video_support import PutMediaClient, create_stream  # noqa: E402
 
 from kvs import Fragment, FragmentWriter, MkvStreamParser, remux  # noqa: E402
 from kvs.reader import read_fragment  # noqa: E402

@@ -171,3 +171,18 @@ class MosquittoProcess:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(timeout=10)
+
+
+def module_gateway(name: str, *args: str) -> Any:
+    """A module-scoped fixture called ``name``: one gateway process (started with ``args``) shared by
+    the tests of a module that never stop it, each using its own streams. In a test module:
+    ``gw = module_gateway("gw")``."""
+    import pytest
+
+    @pytest.fixture(scope="module", name=name)
+    def fixture(tmp_path_factory: pytest.TempPathFactory) -> Any:
+        gateway = GatewayProcess(tmp_path_factory.mktemp(name) / "gateway-data", *args).start()
+        yield gateway
+        gateway.kill()
+
+    return fixture

@@ -17,7 +17,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-from test_video_helpers import PutMediaClient, create_stream
+from video_support import PutMediaClient, create_stream
 
 from helpers import GatewayProcess, wait_until
 from kvs import FragmentWriter

@@ -287,7 +287,7 @@ def test_start_line_says_whether_auth_is_on(gateway: GatewayProcess) -> None:
 def test_agent_signed_putmedia_is_persisted(gw: GatewayProcess) -> None:
     """The edge agent's own PutMedia signer (UNSIGNED-PAYLOAD, service kinesisvideo) passes, fragments are stored."""
     import botocore.session
-    from test_video_helpers import camera_fragments
+    from video_support import camera_fragments
 
     from edge_agent.aws import sign_streaming_request
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from test_player_browser import CHROMIUM, CHROMIUM_ARGS, LiveCamera
-from test_video_helpers import PutMediaClient, camera_fragments, create_stream
+from video_support import PutMediaClient, camera_fragments, create_stream
 
 from helpers import ROOT, GatewayProcess, free_port
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,18 +13,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from agent_helpers import list_fragments, metric, running_media_forwarder, synthetic_fragments, video_records, wait_until  # noqa: E402
 
-from helpers import GatewayProcess  # noqa: E402
+from helpers import GatewayProcess, module_gateway  # noqa: E402
 
 from edge_agent.media_forwarder import parse_acks  # noqa: E402
 from edge_agent.spool import NewRecord, Spool  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def shared_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    """One gateway for the tests that never stop it (each uses its own stream)."""
-    gw = GatewayProcess(tmp_path_factory.mktemp("shared") / "gateway-data").start()
-    yield gw
-    gw.kill()
+#: One gateway for the tests that never stop it (each uses its own stream).
+shared_gateway = module_gateway("shared_gateway")
 
 
 def test_fragments_are_persisted_once_even_when_replayed(shared_gateway: GatewayProcess, tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ import shutil
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,16 +16,12 @@ from aws_kinesis_agg.deaggregator import iter_deaggregate_records
 sys.path.insert(0, str(Path(__file__).parent))
 
 from agent_helpers import all_data, metric, read_stream, running_forwarder, wait_until  # noqa: E402
-from helpers import GatewayProcess  # noqa: E402
+from helpers import GatewayProcess, module_gateway  # noqa: E402
 
 from edge_agent.spool import NewRecord, Spool  # noqa: E402
 
-@pytest.fixture(scope="module")
-def shared_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    """One gateway for the tests that never stop it (each uses its own stream)."""
-    gw = GatewayProcess(tmp_path_factory.mktemp("shared") / "gateway-data").start()
-    yield gw
-    gw.kill()
+#: One gateway for the tests that never stop it (each uses its own stream).
+shared_gateway = module_gateway("shared_gateway")
 
 
 KEYS = ["plant/a/temp", "plant/b/temp", "serial-1", "/var/log/app.log"]

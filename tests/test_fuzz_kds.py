@@ -1,10 +1,15 @@
 """Fuzzing the data-stream API of a real gateway process: no 500, no crash, AWS-shaped errors,
-bounded memory, and records stored before the storm still readable (and writable) after it."""
+bounded memory, and records stored before the storm still readable (and writable) after it.
+
+Bodies come three ways: shaped by botocore's model, random CBOR and bytes, and each action's own
+member names holding values of any JSON/CBOR type."""
 
 from __future__ import annotations
 
 import json
 import socket
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 
 import cbor2
@@ -162,6 +167,44 @@ def test_huge_bodies_and_headers(gw: GatewayProcess, raw: RawClient) -> None:
     assert resp.status == 400
     raw.close()
     COUNTS["huge"] = 6
+
+
+# -- member-shaped bodies with values of any type (JSON and CBOR) ------------------------------------
+
+PLAUSIBLE = st.sampled_from([TARGET, "shardId-000000000000", "shardId-000000000001", "TRIM_HORIZON", "LATEST", "AT_TIMESTAMP", "UNIFORM_SCALING", "ON_DEMAND", "0", "49000000000000000000000000000000000000000000000000000001", "b2s=", f"arn:aws:kinesis:us-east-1:000000000000:stream/{TARGET}"])
+LEAF = st.one_of(st.none(), st.booleans(), st.integers(-5, 20), st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=12), PLAUSIBLE)
+#: CBOR also carries byte strings and tags (1 is a timestamp as the AWS SDKs write it).
+CBOR_LEAF = st.one_of(LEAF, st.binary(max_size=8), st.builds(cbor2.CBORTag, st.sampled_from([1, 2, 99]), st.integers(-10, 2**70)))
+MEMBER_KEYS = st.sampled_from(["Data", "PartitionKey", "Type", "ShardId", "StreamMode", "x"])
+VALUE = st.recursive(LEAF, lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(MEMBER_KEYS, inner, max_size=3)), max_leaves=8)
+CBOR_VALUE = st.recursive(CBOR_LEAF, lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(MEMBER_KEYS, inner, max_size=3)), max_leaves=8)
+
+
+@st.composite
+def member_bodies(draw: st.DrawFn) -> tuple[str, str, bytes]:
+    """(content type, action, body): the action's member names, values of any JSON/CBOR type."""
+    action = draw(st.sampled_from(sorted(HANDLERS)))
+    shape = KINESIS.operation_model(action).input_shape if action in ACTIONS else None
+    names = st.sampled_from(sorted(shape.members) if shape is not None and shape.members else ["x"])
+    if draw(st.booleans()):
+        return "application/x-amz-cbor-1.1", action, cbor2.dumps(draw(st.dictionaries(names, CBOR_VALUE, max_size=5)))
+    return "application/x-amz-json-1.1", action, json.dumps(draw(st.dictionaries(names, VALUE, max_size=5))).encode()
+
+
+@settings(FUZZ, max_examples=120)
+@given(request=member_bodies())
+def test_member_shaped_bodies_of_any_type(gw: GatewayProcess, request: tuple[str, str, bytes]) -> None:
+    content_type, action, body = request
+    req = urllib.request.Request(gw.url + "/", data=body, method="POST", headers={"Content-Type": content_type, "X-Amz-Target": f"Kinesis_20131202.{action}"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            status, payload = resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        status, payload = exc.code, exc.read()
+    assert status in (200, 400), (action, body, status, payload)
+    if status == 400:
+        error = cbor2.loads(payload) if content_type.endswith("cbor-1.1") else json.loads(payload)
+        assert error["__type"].endswith("Exception"), payload
 
 
 def test_zz_reference_data_survives_and_memory_is_bounded(gw: GatewayProcess) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_video_helpers import camera_fragments
+from video_support import camera_fragments
 
 from fuzz_support import SCALE, weighted, NAME_LIKE, RawClient, Response, assert_aws_error, from_shape, rss_kib, service_model
 from gateway.kvs import ROUTES as VIDEO_ROUTES

@@ -18,7 +18,7 @@ import pytest
 
 from h2_client import RawH2
 from helpers import ROOT, GatewayProcess, make_cert
-from test_video_helpers import camera_fragments, create_stream
+from video_support import camera_fragments, create_stream
 
 JS_DIR = ROOT / "tests" / "js"
 NODE = "/usr/bin/node"

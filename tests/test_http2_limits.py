@@ -13,7 +13,7 @@ import h2.errors
 import pytest
 from h2_client import RawH2
 from helpers import GatewayProcess, wait_until
-from test_video_helpers import PutMediaClient, camera_fragments, create_stream
+from video_support import PutMediaClient, camera_fragments, create_stream
 
 ERR = h2.errors.ErrorCodes
 LIST_STREAMS = [("x-amz-target", "Kinesis_20131202.ListStreams"), ("content-type", "application/x-amz-json-1.1")]

@@ -20,7 +20,7 @@ import botocore.exceptions
 import cv2
 import numpy as np
 import pytest
-from test_video_helpers import PutMediaClient, camera_fragments, create_stream
+from video_support import PutMediaClient, camera_fragments, create_stream
 
 from helpers import GatewayProcess
 from kvs import Fragment, FragmentWriter

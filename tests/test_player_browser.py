@@ -16,7 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-from test_video_helpers import PutMediaClient, camera_fragments, create_stream
+from video_support import PutMediaClient, camera_fragments, create_stream
 
 from helpers import GatewayProcess
 from kvs import Fragment, FragmentWriter

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from test_video_helpers import PutMediaClient, camera_fragments, create_stream
+from video_support import PutMediaClient, camera_fragments, create_stream
 
 from helpers import GatewayProcess, free_port, wait_until
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from helpers import GatewayProcess
-from test_video_helpers import PutMediaClient, camera_fragments, create_stream, data_client
+from video_support import PutMediaClient, camera_fragments, create_stream, data_client
 
 from gateway.kvs.retention import sweep
 from gateway.kvs.store import NewFragment, StoreInUseError, VideoStore

@@ -5,23 +5,18 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import GatewayProcess
-from test_video_helpers import PutMediaClient, camera_fragments, create_stream, data_client
+from helpers import GatewayProcess, module_gateway
+from video_support import PutMediaClient, camera_fragments, create_stream, data_client
 
 from kvs import Fragment, ebml
 from kvs.tags import read_tags, with_kvs_tags
 
 
-@pytest.fixture(scope="module")
-def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    proc = GatewayProcess(Path(tmp_path_factory.mktemp("video-putmedia")) / "data").start()
-    yield proc
-    proc.kill()
+gw = module_gateway("gw")
 
 
 @pytest.fixture(scope="module")

@@ -6,15 +6,14 @@ import datetime as dt
 import io
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import av
 import pytest
 from botocore.exceptions import ClientError
-from helpers import GatewayProcess
-from test_video_helpers import PutMediaClient, camera_fragments, create_stream, data_client
+from helpers import GatewayProcess, module_gateway
+from video_support import PutMediaClient, camera_fragments, create_stream, data_client
 
 from kvs import MkvStreamParser, ParsedFragment
 from kvs.tags import read_tags
@@ -23,11 +22,7 @@ START_MS = 1_700_000_000_000
 COUNT = 6
 
 
-@pytest.fixture(scope="module")
-def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    proc = GatewayProcess(Path(tmp_path_factory.mktemp("video-reads")) / "data").start()
-    yield proc
-    proc.kill()
+gw = module_gateway("gw")
 
 
 @pytest.fixture(scope="module")

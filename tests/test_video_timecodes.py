@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import av
 import pytest
-from test_video_helpers import PutMediaClient, camera_fragments, create_stream
+from video_support import PutMediaClient, camera_fragments, create_stream
 
 from helpers import GatewayProcess
 
