@@ -40,7 +40,7 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
     sink = await asyncio.to_thread(make_sink, config.firehose, config.data_path, config.durability)
     app[SERVICES] = Services(store, config.firehose, config.limits.enabled, config.account_id, lambda name: name in app[KDS_STORE].streams)
     catalog = app[GLUE_CATALOG]
-    destinations = Destinations(sink, config.firehose, catalog.table)
+    destinations = Destinations(sink, config.firehose, catalog.table, config.data_path)
     loop = DeliveryLoop(store, config.firehose, destinations.deliver)
     runner = asyncio.create_task(loop.run(), name="firehose-delivery")
     reader = asyncio.create_task(SourceReader(store, app[KDS_STORE], config.firehose.max_buffered_bytes).run(), name="firehose-sources")

@@ -111,7 +111,7 @@ Handler = Callable[[Call, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 def _check_processing(call: Call, kind: str, destination: dict[str, Any]) -> None:
-    partitioned = kind == "ExtendedS3" and bool(destination.get("DynamicPartitioningConfiguration", {}).get("Enabled"))
+    partitioned = kind == "Iceberg" or (kind == "ExtendedS3" and bool(destination.get("DynamicPartitioningConfiguration", {}).get("Enabled")))
     check_processors(destination, partitioned, call.services.config.transforms)
     if kind == "ExtendedS3":
         check_conversion(destination)

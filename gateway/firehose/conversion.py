@@ -259,49 +259,15 @@ class Converter:
         case_insensitive = openx is None or openx.get("CaseInsensitive", True)
         mappings = {k.lower(): v for k, v in ((openx or {}).get("ColumnToJsonKeyMappings") or {}).items()}
         dots = bool((openx or {}).get("ConvertDotsInJsonKeysToUnderscores"))
-        tables: list[pa.Table] = []
-        failures: list[Failure] = []
-        for start in range(0, len(records), FAST_GROUP):
-            group = records[start : start + FAST_GROUP]
-            fast = None if dots else _arrow_parse(group, schema, mappings, case_insensitive)
-            if fast is not None:
-                tables.append(fast)
-                continue
-            table, failed = self._slow(group, schema, mappings, case_insensitive, dots, catalog_info)
-            tables.append(table)
-            failures += failed
-        table = pa.concat_tables(tables) if tables else schema.empty_table()
+
+        def failed(record: Record, message: str) -> Failure:
+            return self._failure(record, "DataFormatConversion.MalformedData", message, catalog_info)
+
+        table, failures = to_arrow(records, schema, failed, mappings=mappings, case_insensitive=case_insensitive, dots=dots)
         if table.num_rows == 0:
             return b"", "", failures
         body, extension = _serialize(table, conversion["OutputFormatConfiguration"]["Serializer"])
         return body, extension, failures
-
-    def _slow(self, records: list[Record], schema: pa.Schema, mappings: dict[str, str], case_insensitive: bool, dots: bool,
-              catalog_info: dict[str, Any]) -> tuple[pa.Table, list[Failure]]:
-        columns: dict[str, list[Any]] = {f.name: [] for f in schema}
-        failures: list[Failure] = []
-        for record in records:
-            try:
-                doc = json.loads(record.data)
-                if not isinstance(doc, dict):
-                    raise ValueError("the record is not a JSON object")
-                if dots:
-                    doc = {k.replace(".", "_"): v for k, v in doc.items()}
-                if case_insensitive:
-                    doc = {k.lower(): v for k, v in doc.items()}
-                row = []
-                for field in schema:
-                    key = mappings.get(field.name, field.name)
-                    try:
-                        row.append(coerce(doc.get(key.lower() if case_insensitive else key), field.type))
-                    except (ValueError, TypeError, OverflowError) as exc:
-                        raise ValueError(f"column {field.name!r}: {exc}") from exc
-            except (ValueError, TypeError, RecursionError) as exc:
-                failures.append(self._failure(record, "DataFormatConversion.MalformedData", str(exc)[:1000], catalog_info))
-                continue
-            for field, value in zip(schema, row):
-                columns[field.name].append(value)
-        return pa.Table.from_pydict(columns, schema=schema), failures
 
     @staticmethod
     def _failure(record: Record, code: str, message: str, catalog_info: dict[str, Any]) -> Failure:
@@ -314,6 +280,55 @@ class Converter:
 
 
 FAST_GROUP = 2000
+
+
+def to_arrow(
+    records: list[Record], schema: pa.Schema, failed: Callable[[Record, str], Failure], *,
+    mappings: dict[str, str] | None = None, case_insensitive: bool = True, dots: bool = False,
+) -> tuple[pa.Table, list[Failure]]:
+    """JSON ``records`` as an Arrow table of ``schema``, and the records that do not fit it
+    (``failed(record, why)`` makes their error documents). Also Iceberg's path."""
+    mappings = mappings or {}
+    tables: list[pa.Table] = []
+    failures: list[Failure] = []
+    for start in range(0, len(records), FAST_GROUP):
+        group = records[start : start + FAST_GROUP]
+        fast = None if dots else _arrow_parse(group, schema, mappings, case_insensitive)
+        if fast is not None:
+            tables.append(fast)
+            continue
+        table, bad = _one_by_one(group, schema, mappings, case_insensitive, dots, failed)
+        tables.append(table)
+        failures += bad
+    return (pa.concat_tables(tables) if tables else schema.empty_table()), failures
+
+
+def _one_by_one(records: list[Record], schema: pa.Schema, mappings: dict[str, str], case_insensitive: bool, dots: bool,
+                failed: Callable[[Record, str], Failure]) -> tuple[pa.Table, list[Failure]]:
+    columns: dict[str, list[Any]] = {f.name: [] for f in schema}
+    failures: list[Failure] = []
+    for record in records:
+        try:
+            doc = json.loads(record.data)
+            if not isinstance(doc, dict):
+                raise ValueError("the record is not a JSON object")
+            if dots:
+                doc = {k.replace(".", "_"): v for k, v in doc.items()}
+            if case_insensitive:
+                doc = {k.lower(): v for k, v in doc.items()}
+            row = []
+            for field in schema:
+                key = mappings.get(field.name, field.name)
+                try:
+                    row.append(coerce(doc.get(key.lower() if case_insensitive else key), field.type))
+                except (ValueError, TypeError, OverflowError) as exc:
+                    raise ValueError(f"column {field.name!r}: {exc}") from exc
+        except (ValueError, TypeError, RecursionError) as exc:
+            failures.append(failed(record, str(exc)[:1000]))
+            continue
+        for field, value in zip(schema, row):
+            columns[field.name].append(value)
+    return pa.Table.from_pydict(columns, schema=schema), failures
 
 
 def _arrow_parse(records: list[Record], schema: pa.Schema, mappings: dict[str, str], case_insensitive: bool) -> pa.Table | None:

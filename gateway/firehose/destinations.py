@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from gateway.config import FirehoseConfig
-from gateway.firehose import pipeline, processors
+from gateway.firehose import iceberg, pipeline, processors
 from gateway.firehose.conversion import Converter, TableLookup
 from gateway.firehose.delivery import write_objects
 from gateway.firehose.http import HttpEndpoint
+from gateway.firehose.iceberg import IcebergTables
 from gateway.firehose.sinks import ObjectSink
 from gateway.firehose.store import Row
 from gateway.firehose.streams import DeliveryStream
@@ -16,11 +18,12 @@ from gateway.firehose.transforms import lambda_step
 
 
 class Destinations:
-    def __init__(self, sink: ObjectSink, config: FirehoseConfig, tables: TableLookup) -> None:
+    def __init__(self, sink: ObjectSink, config: FirehoseConfig, tables: TableLookup, data_path: Path) -> None:
         self.sink = sink
         self.config = config
         self.converter = Converter(tables)
         self.http = HttpEndpoint(sink, config)
+        self.iceberg = IcebergTables(data_path, config)
 
     async def close(self) -> None:
         await self.http.close()
@@ -37,6 +40,18 @@ class Destinations:
     async def deliver(self, stream: DeliveryStream, rows: list[Row]) -> dict[str, int]:
         if stream.kind == "HttpEndpoint":
             return await self.http.deliver(stream, rows, self.steps(stream))
+        if stream.kind == "Iceberg":
+            return await self._deliver_iceberg(stream, rows)
         batch = await asyncio.to_thread(pipeline.build, stream, rows, self.steps(stream), self.encoder(stream), self.config.gzip_level)
         await write_objects(self.sink, batch.objects)
         return batch.counts
+
+    async def _deliver_iceberg(self, stream: DeliveryStream, rows: list[Row]) -> dict[str, int]:
+        failures, counts = await asyncio.to_thread(self.iceberg.deliver, stream, rows, self.steps(stream))
+        objects = iceberg.error_objects(stream, rows, failures, self.config.gzip_level) if failures else []
+        if stream.destination.get("S3BackupMode") == "AllData":
+            backup = await asyncio.to_thread(pipeline.build, stream, rows, [], pipeline.concatenate, self.config.gzip_level, stream.s3)
+            objects += backup.objects
+        await write_objects(self.sink, objects)
+        counts["records_failed"] = len(failures)
+        return counts

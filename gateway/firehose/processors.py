@@ -56,7 +56,7 @@ def check_processors(dest: dict[str, Any], partitioned: bool, transforms: dict[s
     if "MetadataExtraction" in found:
         params = found["MetadataExtraction"]
         if not partitioned:
-            raise invalid("MetadataExtraction processors require dynamic partitioning to be enabled.")
+            raise invalid("MetadataExtraction processors require dynamic partitioning (or an Iceberg destination).")
         if "MetadataExtractionQuery" not in params:
             raise invalid("MetadataExtraction requires the MetadataExtractionQuery parameter.")
         compiled(params["MetadataExtractionQuery"])
@@ -153,7 +153,7 @@ def steps(stream: DeliveryStream, lambda_step: Callable[[dict[str, str]], Step])
         out.append(_deaggregation_step(found["RecordDeAggregation"]))
     if "Lambda" in found:
         out.append(lambda_step(found["Lambda"]))
-    if "MetadataExtraction" in found and stream.partitioned:
+    if "MetadataExtraction" in found and (stream.partitioned or stream.kind == "Iceberg"):
         out.append(_metadata_step(found["MetadataExtraction"]["MetadataExtractionQuery"]))
     if stream.partitioned:
         out.append(_require_keys(stream.s3.get("Prefix", "")))
