@@ -97,6 +97,10 @@ class MediaForwarder(ForwarderCore):
     def close(self) -> None:
         self.transport.close()
 
+    def hold(self, stream: str, seconds: float) -> None:
+        """Send nothing of ``stream`` for ``seconds`` (an edge configuration's upload window is shut)."""
+        self._not_before[stream] = max(self._not_before.get(stream, 0.0), time.monotonic() + seconds)
+
     def _idle(self, stop: threading.Event) -> None:
         """Sleep until a new fragment is spooled or a stream's retry time comes."""
         now = time.monotonic()

@@ -21,6 +21,7 @@ from prometheus_client import start_http_server
 
 from edge_agent import aws, metrics
 from edge_agent.config import AgentConfig
+from edge_agent.edge_config import EdgeConfigSync
 from edge_agent.errors import ConfigError
 from edge_agent.forwarder import RecordForwarder
 from edge_agent.kinesis_client import KinesisClient
@@ -61,6 +62,9 @@ class Agent:
         self._thread("forwarder-media", self.media.run, stop)
         for source_config in cfg.sources:
             self._thread(f"source-{source_config.name}", functools.partial(self._supervise, source_config), stop)
+        if any(getattr(source, "KIND", "") == "camera" for source in cfg.sources):  # remote edge configuration for its cameras
+            sync = EdgeConfigSync(self.media.transport, cfg.gateway.video_url, self.agent_id, self.spool, self.media)
+            self._thread("edge-config", sync.run, stop)
         if cfg.metrics.listen:
             host, _, port = cfg.metrics.listen.rpartition(":")
             if host.strip("[]") not in ("127.0.0.1", "localhost", "::1"):

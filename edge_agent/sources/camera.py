@@ -24,6 +24,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from edge_agent.edge_config import SCHEDULES
 from edge_agent.sources.base import Backoff, Rejects, Source, SourceConfig, SpoolWriter, partition_key, positive, run_forever
 from edge_agent.spool import NewRecord, Spool, SpoolClosed
 from kvs import Fragment, FragmentWriter
@@ -171,6 +172,9 @@ class CameraSource(Source):
 
     def _spool(self, fragments: list[Fragment], stop: threading.Event) -> None:
         if not fragments:
+            return
+        if not SCHEDULES.may_record(self.config.stream):  # outside the edge configuration's recording window
+            self.rejects("edge_schedule", f"{len(fragments)} fragment(s) outside the recording schedule (or the local size limit is reached)", len(fragments))
             return
         records = [
             NewRecord(

@@ -188,16 +188,18 @@ async def list_edge_agent_configurations(request: web.Request) -> web.Response:
 
 
 async def agent_configurations(request: web.Request) -> web.Response:
-    """Our edge agent's fetch: the hub's configurations; SYNCING ones become ACKNOWLEDGED, and a
+    """Our edge agent's fetch (by HubDeviceArn, or by its thing name: the agent id): the hub's
+    configurations; SYNCING ones become ACKNOWLEDGED, and a
     deleted one is handed over once more (SyncStatus DELETING) and then removed."""
     body = await read_json(request)
-    hub = body.get("HubDeviceArn")
-    if not isinstance(hub, str):
-        raise AwsError("InvalidArgumentException", "HubDeviceArn is required", 400)
+    hub, thing = body.get("HubDeviceArn"), body.get("ThingName")
+    if not isinstance(hub, str) and not isinstance(thing, str):
+        raise AwsError("InvalidArgumentException", "HubDeviceArn or ThingName is required", 400)
     configs = _configs(request)
     out = []
     for arn, value, created, updated in await asyncio.to_thread(configs.all, "edge"):
-        if value["EdgeConfig"]["HubDeviceArn"] != hub:
+        device = value["EdgeConfig"]["HubDeviceArn"]
+        if device != hub and not (isinstance(thing, str) and device.endswith(f":thing/{thing}")):
             continue
         out.append(_edge_view(None, arn, value, created, updated, agent=False))
         if value["SyncStatus"] == "SYNCING":
