@@ -206,7 +206,8 @@ class Demo:
             f"  streams:  {TELEMETRY_STREAM} (MQTT/serial telemetry), {LOG_STREAM} (log lines)"
             + (f", {VIDEO_STREAM} (video)" if self.camera else "") + "\n"
             f"  status:   edge-agent status --spool {self.data_dir / 'agent-spool.db'}\n"
-            f"\nread the telemetry back with boto3:\n\n{SNIPPET.format(url=self.url, stream=TELEMETRY_STREAM)}"
+            f"\nread the telemetry back with boto3 (./scripts/demo.sh installs it: run this with .venv/bin/python):\n\n"
+            f"{SNIPPET.format(url=self.url, stream=TELEMETRY_STREAM)}"
         )
 
     def shutdown(self) -> None:

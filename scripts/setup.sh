@@ -27,7 +27,8 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
   python3 -m venv .venv
 fi
-extras=""; [ "${EDGE_SETUP_TEST_TOOLS:-0}" = 1 ] && extras="[test]"
+extras=""; [ "${EDGE_SETUP_DEMO:-0}" = 1 ] && extras="[demo]"      # boto3 for the demo's snippet
+[ "${EDGE_SETUP_TEST_TOOLS:-0}" = 1 ] && extras="[test]"                  # (the test tools include boto3)
 stamp=".venv/.installed${extras}"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "setup: installing Python packages into .venv"

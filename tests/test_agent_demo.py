@@ -34,6 +34,10 @@ def test_demo_runs_end_to_end_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         wait_until(lambda: len(all_data(kinesis, "logs")) >= 2, 30, interval=0.5, what="log lines at the gateway")
         wait_until(lambda: len(list_fragments(url, "demo-camera")) >= 1, 40, interval=0.5, what="a video fragment")
         assert re.search(rb'"sensor": "line-\d"', all_data(kinesis, "telemetry")[0])
+        # the newcomer's first copy-paste: the banner's snippet runs and prints telemetry
+        snippet = text[text.index("import boto3") :].split("\n\n", 1)[0]
+        ran = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, timeout=60)
+        assert ran.returncode == 0 and "line-" in ran.stdout, ran.stderr
         demo.send_signal(signal.SIGINT)
         assert demo.wait(timeout=30) == 0
     finally:
