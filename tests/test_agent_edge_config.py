@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from agent_helpers import running_media_forwarder, synthetic_fragments, video_records, wait_until  # noqa: E402
-from test_video_helpers import create_stream  # noqa: E402
+from video_support import create_stream  # noqa: E402
 
 from edge_agent.edge_config import EdgeConfigSync, EdgeSchedules, Schedule, policy_of  # noqa: E402
 from edge_agent.spool import Spool  # noqa: E402
