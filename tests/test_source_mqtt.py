@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -53,6 +54,26 @@ def rejected(source: str, reason: str) -> float:
 
 
 @pytest.fixture
+def subscribed() -> Iterator[Callable[[str], bool]]:
+    """``subscribed(name)``: True once source ``name`` has been granted its subscriptions (its
+    "subscribed to" log line), so a test publishes only when the broker will route to it."""
+    names: list[str] = []
+
+    class Seen(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "%s: subscribed to %s" == record.msg:
+                names.append(str(record.args[0]))  # type: ignore[index]
+
+    logger = logging.getLogger("edge_agent.sources.mqtt")
+    handler, level = Seen(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield lambda name: name in names
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+@pytest.fixture
 def running() -> Iterator[Callable[[MqttConfig, Spool], threading.Event]]:
     started: list[tuple[threading.Thread, threading.Event]] = []
 
@@ -70,7 +91,7 @@ def running() -> Iterator[Callable[[MqttConfig, Spool], threading.Event]]:
         assert not thread.is_alive()
 
 
-def test_messages_land_in_spool_with_topic_key_and_binary_payloads(mosquitto, tmp_path: Path, running) -> None:
+def test_messages_land_in_spool_with_topic_key_and_binary_payloads(mosquitto, tmp_path: Path, running, subscribed) -> None:
     topic_root = f"plant-{uuid.uuid4().hex[:6]}"
     name = f"mqtt-{topic_root}"
     config = MqttConfig.from_dict(
@@ -82,8 +103,7 @@ def test_messages_land_in_spool_with_topic_key_and_binary_payloads(mosquitto, tm
     running(config, spool)
     pub = publisher(mosquitto.port)
     try:
-        wait_until(lambda: pub.is_connected())
-        time.sleep(0.5)  # let the source subscribe
+        wait_until(lambda: pub.is_connected() and subscribed(name))
         binary = bytes(range(256))
         pub.publish(f"{topic_root}/a/temp", b"21.5", qos=1).wait_for_publish(5)
         pub.publish(f"{topic_root}/b/temp", binary, qos=1).wait_for_publish(5)
@@ -109,7 +129,7 @@ def test_messages_land_in_spool_with_topic_key_and_binary_payloads(mosquitto, tm
     spool.close()
 
 
-def test_a_full_spool_leaves_messages_unacknowledged_not_lost(mosquitto, tmp_path: Path, running, caplog) -> None:
+def test_a_full_spool_leaves_messages_unacknowledged_not_lost(mosquitto, tmp_path: Path, running, subscribed, caplog) -> None:
     """Nothing may be dropped and the spool is full: messages wait (unacknowledged) until the
     forwarder frees room, then arrive once each, in order."""
     topic = f"full-{uuid.uuid4().hex[:6]}/t"
@@ -121,8 +141,7 @@ def test_a_full_spool_leaves_messages_unacknowledged_not_lost(mosquitto, tmp_pat
     expected = [f"{i:04d}".encode() + b"x" * 496 for i in range(200)]  # 100 kB through a 20 kB spool
     delivered: list[bytes] = []
     try:
-        wait_until(lambda: pub.is_connected())
-        time.sleep(0.5)
+        wait_until(lambda: pub.is_connected() and subscribed(config.name))
         for payload in expected:
             pub.publish(topic, payload, qos=1)
         deadline = time.monotonic() + 30
@@ -140,7 +159,7 @@ def test_a_full_spool_leaves_messages_unacknowledged_not_lost(mosquitto, tmp_pat
     spool.close()
 
 
-def test_mqtt5_session_gets_messages_published_while_away(mosquitto, tmp_path: Path, running) -> None:
+def test_mqtt5_session_gets_messages_published_while_away(mosquitto, tmp_path: Path, running, subscribed) -> None:
     topic = f"v5-{uuid.uuid4().hex[:6]}/data"
     config = MqttConfig.from_dict(
         {"stream": "s", "host": "127.0.0.1", "port": mosquitto.port, "topics": [topic], "protocol": "5",
@@ -151,8 +170,7 @@ def test_mqtt5_session_gets_messages_published_while_away(mosquitto, tmp_path: P
     stop = running(config, spool)
     pub = publisher(mosquitto.port)
     try:
-        wait_until(lambda: pub.is_connected())
-        time.sleep(0.5)
+        wait_until(lambda: pub.is_connected() and subscribed(config.name))
         pub.publish(topic, b"before", qos=1).wait_for_publish(5)
         wait_until(lambda: committed(spool, "records") == 1)
         stop.set()
@@ -183,7 +201,7 @@ class RestartableBroker(MosquittoProcess):
         return self
 
 
-def test_reconnects_after_the_broker_restarts(tmp_path: Path, running) -> None:
+def test_reconnects_after_the_broker_restarts(tmp_path: Path, running, subscribed) -> None:
     """The broker goes away and comes back (its session store on disk): the source reconnects by
     itself and gets what was published for it meanwhile."""
     broker = RestartableBroker(tmp_path / "broker").start()
@@ -196,8 +214,7 @@ def test_reconnects_after_the_broker_restarts(tmp_path: Path, running) -> None:
         spool = Spool(tmp_path / "spool.db")
         running(config, spool)
         pub = publisher(broker.port)
-        wait_until(lambda: pub.is_connected())
-        time.sleep(0.5)
+        wait_until(lambda: pub.is_connected() and subscribed(config.name))
         pub.publish("dev/1", b"before", qos=1).wait_for_publish(5)
         wait_until(lambda: committed(spool, "records") == 1)
         pub.loop_stop()
@@ -249,7 +266,7 @@ class TlsBroker(MosquittoProcess):
 
 
 @pytest.mark.skipif(not shutil.which("openssl") or not shutil.which("mosquitto_passwd"), reason="needs openssl and mosquitto_passwd")
-def test_tls_and_password(tmp_path: Path, running) -> None:
+def test_tls_and_password(tmp_path: Path, running, subscribed) -> None:
     broker = TlsBroker(tmp_path / "tls").start()
     try:
         base = {"stream": "s", "host": "127.0.0.1", "port": broker.port, "topics": ["secure/#"], "ca_file": str(broker.workdir / "ca.pem")}
@@ -266,8 +283,7 @@ def test_tls_and_password(tmp_path: Path, running) -> None:
         pub.connect("127.0.0.1", broker.port)
         pub.loop_start()
         try:
-            wait_until(lambda: pub.is_connected())
-            time.sleep(0.5)
+            wait_until(lambda: pub.is_connected() and subscribed("mqtt-tls-good"))
             pub.publish("secure/a", b"over tls", qos=1).wait_for_publish(5)
             wait_until(lambda: committed(spool_good, "records") == 1)
         finally:
@@ -342,7 +358,7 @@ def test_sigkill_mid_stream_loses_nothing(mosquitto, tmp_path: Path) -> None:
     assert max(datas.count(d) for d in set(datas)) == 1
 
 
-def test_redelivery_of_committed_messages_is_not_spooled_twice(mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_redelivery_of_committed_messages_is_not_spooled_twice(mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, subscribed) -> None:
     """The window a SIGKILL can hit, held open on purpose: messages committed, PUBACKs never sent.
     The broker redelivers every one (DUP); the next session acknowledges them without spooling them again."""
     topic = f"dup-{uuid.uuid4().hex[:6]}/t"
@@ -357,7 +373,7 @@ def test_redelivery_of_committed_messages_is_not_spooled_twice(mosquitto, tmp_pa
             stop = threading.Event()
             first = threading.Thread(target=config.build(spool, "a").run, args=(stop,))
             first.start()
-            time.sleep(0.5)
+            wait_until(lambda: subscribed("mqtt-dup"))
             for i in range(40):
                 pub.publish(topic, f"d{i}".encode(), qos=1).wait_for_publish(5)
             # unacknowledged, the broker stops at its in-flight limit (mosquitto: 20)

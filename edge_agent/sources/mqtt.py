@@ -235,9 +235,14 @@ class MqttSource(Source):
             log.warning("%s: disconnected from %s:%d: %s; reconnecting", self.name, self.config.host, self.config.port, reason)
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: list[Any], properties: Any) -> None:
+        granted = []
         for topic, reason in zip(self.config.topics, reasons):
             if reason.is_failure:
                 log.error("%s: broker refused the subscription to %r: %s", self.name, topic, reason)
+            else:
+                granted.append(topic)
+        if granted:
+            log.info("%s: subscribed to %s", self.name, ", ".join(granted))
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         try:
