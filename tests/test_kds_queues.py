@@ -179,6 +179,20 @@ def test_competing_receivers_each_get_their_own_records(kinesis: Any) -> None:
     assert sum(1 for part in got if part) >= 2  # the work was shared
 
 
+def test_a_queue_follows_resharding(kinesis: Any) -> None:
+    queue = make_queue(kinesis, "q-reshard", on_demand(kinesis, "q-reshard"))
+    before = [f"before-{i}".encode() for i in range(60)]
+    put(kinesis, "q-reshard", before)
+    kinesis.update_shard_count(StreamName="q-reshard", TargetShardCount=8, ScalingType="UNIFORM_SCALING")
+    after = [f"after-{i}".encode() for i in range(60)]
+    put(kinesis, "q-reshard", after)
+    got: list[bytes] = []
+    while records := receive(kinesis, queue):
+        got += [r["Data"] for r in records]
+        assert ack(kinesis, queue, records)["Failed"] == []
+    assert sorted(got) == sorted(before + after)  # closed parents and their new children alike
+
+
 def test_visibility_expiry_and_changes(kinesis: Any) -> None:
     queue = make_queue(kinesis, "q-visibility", on_demand(kinesis, "q-visibility"))
     put(kinesis, "q-visibility", [b"a", b"b"])

@@ -220,6 +220,15 @@ def test_takeover_after_the_window_and_errors_as_exception_frames(kinesis: Any) 
     assert exc.value.response["Error"]["Code"] == "ResourceInUseException"
 
 
+def test_deleting_the_stream_ends_its_subscriptions(kinesis: Any) -> None:
+    _, [consumer] = setup_stream(kinesis, "doomed")
+    reader = Reader(kinesis, consumer, "shardId-000000000000", Type="LATEST")
+    reader.next()
+    kinesis.delete_stream(StreamName="doomed", EnforceConsumerDeletion=True)
+    ended = reader.rest()
+    assert isinstance(ended[-1], EventStreamError) and ended[-1].response["Error"]["Code"] == "ResourceNotFoundException"
+
+
 def test_a_subscription_ends_after_its_time_with_heartbeats(kinesis: Any) -> None:
     _, [consumer] = setup_stream(kinesis, "expiry")
     started = time.monotonic()
