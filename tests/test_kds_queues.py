@@ -85,6 +85,9 @@ def test_control_plane_as_the_model_documents(kinesis: Any) -> None:
     assert updated["QueueAttributes"] == {"VisibilityTimeoutSeconds": 30, "DeadLetterConfiguration": {"TargetType": "NONE"}}
 
     second = make_queue(kinesis, "q-control-2", stream_arn)
+    kinesis.tag_resource(ResourceARN=second, Tags={"team": "edge", "tier": "gold"})
+    kinesis.untag_resource(ResourceARN=second, TagKeys=["tier"])
+    assert kinesis.list_tags_for_resource(ResourceARN=second)["Tags"] == [{"Key": "team", "Value": "edge"}]
     other = make_queue(kinesis, "q-control-other", on_demand(kinesis, "q-control-b"))
     mine = kinesis.list_queues(StreamFilter=[{"StreamARN": stream_arn}])["QueueSummaries"]
     assert [q["QueueName"] for q in mine] == ["q-control-1", "q-control-2"]

@@ -150,16 +150,25 @@ def resource_stream(call: Call, arn: str) -> Stream:
 
 
 async def tag_resource(call: Call, p: dict[str, Any]) -> dict[str, Any]:
+    if queues.is_queue_arn(p["ResourceARN"]):
+        await queues.tag_queue(call, p["ResourceARN"], p["Tags"], [])
+        return {}
     await control.add_tags(call.store, resource_stream(call, p["ResourceARN"]), p["Tags"])
     return {}
 
 
 async def untag_resource(call: Call, p: dict[str, Any]) -> dict[str, Any]:
+    if queues.is_queue_arn(p["ResourceARN"]):
+        await queues.tag_queue(call, p["ResourceARN"], {}, p["TagKeys"])
+        return {}
     await control.remove_tags(call.store, resource_stream(call, p["ResourceARN"]), p["TagKeys"])
     return {}
 
 
 async def list_tags_for_resource(call: Call, p: dict[str, Any]) -> dict[str, Any]:
+    if queues.is_queue_arn(p["ResourceARN"]):
+        tags = queues.queue_tags(call, p["ResourceARN"])
+        return {"Tags": [{"Key": k, "Value": tags[k]} for k in sorted(tags)]}
     stream = resource_stream(call, p["ResourceARN"])
     return {"Tags": [{"Key": k, "Value": stream.tags[k]} for k in sorted(stream.tags)]}
 

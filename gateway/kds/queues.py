@@ -180,6 +180,23 @@ class Queues:
         self.touch(updated)
         return updated
 
+    async def retag(self, queue: Queue, add: dict[str, str], remove: list[str]) -> None:
+        """TagResource / UntagResource on a queue ARN."""
+
+        def job(conn: sqlite3.Connection) -> Queue:
+            row = conn.execute("SELECT tags FROM queues WHERE key=?", (queue.key,)).fetchone()
+            if row is None:
+                raise not_found(f"Queue {queue.name} not found.")
+            tags = {**json.loads(row[0]), **add}
+            for key in remove:
+                tags.pop(key, None)
+            if len(tags) > MAX_TAGS:
+                raise limit_exceeded(f"A queue can have at most {MAX_TAGS} tags.")
+            conn.execute("UPDATE queues SET tags=? WHERE key=?", (json.dumps(tags), queue.key))
+            return replace(queue, tags=json.dumps(tags))
+
+        self._put(await self.store.run(job))
+
     async def delete(self, queue: Queue) -> None:
         def job(conn: sqlite3.Connection) -> None:
             forget(conn, queue.key)
@@ -342,6 +359,19 @@ async def update_queue(call: Call, p: dict[str, Any]) -> dict[str, Any]:
 async def delete_queue(call: Call, p: dict[str, Any]) -> dict[str, Any]:
     await call.request.app[QUEUES].delete(queue_for(call, p["QueueARN"]))
     return {}
+
+
+def is_queue_arn(arn: str) -> bool:
+    return ":queue/" in arn
+
+
+async def tag_queue(call: Call, arn: str, add: dict[str, str], remove: list[str]) -> None:
+    await call.request.app[QUEUES].retag(queue_for(call, arn), add, remove)
+
+
+def queue_tags(call: Call, arn: str) -> dict[str, str]:
+    tags: dict[str, str] = json.loads(queue_for(call, arn).tags)
+    return tags
 
 
 def active(call: Call, arn: str) -> Queue:
