@@ -126,7 +126,10 @@ class Subscriptions:
         for subscription in live:
             self.signals.fire([subscription.key[3]])
         if live:
-            await asyncio.wait([asyncio.ensure_future(s.done.wait()) for s in live], timeout=2)
+            waiters = [asyncio.ensure_future(s.done.wait()) for s in live]
+            await asyncio.wait(waiters, timeout=2)
+            for waiter in waiters:
+                waiter.cancel()
 
 
 SUBSCRIPTIONS = web.AppKey("kds_subscriptions", Subscriptions)
@@ -201,8 +204,10 @@ async def _push(call: Call, hub: Subscriptions, subscription: Subscription, stre
             return subscription.ended
         if hub.closing or clock() >= deadline:
             return None
-        if store.streams.get(stream.name) is not stream:
+        live = store.streams.get(stream.name)
+        if live is None or live.key != stream.key:  # by key: a reload after a failed commit makes new objects
             return not_found(f"Stream {stream.name} was deleted.")
+        stream = live
         if bucket is not None and bucket.refill(clock()) < 0:  # over this consumer's 2 MiB/s: let it refill
             await _sleep_until(hub, subscription, shard, min(deadline, clock() + -bucket.tokens / bucket.rate))
             continue
