@@ -17,8 +17,8 @@ from typing import Any, Literal
 
 import typed_config
 from consumer.errors import ConfigError
-from edge_agent.config import STREAM_NAME, GatewaySection, _url_problems
-from typed_config import positive
+from edge_agent.config import STREAM_NAME, GatewaySection
+from typed_config import host_port, positive, url
 
 DEFAULT_CONFIG_PATH = "/etc/edge-consumer/consumer.toml"
 DEFAULT_LEASES_PATH = "/var/lib/edge-consumer/leases.db"
@@ -95,7 +95,7 @@ class LeasesSection:
     dynamodb_endpoint_url: str = ""
 
     def check(self) -> list[str]:
-        problems = _url_problems(self.dynamodb_endpoint_url, "dynamodb_endpoint_url", allow_empty=True)
+        problems = url(self.dynamodb_endpoint_url, "dynamodb_endpoint_url", allow_empty=True)
         if self.store == "sqlite" and not self.path:
             problems.append("path: must not be empty")
         return problems
@@ -147,11 +147,7 @@ class MetricsSection:
     listen: str = DEFAULT_METRICS_LISTEN
 
     def check(self) -> list[str]:
-        if self.listen:
-            host, sep, port = self.listen.rpartition(":")
-            if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
-                return [f"listen: expected host:port, got {self.listen!r}"]
-        return []
+        return host_port(self.listen, "listen")
 
 
 @dataclass(frozen=True)

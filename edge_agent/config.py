@@ -17,11 +17,10 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import typed_config
 from edge_agent.errors import ConfigError
-from typed_config import positive
+from typed_config import host_port, positive, url
 
 MiB = 1024 * 1024
 
@@ -104,7 +103,7 @@ class GatewaySection:
         return (self.video_endpoint_url or self.endpoint_url).rstrip("/")
 
     def check(self) -> list[str]:
-        problems = [*_url_problems(self.endpoint_url, "endpoint_url"), *_url_problems(self.video_endpoint_url, "video_endpoint_url", allow_empty=True)]
+        problems = [*url(self.endpoint_url, "endpoint_url"), *url(self.video_endpoint_url, "video_endpoint_url", allow_empty=True)]
         if bool(self.access_key_id) != bool(self.secret_access_key):
             problems.append("secret_access_key: access_key_id and secret_access_key go together")
         if self.ca_file and not os.path.isfile(self.ca_file):
@@ -159,11 +158,7 @@ class MetricsSection:
     listen: str = DEFAULT_METRICS_LISTEN
 
     def check(self) -> list[str]:
-        if self.listen:
-            host, sep, port = self.listen.rpartition(":")
-            if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
-                return [f"listen: expected host:port, got {self.listen!r}"]
-        return []
+        return host_port(self.listen, "listen")
 
 
 @dataclass(frozen=True)
@@ -182,15 +177,6 @@ class AgentConfig:
 
 
 SECTIONS = {"agent": AgentSection, "spool": SpoolSection, "gateway": GatewaySection, "forwarder": ForwarderSection, "metrics": MetricsSection}
-
-
-def _url_problems(value: str, name: str, allow_empty: bool = False) -> list[str]:
-    if allow_empty and not value:
-        return []
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        return [f"{name}: expected an http:// or https:// URL, got {value!r}"]
-    return []
 
 
 #: Kinesis data stream names (KVS allows up to 256 of the same characters).

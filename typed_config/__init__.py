@@ -37,13 +37,14 @@ import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
+from urllib.parse import urlsplit
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["build", "describe", "key", "positive", "read_toml"]
+__all__ = ["build", "describe", "host_port", "key", "positive", "read_toml", "url"]
 
 T = TypeVar("T")
 
@@ -112,6 +113,25 @@ def build(cls: type[T], values: Any, prefix: str, errors: list[str], defaults: M
 def positive(config: Any, *names: str) -> list[str]:
     """``"<name>: must be > 0"`` for each named numeric field that is not positive."""
     return [f"{n}: must be > 0" for n in names if getattr(config, n) <= 0]
+
+
+def url(value: str, name: str, allow_empty: bool = False) -> list[str]:
+    """A problem if ``value`` is not an http(s) URL (or empty, when allowed)."""
+    if allow_empty and not value:
+        return []
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return [f"{name}: expected an http:// or https:// URL, got {value!r}"]
+    return []
+
+
+def host_port(value: str, name: str) -> list[str]:
+    """A problem if ``value`` is not ``host:port`` (empty is allowed: "off")."""
+    if value:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+            return [f"{name}: expected host:port, got {value!r}"]
+    return []
 
 
 class _Bad:

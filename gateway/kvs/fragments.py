@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.kvs.request import invalid, optional_str, parse_timestamp, read_json, store_of, stream_of
+from gateway.kvs.request import invalid, optional_str, parse_timestamp, read_json, start_streaming, store_of, stream_of
 from gateway.kvs.store import BY_PRODUCER, BY_SERVER, FragmentNotFoundError, parse_fragment_number
 from gateway.wire import decode_token, encode_token
 
@@ -95,11 +95,8 @@ async def get_media_for_fragment_list(request: web.Request) -> web.StreamRespons
     missing = await asyncio.to_thread(_missing, store, stream.id, numbers[1:])
     if missing:
         raise FragmentNotFoundError(missing)
-    response = web.StreamResponse(status=200, headers={"Content-Type": "video/webm"})
-    response.enable_chunked_encoding()
-    try:
-        await response.prepare(request)
-    except ConnectionError:  # the client left before the first byte of the answer
+    response, connected = await start_streaming(request, "video/webm")
+    if not connected:
         return response
     try:
         await response.write(first)

@@ -23,7 +23,7 @@ from aiohttp import web
 
 from gateway.errors import AwsError
 from gateway.kvs.keys import SHUTTING_DOWN, VIDEO_EVENTS
-from gateway.kvs.request import invalid, parse_timestamp, read_json, store_of, stream_of
+from gateway.kvs.request import invalid, parse_timestamp, read_json, start_streaming, store_of, stream_of
 from gateway.kvs.store import (BY_PRODUCER, BY_SERVER, FragmentInfo, FragmentNotFoundError, StreamRecord,
                                VideoStore, fragment_number, parse_fragment_number)
 from kvs.tags import CONTINUATION_TOKEN, MILLIS_BEHIND_NOW, with_kvs_tags
@@ -79,11 +79,8 @@ async def get_media(request: web.Request) -> web.StreamResponse:
     stream = await stream_of(request, body)
     store = store_of(request)
     start = await parse_start(store, stream, body.get("StartSelector"))
-    response = web.StreamResponse(status=200, headers={"Content-Type": "video/webm"})
-    response.enable_chunked_encoding()
-    try:
-        await response.prepare(request)
-    except ConnectionError:  # the client left before the first byte of the answer
+    response, connected = await start_streaming(request, "video/webm")
+    if not connected:
         return response
     if not await _tail(request, response, store, stream, start):
         return response  # the client went away

@@ -66,6 +66,17 @@ async def stream_of(request: web.Request, body: dict[str, Any]) -> StreamRecord:
     return await resolve_stream(request, optional_str(body, "StreamName"), optional_str(body, "StreamARN"))
 
 
+async def start_streaming(request: web.Request, content_type: str) -> tuple[web.StreamResponse, bool]:
+    """A chunked 200 answer with its head sent, and whether the client is still there to read it."""
+    response = web.StreamResponse(status=200, headers={"Content-Type": content_type})
+    response.enable_chunked_encoding()
+    try:
+        await response.prepare(request)
+    except ConnectionError:  # the client left before the first byte of the answer
+        return response, False
+    return response, True
+
+
 def _epoch_ms(seconds: float, name: str) -> int:
     if not math.isfinite(seconds) or abs(seconds) > MAX_EPOCH_SECONDS:
         raise invalid(f"{name} is out of range: {seconds!r}")
