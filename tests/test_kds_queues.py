@@ -7,12 +7,14 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
+import cbor2
 import pytest
 from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError
 from helpers import GatewayProcess, wait_until
@@ -194,6 +196,25 @@ def test_a_queue_follows_resharding(kinesis: Any) -> None:
         got += [r["Data"] for r in records]
         assert ack(kinesis, queue, records)["Failed"] == []
     assert sorted(got) == sorted(before + after)  # closed parents and their new children alike
+
+
+def test_cbor_clients_get_cbor_records(gateway: GatewayProcess, kinesis: Any) -> None:
+    """The Java SDK's wire: blobs as byte strings, timestamps as epoch milliseconds (signed, as
+    this module's gateway checks SigV4)."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    queue = make_queue(kinesis, "q-cbor", on_demand(kinesis, "q-cbor"))
+    kinesis.put_record(StreamName="q-cbor", Data=b"\x00\xff", PartitionKey="k")
+    body = cbor2.dumps({"QueueARN": queue, "WaitTimeSeconds": 1})
+    request = AWSRequest("POST", gateway.url + "/", data=body, headers={
+        "Content-Type": "application/x-amz-cbor-1.1", "X-Amz-Target": "Kinesis_20131202.ReceiveQueueRecords"})
+    SigV4Auth(Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"), "kinesis", "us-east-1").add_auth(request)
+    with urllib.request.urlopen(urllib.request.Request(request.url, data=body, headers=dict(request.headers), method="POST"), timeout=10) as response:
+        [record] = cbor2.loads(response.read())["QueueRecords"]
+    assert record["Data"] == b"\x00\xff" and record["ReceiveCount"] == 1
+    assert isinstance(record["FirstReceiveTimestamp"], int) and abs(record["FirstReceiveTimestamp"] / 1000 - time.time()) < 60
 
 
 def test_visibility_expiry_and_changes(kinesis: Any) -> None:
