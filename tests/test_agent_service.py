@@ -19,6 +19,16 @@ from helpers import free_port  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def failed_sends(metrics_url: str) -> float:
+    """Retries the running agent counted so far (0 while its metrics endpoint is not up yet)."""
+    from edge_agent.status import from_metrics
+
+    try:
+        return from_metrics(metrics_url).retries
+    except OSError:
+        return 0
+
+
 def write_config(tmp_path: Path, gateway_url: str, metrics_port: int, log_file: Path) -> Path:
     config = tmp_path / "agent.toml"
     config.write_text(f"""
@@ -133,7 +143,8 @@ def test_agent_process_notifies_systemd_serves_metrics_and_stops_cleanly(gateway
 def test_agent_keeps_running_while_the_gateway_is_unreachable(tmp_path: Path) -> None:
     log_file = tmp_path / "app.log"
     log_file.write_text("a\nb\nc\n")
-    config = write_config(tmp_path, f"http://127.0.0.1:{free_port()}", free_port(), log_file)
+    metrics_port = free_port()
+    config = write_config(tmp_path, f"http://127.0.0.1:{free_port()}", metrics_port, log_file)
     agent = subprocess.Popen([sys.executable, "-m", "edge_agent", "run", "--config", str(config)], cwd=ROOT,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -142,7 +153,8 @@ def test_agent_keeps_running_while_the_gateway_is_unreachable(tmp_path: Path) ->
         spool_path = tmp_path / "spool.db"
         wait_until(lambda: spool_path.exists() and from_spool(spool_path).spool_records["records"] == 3, 30,
                    interval=0.2, what="the lines in the spool")
-        time.sleep(1.0)  # several failed send attempts later...
+        wait_until(lambda: failed_sends(f"http://127.0.0.1:{metrics_port}/metrics") >= 3, 30, interval=0.2,
+                   what="several failed send attempts")
         assert agent.poll() is None  # ...no gateway is not a reason to exit
         agent.send_signal(signal.SIGINT)
         assert agent.wait(timeout=20) == 0

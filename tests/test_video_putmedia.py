@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import GatewayProcess, module_gateway
+from helpers import GatewayProcess, module_gateway, wait_until
 from video_support import PutMediaClient, camera_fragments, create_stream, data_client
 
 from kvs import Fragment, ebml
@@ -185,9 +185,7 @@ def test_producer_vanishing_mid_fragment_keeps_the_complete_ones(gw: GatewayProc
     client.send(fragments[2].data[:5000])
     client.wait_for(lambda acks: sum(a["EventType"] == "PERSISTED" for a in acks) == 2)
     client.abort()
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and len(listed(gw, "vanish")) != 2:
-        time.sleep(0.1)
+    wait_until(lambda: len(listed(gw, "vanish")) == 2, 5, what="the two complete fragments listed")
     stored = listed(gw, "vanish")
     assert [int(f["ProducerTimestamp"].timestamp() * 1000) for f in stored] == [f.start_ms for f in fragments[:2]]
     time.sleep(0.3)
