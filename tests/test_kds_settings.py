@@ -136,15 +136,15 @@ def test_a_sealed_row_moved_or_altered_is_refused(gw: GatewayProcess) -> None:
     assert exc.value.response["Error"]["Code"] == "InternalFailure"
 
 
-def test_own_keys_from_the_cli(gw: GatewayProcess) -> None:
-    import subprocess
-    import sys
+def test_own_keys_from_the_cli(gw: GatewayProcess, capsys: pytest.CaptureFixture[str]) -> None:
+    from gateway.cli import main
 
-    out = subprocess.run([sys.executable, "-m", "gateway", "--data-dir", str(gw.data_dir), "--create-key", "alias/cameras"], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
+    assert main(["--data-dir", str(gw.data_dir), "--create-key", "alias/cameras"]) == 0  # what `edge-gateway --create-key` runs
+    key_id = capsys.readouterr().out.strip()
+    assert main(["--data-dir", str(gw.data_dir), "--create-key", "alias/cameras"]) == 2  # taken
     kinesis = gw.client("kinesis")
     kinesis.create_stream(StreamName="set-own", ShardCount=1)
-    kinesis.start_stream_encryption(StreamName="set-own", EncryptionType="KMS", KeyId=out.stdout.strip())  # the running gateway sees the new key
+    kinesis.start_stream_encryption(StreamName="set-own", EncryptionType="KMS", KeyId=key_id)  # the running gateway sees the new key
     active(kinesis, "set-own")
     with pytest.raises(ClientError) as exc:  # not the key it is encrypted with
         kinesis.stop_stream_encryption(StreamName="set-own", EncryptionType="KMS", KeyId="alias/aws/kinesis")

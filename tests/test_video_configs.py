@@ -83,6 +83,17 @@ def test_model_validation_lists_every_violation(gw: GatewayProcess) -> None:
         "failed to satisfy constraint: Member must have value greater than or equal to 1")
 
 
+def test_storage_tier(gw: GatewayProcess) -> None:
+    kv = gw.client("kinesisvideo")
+    assert kv.describe_stream_storage_configuration(StreamName="cfg")["StreamStorageConfiguration"] == {"DefaultStorageTier": "HOT"}
+    version = kv.describe_stream(StreamName="cfg")["StreamInfo"]["Version"]
+    with pytest.raises(ClientError) as exc:
+        kv.update_stream_storage_configuration(StreamName="cfg", CurrentVersion="stale", StreamStorageConfiguration={"DefaultStorageTier": "WARM"})
+    assert exc.value.response["Error"]["Code"] == "VersionMismatchException"
+    kv.update_stream_storage_configuration(StreamName="cfg", CurrentVersion=version, StreamStorageConfiguration={"DefaultStorageTier": "WARM"})
+    assert kv.describe_stream_storage_configuration(StreamName="cfg")["StreamStorageConfiguration"] == {"DefaultStorageTier": "WARM"}
+
+
 def test_tags_by_resource_arn(gw: GatewayProcess) -> None:
     kv = gw.client("kinesisvideo")
     arn = arn_of(gw, "cfg")

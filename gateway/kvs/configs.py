@@ -3,6 +3,7 @@
 TagResource / UntagResource / ListTagsForResource (the stream's tags, by ARN);
 Update/DescribeImageGenerationConfiguration (images written on a schedule, see ``imagegen``);
 Update/DescribeNotificationConfiguration (fragment notifications, see ``notify``);
+Update/DescribeStreamStorageConfiguration (the default storage tier, kept and shown);
 StartEdgeConfigurationUpdate / DescribeEdgeConfiguration / DeleteEdgeConfiguration /
 ListEdgeAgentConfigurations, and the two calls our edge agent makes to fetch its configuration and
 report back (``POST /edgeAgent/configurations``, ``POST /edgeAgent/status``, see ``edge_agent/edge_config.py``).
@@ -126,6 +127,26 @@ async def describe_notification(request: web.Request) -> web.Response:
     return web.json_response({} if found is None else {"NotificationConfiguration": found[0]})
 
 
+# -- storage tier ---------------------------------------------------------------------------------
+
+
+async def describe_storage(request: web.Request) -> web.Response:
+    """The stream's default storage tier (HOT unless set; one local disk serves both tiers alike)."""
+    stream = await _stream(request, await checked(request, "DescribeStreamStorageConfiguration"))
+    found = await asyncio.to_thread(_configs(request).get, stream.arn, "storage")
+    config = found[0] if found is not None else {"DefaultStorageTier": "HOT"}
+    return web.json_response({"StreamName": stream.name, "StreamARN": stream.arn, "StreamStorageConfiguration": config})
+
+
+async def update_storage(request: web.Request) -> web.Response:
+    body = await checked(request, "UpdateStreamStorageConfiguration")
+    stream = await _stream(request, body)
+    if body["CurrentVersion"] != stream.version:
+        raise AwsError("VersionMismatchException", f"The stream version {body['CurrentVersion']} does not match the current version {stream.version}.", 400)
+    await asyncio.to_thread(_configs(request).put, stream.arn, "storage", body["StreamStorageConfiguration"])
+    return web.json_response({})
+
+
 # -- edge configuration ---------------------------------------------------------------------------
 
 
@@ -236,6 +257,8 @@ ROUTES: list[web.RouteDef] = [
     web.post("/describeImageGenerationConfiguration", describe_image_generation),
     web.post("/updateNotificationConfiguration", update_notification),
     web.post("/describeNotificationConfiguration", describe_notification),
+    web.post("/describeStreamStorageConfiguration", describe_storage),
+    web.post("/updateStreamStorageConfiguration", update_storage),
     web.post("/startEdgeConfigurationUpdate", start_edge_update),
     web.post("/describeEdgeConfiguration", describe_edge),
     web.post("/deleteEdgeConfiguration", delete_edge),
