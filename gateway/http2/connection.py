@@ -53,9 +53,9 @@ def _data_frame_repr(frame: hyperframe.frame.DataFrame) -> str:
 # gateway's CPU per PutRecords call over HTTP/2. Only that repr changes: the length instead.
 hyperframe.frame.DataFrame._body_repr = _data_frame_repr  # type: ignore[method-assign,assignment]
 
+
 def _error_body(code: str, message: str) -> bytes:
     return json.dumps({"__type": code, "message": message}).encode()
-
 
 
 class Http2Server:
@@ -177,7 +177,7 @@ class Http2Connection(asyncio.Protocol):
         if self._idle is not None:
             self._idle.cancel()
         for stream in list(self.streams.values()):
-            stream.closed_by_peer("connection closed")
+            stream.mark_closed("connection closed")
         self._wake_writers()
 
     def pause_writing(self) -> None:
@@ -354,7 +354,7 @@ class Http2Connection(asyncio.Protocol):
 
     def _reset_by_client(self, stream_id: int) -> None:
         if (stream := self.streams.get(stream_id)) is not None:
-            stream.closed_by_peer("stream reset by the client")
+            stream.mark_closed("stream reset by the client")
         now = self.loop.time()
         if now - self._reset_window_start > RESET_WINDOW_SECONDS:
             self._reset_window_start, self._resets = now, 0
@@ -370,7 +370,7 @@ class Http2Connection(asyncio.Protocol):
         self._failed = self.closing = True
         self.flush()
         for stream in list(self.streams.values()):
-            stream.closed_by_peer("connection failed")
+            stream.mark_closed("connection failed")
         if self.transport is not None and self.transport.can_write_eof():
             self.transport.write_eof()
         self.loop.call_later(FAIL_LINGER_SECONDS, self.close)

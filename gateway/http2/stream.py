@@ -153,9 +153,10 @@ class Stream:
             except h2.exceptions.ProtocolError:
                 pass
             self.connection.flush()
-            self.closed_by_peer("stream reset by the gateway")
+            self.mark_closed("stream reset by the gateway")
 
-    def closed_by_peer(self, why: str) -> None:
+    def mark_closed(self, why: str) -> None:
+        """No more frames on this stream: a body read fails with ``why``, a waiting writer wakes (to fail)."""
         self.closed = True
         if not self.payload.is_eof():
             self.payload.set_exception(ConnectionResetError(why))
