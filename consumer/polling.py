@@ -78,7 +78,7 @@ class PollingReader:
         self._stop = stop
         self.min_interval = min_interval
         self.max_records = max_records
-        self._backoff = backoff or Backoff(base=min_interval, cap=5.0)
+        self._backoff = backoff or Backoff(base=max(min_interval, 0.1), cap=5.0)
         self._iterator: str | None = None
         self._last_sequence: str | None = None
         self._last_call = 0.0

@@ -87,17 +87,17 @@ def build_worker(config: ConsumerConfig) -> Worker:
 
 
 def run_consumer(config: ConsumerConfig) -> int:
-    try:
-        worker = build_worker(config)
-    except ConsumerError as exc:
-        log.error("%s", exc)
-        return 2
     if config.metrics.listen:
         host, _, port = config.metrics.listen.rpartition(":")
         try:
             start_http_server(int(port), addr=host.strip("[]"), registry=metrics.REGISTRY)
         except OSError as exc:
             log.error("metrics endpoint %s unavailable: %s (continuing without it)", config.metrics.listen, exc)
+    try:
+        worker = build_worker(config)  # registers the fan-out consumer: may take a while
+    except ConsumerError as exc:
+        log.error("%s", exc)
+        return 2
 
     def stop(signum: int, frame: FrameType | None) -> None:
         log.info("signal %d: checkpointing and releasing leases", signum)
