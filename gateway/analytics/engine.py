@@ -174,13 +174,14 @@ class Application:
 
     # -- one micro-batch -----------------------------------------------------------------
 
-    def _read(self, spec: InputSpec, first_run: bool) -> tuple[pa.Table, bool]:
+    def _read(self, spec: InputSpec) -> tuple[pa.Table, bool]:
         """New records of one input, and whether every shard was read to its end."""
         stream = self.store.streams.get(spec.stream)
         if stream is None:
             self.message = f"input stream {spec.stream} does not exist"
             return pa.Table.from_batches([], RAW_SCHEMA), True
         shards = stream.shards
+        first_run = not any(table == spec.table for table, _ in self.state.positions)  # LATEST applies to a new input only
         per_shard = max(1, self.spec.max_batch_records // max(1, len(shards)))
         tables, at_tip = [], True
         for shard in shards:
@@ -209,13 +210,12 @@ class Application:
         con = self._con
         assert con is not None and self._checkpoint is not None
         started = time.time()
-        first_run = not self.state.positions
         outbox: list[tuple[str, str, bytes]] = []
         counters = self.state.counters
         read_total, behind, oldest_arrival = 0, False, None
         self.message = ""
         for spec in self.spec.inputs:
-            raw, at_tip = self._read(spec, first_run)
+            raw, at_tip = self._read(spec)
             behind |= not at_tip
             read_total += raw.num_rows
             good = _q("__good_" + spec.table)
