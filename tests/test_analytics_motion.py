@@ -89,11 +89,13 @@ def test_motion_periods_become_records_and_timeline_spans(gw: GatewayProcess) ->
         assert event["videoStream"] == "porch"
         assert abs(event["timestampMillis"] - expected) <= INTERVAL_MS, (event, expected)
 
-    with urllib.request.urlopen(f"{gw.url}/analytics/motion/porch", timeout=5) as response:
-        summary = json.load(response)
-    assert [(p["StartMillis"], p["EndMillis"]) for p in summary["Periods"]] == [
+    def summary() -> dict[str, Any]:
+        with urllib.request.urlopen(f"{gw.url}/analytics/motion/porch", timeout=5) as response:
+            return json.load(response)  # type: ignore[no-any-return]
+
+    wait_until(lambda: summary()["SamplesAnalysed"] == SECONDS * SAMPLE_FPS, timeout=10, what="every sample of the video analysed")
+    assert [(p["StartMillis"], p["EndMillis"]) for p in summary()["Periods"]] == [
         (got[0]["timestampMillis"], got[1]["timestampMillis"]), (got[2]["timestampMillis"], got[3]["timestampMillis"])]
-    assert summary["SamplesAnalysed"] == SECONDS * SAMPLE_FPS
 
     if not os.path.exists(CHROMIUM):
         pytest.fail("chromium is not installed")
