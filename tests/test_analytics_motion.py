@@ -97,6 +97,11 @@ def test_motion_periods_become_records_and_timeline_spans(gw: GatewayProcess) ->
     assert [(p["StartMillis"], p["EndMillis"]) for p in summary()["Periods"]] == [
         (got[0]["timestampMillis"], got[1]["timestampMillis"]), (got[2]["timestampMillis"], got[3]["timestampMillis"])]
 
+    gw.restart()  # SIGKILL: the periods come back from the stream, and no event is written twice
+    wait_until(lambda: len(summary()["Periods"]) == 2, timeout=10, what="the periods after a restart")
+    time.sleep(0.5)
+    assert [e["timestampMillis"] for e in events(kinesis)] == [e["timestampMillis"] for e in got]
+
     if not os.path.exists(CHROMIUM):
         pytest.fail("chromium is not installed")
     from playwright.sync_api import sync_playwright

@@ -60,6 +60,17 @@ class MotionDetector:
         self.masks: list[tuple[slice, slice]] = []
         self.samples = 0
 
+    def saved(self) -> dict[str, int]:
+        """What must survive a restart: an open motion period (the background model is re-learnt)."""
+        return {"moving_since": -1 if self.moving_since is None else self.moving_since,
+                "still_since": -1 if self.still_since is None else self.still_since,
+                "next_sample_ms": -1 if self.next_sample_ms is None else self.next_sample_ms}
+
+    def restore(self, saved: dict[str, int]) -> None:
+        for name in ("moving_since", "still_since", "next_sample_ms"):
+            value = saved.get(name, -1)
+            setattr(self, name, None if value < 0 else value)
+
     def wants(self, ts_ms: int) -> bool:
         return self.next_sample_ms is None or ts_ms >= self.next_sample_ms
 
@@ -134,6 +145,7 @@ class MotionWatcher:
             return
         try:
             state = checkpoint.load()
+            self.detector.restore(state.counters)
             self._load_periods(checkpoint)
             self.status = "RUNNING"
             while not self._stop.is_set():
@@ -190,6 +202,7 @@ class MotionWatcher:
                 log.warning("motion %s: cannot decode fragment %s: %s", self.spec.video_stream, info.fragment_number, exc)
             state.positions[key] = parse_fragment_number(info.fragment_number)[1]
         self.busy_seconds += time.process_time() - started
+        state.counters.update(self.detector.saved())
         checkpoint.save(state, [], outbox)
         deliver(checkpoint, self.outputs, self._stop, self._report)
         return len(fragments) == FRAGMENTS_PER_POLL
