@@ -20,6 +20,7 @@ from typing import Any
 
 import typed_config
 from edge_agent.errors import ConfigError
+from edge_agent.kinesis_limits import delivery_stream_of
 from typed_config import host_port, positive, url
 
 MiB = 1024 * 1024
@@ -85,6 +86,9 @@ class GatewaySection:
     endpoint_url: str = DEFAULT_ENDPOINT_URL
     #: Kinesis Video control-plane endpoint (GetDataEndpoint is asked for the PutMedia URL). Empty: endpoint_url.
     video_endpoint_url: str = ""
+    #: Firehose endpoint for sources with ``delivery_stream`` (https://firehose.<region>.amazonaws.com
+    #: on AWS). Empty: endpoint_url (our gateway answers both APIs).
+    firehose_endpoint_url: str = ""
     region: str = DEFAULT_REGION
     #: Static credentials. Empty: the usual AWS chain (AWS_* env vars, profile, instance role); if that
     #: finds nothing, requests are signed with a placeholder key (fine for a gateway without [auth]).
@@ -103,7 +107,8 @@ class GatewaySection:
         return (self.video_endpoint_url or self.endpoint_url).rstrip("/")
 
     def check(self) -> list[str]:
-        problems = [*url(self.endpoint_url, "endpoint_url"), *url(self.video_endpoint_url, "video_endpoint_url", allow_empty=True)]
+        problems = [*url(self.endpoint_url, "endpoint_url"), *url(self.video_endpoint_url, "video_endpoint_url", allow_empty=True),
+                    *url(self.firehose_endpoint_url, "firehose_endpoint_url", allow_empty=True)]
         if bool(self.access_key_id) != bool(self.secret_access_key):
             problems.append("secret_access_key: access_key_id and secret_access_key go together")
         if self.ca_file and not os.path.isfile(self.ca_file):
@@ -181,6 +186,8 @@ SECTIONS = {"agent": AgentSection, "spool": SpoolSection, "gateway": GatewaySect
 
 #: Kinesis data stream names (KVS allows up to 256 of the same characters).
 STREAM_NAME = re.compile(r"[a-zA-Z0-9_.-]{1,128}")
+#: Firehose delivery stream names.
+DELIVERY_STREAM_NAME = re.compile(r"[a-zA-Z0-9_.-]{1,64}")
 
 
 def _position(built: list[Any], source: Any) -> int:
@@ -219,7 +226,11 @@ def _build_sources(values: Any, errors: list[str]) -> tuple[Any, ...]:
                 built.append(source)
     for source in built:
         stream = getattr(source, "stream", "")
-        if stream and not STREAM_NAME.fullmatch(stream):
+        delivery_stream = delivery_stream_of(stream)
+        if delivery_stream is not None and not DELIVERY_STREAM_NAME.fullmatch(delivery_stream):
+            errors.append(f"sources.{source.KIND}[{_position(built, source)}].delivery_stream: {delivery_stream!r} is not a valid delivery "
+                          "stream name (1-64 characters: letters, digits, _ . -)")
+        elif delivery_stream is None and stream and not STREAM_NAME.fullmatch(stream):
             errors.append(f"sources.{source.KIND}[{_position(built, source)}].stream: {stream!r} is not a valid stream name "
                           "(1-128 characters: letters, digits, _ . -)")
     names = [getattr(s, "name", "") for s in built]

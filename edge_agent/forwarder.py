@@ -8,7 +8,8 @@ How a record travels:
 2. ``_select`` builds a PutRecords batch (≤ 500 units, ≤ 5 MiB, one stream) in spool order.
    Per partition key order: once a unit of a key is held back (waiting for its retry), every
    later unit of that key is held back too, so a failed record is never overtaken.
-3. ``_send`` calls PutRecords (``edge_agent.kinesis_client``) with ``X-Edge-Producer-Id`` and
+3. ``_send`` calls PutRecords (``edge_agent.kinesis_client``; for a source's ``delivery_stream``,
+   PutRecordBatch through ``edge_agent.firehose_client``, ≤ 4 MiB, no aggregation) with ``X-Edge-Producer-Id`` and
    ``X-Edge-Record-Seqs`` (one spool seq per unit: the gateway answers a replay with the
    original result instead of storing it twice). Records the gateway accepted are acked in
    the spool (deleted); the failed ones are retried with full-jitter backoff.
@@ -42,7 +43,7 @@ from edge_agent.backoff import Backoff, RateController
 from edge_agent.config import ForwarderSection
 from edge_agent.errors import CONNECTION, SendError
 from edge_agent.forwarder_core import ForwarderCore, log
-from edge_agent.kinesis_limits import MAX_RECORD_BYTES, partition_key
+from edge_agent.kinesis_limits import FIREHOSE_MAX_BATCH_BYTES, FIREHOSE_MAX_RECORD_BYTES, MAX_RECORD_BYTES, delivery_stream_of, partition_key
 from edge_agent.spool import SpoolClosed, SpooledRecord
 from edge_agent.transport import PRODUCER_HEADER, RECORD_SEQS_HEADER
 #: Units held in memory: two batches (one going out, one being assembled). A record the spool
@@ -51,7 +52,8 @@ WINDOW_BATCHES = 2
 #: Retry delays after throttling stop doubling here (base * 2^4 = 1.6 s by default).
 THROTTLE_MAX_EXPONENT = 4
 AGG_CHECKPOINT = "forwarder.records.aggregates"
-THROTTLE_CODES = {"ProvisionedThroughputExceededException", "ThrottlingException", "LimitExceededException", "KMSThrottlingException"}
+THROTTLE_CODES = {"ProvisionedThroughputExceededException", "ThrottlingException", "LimitExceededException", "KMSThrottlingException",
+                  "ServiceUnavailableException"}  # Firehose's "Slow down."
 #: Request-level errors a single bad record causes: the batch is split to isolate it.
 POISON_CODES = {"ValidationException", "InvalidArgumentException", "SerializationException"}
 
@@ -172,10 +174,11 @@ class RecordForwarder(ForwarderCore):
 
     def _take(self, record: SpooledRecord) -> None:
         key = partition_key(record.partition_key or record.source)
-        if len(record.data) + len(key.encode()) > MAX_RECORD_BYTES:
-            self._reject([record.seq], Counter({record.source: 1}), "too_large", f"{len(record.data)} bytes is over the Kinesis record limit")
+        to_firehose = delivery_stream_of(record.stream) is not None
+        if len(record.data) + len(key.encode()) > MAX_RECORD_BYTES or (to_firehose and len(record.data) > FIREHOSE_MAX_RECORD_BYTES):
+            self._reject([record.seq], Counter({record.source: 1}), "too_large", f"{len(record.data)} bytes is over the {'Firehose' if to_firehose else 'Kinesis'} record limit")
             return
-        if self.config.aggregate:
+        if self.config.aggregate and not to_firehose:
             if self._add_to_saved_range(record, key):
                 return
             unit = self._open_aggregates.get((record.stream, key))
@@ -226,22 +229,27 @@ class RecordForwarder(ForwarderCore):
         # While paced, a batch is at most one second's worth: a bigger one would only be throttled.
         max_units = self.config.batch_max_records if self.rate.rate is None else max(1, min(self.config.batch_max_records, int(self.rate.rate)))
         stream: str | None = None
+        max_bytes = self.config.batch_max_bytes
         held: set[tuple[str, str]] = set()
         per_key: Counter = Counter()
         for unit in self.pending.values():
             if unit.key in held:
                 continue
-            if unit.not_before > now or per_key[unit.key] >= self.key_window or unit.complete_at > self.cursor:
+            # (Firehose has no per-key order to keep while throttled: no key window there.)
+            keyed = delivery_stream_of(unit.stream) is None
+            if unit.not_before > now or (keyed and per_key[unit.key] >= self.key_window) or unit.complete_at > self.cursor:
                 held.add(unit.key)
                 continue
             if stream is None:
                 stream = unit.stream
+                if delivery_stream_of(stream) is not None:
+                    max_bytes = min(max_bytes, FIREHOSE_MAX_BATCH_BYTES)
             elif unit.stream != stream:
                 continue
             if unit.solo and batch:
                 held.add(unit.key)
                 continue
-            if batch and (len(batch) >= max_units or size + unit.size > self.config.batch_max_bytes):
+            if batch and (len(batch) >= max_units or size + unit.size > max_bytes):
                 break
             batch.append(unit)
             size += unit.size

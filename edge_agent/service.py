@@ -24,6 +24,7 @@ from edge_agent.config import AgentConfig
 from edge_agent.edge_config import EdgeConfigSync
 from edge_agent.errors import ConfigError
 from edge_agent.forwarder import RecordForwarder
+from edge_agent.firehose_client import FirehoseClient, RecordsClient
 from edge_agent.kinesis_client import KinesisClient
 from edge_agent.media_forwarder import MediaForwarder
 from edge_agent.sdnotify import Notifier, watchdog_interval
@@ -55,8 +56,8 @@ class Agent:
         cfg = self.config
         session = aws.make_session(cfg.gateway)
         self.spool = Spool(cfg.spool.path, max_bytes=cfg.spool.max_bytes, drop_order=cfg.spool.drop_order, sync=cfg.spool.sync)
-        kinesis = KinesisClient(session, cfg.gateway)
-        self.records = RecordForwarder(self.spool, kinesis, cfg.forwarder, self.agent_id)
+        records = RecordsClient(KinesisClient(session, cfg.gateway), FirehoseClient(session, cfg.gateway))
+        self.records = RecordForwarder(self.spool, records, cfg.forwarder, self.agent_id)
         self.media = MediaForwarder(self.spool, session, cfg.gateway, cfg.forwarder, self.agent_id)
         self._thread("forwarder-records", self.records.run, stop)
         self._thread("forwarder-media", self.media.run, stop)

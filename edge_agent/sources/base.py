@@ -24,7 +24,7 @@ import typed_config
 from edge_agent import metrics
 from edge_agent.backoff import Backoff
 from edge_agent.errors import ConfigError
-from edge_agent.kinesis_limits import MAX_PARTITION_KEY_CHARS, MAX_RECORD_BYTES, partition_key
+from edge_agent.kinesis_limits import DELIVERY_STREAM_PREFIX, MAX_PARTITION_KEY_CHARS, MAX_RECORD_BYTES, partition_key
 from edge_agent.spool import NewRecord, RecordTooLarge, RingEntry, Spool, SpoolClosed, SpoolError, SpoolFull
 from typed_config import positive
 
@@ -156,7 +156,20 @@ class SourceConfig:
 
     @classmethod
     def parse(cls: type[C], values: Any, key_prefix: str, errors: list[str]) -> C | None:
-        """The config of ``values`` (the table at ``key_prefix``), or None; problems go to ``errors``."""
+        """The config of ``values`` (the table at ``key_prefix``), or None; problems go to ``errors``.
+
+        ``delivery_stream = "NAME"`` in place of ``stream`` sends the records to a Firehose delivery
+        stream (PutRecordBatch): they are spooled with stream ``firehose:NAME``."""
+        if isinstance(values, dict) and "delivery_stream" in values:
+            values = dict(values)
+            target = values.pop("delivery_stream")
+            if "stream" in values:
+                errors.append(f"{key_prefix}.delivery_stream: give either stream or delivery_stream, not both")
+                return None
+            if cls.KIND == "camera" or not isinstance(target, str):
+                errors.append(f"{key_prefix}.delivery_stream: " + ("video goes to a video stream (stream), not to Firehose" if cls.KIND == "camera" else "expected a string"))
+                return None
+            values["stream"] = DELIVERY_STREAM_PREFIX + target
         return typed_config.build(cls, values, key_prefix, errors, defaults={"name": f"{cls.KIND}-{_index(key_prefix)}"})
 
     @classmethod

@@ -23,13 +23,12 @@ from aiohttp import web
 from gateway.config import FirehoseConfig
 from gateway.errors import AwsError
 from gateway.firehose import streams as model
-from gateway.firehose.conversion import check_conversion
 from gateway.firehose.naming import invalid
 from gateway.firehose.processors import check_processors
 from gateway.firehose.sources import check_source
 from gateway.firehose.store import BufferStore
-from gateway.firehose.streams import DeliveryStream, check_destination, describe, merge
-from gateway.wire import region_of
+from gateway.firehose.streams import DeliveryStream, check_conversion, check_destination, describe, merge
+from gateway.wire import RECORD_SEQS_HEADER, producer_seqs, region_of
 from gateway.kds.limits import TokenBucket
 from gateway.kds.protocol import JSON
 from gateway.kds.validate import validate, validation_error
@@ -203,9 +202,19 @@ async def put_record_batch(call: Call, p: dict[str, Any]) -> dict[str, Any]:
     if total > MAX_BATCH_BYTES:
         raise invalid(f"Records size {total} exceeds the PutRecordBatch limit of {MAX_BATCH_BYTES} bytes (4 MiB).")
     _check_room(call)
+    try:
+        producer, pseqs = producer_seqs(call.request.headers, RECORD_SEQS_HEADER)
+    except ValueError as exc:
+        raise invalid(str(exc)) from exc
+    if producer is not None and len(pseqs) != len(records):
+        raise invalid(f"{RECORD_SEQS_HEADER} has {len(pseqs)} numbers for {len(records)} records.")
     admitted = call.services.admit(stream.name, [len(r) for r in records])
-    first = await call.store.put(stream.name, records[:admitted], time.time())
-    responses: list[dict[str, Any]] = [{"RecordId": record_id(stream.name, first + i)} for i in range(admitted)]
+    if producer is not None:
+        seqs = await call.store.put_once(stream.name, records[:admitted], time.time(), producer, pseqs[:admitted])
+    else:
+        first = await call.store.put(stream.name, records[:admitted], time.time())
+        seqs = list(range(first, first + admitted))
+    responses: list[dict[str, Any]] = [{"RecordId": record_id(stream.name, seq)} for seq in seqs]
     failed = len(records) - admitted
     responses += [{"ErrorCode": "ServiceUnavailableException", "ErrorMessage": SLOW_DOWN}] * failed
     return {"FailedPutCount": failed, "Encrypted": False, "RequestResponses": responses}

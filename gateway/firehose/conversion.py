@@ -40,7 +40,6 @@ import pyarrow.orc as orc
 import pyarrow.parquet as pq
 
 from gateway.errors import AwsError
-from gateway.firehose.naming import invalid
 from gateway.firehose.pipeline import Failure, Record
 from gateway.firehose.streams import DeliveryStream
 
@@ -217,21 +216,6 @@ def coerce(value: Any, kind: pa.DataType) -> Any:
 
 
 # -- the encoder ---------------------------------------------------------------------------------
-
-
-def check_conversion(dest: dict[str, Any]) -> None:
-    conversion = dest.get("DataFormatConversionConfiguration")
-    if not conversion or not conversion.get("Enabled", True):
-        return
-    schema = conversion.get("SchemaConfiguration") or {}
-    if not schema.get("DatabaseName") or not schema.get("TableName"):
-        raise invalid("SchemaConfiguration with DatabaseName and TableName is required when data format conversion is enabled.")
-    deserializers = (conversion.get("InputFormatConfiguration") or {}).get("Deserializer") or {}
-    serializers = (conversion.get("OutputFormatConfiguration") or {}).get("Serializer") or {}
-    if len(deserializers) != 1:
-        raise invalid("InputFormatConfiguration.Deserializer must name exactly one of OpenXJsonSerDe, HiveJsonSerDe.")
-    if len(serializers) != 1:
-        raise invalid("OutputFormatConfiguration.Serializer must name exactly one of ParquetSerDe, OrcSerDe.")
 
 
 class Converter:

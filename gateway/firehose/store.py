@@ -19,6 +19,10 @@ On-disk format (``<data dir>/firehose.sqlite3`` in WAL mode, plus ``firehose.sql
 - ``checkpoints(key, value)``: source positions (a Kinesis data stream's shards), written in
   the same transaction as the records read from them.
 - ``counters(name, value)``: delivered objects/records/bytes, redeliveries, errors.
+- ``producer_batches``: the data-stream store's exactly-once memory (``gateway.kds.replays``,
+  same table layout; the "shard key" column is 0 and a stream is ``crc32`` of its name): a
+  PutRecordBatch replayed by the edge agent (same ``X-Edge-Producer-Id`` and record seqs) gets its
+  original record ids back instead of being buffered twice. Kept ``REPLAY_MEMORY_SECONDS``.
 
 Invariants:
 
@@ -36,6 +40,7 @@ from __future__ import annotations
 import asyncio
 from array import array
 import sqlite3
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +49,7 @@ from gateway.errors import AwsError
 from gateway.firehose.streams import DeliveryStream
 from gateway import sqlite
 from gateway.sqlite import LockFile
+from gateway.kds import replays
 from gateway.kds.writer import Writer
 
 DB_FILE = "firehose.sqlite3"
@@ -62,7 +68,9 @@ CREATE INDEX IF NOT EXISTS chunks_stream_seq ON chunks(stream, seq);
 CREATE TABLE IF NOT EXISTS batches (stream TEXT NOT NULL, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL, PRIMARY KEY (stream, first_seq));
 CREATE TABLE IF NOT EXISTS checkpoints (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-"""
+""" + replays.SCHEMA
+#: How long the exactly-once memory of a producer's records is kept (the data streams' minimum retention).
+REPLAY_MEMORY_SECONDS = 24 * 3600
 
 
 @dataclass
@@ -160,6 +168,7 @@ class BufferStore:
             self.stream(name)
             conn.execute("DELETE FROM streams WHERE name=?", (name,))
             conn.execute("DELETE FROM batches WHERE stream=?", (name,))
+            replays.forget_stream(conn, zlib.crc32(name.encode()))
             conn.execute("DELETE FROM chunks WHERE stream=?", (name,))
             conn.execute("DELETE FROM checkpoints WHERE key LIKE ? ESCAPE '\\'", (_like_prefix(name),))
             self.streams = {k: v for k, v in self.streams.items() if k != name}
@@ -180,20 +189,7 @@ class BufferStore:
                 raise AwsError("ResourceNotFoundException", f"Firehose {name} not found.")
             first = self.next_seq
             if records:
-                sizes = array("I", map(len, records)).tobytes()
-                data = b"".join(records)
-                oldest = min(arrivals)
-                conn.execute(
-                    "INSERT INTO chunks(seq, stream, arrival, count, sizes, data) VALUES (?, ?, ?, ?, ?, ?)",
-                    (first, name, oldest, len(records), sizes, data),
-                )
-                self.next_seq = first + len(records)
-                conn.execute("INSERT OR REPLACE INTO counters(name, value) VALUES ('next_seq', ?)", (self.next_seq,))
-                pending = self.pending.setdefault(name, Pending())
-                if pending.records == 0:
-                    pending.oldest = oldest
-                pending.records += len(records)
-                pending.nbytes += len(data)
+                self._insert(conn, name, records, min(arrivals))
             for key, value in (checkpoints or {}).items():
                 conn.execute("INSERT OR REPLACE INTO checkpoints(key, value) VALUES (?, ?)", (key, value))
             return first
@@ -201,6 +197,45 @@ class BufferStore:
         first: int = await self._writer.submit(job)
         self.changed.set()
         return first
+
+    async def put_once(self, name: str, records: list[bytes], arrival: float, producer: str, pseqs: list[int]) -> list[int]:
+        """``put`` for a producer that numbers its records: the seq of each record, the original
+        one for a record already buffered under the same producer number."""
+        stream_key = zlib.crc32(name.encode())
+
+        def job(conn: sqlite3.Connection) -> list[int]:
+            if name not in self.streams:
+                raise AwsError("ResourceNotFoundException", f"Firehose {name} not found.")
+            known = replays.lookup(conn, producer, stream_key, pseqs)
+            fresh = [i for i, p in enumerate(pseqs) if p not in known]
+            first = self.next_seq
+            if fresh:
+                self._insert(conn, name, [records[i] for i in fresh], arrival)
+                replays.remember(conn, producer, stream_key, [pseqs[i] for i in fresh], [0] * len(fresh), list(range(first, first + len(fresh))), arrival)
+                if first % 1000 < len(fresh):  # now and then, forget what is older than the memory
+                    replays.forget_before(conn, stream_key, arrival - REPLAY_MEMORY_SECONDS)
+            new_seqs = dict(zip(fresh, range(first, first + len(fresh))))
+            return [new_seqs[i] if i in new_seqs else known[p][1] for i, p in enumerate(pseqs)]
+
+        seqs: list[int] = await self._writer.submit(job)
+        self.changed.set()
+        return seqs
+
+    def _insert(self, conn: sqlite3.Connection, name: str, records: list[bytes], oldest: float) -> None:
+        """One chunk of ``records`` (in the writer thread, inside its transaction)."""
+        first = self.next_seq
+        data = b"".join(records)
+        conn.execute(
+            "INSERT INTO chunks(seq, stream, arrival, count, sizes, data) VALUES (?, ?, ?, ?, ?, ?)",
+            (first, name, oldest, len(records), array("I", map(len, records)).tobytes(), data),
+        )
+        self.next_seq = first + len(records)
+        conn.execute("INSERT OR REPLACE INTO counters(name, value) VALUES ('next_seq', ?)", (self.next_seq,))
+        pending = self.pending.setdefault(name, Pending())
+        if pending.records == 0:
+            pending.oldest = oldest
+        pending.records += len(records)
+        pending.nbytes += len(data)
 
     def buffered_bytes(self) -> int:
         return sum(p.nbytes for p in self.pending.values())

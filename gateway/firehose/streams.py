@@ -241,3 +241,18 @@ def describe(stream: DeliveryStream) -> dict[str, Any]:
         source["DeliveryStartTimestamp"] = stream.created
         out["Source"] = {"KinesisStreamSourceDescription": source}
     return out
+
+
+def check_conversion(dest: dict[str, Any]) -> None:
+    conversion = dest.get("DataFormatConversionConfiguration")
+    if not conversion or not conversion.get("Enabled", True):
+        return
+    schema = conversion.get("SchemaConfiguration") or {}
+    if not schema.get("DatabaseName") or not schema.get("TableName"):
+        raise invalid("SchemaConfiguration with DatabaseName and TableName is required when data format conversion is enabled.")
+    deserializers = (conversion.get("InputFormatConfiguration") or {}).get("Deserializer") or {}
+    serializers = (conversion.get("OutputFormatConfiguration") or {}).get("Serializer") or {}
+    if len(deserializers) != 1:
+        raise invalid("InputFormatConfiguration.Deserializer must name exactly one of OpenXJsonSerDe, HiveJsonSerDe.")
+    if len(serializers) != 1:
+        raise invalid("OutputFormatConfiguration.Serializer must name exactly one of ParquetSerDe, OrcSerDe.")

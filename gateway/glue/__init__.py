@@ -12,7 +12,6 @@ from aiohttp import web
 
 from gateway.glue.api import TARGET_PREFIX, make_handler
 from gateway.glue.catalog import Catalog
-from gateway.kds.validate import service_model
 from gateway.keys import CONFIG
 
 __all__ = ["CATALOG", "ROUTES", "TARGETS", "lifecycle"]
@@ -25,7 +24,6 @@ TARGETS = {TARGET_PREFIX: make_handler(lambda request: request.app[CATALOG])}
 async def lifecycle(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     catalog = await asyncio.to_thread(Catalog, config.data_path, config.durability, config.account_id)
-    await asyncio.to_thread(service_model, "glue")
     app[CATALOG] = catalog
     try:
         yield
