@@ -30,13 +30,15 @@ Invariants:
 
 from __future__ import annotations
 
-import fcntl
 import secrets
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
+
+from gateway import sqlite
+from gateway.sqlite import LockFile, StoreInUseError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -91,16 +93,12 @@ class Checkpoint:
     def __init__(self, path: Path, durability: str = "normal") -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = open(f"{path}.lock", "a+")
         try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            self._lock.close()
+            self._lock = LockFile(Path(f"{path}.lock"), str(path))
+        except StoreInUseError as exc:
             raise CheckpointError(f"{path} is in use by another process") from exc
         try:
-            self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
+            self._conn = sqlite.connect(path, durability)
             self._conn.executescript(SCHEMA)
             row = self._conn.execute("SELECT value FROM meta WHERE key='producer'").fetchone()
             if row is None:
@@ -166,9 +164,7 @@ class Checkpoint:
         conn = getattr(self, "_conn", None)
         if conn is not None:
             conn.close()
-        if not self._lock.closed:
-            fcntl.flock(self._lock, fcntl.LOCK_UN)
-            self._lock.close()
+        self._lock.release()
 
 
 def checkpoint_path(data_dir: Path, application: str) -> Path:

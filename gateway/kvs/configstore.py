@@ -10,13 +10,14 @@ agent's status for ``edge``).
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
+from gateway import sqlite
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS configs(stream_arn TEXT NOT NULL, kind TEXT NOT NULL, value TEXT NOT NULL,
@@ -30,8 +31,7 @@ class StreamConfigs:
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db = sqlite.connect(path, "full")
         self._db.executescript(SCHEMA)
         self._lock = threading.Lock()
 
