@@ -95,3 +95,12 @@ def test_hls_on_demand(gw: GatewayProcess, kind: str) -> None:
     assert media.count("#EXTINF") == 3 and "#EXT-X-ENDLIST" in media
     with av.open(url) as container:
         assert len(list(container.decode(video=0))) == 30
+
+
+@pytest.mark.parametrize("kind", TYPES)
+def test_list_fragments_returns_those_starting_in_the_range(gw: GatewayProcess, kind: str) -> None:
+    """As AWS documents it: fragments starting at 0, 1, 2 s; the range 0.5 s .. 2 s gives those
+    starting at 1 s and 2 s (the one begun before the range is left out, the end is inclusive)."""
+    listed = gw.client(ARCHIVED).list_fragments(StreamName=f"tc-{kind}", FragmentSelector={
+        "FragmentSelectorType": "PRODUCER_TIMESTAMP", "TimestampRange": {"StartTimestamp": (T0 + 500) / 1000, "EndTimestamp": (T0 + 2000) / 1000}})["Fragments"]
+    assert sorted(int(f["ProducerTimestamp"].timestamp() * 1000) for f in listed) == [T0 + 1000, T0 + 2000]

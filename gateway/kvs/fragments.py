@@ -65,7 +65,7 @@ async def list_fragments(request: web.Request) -> web.Response:
         end_ms = parse_timestamp(time_range.get("EndTimestamp"), "TimestampRange.EndTimestamp")
         if end_ms < start_ms:
             raise invalid("TimestampRange.EndTimestamp is before StartTimestamp")
-    infos = await asyncio.to_thread(store_of(request).list_fragments_by_id, stream.id, start_ms, end_ms, by, limit + 1, after)
+    infos = await asyncio.to_thread(store_of(request).list_fragments_by_id, stream.id, start_ms, end_ms, by, limit + 1, after, True)
     out: dict[str, Any] = {"Fragments": [
         {
             "FragmentNumber": info.fragment_number,

@@ -376,7 +376,10 @@ class VideoStore:
         return self.list_fragments_by_id(stream_id, start_ms, end_ms, by, limit, after)
 
     def list_fragments_by_id(self, stream_id: int, start_ms: int | None = None, end_ms: int | None = None,
-                             by: str = BY_PRODUCER, limit: int = 1000, after: str | None = None) -> list[FragmentInfo]:
+                             by: str = BY_PRODUCER, limit: int = 1000, after: str | None = None,
+                             starting_within: bool = False) -> list[FragmentInfo]:
+        """Fragments overlapping ``[start_ms, end_ms]``; with ``starting_within`` only those that
+        start inside it (ListFragments' rule: a fragment begun before the start is left out)."""
         column = "server_ts_ms" if by == BY_SERVER else "producer_ts_ms"
         sql = "SELECT * FROM fragments WHERE stream_id = ?"
         params: list[object] = [stream_id]
@@ -386,7 +389,10 @@ class VideoStore:
                 raise AwsError("InvalidArgumentException", f"Fragment {after} is not of this stream")
             sql += " AND seq > ?"
             params.append(after_seq)
-        if start_ms is not None:
+        if start_ms is not None and starting_within:
+            sql += f" AND {column} >= ?"
+            params.append(start_ms)
+        elif start_ms is not None:
             sql += f" AND {column} > ? AND {column} + duration_ms > ?"
             params += [start_ms - MAX_FRAGMENT_MS - 1, start_ms]
         if end_ms is not None:
