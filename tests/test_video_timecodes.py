@@ -13,6 +13,7 @@ import io
 import time
 import urllib.request
 from collections.abc import Iterator
+from typing import Any
 
 import av
 import pytest
@@ -104,3 +105,31 @@ def test_list_fragments_returns_those_starting_in_the_range(gw: GatewayProcess, 
     listed = gw.client(ARCHIVED).list_fragments(StreamName=f"tc-{kind}", FragmentSelector={
         "FragmentSelectorType": "PRODUCER_TIMESTAMP", "TimestampRange": {"StartTimestamp": (T0 + 500) / 1000, "EndTimestamp": (T0 + 2000) / 1000}})["Fragments"]
     assert sorted(int(f["ProducerTimestamp"].timestamp() * 1000) for f in listed) == [T0 + 1000, T0 + 2000]
+
+
+def test_hls_live_signals_a_gap(gw: GatewayProcess) -> None:
+    """A LIVE playlist marks where the camera's video jumps (EXT-X-DISCONTINUITY), and once that
+    tag slides out of the session's window EXT-X-DISCONTINUITY-SEQUENCE counts it, as HLS requires."""
+    create_stream(gw, "live-gap")
+    now = int(time.time() * 1000) // 1000 * 1000
+    before, after = camera_fragments(2, start_ms=now - 10_000), camera_fragments(2, start_ms=now - 3_000)
+
+    def send(fragments: list[Any]) -> None:
+        client = PutMediaClient(gw.url, "live-gap")
+        client.send_all(f.data for f in fragments)
+        assert sum(a["EventType"] == "PERSISTED" for a in client.finish()) == len(fragments)
+
+    send(before)
+    url = gw.client(ARCHIVED).get_hls_streaming_session_url(StreamName="live-gap", PlaybackMode="LIVE", MaxMediaPlaylistFragmentResults=2)["HLSStreamingSessionURL"]
+    url = url.replace("getHLSMasterPlaylist", "getHLSMediaPlaylist")
+
+    def media() -> str:
+        return urllib.request.urlopen(url, timeout=10).read().decode()
+
+    assert "DISCONTINUITY" not in media()
+    send(after[:1])  # the window [2, 3] spans the gap
+    shown = media()
+    assert shown.count("#EXT-X-DISCONTINUITY\n") == 1 and "#EXT-X-DISCONTINUITY-SEQUENCE" not in shown, shown
+    send(after[1:])  # the window [3, 4] starts after it: the tag left, the count carries it
+    slid = media()
+    assert "#EXT-X-DISCONTINUITY\n" not in slid and "#EXT-X-DISCONTINUITY-SEQUENCE:1\n" in slid, slid

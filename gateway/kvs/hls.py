@@ -102,6 +102,42 @@ async def hls_master(request: web.Request) -> web.Response:
     return web.Response(text=text, content_type=HLS_TYPE)
 
 
+#: (stream id, session's first fragment) -> (last seq counted, its end ms, discontinuities so far):
+#: a LIVE window slides, so the tags that left it are counted once, incrementally.
+_LIVE_DISCONTINUITIES: dict[tuple[int, str], tuple[int, int | None, int]] = {}
+_MAX_TRACKED_SESSIONS = 1000
+
+
+def _discontinuity_sequence(store: VideoStore, session: Session, infos: list[FragmentInfo], gap_ms: int) -> int:
+    """EXT-X-DISCONTINUITY-SEQUENCE of a LIVE window: the gaps between fragments of this session
+    up to the window's first one (whose tag is no longer shown)."""
+    if session.mode != "LIVE" or not infos or gap_ms >= 2**62:
+        return 0
+    first_seq = parse_fragment_number(infos[0].fragment_number)[1]
+    key = (session.stream_id, session.init_fragment)
+    start_seq = parse_fragment_number(session.init_fragment)[1] - 1
+    last_seq, last_end, count = _LIVE_DISCONTINUITIES.get(key, (start_seq, None, 0))
+    while last_seq < first_seq:
+        batch = store.list_fragments_by_id(session.stream_id, None, None, session.by, min(1000, first_seq - last_seq),
+                                           fragment_number(session.stream_id, max(0, last_seq)))
+        if not batch:
+            break
+        for info in batch:
+            seq = parse_fragment_number(info.fragment_number)[1]
+            if seq > first_seq:
+                break
+            if last_end is not None and (gap_ms < 0 or abs(info.producer_ts_ms - last_end) > gap_ms):
+                count += 1
+            last_seq, last_end = seq, info.producer_ts_ms + info.duration_ms
+        else:
+            continue
+        break
+    if len(_LIVE_DISCONTINUITIES) >= _MAX_TRACKED_SESSIONS:
+        _LIVE_DISCONTINUITIES.clear()
+    _LIVE_DISCONTINUITIES[key] = (last_seq, last_end, count)
+    return count
+
+
 def _media_playlist(store: VideoStore, session: Session, token: str) -> str:
     infos = _window(store, session)
     segments = [playlist.Segment(_media_uri(session, token, i.fragment_number), i.producer_ts_ms, i.duration_ms,
@@ -111,7 +147,7 @@ def _media_playlist(store: VideoStore, session: Session, token: str) -> str:
     longest = max((s.duration_ms for s in segments), default=1000)
     return playlist.media_playlist(
         segments, None if session.container == "MPEG_TS" else f"getMP4InitFragment.mp4?SessionToken={token}", kind,
-        media_sequence=sequence,
+        media_sequence=sequence, discontinuity_sequence=_discontinuity_sequence(store, session, infos, _gap_ms(session)),
         program_date_time="always" if session.timestamps == "ALWAYS" else "never",
         ended=_ended(session), gap_ms=_gap_ms(session), target_duration_s=max(1, math.ceil(longest / 1000)),
     )

@@ -8,8 +8,8 @@ they serve is in ``gateway.kvs.hls``.
 Playback modes: LIVE (the newest ``MaxMediaPlaylistFragmentResults`` fragments, default 5, a
 sliding window), LIVE_REPLAY (from StartTimestamp on, growing until EndTimestamp) and ON_DEMAND
 (a closed range, VOD). ContainerFormat FRAGMENTED_MP4 (default) or MPEG_TS. Deviation: DiscontinuityMode defaults
-to ON_DISCONTINUITY (a tag only where fragments are not contiguous), and to NEVER for LIVE, whose
-sliding window keeps EXT-X-DISCONTINUITY-SEQUENCE at 0.
+to ON_DISCONTINUITY (a tag only where fragments are not contiguous), LIVE included; a LIVE window
+carries the count of tags that slid out of it in EXT-X-DISCONTINUITY-SEQUENCE.
 """
 
 from __future__ import annotations
@@ -182,10 +182,9 @@ async def _create_session(request: web.Request, selector_key: str, results_key: 
     results = body.get(results_key, DEFAULT_LIVE_RESULTS if mode == "LIVE" else DEFAULT_RESULTS)
     if not isinstance(results, int) or isinstance(results, bool) or not 1 <= results <= MAX_RESULTS:
         raise invalid(f"{results_key} must be between 1 and {MAX_RESULTS}")
-    # a sliding LIVE window would need an exact EXT-X-DISCONTINUITY-SEQUENCE; media times never reset here
-    # (they are producer epoch times), so LIVE needs no discontinuity tags unless asked for
-    discontinuity = _choice(body, "DiscontinuityMode", ("ALWAYS", "NEVER", "ON_DISCONTINUITY"),
-                            "NEVER" if mode == "LIVE" else "ON_DISCONTINUITY")
+    # LIVE too: a gap (the camera restarted, the uplink dropped) is signalled, and the sliding window
+    # carries EXT-X-DISCONTINUITY-SEQUENCE (see hls._discontinuity_sequence)
+    discontinuity = _choice(body, "DiscontinuityMode", ("ALWAYS", "NEVER", "ON_DISCONTINUITY"), "ON_DISCONTINUITY")
     timestamps = _choice(body, "DisplayFragmentTimestamp", ("ALWAYS", "NEVER"), "NEVER")
     numbers = _choice(body, "DisplayFragmentNumber", ("ALWAYS", "NEVER"), "NEVER") if dash else "NEVER"
     first = await asyncio.to_thread(_first_fragment, store_of(request), stream.id, mode, start, end, by)
