@@ -104,18 +104,32 @@ class Application:
                 self._fail(str(exc))
                 break
             except Exception:
-                log.exception("analytics application %s: step failed; retrying", self.spec.name)
-                self.message = "a step failed, see the gateway log; retrying"
+                # the step may have advanced positions in memory: start again from the last save
+                log.exception("analytics application %s: step failed; resuming from its checkpoint", self.spec.name)
                 self._stop.wait(1.0)
+                try:
+                    self._close()
+                    self._setup()
+                except (CheckpointError, duckdb.Error, OSError, QueryFailed) as exc:
+                    self._fail(f"cannot resume: {exc}")
+                    break
+                self.message = "a step failed, see the gateway log; resumed from the checkpoint"
         if self._unsaved and self._con is not None and self.status != "FAILED":
             try:
                 self._save([])  # a clean stop saves what a crash would have to read again
             except (CheckpointError, duckdb.Error) as exc:
                 log.warning("analytics %s: cannot save on stop: %s", self.spec.name, exc)
+        self._close()
+
+    def _close(self) -> None:
         if self._con is not None:
             self._con.close()
+            self._con = None
         if self._checkpoint is not None:
             self._checkpoint.close()
+            self._checkpoint = None
+        self._dirty_windows.clear()
+        self._unsaved = False
 
     def _fail(self, message: str) -> None:
         log.error("analytics application %s failed: %s", self.spec.name, message)
