@@ -182,6 +182,8 @@ def test_successes_in_order(gw: GatewayProcess) -> None:
 def test_arns_carry_the_configured_account(gw: GatewayProcess) -> None:
     summary = gw.client("kinesis").describe_stream_summary(StreamName="e-base")["StreamDescriptionSummary"]
     assert summary["StreamARN"] == ARN
+    video = gw.client("kinesisvideo").create_stream(StreamName="e-video", DataRetentionInHours=1)["StreamARN"]
+    assert video.startswith(f"arn:aws:kinesisvideo:us-east-1:{ACCOUNT}:stream/e-video/")
 
 
 def test_every_constraint_is_listed(gw: GatewayProcess) -> None:

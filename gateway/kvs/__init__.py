@@ -35,7 +35,7 @@ ROUTES: list[web.RouteDef] = [
 
 async def lifecycle(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    store = await asyncio.to_thread(VideoStore, config.data_path / "video", config.durability)
+    store = await asyncio.to_thread(VideoStore, config.data_path / "video", config.durability, config.account_id)
     app[VIDEO_STORE] = store
     app[VIDEO_EVENTS] = FragmentEvents()
     app[SHUTTING_DOWN] = asyncio.Event()

@@ -117,8 +117,10 @@ def _record(row: sqlite3.Row) -> StreamRecord:
 class VideoStore:
     """Streams and fragments of the video API. Thread-safe; every method blocks (disk, SQLite)."""
 
-    def __init__(self, root: Path, durability: str = "normal") -> None:
+    def __init__(self, root: Path, durability: str = "normal", account_id: str = DEFAULT_ACCOUNT) -> None:
         self.root = Path(root)
+        #: The account in stream ARNs (``account_id`` of the gateway config).
+        self.account_id = account_id
         self.full_sync = durability == "full"
         (self.root / "streams").mkdir(parents=True, exist_ok=True)
         self._lock_file = LockFile(self.root / "lock", str(self.root))
@@ -211,7 +213,7 @@ class VideoStore:
                       device_name: str | None = None, kms_key_id: str | None = None, region: str = "us-east-1",
                       tags: dict[str, str] | None = None) -> StreamRecord:
         now_ms = int(time.time() * 1000)
-        arn = f"arn:aws:kinesisvideo:{region}:{DEFAULT_ACCOUNT}:stream/{name}/{now_ms}"
+        arn = f"arn:aws:kinesisvideo:{region}:{self.account_id}:stream/{name}/{now_ms}"
         try:
             with self._transaction() as db:
                 cur = db.execute(
