@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 
+import typed_config
 from consumer.config import DEFAULT_CONFIG_PATH, check_config, load_config
 from consumer.errors import ConfigError, ConsumerError
 
@@ -105,10 +106,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_check_config(args: argparse.Namespace) -> int:
     errors = check_config(args.file)
     if errors:
-        print(f"{args.file}: {len(errors)} error(s)", file=sys.stderr)
-        for line in errors:
-            print(f"  {line}", file=sys.stderr)
-        return 2
+        return typed_config.print_errors(args.file, errors)
     config = load_config(args.file)
     print(f"{args.file}: OK (stream {config.consumer.stream}, application {config.consumer.application}, "
           f"{config.leases.store} leases, {config.consumer.reader} reader)")

@@ -17,8 +17,9 @@ from typing import Any, Literal
 
 import typed_config
 from consumer.errors import ConfigError
+from edge_agent import config as agent_config
 from edge_agent.config import STREAM_NAME, GatewaySection
-from typed_config import host_port, positive, url
+from typed_config import positive, url
 
 DEFAULT_CONFIG_PATH = "/etc/edge-consumer/consumer.toml"
 DEFAULT_LEASES_PATH = "/var/lib/edge-consumer/leases.db"
@@ -142,12 +143,9 @@ class HandlerSection:
 
 
 @dataclass(frozen=True)
-class MetricsSection:
+class MetricsSection(agent_config.MetricsSection):
     #: host:port of the Prometheus endpoint (keep it on localhost). Empty: no endpoint.
     listen: str = DEFAULT_METRICS_LISTEN
-
-    def check(self) -> list[str]:
-        return host_port(self.listen, "listen")
 
 
 @dataclass(frozen=True)

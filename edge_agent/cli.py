@@ -13,6 +13,7 @@ import json
 import logging
 import sys
 
+import typed_config
 from edge_agent.config import DEFAULT_CONFIG_PATH, check_config, load_config
 from edge_agent.errors import ConfigError
 
@@ -116,10 +117,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_check_config(args: argparse.Namespace) -> int:
     errors = check_config(args.file)
     if errors:
-        print(f"{args.file}: {len(errors)} error(s)", file=sys.stderr)
-        for line in errors:
-            print(f"  {line}", file=sys.stderr)
-        return 2
+        return typed_config.print_errors(args.file, errors)
     config = load_config(args.file)
     print(f"{args.file}: OK ({len(config.sources)} source(s), gateway {config.gateway.endpoint_url}, spool {config.spool.path})")
     return 0

@@ -44,7 +44,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["build", "describe", "host_port", "key", "positive", "read_toml", "url"]
+__all__ = ["build", "describe", "host_port", "key", "positive", "print_errors", "read_toml", "url"]
 
 T = TypeVar("T")
 
@@ -67,6 +67,14 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise TomlError(f"{path}: cannot read: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise TomlError(f"{path}: not valid TOML: {exc}") from exc
+
+
+def print_errors(path: str | Path, errors: list[str]) -> int:
+    """What a ``check-config`` command prints for a bad file (to stderr); returns exit status 2."""
+    print(f"{path}: {len(errors)} error(s)", file=sys.stderr)
+    for line in errors:
+        print(f"  {line}", file=sys.stderr)
+    return 2
 
 
 def build(cls: type[T], values: Any, prefix: str, errors: list[str], defaults: Mapping[str, Any] | None = None) -> T | None:
