@@ -110,6 +110,15 @@ def test_bad_input_gets_aws_errors(kinesis: Any) -> None:
     assert error_code(exc) == "ResourceNotFoundException"
 
 
+def test_consumer_tags(kinesis: Any) -> None:
+    arn = stream_arn(kinesis, "tagging")
+    consumer = kinesis.register_stream_consumer(StreamARN=arn, ConsumerName="t", Tags={"team": "edge"})["Consumer"]["ConsumerARN"]
+    kinesis.tag_resource(ResourceARN=consumer, Tags={"tier": "gold", "site": "lab"})
+    kinesis.untag_resource(ResourceARN=consumer, TagKeys=["site"])
+    assert kinesis.list_tags_for_resource(ResourceARN=consumer)["Tags"] == [{"Key": "team", "Value": "edge"}, {"Key": "tier", "Value": "gold"}]
+    assert kinesis.list_tags_for_resource(ResourceARN=arn)["Tags"] == []  # the stream's own tags are apart
+
+
 def test_consumers_survive_a_sigkill(gateway: GatewayProcess, kinesis: Any) -> None:
     arn = stream_arn(kinesis, "durable")
     registered = [kinesis.register_stream_consumer(StreamARN=arn, ConsumerName=f"d{i}")["Consumer"] for i in range(3)]

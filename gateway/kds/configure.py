@@ -16,7 +16,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from gateway.errors import in_use, invalid_argument, limit_exceeded, not_found
-from gateway.kds import control, queues
+from gateway.kds import consumers, control, queues
 from gateway.kds.settings import (
     ACCOUNT, COMMITMENT_SECONDS, MIB_PER_SHARD, SHARD_METRICS, UPDATE_SECONDS, AccountSettings, activate, change, encode, live,
     require_active, save,
@@ -153,6 +153,9 @@ async def tag_resource(call: Call, p: dict[str, Any]) -> dict[str, Any]:
     if queues.is_queue_arn(p["ResourceARN"]):
         await queues.tag_queue(call, p["ResourceARN"], p["Tags"], [])
         return {}
+    if consumers.is_consumer_arn(p["ResourceARN"]):
+        await consumers.tag_consumer(call, p["ResourceARN"], p["Tags"], [])
+        return {}
     await control.add_tags(call.store, resource_stream(call, p["ResourceARN"]), p["Tags"])
     return {}
 
@@ -161,13 +164,17 @@ async def untag_resource(call: Call, p: dict[str, Any]) -> dict[str, Any]:
     if queues.is_queue_arn(p["ResourceARN"]):
         await queues.tag_queue(call, p["ResourceARN"], {}, p["TagKeys"])
         return {}
+    if consumers.is_consumer_arn(p["ResourceARN"]):
+        await consumers.tag_consumer(call, p["ResourceARN"], {}, p["TagKeys"])
+        return {}
     await control.remove_tags(call.store, resource_stream(call, p["ResourceARN"]), p["TagKeys"])
     return {}
 
 
 async def list_tags_for_resource(call: Call, p: dict[str, Any]) -> dict[str, Any]:
-    if queues.is_queue_arn(p["ResourceARN"]):
-        tags = queues.queue_tags(call, p["ResourceARN"])
+    if queues.is_queue_arn(p["ResourceARN"]) or consumers.is_consumer_arn(p["ResourceARN"]):
+        arn = p["ResourceARN"]
+        tags = queues.queue_tags(call, arn) if queues.is_queue_arn(arn) else consumers.consumer_tags(call, arn)
         return {"Tags": [{"Key": k, "Value": tags[k]} for k in sorted(tags)]}
     stream = resource_stream(call, p["ResourceARN"])
     return {"Tags": [{"Key": k, "Value": stream.tags[k]} for k in sorted(stream.tags)]}

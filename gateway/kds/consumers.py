@@ -3,7 +3,7 @@ ListStreamConsumers and DeregisterStreamConsumer.
 
 On disk (``kds.sqlite3``, next to the streams)::
 
-    consumers(stream_key, name, created)   PRIMARY KEY (stream_key, name)
+    consumers(stream_key, name, created, tags JSON)   PRIMARY KEY (stream_key, name)
 
 A consumer's ARN is AWS's: ``arn:aws:kinesis:<region>:<account>:stream/<stream>/consumer/<name>:<created
 epoch seconds>``, so an ARN of a deregistered consumer never names a new one of the same name
@@ -19,16 +19,17 @@ on the event loop once the job has committed. Queues on a stream count against t
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from gateway.errors import in_use, invalid_argument, limit_exceeded, not_found
+from gateway.errors import AwsError, in_use, invalid_argument, limit_exceeded, not_found
 from gateway.wire import decode_token, encode_token
 
 if TYPE_CHECKING:  # the store creates this module's table, so only types come from there
@@ -37,12 +38,13 @@ if TYPE_CHECKING:  # the store creates this module's table, so only types come f
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS consumers(stream_key INTEGER NOT NULL, name TEXT NOT NULL, created REAL NOT NULL,
-    PRIMARY KEY(stream_key, name));
+    tags TEXT NOT NULL DEFAULT '{}', PRIMARY KEY(stream_key, name));
 """
 #: Registered consumers (enhanced fan-out consumers and queues together) per stream, as AWS.
 MAX_CONSUMERS_PER_STREAM = 20
 #: ListStreamConsumers page size when MaxResults is not given (as AWS).
 DEFAULT_LIST_LIMIT = 100
+MAX_TAGS = 50
 
 _ARN_RE = re.compile(r"arn:aws[a-z-]*:kinesis:([a-z0-9-]*):(\d{12}):stream/([a-zA-Z0-9_.-]+)/consumer/([a-zA-Z0-9_.-]+):(\d+)")
 
@@ -52,6 +54,7 @@ class Consumer:
     stream_key: int
     name: str
     created: float
+    tags: str = "{}"
 
     @property
     def arn_suffix(self) -> str:
@@ -80,12 +83,14 @@ class Consumers:
         self.on_deregister: list[Callable[[Consumer], None]] = []
 
     async def load(self) -> None:
-        def job(conn: sqlite3.Connection) -> list[tuple[int, str, float]]:
-            return conn.execute("SELECT stream_key, name, created FROM consumers").fetchall()
+        def job(conn: sqlite3.Connection) -> list[tuple[int, str, float, str]]:
+            if "tags" not in {row[1] for row in conn.execute("PRAGMA table_info(consumers)")}:  # a table from before tags
+                conn.execute("ALTER TABLE consumers ADD COLUMN tags TEXT NOT NULL DEFAULT '{}'")
+            return conn.execute("SELECT stream_key, name, created, tags FROM consumers").fetchall()
 
         by_stream: dict[int, dict[str, Consumer]] = {}
-        for stream_key, name, created in await self.store.run(job):
-            by_stream.setdefault(stream_key, {})[name] = Consumer(stream_key, name, created)
+        for stream_key, name, created, tags in await self.store.run(job):
+            by_stream.setdefault(stream_key, {})[name] = Consumer(stream_key, name, created, tags)
         self._by_stream = by_stream
 
     def status(self, consumer: Consumer) -> str:
@@ -126,7 +131,7 @@ class Consumers:
     def _replace(self, stream_key: int, consumers: dict[str, Consumer]) -> None:
         self._by_stream = {**self._by_stream, stream_key: consumers}
 
-    async def register(self, stream: Stream, name: str) -> Consumer:
+    async def register(self, stream: Stream, name: str, tags: dict[str, str]) -> Consumer:
         store = self.store
 
         def job(conn: sqlite3.Connection) -> Consumer:
@@ -136,20 +141,40 @@ class Consumers:
                 raise in_use(f"Consumer {name} under stream {stream.name} already exists.")
             if registered_count(conn, stream.key) >= MAX_CONSUMERS_PER_STREAM:
                 raise limit_exceeded(f"Stream {stream.name} already has {MAX_CONSUMERS_PER_STREAM} registered consumers.")
-            consumer = Consumer(stream.key, name, time.time())
-            conn.execute("INSERT INTO consumers(stream_key, name, created) VALUES (?,?,?)", (stream.key, name, consumer.created))
+            if len(tags) > MAX_TAGS:
+                raise invalid_argument(f"A consumer can have at most {MAX_TAGS} tags.")
+            consumer = Consumer(stream.key, name, time.time(), json.dumps(tags))
+            conn.execute("INSERT INTO consumers(stream_key, name, created, tags) VALUES (?,?,?,?)", (stream.key, name, consumer.created, consumer.tags))
             return consumer
 
         consumer: Consumer = await store.run(job)
         self._replace(stream.key, {**self._by_stream.get(stream.key, {}), name: consumer})
         return consumer
 
+    async def retag(self, stream: Stream, consumer: Consumer, add: dict[str, str], remove: list[str]) -> None:
+        """TagResource / UntagResource on a consumer ARN."""
+
+        def job(conn: sqlite3.Connection) -> Consumer:
+            row = conn.execute("SELECT tags FROM consumers WHERE stream_key=? AND name=? AND created=?", (consumer.stream_key, consumer.name, consumer.created)).fetchone()
+            if row is None:
+                raise not_found(f"Consumer {consumer.name} under stream {stream.name} not found.")
+            tags = {**json.loads(row[0]), **add}
+            for key in remove:
+                tags.pop(key, None)
+            if len(tags) > MAX_TAGS:
+                raise limit_exceeded(f"A consumer can have at most {MAX_TAGS} tags.")
+            conn.execute("UPDATE consumers SET tags=? WHERE stream_key=? AND name=?", (json.dumps(tags), consumer.stream_key, consumer.name))
+            return replace(consumer, tags=json.dumps(tags))
+
+        updated: Consumer = await self.store.run(job)
+        self._replace(stream.key, {**self._by_stream.get(stream.key, {}), updated.name: updated})
+
     async def deregister(self, stream: Stream, consumer: Consumer) -> None:
         def job(conn: sqlite3.Connection) -> None:
             conn.execute("DELETE FROM consumers WHERE stream_key=? AND name=? AND created=?", (consumer.stream_key, consumer.name, consumer.created))
 
         await self.store.run(job)
-        self._replace(stream.key, {n: c for n, c in self._by_stream.get(stream.key, {}).items() if c != consumer})
+        self._replace(stream.key, {n: c for n, c in self._by_stream.get(stream.key, {}).items() if n != consumer.name})
         for hook in self.on_deregister:
             hook(consumer)
 
@@ -190,7 +215,7 @@ def _named(call: Call, p: dict[str, Any]) -> tuple[Stream, Consumer]:
 async def register_stream_consumer(call: Call, p: dict[str, Any]) -> dict[str, Any]:
     stream = call.stream({"StreamARN": p["StreamARN"]})
     registry = _registry(call)
-    consumer = await registry.register(stream, p["ConsumerName"])
+    consumer = await registry.register(stream, p["ConsumerName"], p.get("Tags", {}))
     return {"Consumer": _description(call, stream, consumer, registry, with_stream=False)}
 
 
@@ -228,6 +253,28 @@ async def deregister_stream_consumer(call: Call, p: dict[str, Any]) -> dict[str,
     stream, consumer = _named(call, p)
     await _registry(call).deregister(stream, consumer)
     return {}
+
+
+def is_consumer_arn(arn: str) -> bool:
+    return "/consumer/" in arn
+
+
+def _tagged(call: Call, arn: str) -> tuple[Stream, Consumer]:
+    """The consumer a ResourceARN names (the tagging calls word a miss as for any resource)."""
+    try:
+        return _registry(call).by_arn(arn)
+    except AwsError as exc:
+        raise not_found(f"Resource {arn} not found.") from exc
+
+
+async def tag_consumer(call: Call, arn: str, add: dict[str, str], remove: list[str]) -> None:
+    stream, consumer = _tagged(call, arn)
+    await _registry(call).retag(stream, consumer, add, remove)
+
+
+def consumer_tags(call: Call, arn: str) -> dict[str, str]:
+    tags: dict[str, str] = json.loads(_tagged(call, arn)[1].tags)
+    return tags
 
 
 HANDLERS = {
