@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 
 import h2.errors
+import h2.settings
 import pytest
 from h2_client import RawH2
 from helpers import GatewayProcess, wait_until
@@ -69,6 +70,29 @@ def test_rapid_reset_gets_enhance_your_calm(gateway: GatewayProcess) -> None:
             client.flush()
             if client.goaway is not None:
                 break
+        client.wait(lambda: client.goaway is not None, what="GOAWAY")
+        assert client.goaway == ERR.ENHANCE_YOUR_CALM
+    finally:
+        client.close()
+    still_serves(gateway)
+
+
+@pytest.mark.parametrize("flood", ["ping", "empty data", "settings"])
+def test_idle_frame_floods_get_enhance_your_calm(gateway: GatewayProcess, flood: str) -> None:
+    client = RawH2(gateway.port)
+    try:
+        sid = client.request("POST", "/", LIST_STREAMS, end_stream=False)
+        for i in range(2100):
+            if flood == "ping":
+                client.conn.ping(i.to_bytes(8, "big"))
+            elif flood == "empty data":
+                client.conn.send_data(sid, b"")
+            else:
+                client.conn.update_settings({h2.settings.SettingCodes.ENABLE_PUSH: 0})
+        try:
+            client.flush()
+        except ConnectionError:
+            pass  # the gateway may have closed before the last ones
         client.wait(lambda: client.goaway is not None, what="GOAWAY")
         assert client.goaway == ERR.ENHANCE_YOUR_CALM
     finally:

@@ -24,10 +24,12 @@ Per-connection limits (from ``[server]``): SETTINGS_MAX_CONCURRENT_STREAMS and
 SETTINGS_MAX_HEADER_LIST_SIZE; more than ``max_headers`` fields, or one longer than
 ``max_header_bytes``, gets an AWS-shaped 400 on that stream; a connection with no open stream for
 ``header_timeout_seconds`` gets GOAWAY; a response whose window stays shut for
-``write_stall_seconds`` is reset; a client that resets more than ``RESETS_PER_WINDOW`` streams in
-``RESET_WINDOW_SECONDS`` (the "rapid reset" attack) gets GOAWAY ENHANCE_YOUR_CALM; any frame h2
-rejects gets GOAWAY PROTOCOL_ERROR and the connection closes. Body size and time limits are the
-app's own middleware, as for HTTP/1.1.
+``write_stall_seconds`` is reset; a client that resets too many streams (the "rapid reset"
+attack) or sends too many frames that only make work (PING, SETTINGS, PRIORITY, empty DATA) in
+``FLOOD_WINDOW_SECONDS`` gets GOAWAY ENHANCE_YOUR_CALM; any frame h2 rejects gets GOAWAY
+PROTOCOL_ERROR; either way the connection closes. While the client does not read what we send,
+we read nothing more from it. Body size and time limits are the app's own middleware, as for
+HTTP/1.1.
 """
 
 from gateway.http2.connection import PREFACE, Http2Connection, Http2Server

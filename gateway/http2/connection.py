@@ -37,9 +37,12 @@ STREAM_WINDOW = 1024 * 1024
 CONNECTION_WINDOW = 4 * 1024 * 1024
 #: Largest frame a client may send (SETTINGS_MAX_FRAME_SIZE): fewer, larger DATA frames cost less CPU.
 MAX_FRAME_BYTES = 256 * 1024
-#: Client stream resets tolerated per window before the connection is refused (rapid reset).
+#: Per ``FLOOD_WINDOW_SECONDS``, what a client may send before it gets GOAWAY ENHANCE_YOUR_CALM:
+#: stream resets (the "rapid reset" attack) and frames that make us work for nothing (PING,
+#: SETTINGS, PRIORITY, empty DATA: the 2019 "ping/settings/empty frames flood" attacks).
 RESETS_PER_WINDOW = 200
-RESET_WINDOW_SECONDS = 10.0
+IDLE_FRAMES_PER_WINDOW = 2000
+FLOOD_WINDOW_SECONDS = 10.0
 #: Seconds a connection that got GOAWAY for an error is still read (and discarded) before closing.
 FAIL_LINGER_SECONDS = 1.0
 
@@ -97,8 +100,8 @@ class Http2Connection(asyncio.Protocol):
         self._paused = False
         self._writable: asyncio.Future[None] | None = None
         self._idle: asyncio.TimerHandle | None = None
-        self._resets = 0
-        self._reset_window_start = 0.0
+        self._flood_window_start = 0.0
+        self._flood = {"stream resets": 0, "idle frames": 0}
         self._failed = False
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------
@@ -242,13 +245,20 @@ class Http2Connection(asyncio.Protocol):
         if isinstance(event, h2.events.RequestReceived):
             self._open(event.stream_id or 0, event.headers or [], has_body=event.stream_ended is None)
         elif isinstance(event, h2.events.DataReceived):
-            self._data(event.stream_id, event.data or b"", event.flow_controlled_length or 0)
+            self._data(event.stream_id, event.data or b"", event.flow_controlled_length or 0, event.stream_ended is not None)
         elif isinstance(event, h2.events.StreamEnded):
             if (stream := self.streams.get(event.stream_id or 0)) is not None:
                 stream.payload.feed_eof()
         elif isinstance(event, h2.events.StreamReset):
-            self._reset_by_client(event.stream_id or 0)
-        elif isinstance(event, (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged)):
+            if (stream := self.streams.get(event.stream_id or 0)) is not None:
+                stream.mark_closed("stream reset by the client")
+            self._count("stream resets", RESETS_PER_WINDOW)
+        elif isinstance(event, (h2.events.PingReceived, h2.events.RemoteSettingsChanged, h2.events.PriorityUpdated)):
+            self._count("idle frames", IDLE_FRAMES_PER_WINDOW)
+            if isinstance(event, h2.events.RemoteSettingsChanged):
+                for stream in self.streams.values():
+                    stream.wake()
+        elif isinstance(event, h2.events.WindowUpdated):
             for stream in self.streams.values():
                 stream.wake()
         elif isinstance(event, h2.events.ConnectionTerminated):
@@ -345,22 +355,24 @@ class Http2Connection(asyncio.Protocol):
         except h2.exceptions.ProtocolError:
             pass  # it had finished after all
 
-    def _data(self, stream_id: int, data: bytes, flow_controlled: int) -> None:
+    def _data(self, stream_id: int, data: bytes, flow_controlled: int, ends: bool) -> None:
+        if not flow_controlled and not ends:
+            self._count("idle frames", IDLE_FRAMES_PER_WINDOW)
         stream = self.streams.get(stream_id)
         if stream is None or stream.closed:
             self.h2.acknowledge_received_data(flow_controlled, stream_id)  # keep the connection's window open
             return
         stream.receive(data, flow_controlled)
 
-    def _reset_by_client(self, stream_id: int) -> None:
-        if (stream := self.streams.get(stream_id)) is not None:
-            stream.mark_closed("stream reset by the client")
+    def _count(self, what: str, allowed: int) -> None:
+        """Count a frame of a kind a client may only send so many of; GOAWAY once it sent more."""
         now = self.loop.time()
-        if now - self._reset_window_start > RESET_WINDOW_SECONDS:
-            self._reset_window_start, self._resets = now, 0
-        self._resets += 1
-        if self._resets > RESETS_PER_WINDOW:
-            log.warning("HTTP/2 client %s reset %d streams in %.0f s: GOAWAY", self.peername, self._resets, RESET_WINDOW_SECONDS)
+        if now - self._flood_window_start > FLOOD_WINDOW_SECONDS:
+            self._flood_window_start = now
+            self._flood = dict.fromkeys(self._flood, 0)
+        self._flood[what] += 1
+        if self._flood[what] > allowed:
+            log.warning("HTTP/2 client %s sent %d %s in %.0f s: GOAWAY", self.peername, self._flood[what], what, FLOOD_WINDOW_SECONDS)
             self.h2.close_connection(error_code=h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
             self._fail()
 
