@@ -264,10 +264,7 @@ def config_from_dict(values: dict[str, Any]) -> AgentConfig:
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
-    try:
-        return typed_config.read_toml(path)
-    except typed_config.TomlError as exc:
-        raise ConfigError(str(exc)) from exc
+    return typed_config.read_toml(path, ConfigError)
 
 
 def check_config(path: str | Path) -> list[str]:

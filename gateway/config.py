@@ -264,8 +264,4 @@ def config_from_dict(values: dict[str, Any]) -> GatewayConfig:
 
 
 def load_config(path: str | Path) -> GatewayConfig:
-    try:
-        values = typed_config.read_toml(path)
-    except typed_config.TomlError as exc:
-        raise ConfigError(str(exc)) from exc
-    return config_from_dict(values)
+    return config_from_dict(typed_config.read_toml(path, ConfigError))

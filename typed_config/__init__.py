@@ -58,15 +58,16 @@ def key(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
 
-def read_toml(path: str | Path) -> dict[str, Any]:
-    """The parsed file; ``TomlError`` naming the file when it cannot be read or parsed."""
+def read_toml(path: str | Path, error: type[Exception] = TomlError) -> dict[str, Any]:
+    """The parsed file; ``error`` (the caller's ConfigError) naming the file when it cannot be
+    read or parsed."""
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)
     except OSError as exc:
-        raise TomlError(f"{path}: cannot read: {exc.strerror}") from exc
+        raise error(f"{path}: cannot read: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
-        raise TomlError(f"{path}: not valid TOML: {exc}") from exc
+        raise error(f"{path}: not valid TOML: {exc}") from exc
 
 
 def print_errors(path: str | Path, errors: list[str]) -> int:
