@@ -118,6 +118,7 @@ def test_encryption_seals_records_at_rest_and_keeps_old_ones_readable(gw: Gatewa
     gw.restart()  # settings, keys and sealed rows all survive a restart
     records, _ = read_shard(kinesis, "set-enc", "shardId-000000000000")
     assert [r["Data"] for r in records] == [b"written-in-the-clear", *secrets, b"clear-again"]
+    assert [r.get("EncryptionType", "NONE") for r in records] == ["NONE"] + ["KMS"] * len(secrets) + ["NONE"]
     assert summary(kinesis, "set-enc")["EncryptionType"] == "NONE"
 
 

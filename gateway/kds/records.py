@@ -199,17 +199,23 @@ async def start_position(store: Store, stream: Stream, shard: Shard, kind: str, 
     return max(position, shard.start_seq)
 
 
-def _json_records(rows: list[tuple[int, float, str, bytes]]) -> str:
-    """GetRecords' Records array spelled out directly (4x faster than building dicts)."""
+def _sealed(seq: int, ranges: list[tuple[int, int]]) -> bool:
+    return any(first <= seq <= last for first, last in ranges)
+
+
+def _json_records(rows: list[tuple[int, float, str, bytes]], sealed: list[tuple[int, int]]) -> str:
+    """GetRecords' Records array spelled out directly (4x faster than building dicts); records
+    stored encrypted say so (``"EncryptionType":"KMS"``), as AWS's do."""
     escaped: dict[str, str] = {}
     parts = []
     for seq, arrival, key, data in rows:
         text = escaped.get(key)
         if text is None:
             text = escaped[key] = json.dumps(key)
+        kms = ',"EncryptionType":"KMS"' if sealed and _sealed(seq, sealed) else ""
         parts.append(
             f'{{"SequenceNumber":"{SEQUENCE_BASE + seq}","ApproximateArrivalTimestamp":{arrival:.3f},'
-            f'"Data":"{b2a_base64(data, newline=False).decode()}","PartitionKey":{text}}}'
+            f'"Data":"{b2a_base64(data, newline=False).decode()}","PartitionKey":{text}{kms}}}'
         )
     return "[" + ",".join(parts) + "]"
 
@@ -240,10 +246,13 @@ async def get_records(call: Call, p: dict[str, Any]) -> dict[str, Any] | RawJson
     codec = call.codec
     if not codec.is_cbor:
         rest = json.dumps(out, separators=(",", ":"))
-        return RawJson(f'{{"Records":{_json_records(result.rows)},{rest[1:]}'.encode())
+        return RawJson(f'{{"Records":{_json_records(result.rows, result.sealed)},{rest[1:]}'.encode())
     blob, ts = codec.blob, codec.ts
     out["Records"] = [
         {"SequenceNumber": external(seq), "ApproximateArrivalTimestamp": ts(arrival), "Data": blob(data), "PartitionKey": key}
         for seq, arrival, key, data in result.rows
     ]
+    for record, (seq, *_) in zip(out["Records"], result.rows):
+        if result.sealed and _sealed(seq, result.sealed):
+            record["EncryptionType"] = "KMS"
     return out

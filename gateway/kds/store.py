@@ -38,6 +38,7 @@ from gateway.config import DEFAULT_ACCOUNT_ID, GatewayConfig
 from gateway.errors import not_found
 from gateway.kds import consumers, queue_delivery, queues, replays, segments, settings
 from gateway.kds.encryption import KEY_FILE, KeyStore
+from gateway.kds.encryption import MARKER as SEALED
 from gateway.kds.limits import Limits
 from gateway.kds.shards import Router, Shard, canonical_shard_id, shard_name
 from gateway.kds.settings import AccountSettings, StreamSettings
@@ -117,6 +118,8 @@ class ReadResult:
     nbytes: int
     #: The shard's EndingSequenceNumber in the same snapshot (None: still open).
     end_seq: int | None
+    #: (first, last) sequence numbers of the rows that were stored encrypted (EncryptionType KMS).
+    sealed: list[tuple[int, int]] = field(default_factory=list)
 
 
 def connect(path: Path, durability: str) -> sqlite3.Connection:
@@ -370,10 +373,12 @@ class Store:
                 (shard_key, from_seq),
             )
             rows: list[tuple[int, float, str, bytes]] = []
+            sealed: list[tuple[int, int]] = []
             nbytes = 0
             at_tip = True
             for first, arrival, payload in cursor:
                 skip = max(0, from_seq - first)
+                before = len(rows)
                 for offset, (key, data) in enumerate(segments.unpack(self.keys.open(payload, shard_key, first), skip), start=first + skip):
                     size = len(data) + len(key)
                     if len(rows) == limit or (rows and nbytes + size > max_bytes):
@@ -381,12 +386,14 @@ class Store:
                         break
                     rows.append((offset, arrival, key, data))
                     nbytes += size
+                if payload[:4] == SEALED and len(rows) > before:
+                    sealed.append((rows[before][0], rows[-1][0]))
                 if not at_tip:
                     break
             cursor.close()
         finally:
             conn.execute("COMMIT")
-        return ReadResult(rows, at_tip, nbytes, end_seq)
+        return ReadResult(rows, at_tip, nbytes, end_seq, sealed)
 
     def read_segments(self, shard_key: int, from_seq: int, max_records: int) -> tuple[list[tuple[int, float, bytes]], int | None]:
         """Raw segments ``(first_seq, arrival, payload)`` of a shard holding ``from_seq`` and later,
