@@ -48,3 +48,10 @@ def test_help_has_examples(capsys: pytest.CaptureFixture[str]) -> None:
             main(argv)
         assert exit_.value.code == 0
         assert "examples:" in capsys.readouterr().out
+
+
+def test_public_exports_are_sorted_and_importable() -> None:
+    import consumer
+
+    assert consumer.__all__ == sorted(consumer.__all__)
+    assert all(hasattr(consumer, name) for name in consumer.__all__)

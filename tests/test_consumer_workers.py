@@ -24,7 +24,7 @@ from consumer.fanout import FanOutReader, fanout_reader_factory
 from consumer.polling import PollingReader, Position
 from edge_agent.aggregation import Aggregate
 
-FAILOVER = 1.5
+FAILOVER = 2.0
 
 
 @pytest.fixture(scope="module")
