@@ -24,7 +24,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from consumer import metrics
-from consumer.coordinator import LeaseCoordinator, LeaseEvent
+from consumer.coordinator import ACTIVE, LeaseCoordinator, LeaseEvent
 from consumer.errors import ConsumerError, StreamError
 from consumer.leases import LATEST, SHARD_END, TRIM_HORIZON, Lease, LeaseStore
 from consumer.polling import DEFAULT_MAX_RECORDS, DEFAULT_MIN_INTERVAL, PollingReader, Position
@@ -144,17 +144,20 @@ class Worker:
             running = self.consumers.get(event.key)
             if event.kind == "ready":
                 self._ready[event.key] = event.lease
-            elif running is not None:
+            else:
                 self._ready.pop(event.key, None)
-                running.request_stop(HANDOFF if event.kind == "handoff" else LOST)
+                if running is not None and running.is_alive():
+                    running.request_stop(HANDOFF if event.kind == "handoff" else LOST)
+                elif event.kind == "handoff":  # nothing started on it yet: hand it over at once
+                    self.coordinator.let_go(event.key)
         for key in [k for k, c in self.consumers.items() if not c.is_alive()]:
             del self.consumers[key]
         for key, lease in list(self._ready.items()):
             if key in self.consumers:  # the previous consumer of this shard is still finishing: start after it
                 continue
             del self._ready[key]
-            if self.coordinator.state(key) is None:
-                continue  # lost meanwhile
+            if self.coordinator.state(key) != ACTIVE:
+                continue  # lost or stolen meanwhile
             current = self.coordinator.lease(key) or lease
             consumer = ShardConsumer(current, self.settings.stream, self.processor_factory, self.coordinator,
                                      self._open_reader, self._create_children, self.settings.initial_timestamp)
@@ -199,7 +202,11 @@ class Worker:
         deadline = time.monotonic() + self.settings.failover_seconds
         for consumer in self.consumers.values():
             consumer.join(max(0.0, deadline - time.monotonic()))
-        for key in self.coordinator.held_keys():  # leases taken whose consumer never started (hand-off pending)
-            self.coordinator.let_go(key)
+        for key in self.coordinator.held_keys():
+            running = self.consumers.get(key)
+            if running is not None and running.is_alive():  # stuck in the processor: its lease expires by itself
+                log.warning("%s: processor did not stop within %.1fs; leaving the lease to expire", key, self.settings.failover_seconds)
+                continue
+            self.coordinator.let_go(key)  # e.g. taken, hand-off pending, consumer never started
         metrics.LEASES_HELD.labels(self.settings.stream).set(0)
         log.info("worker %s stopped", self.worker_id)
