@@ -119,7 +119,7 @@ class DynaliteProcess:
             raise FileNotFoundError(f"{binary} missing: run EDGE_SETUP_TEST_TOOLS=1 scripts/setup.sh")
         self.proc = subprocess.Popen(["node", str(binary), "--host", "127.0.0.1", "--port", str(self.port), "--createTableMs", "0",
                                       "--deleteTableMs", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_port(self.port, proc=self.proc)
+        wait_for_port(self.port, timeout=30.0, proc=self.proc)  # node starts slowly on a loaded box
         return self
 
     def stop(self) -> None:
