@@ -205,20 +205,20 @@ def _check_codec(store: VideoStore, stream_id: int, number: str) -> None:
         raise media_error(exc) from exc
 
 
-async def get_hls_session_url(request: web.Request) -> web.Response:
-    session = await _create_session(request, "HLSFragmentSelector", "MaxMediaPlaylistFragmentResults", dash=False)
+async def _session_url(request: web.Request, session: Session, path: str) -> str:
     config = request.app[CONFIG]
     token = encode_token(session, await asyncio.to_thread(_key, config.data_path))
-    url = f"{config.base_url}/hls/v1/getHLSMasterPlaylist.m3u8?SessionToken={token}"
-    return web.json_response({"HLSStreamingSessionURL": url})
+    return f"{config.base_url}{path}?SessionToken={token}"
+
+
+async def get_hls_session_url(request: web.Request) -> web.Response:
+    session = await _create_session(request, "HLSFragmentSelector", "MaxMediaPlaylistFragmentResults", dash=False)
+    return web.json_response({"HLSStreamingSessionURL": await _session_url(request, session, "/hls/v1/getHLSMasterPlaylist.m3u8")})
 
 
 async def get_dash_session_url(request: web.Request) -> web.Response:
     session = await _create_session(request, "DASHFragmentSelector", "MaxManifestFragmentResults", dash=True)
-    config = request.app[CONFIG]
-    token = encode_token(session, await asyncio.to_thread(_key, config.data_path))
-    url = f"{config.base_url}/dash/v1/getDASHManifest.mpd?SessionToken={token}"
-    return web.json_response({"DASHStreamingSessionURL": url})
+    return web.json_response({"DASHStreamingSessionURL": await _session_url(request, session, "/dash/v1/getDASHManifest.mpd")})
 
 
 async def from_request(request: web.Request) -> tuple[Session, str]:
