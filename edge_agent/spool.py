@@ -3,18 +3,23 @@
 On-disk format (one SQLite file in WAL mode, plus ``<file>.lock``):
 
 - ``records(seq, lane, kind, stream, partition_key, source, timestamp_ms, size, attrs, data)``:
-  ``seq`` is ``INTEGER PRIMARY KEY AUTOINCREMENT``, so sequence numbers increase and are never
-  reused, even after deletes; the gateway relies on (agent id, seq) to recognise replays.
+  ``seq`` is the ``INTEGER PRIMARY KEY``; sequence numbers increase and are never reused, even
+  after deletes and restarts: the writer reserves them in blocks of ``SEQ_BLOCK`` (counter
+  ``seq.reserved``) and a restart continues after the reservation. (Spools made before this have
+  ``AUTOINCREMENT`` and its ``sqlite_sequence``, which is read too.) The gateway relies on
+  (agent id, seq) to recognise replays.
   ``lane`` is ``media`` for video fragments (sent with PutMedia) and ``records`` for everything
-  else (sent with PutRecords).
+  else (sent with PutRecords). Only media rows are indexed (``records_media``, partial): records
+  are read in seq order straight from the table, and an index entry per row would cost pages
+  on every commit.
 - ``checkpoints(key, value)``: source positions (log file offsets...), written in the same
   transaction as the records they cover, so a restart resumes with no loss and no duplicate.
 - ``counters(name, value)``: drops by kind, kept across restarts.
 - ``rings(name, slot, entry)``: small fixed-size rings a source keeps beside its records (the MQTT
   source's recent deliveries, to recognise a redelivery): entry number ``ordinal`` lives in
   ``slot = ordinal % capacity``, so a commit rewrites only the slots it changed. ``entry`` is
-  (ordinal, value) as two big-endian int64 (16 bytes, always): a slot is updated in place and
-  its page never splits.
+  (ordinal, value) as two big-endian int64 (16 bytes, always): a rowid table whose cells keep
+  their size is overwritten in place, so a slot update rewrites one page and never rebalances.
 
 Pages are 1 KiB (new files), the WAL is checkpointed every ``WAL_AUTOCHECKPOINT_PAGES`` and
 truncated back to ``JOURNAL_SIZE_LIMIT``: on an SD card each fsynced commit costs whole pages,
@@ -28,6 +33,11 @@ Invariants:
   ``commit_interval`` of the first waiting operation (default 50 ms), so a trickle of appends and
   acks costs one fsync and a few pages per interval, not per record.
 - Records leave only by ``ack`` (the gateway acknowledged them) or by the size-cap policy:
+  acknowledged records are never read again and leave ``stats`` at once, but are deleted from the
+  file in batches, at most ``ACK_FLUSH_SECONDS`` later (with the next commit that is due then):
+  deleting a whole run of rows frees pages instead of rewriting a half-empty one per ack. A crash
+  in between sends them again, and the gateway recognises the replays (agent id, seq).
+  The size cap: 
   when the payload bytes would pass ``max_bytes``, the oldest records of the first kind in
   ``drop_order`` that has any are dropped (default: video, then logs, then telemetry), counted
   and logged. A kind missing from ``drop_order`` is never dropped; when nothing droppable is
@@ -60,6 +70,10 @@ log = logging.getLogger("edge_agent.spool")
 
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 DEFAULT_DROP_ORDER = ("video", "log", "telemetry")
+#: Acknowledged records are deleted from the file at most this long after the ack.
+ACK_FLUSH_SECONDS = 1.0
+#: Sequence numbers reserved per write of the ``seq.reserved`` counter.
+SEQ_BLOCK = 4096
 #: Longest an operation waits for others to share its commit (a bounded group-commit interval).
 DEFAULT_COMMIT_INTERVAL = 0.05
 #: SQLite page size of new spool files: a commit writes whole pages to the WAL.
@@ -76,7 +90,7 @@ _RING_ENTRY = struct.Struct(">qq")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER PRIMARY KEY,
     lane TEXT NOT NULL,
     kind TEXT NOT NULL,
     stream TEXT NOT NULL,
@@ -87,15 +101,16 @@ CREATE TABLE IF NOT EXISTS records (
     attrs TEXT,
     data BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS records_lane_seq ON records(lane, seq);
+DROP INDEX IF EXISTS records_lane_seq;
+CREATE INDEX IF NOT EXISTS records_media ON records(seq) WHERE lane = 'media';
 CREATE TABLE IF NOT EXISTS checkpoints (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS rings (
     name TEXT NOT NULL,
     slot INTEGER NOT NULL,
     entry BLOB NOT NULL,
-    PRIMARY KEY (name, slot)
-) WITHOUT ROWID;
+    UNIQUE (name, slot)
+);
 """
 
 
@@ -172,13 +187,8 @@ class _Append:
     ring: Sequence[RingEntry] = ()
 
 
-@dataclass
-class _Ack:
-    seqs: list[int]
-    future: Future
-
-
 _CLOSE = object()
+_ACKED = object()  # wakes the writer: acknowledged seqs wait to be deleted
 
 
 class Spool:
@@ -220,10 +230,19 @@ class Spool:
         for lane, count, max_seq in db.execute("SELECT lane, COUNT(*), MAX(seq) FROM records GROUP BY lane"):
             self._counts[lane] = count
             self._max_seq[lane] = max_seq
-        # The writer thread is the only writer, so it hands out sequence numbers itself
-        # (AUTOINCREMENT's sqlite_sequence still guarantees they are never reused).
-        seq_row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'records'").fetchone()
-        self._last_seq = max(seq_row[0] if seq_row else 0, max(self._max_seq.values()))
+        # The writer thread is the only writer, so it hands out sequence numbers itself, after
+        # the last reservation (or an older spool's AUTOINCREMENT counter).
+        legacy = 0
+        if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'").fetchone():
+            row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'records'").fetchone()
+            legacy = row[0] if row else 0
+        reserved = db.execute("SELECT value FROM counters WHERE name = 'seq.reserved'").fetchone()
+        self._last_seq = max(legacy, reserved[0] if reserved else 0, max(self._max_seq.values()))
+        self._reserved = self._last_seq
+        # Acknowledged, not deleted yet: seq -> (size, lane). Guarded by _changed.
+        self._acked: dict[int, tuple[int, str]] = {}
+        self._deleted_now: list[int] = []  # acked or dropped seqs deleted by the open transaction
+        self._dropped_upto: dict[str, int] = {}  # kind -> seq of its last record dropped (size cap)
         self._dropped = {name.removeprefix("dropped."): value for name, value in db.execute("SELECT name, value FROM counters WHERE name LIKE 'dropped.%'")}
         self._committed = self._snapshot()
         self._publish_gauges()
@@ -292,32 +311,49 @@ class Spool:
         return result
 
     def ack(self, seqs: Iterable[int]) -> None:
-        """Delete records the gateway acknowledged. Unknown (already dropped) seqs are ignored."""
+        """Records the gateway acknowledged: gone from ``read`` and ``stats`` now, from the file
+        within ``ACK_FLUSH_SECONDS``. Unknown (already dropped) seqs are ignored."""
         seq_list = list(seqs)
         if not seq_list:
             return
-        future: Future = Future()
-        self._submit(_Ack(seq_list, future))
-        future.result()
+        self._check_open()
+        db = self._reader()
+        found: dict[int, tuple[int, str]] = {}
+        for start in range(0, len(seq_list), 500):
+            chunk = seq_list[start : start + 500]
+            rows = db.execute(f"SELECT seq, size, lane FROM records WHERE seq IN ({','.join('?' * len(chunk))})", chunk)
+            found.update((seq, (size, lane)) for seq, size, lane in rows)
+        with self._changed:
+            self._acked.update(found)
+        self._queue.put(_ACKED)
 
     def read(self, lane: str, after_seq: int = 0, limit: int = 500, max_bytes: int = 5 * 1024 * 1024) -> list[SpooledRecord]:
         """The oldest records of ``lane`` after ``after_seq``, at most ``limit`` and about ``max_bytes``."""
         if lane not in LANES:
             raise ValueError(f"lane must be one of {LANES}, not {lane!r}")
         self._check_open()
-        rows = self._reader().execute(
-            "SELECT seq, kind, stream, partition_key, data, source, timestamp_ms, attrs FROM records"
-            " WHERE lane = ? AND seq > ? ORDER BY seq LIMIT ?",
-            (lane, after_seq, limit),
-        )
+        acked = self._acked
         out: list[SpooledRecord] = []
         total = 0
-        for seq, kind, stream, key, data, source, ts, attrs in rows:
-            if out and total + len(data) > max_bytes:
-                break
-            total += len(data)
-            out.append(SpooledRecord(seq, kind, stream, key, bytes(data), source, ts, json.loads(attrs) if attrs else {}))
-        return out
+        while True:
+            rows = self._reader().execute(
+                # the lane as a literal: the planner can use the partial index for 'media'
+                "SELECT seq, kind, stream, partition_key, data, source, timestamp_ms, attrs FROM records"
+                f" WHERE lane = '{lane}' AND seq > ? ORDER BY seq LIMIT ?",
+                (after_seq, limit),
+            ).fetchall()
+            for seq, kind, stream, key, data, source, ts, attrs in rows:
+                if seq in acked:  # acknowledged, its delete not committed yet
+                    continue
+                if out and total + len(data) > max_bytes:
+                    return out
+                total += len(data)
+                out.append(SpooledRecord(seq, kind, stream, key, bytes(data), source, ts, json.loads(attrs) if attrs else {}))
+                if len(out) >= limit:
+                    return out
+            if len(rows) < limit:
+                return out
+            after_seq = rows[-1][0]
 
     def checkpoint(self, key: str) -> str | None:
         self._check_open()
@@ -336,8 +372,18 @@ class Spool:
             return self._changed.wait_for(lambda: self._closed or self._committed_max_seq[lane] > after_seq, timeout) and not self._closed
 
     def stats(self) -> SpoolStats:
-        """What is committed (the writer's own counters run ahead while a transaction is open)."""
-        return self._committed
+        """What is committed and not acknowledged (the writer's own counters run ahead while a
+        transaction is open)."""
+        with self._changed:
+            committed = self._committed
+            if not self._acked:
+                return committed
+            records = dict(committed.records)
+            acked_bytes = 0
+            for size, lane in self._acked.values():
+                records[lane] -= 1
+                acked_bytes += size
+        return SpoolStats(records, committed.bytes - acked_bytes, committed.dropped, committed.max_bytes)
 
     def _snapshot(self) -> SpoolStats:
         self._committed_max_seq = dict(self._max_seq)
@@ -371,46 +417,58 @@ class Spool:
         if self._closed:
             raise SpoolClosed(f"spool {self.path} is closed")
 
-    def _submit(self, op: _Append | _Ack) -> None:
+    def _submit(self, op: _Append) -> None:
         self._check_open()
         self._queue.put(op)
 
     def _write_loop(self) -> None:
+        acks_due: float | None = None  # when the acknowledged records must be deleted
         while True:
-            first = self._queue.get()
-            if first is _CLOSE:
-                return
-            group = [first]
-            size = len(first.records) if isinstance(first, _Append) else len(first.seqs)
-            stop = False
-            deadline = time.monotonic() + self.commit_interval
-            while size < MAX_GROUP_RECORDS:
-                try:
-                    wait = deadline - time.monotonic()
-                    op = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if op is _CLOSE:
-                    stop = True
-                    break
-                group.append(op)
-                size += len(op.records) if isinstance(op, _Append) else len(op.seqs)
-            self._commit_group(group)
+            timeout = None if acks_due is None else max(0.0, acks_due - time.monotonic())
+            try:
+                first = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                first = None
+            stop = first is _CLOSE
+            group: list[_Append] = []
+            if isinstance(first, _Append):
+                group.append(first)
+                size = len(first.records)
+                deadline = time.monotonic() + self.commit_interval
+                while size < MAX_GROUP_RECORDS:
+                    try:
+                        wait = deadline - time.monotonic()
+                        op = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if op is _CLOSE:
+                        stop = True
+                        break
+                    if isinstance(op, _Append):
+                        group.append(op)
+                        size += len(op.records)
+            if self._acked and acks_due is None:
+                acks_due = time.monotonic() + ACK_FLUSH_SECONDS
+            flush = bool(self._acked) and (stop or len(self._acked) >= MAX_GROUP_RECORDS or time.monotonic() >= (acks_due or 0))
+            if group or flush:
+                self._commit_group(group, flush)
+                if flush:
+                    acks_due = None
             if stop:
                 return
 
-    def _commit_group(self, group: list[Any]) -> None:
+    def _commit_group(self, group: list[_Append], flush_acks: bool = False) -> None:
         db = self._writer_db
         results: list[tuple[Future, Any]] = []
-        saved_state = (self._bytes, dict(self._counts), dict(self._max_seq), dict(self._dropped), self._last_seq)
+        saved_state = (self._bytes, dict(self._counts), dict(self._max_seq), dict(self._dropped), self._last_seq, self._reserved,
+                       dict(self._dropped_upto))
         dropped_now: dict[str, int] = {}
+        self._deleted_now = []
         try:
             db.execute("BEGIN IMMEDIATE")
+            if flush_acks:
+                self._delete_acked(db)
             for op in group:
-                if isinstance(op, _Ack):
-                    self._delete(db, op.seqs)
-                    results.append((op.future, None))
-                    continue
                 try:
                     seqs = self._insert(db, op, dropped_now)
                 except SpoolFull as exc:
@@ -426,7 +484,7 @@ class Spool:
         except sqlite3.Error as exc:
             if db.in_transaction:
                 db.execute("ROLLBACK")
-            self._bytes, self._counts, self._max_seq, self._dropped, self._last_seq = saved_state
+            self._bytes, self._counts, self._max_seq, self._dropped, self._last_seq, self._reserved, self._dropped_upto = saved_state
             log.error("spool commit failed: %s", exc)
             error = SpoolError(f"spool commit failed: {exc}")
             for op in group:
@@ -437,6 +495,8 @@ class Spool:
             log.warning("spool full (cap %d bytes): dropped %d oldest %s record(s)", self.max_bytes, n, kind)
         with self._changed:
             self._committed = self._snapshot()
+            for seq in self._deleted_now:
+                self._acked.pop(seq, None)
             self._changed.notify_all()
         self._publish_gauges()
         for future, result in results:
@@ -447,8 +507,16 @@ class Spool:
 
     def _insert(self, db: sqlite3.Connection, op: _Append, dropped_now: dict[str, int]) -> list[int]:
         incoming = sum(len(r.data) for r in op.records)
+        if self._bytes + incoming > self.max_bytes and len(self._acked) > len(self._deleted_now):
+            self._delete_acked(db)  # acknowledged records make room before anything is dropped
         if self._bytes + incoming > self.max_bytes:
             self._make_room(db, self._bytes + incoming - self.max_bytes, dropped_now)
+        if self._last_seq + len(op.records) > self._reserved:
+            self._reserved = self._last_seq + len(op.records) + SEQ_BLOCK
+            db.execute(
+                "INSERT INTO counters(name, value) VALUES ('seq.reserved', ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                (self._reserved,),
+            )
         now_ms = int(time.time() * 1000)
         rows = []
         for r in op.records:
@@ -470,10 +538,11 @@ class Spool:
                 op.checkpoint,
             )
         if op.ring:
-            db.executemany(  # an update in place: the slot's page is rewritten, the tree is not rebalanced
-                "INSERT INTO rings VALUES (?, ?, ?) ON CONFLICT(name, slot) DO UPDATE SET entry = excluded.entry",
-                [(e.name, e.slot, _RING_ENTRY.pack(e.ordinal, e.value)) for e in op.ring],
-            )
+            # An UPDATE of the non-indexed column in place (an upsert would rewrite the index too);
+            # the INSERT only adds the slots not written before.
+            entries = [(_RING_ENTRY.pack(e.ordinal, e.value), e.name, e.slot) for e in op.ring]
+            db.executemany("UPDATE rings SET entry = ? WHERE name = ? AND slot = ?", entries)
+            db.executemany("INSERT OR IGNORE INTO rings(entry, name, slot) VALUES (?, ?, ?)", entries)
         return seqs
 
     def _make_room(self, db: sqlite3.Connection, needed: int, dropped_now: dict[str, int]) -> None:
@@ -481,13 +550,16 @@ class Spool:
         freed = 0
         for kind in self.drop_order:
             while freed < needed:
+                # Seqs only grow: no record of this kind is older than the last one dropped.
                 rows = db.execute(
-                    "SELECT seq, size, lane FROM records WHERE lane = ? AND kind = ? ORDER BY seq LIMIT 256", (lane_of(kind), kind)
+                    f"SELECT seq, size, lane FROM records WHERE seq > ? AND lane = '{lane_of(kind)}' AND kind = ? ORDER BY seq LIMIT 256",
+                    (self._dropped_upto.get(kind, 0), kind),
                 ).fetchall()
                 if not rows:
                     break
                 victims: list[int] = []
                 for seq, size, lane in rows:
+                    self._dropped_upto[kind] = seq
                     victims.append(seq)
                     freed += size
                     self._bytes -= size
@@ -495,11 +567,18 @@ class Spool:
                     if freed >= needed:
                         break
                 db.execute(f"DELETE FROM records WHERE seq IN ({','.join('?' * len(victims))})", victims)
+                self._deleted_now.extend(victims)
                 dropped_now[kind] = dropped_now.get(kind, 0) + len(victims)
                 self._dropped[kind] = self._dropped.get(kind, 0) + len(victims)
             if freed >= needed:
                 return
         raise SpoolFull(f"spool at its cap of {self.max_bytes} bytes and the drop policy {self.drop_order} frees no more")
+
+    def _delete_acked(self, db: sqlite3.Connection) -> None:
+        with self._changed:
+            seqs = sorted(self._acked.keys() - set(self._deleted_now))
+        self._delete(db, seqs)
+        self._deleted_now.extend(seqs)
 
     def _delete(self, db: sqlite3.Connection, seqs: list[int]) -> None:
         for start in range(0, len(seqs), 500):
@@ -509,7 +588,7 @@ class Spool:
                 self._counts[lane] -= 1
 
     def _publish_gauges(self) -> None:
-        committed = self._committed
+        committed = self.stats()
         metrics.SPOOL_BYTES.set(committed.bytes)
         for lane, count in committed.records.items():
             metrics.SPOOL_RECORDS.labels(lane).set(count)
@@ -539,7 +618,7 @@ def _salvage(damaged: Path, fresh: sqlite3.Connection) -> tuple[int, int]:
             last = row[0]
             fresh.execute("INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
             saved += 1
-        for table, columns in (("checkpoints", 2), ("rings", 3)):
+        for table, columns in (("checkpoints", 2), ("counters", 2), ("rings", 3)):
             try:
                 rows = old.execute(f"SELECT * FROM {table}").fetchall()
             except sqlite3.DatabaseError:

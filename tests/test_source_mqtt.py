@@ -120,7 +120,7 @@ def test_messages_land_in_spool_with_topic_key_and_binary_payloads(mosquitto, tm
     records = spool.read("records", limit=1000)
     assert [r.data for r in records[:2]] == [b"21.5", binary]
     assert records[1].partition_key == f"{topic_root}/b/temp"
-    assert records[1].attrs == {"topic": f"{topic_root}/b/temp", "qos": 1, "retain": False}
+    assert records[1].attrs == {}  # topic = partition key, QoS 1, not retained: nothing to add
     assert records[1].kind == "telemetry" and records[1].stream == "telemetry" and records[1].source == name
     same_topic = [r.data for r in records if r.partition_key == f"{topic_root}/a/temp"]
     assert same_topic == [b"21.5"] + [f"{i}".encode() for i in range(100)] + [b"last"]  # in order

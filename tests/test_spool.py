@@ -63,7 +63,7 @@ def test_commits_are_grouped_within_the_commit_interval(tmp_path: Path) -> None:
     with Spool(tmp_path / "spool.db", commit_interval=0.2) as spool:
         commits = []
         original = spool._commit_group
-        spool._commit_group = lambda group: (commits.append(len(group)), original(group))  # type: ignore[method-assign]
+        spool._commit_group = lambda group, *more: (commits.append(len(group)), original(group, *more))  # type: ignore[method-assign]
         threads = [threading.Thread(target=spool.append, args=([rec()],)) for _ in range(8)]
         for t in threads:
             t.start()

@@ -13,8 +13,9 @@ across a crash; use QoS 1. QoS 0 messages are lost while the agent is down, as M
 Record rules:
 
 - data: the payload bytes exactly as published; binary and non-UTF-8 payloads are kept as is
-  (Kinesis data is opaque bytes). attrs: ``topic``, ``qos``, ``retain`` (and ``content_type``
-  when an MQTT 5 publisher set one).
+  (Kinesis data is opaque bytes). attrs hold only what the record does not say already, to keep
+  spool rows small: ``topic`` when it is longer than the partition key (its last 256 characters),
+  ``qos`` when it is not 1, ``retain`` when set, ``content_type`` when an MQTT 5 publisher set one.
 - partition key: the topic (its last 256 characters), so one topic stays in order.
 - a payload larger than ``max_payload_bytes`` is rejected (reason ``too_large``), a topic that is
   not valid UTF-8 is rejected (``bad_topic``); both are still acknowledged, otherwise the broker
@@ -379,9 +380,15 @@ class MqttSource(Source):
         if len(item.payload) > cfg.max_payload_bytes or len(item.payload) + len(key.encode()) > MAX_RECORD_BYTES:
             self.rejects("too_large", f"{len(item.payload)} bytes on {item.topic!r} (max_payload_bytes = {cfg.max_payload_bytes})")
             return None
-        attrs: dict[str, Any] = {"topic": item.topic, "qos": item.qos, "retain": item.retain}
-        if item.content_type is not None:
-            attrs["content_type"] = item.content_type
+        attrs: dict[str, Any] | None = None
+        if key != item.topic or item.qos != 1 or item.retain or item.content_type is not None:
+            attrs = {"topic": item.topic} if key != item.topic else {}
+            if item.qos != 1:
+                attrs["qos"] = item.qos
+            if item.retain:
+                attrs["retain"] = True
+            if item.content_type is not None:
+                attrs["content_type"] = item.content_type
         return NewRecord(cfg.kind, cfg.stream, key, item.payload, self.name, item.timestamp_ms, attrs)
 
     def _drop_unacked(self) -> None:
