@@ -23,6 +23,7 @@ from aiohttp import web
 from gateway.config import FirehoseConfig
 from gateway.errors import AwsError
 from gateway.firehose import streams as model
+from gateway.firehose.channels import is_channel_stream
 from gateway.firehose.naming import invalid
 from gateway.firehose.processors import check_processors
 from gateway.firehose.sources import check_source
@@ -158,7 +159,8 @@ async def list_delivery_streams(call: Call, p: dict[str, Any]) -> dict[str, Any]
     limit = p.get("Limit", 10)
     after = p.get("ExclusiveStartDeliveryStreamName")
     wanted = p.get("DeliveryStreamType")
-    names = sorted(s.name for s in call.store.iter_streams() if (wanted is None or s.type == wanted) and (after is None or s.name > after))
+    names = sorted(s.name for s in call.store.iter_streams()
+                   if (wanted is None or s.type == wanted) and (after is None or s.name > after) and not is_channel_stream(s.name))
     return {"DeliveryStreamNames": names[:limit], "HasMoreDeliveryStreams": len(names) > limit}
 
 

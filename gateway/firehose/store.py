@@ -19,6 +19,8 @@ On-disk format (``<data dir>/firehose.sqlite3`` in WAL mode, plus ``firehose.sql
 - ``checkpoints(key, value)``: source positions (a Kinesis data stream's shards), written in
   the same transaction as the records read from them.
 - ``counters(name, value)``: delivered objects/records/bytes, redeliveries, errors.
+- ``channels(name, doc)``: Kinesis Data Streams channels (``gateway.firehose.channels``), each
+  run as internal delivery streams named ``channel:<name>:<index>``.
 - ``producer_batches``: the data-stream store's exactly-once memory (``gateway.kds.replays``,
   same table layout; the "shard key" column is 0 and a stream is ``crc32`` of its name): a
   PutRecordBatch replayed by the edge agent (same ``X-Edge-Producer-Id`` and record seqs) gets its
@@ -38,12 +40,14 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import json
 from array import array
 import sqlite3
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from gateway.errors import AwsError
 from gateway.firehose.streams import DeliveryStream
@@ -68,6 +72,7 @@ CREATE INDEX IF NOT EXISTS chunks_stream_seq ON chunks(stream, seq);
 CREATE TABLE IF NOT EXISTS batches (stream TEXT NOT NULL, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL, PRIMARY KEY (stream, first_seq));
 CREATE TABLE IF NOT EXISTS checkpoints (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS channels (name TEXT PRIMARY KEY, doc TEXT NOT NULL);
 """ + replays.SCHEMA
 #: How long the exactly-once memory of a producer's records is kept (the data streams' minimum retention).
 REPLAY_MEMORY_SECONDS = 24 * 3600
@@ -132,6 +137,7 @@ class BufferStore:
         top = conn.execute("SELECT max(seq + count) FROM chunks").fetchone()[0] or 1
         saved = conn.execute("SELECT value FROM counters WHERE name='next_seq'").fetchone()
         self.next_seq = max(top, saved[0] if saved else 1)
+        self.channels: dict[str, dict[str, Any]] = {name: json.loads(doc) for name, doc in conn.execute("SELECT name, doc FROM channels")}
         self.streams = streams
         self.pending = pending
 
@@ -176,6 +182,22 @@ class BufferStore:
 
         await self._writer.submit(job)
         self.changed.set()
+
+    # -- channels ----------------------------------------------------------------------------
+
+    async def save_channel(self, doc: dict[str, Any]) -> None:
+        def job(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT OR REPLACE INTO channels(name, doc) VALUES (?, ?)", (doc["ChannelName"], json.dumps(doc)))
+            self.channels = {**self.channels, doc["ChannelName"]: doc}
+
+        await self._writer.submit(job)
+
+    async def delete_channel(self, name: str) -> None:
+        def job(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM channels WHERE name=?", (name,))
+            self.channels = {k: v for k, v in self.channels.items() if k != name}
+
+        await self._writer.submit(job)
 
     # -- records -----------------------------------------------------------------------------
 

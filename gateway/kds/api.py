@@ -18,7 +18,7 @@ from aiohttp import web
 
 from gateway.errors import AwsError, invalid_argument, validation
 from gateway.auth import signer_of
-from gateway.kds import configure, consumers, control, encryption, policies, queue_delivery, queues, records, render, subscriptions
+from gateway.kds import channels, configure, consumers, control, encryption, policies, queue_delivery, queues, records, render, subscriptions
 from gateway.kds.consumers import CONSUMERS
 from gateway.kds.iterators import IteratorSigner
 from gateway.kds.protocol import JSON, Codec, RawJson, codec_for
@@ -239,6 +239,7 @@ HANDLERS: dict[str, Handler] = {
     **policies.HANDLERS,
     **queues.HANDLERS,
     **queue_delivery.HANDLERS,
+    **channels.HANDLERS,
 }
 
 
