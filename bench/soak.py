@@ -438,7 +438,8 @@ def part_fuzz(work: Path, requests: int, seed: int, threads: int = 4) -> Row:
         row.lost = 50 - len(set(kept) & {f"keep-{i}".encode() for i in range(50)})
         kinesis.put_record(StreamName="soak-keep", Data=b"after", PartitionKey="a")
     if fives:
-        row.notes.append(f"FAIL: {len(fives)} 5xx or unshaped errors, e.g. {fives[:3]}")
+        kinds = Counter(f.split(" ", 2)[0] + " " + f.split(" ", 2)[1] for f in fives)
+        row.notes.append(f"FAIL: {len(fives)} 5xx or unshaped errors: {dict(kinds)}; e.g. {fives[:3]}")
     row.peak_rss_mib = mib(max(rss or [0]))
     row.notes.append(f"{row.requests / elapsed:.0f} req/s; outcomes {dict(outcomes)}; gateway RSS MiB {curve(rss)}")
     gw.kill()
