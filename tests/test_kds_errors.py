@@ -194,3 +194,14 @@ def test_every_constraint_is_listed(gw: GatewayProcess) -> None:
     assert message.startswith("3 validation errors detected: ")
     paths = re.findall(r"at '([^']+)'", message)
     assert paths == ["streamName", "shardCount", "streamModeDetails.streamMode"]
+
+
+def test_loose_shard_ids(gw: GatewayProcess) -> None:
+    """AWS reads any ``<prefix>-<number>`` as shard <number>, in every member that names a shard."""
+    kinesis = gw.client("kinesis")
+    after = kinesis.list_shards(StreamName="e-three", ExclusiveStartShardId="shardId-0")["Shards"]
+    assert [s["ShardId"] for s in after] == ["shardId-000000000001", "shardId-000000000002"]
+    described = kinesis.describe_stream(StreamName="e-three", ExclusiveStartShardId="x-1")["StreamDescription"]["Shards"]
+    assert [s["ShardId"] for s in described] == ["shardId-000000000002"]
+    it = kinesis.get_shard_iterator(StreamName="e-three", ShardId="whatever-2", ShardIteratorType="LATEST")["ShardIterator"]
+    assert kinesis.get_records(ShardIterator=it)["Records"] == []

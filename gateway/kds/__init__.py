@@ -5,7 +5,9 @@ model checks) → ``api`` (action table) → ``records`` / ``control`` (data and
 → ``store`` + ``writer`` (SQLite, group commit) with ``shards`` (hash routing), ``limits``,
 ``iterators``, ``sequence``, ``render`` and ``retention`` as helpers. Enhanced fan-out:
 ``consumers`` (registered consumers) and ``subscriptions`` (SubscribeToShard, framed by
-``eventstream``, woken by the store's commits through ``signals``).
+``eventstream``, woken by the store's commits through ``signals``). Stream and account settings:
+``settings`` (state) changed by ``configure``, ``encryption`` (AES-GCM at rest, local key store)
+and ``policies`` (resource policies); ``monitoring`` puts shard-level metrics on ``/metrics``.
 """
 
 from __future__ import annotations

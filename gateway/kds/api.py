@@ -22,6 +22,7 @@ from gateway.kds import channels, configure, consumers, control, encryption, pol
 from gateway.kds.consumers import CONSUMERS
 from gateway.kds.iterators import IteratorSigner
 from gateway.kds.protocol import JSON, Codec, RawJson, codec_for
+from gateway.kds.shards import canonical_shard_id
 from gateway.kds.store import Store, Stream
 from gateway.kds.validate import service_model, validate, validate_member
 from gateway.wire import decode_token, encode_token, region_of, stream_name_from_arn
@@ -89,7 +90,7 @@ async def delete_stream(call: Call, p: dict[str, Any]) -> dict[str, Any]:
 async def describe_stream(call: Call, p: dict[str, Any]) -> dict[str, Any]:
     stream = call.stream(p)
     limit = p.get("Limit", 100)
-    after = p.get("ExclusiveStartShardId")
+    after = canonical_shard_id(p["ExclusiveStartShardId"]) if "ExclusiveStartShardId" in p else None
     shards = [s for s in stream.shards if after is None or s.shard_id > after]
     description = render.summary(call.arn(stream.name), stream, call.codec)
     members = service_model().shape_for("StreamDescription").members
@@ -147,7 +148,7 @@ async def list_shards(call: Call, p: dict[str, Any]) -> dict[str, Any]:
             shard_filter = validate_member("ShardFilter", shard_filter, "nextToken.shardFilter", JSON)
     else:
         stream = call.stream(p)
-        after = p.get("ExclusiveStartShardId")
+        after = canonical_shard_id(p["ExclusiveStartShardId"]) if "ExclusiveStartShardId" in p else None
         shard_filter = p.get("ShardFilter")
     limit = p.get("MaxResults", 1000)
     shards = render.filter_shards(stream, shard_filter)

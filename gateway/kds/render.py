@@ -7,7 +7,7 @@ from typing import Any
 from gateway.errors import invalid_argument
 from gateway.kds.protocol import Codec
 from gateway.kds.sequence import external
-from gateway.kds.shards import Shard
+from gateway.kds.shards import Shard, canonical_shard_id
 from gateway.kds.store import Stream
 
 def stream_arn(region: str, account: str, name: str) -> str:
@@ -78,6 +78,8 @@ def filter_shards(stream: Stream, shard_filter: dict[str, Any] | None) -> list[S
     ts = shard_filter.get("Timestamp")
     if kind == "AFTER_SHARD_ID":
         after = shard_filter.get("ShardId")
+        if after:
+            after = canonical_shard_id(after)
         if not after:
             raise invalid_argument("ShardFilter AFTER_SHARD_ID needs a ShardId.")
         return [s for s in shards if s.shard_id > after]
