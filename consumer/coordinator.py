@@ -62,7 +62,8 @@ class LeaseEvent:
 
 class LeaseCoordinator:
     def __init__(self, store: LeaseStore, worker_id: str, failover_seconds: float, max_leases: int = 0,
-                 clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None,
+                 on_take: Callable[[str], None] | None = None) -> None:
         self.store = store
         self.worker_id = worker_id
         self.failover = failover_seconds
@@ -72,6 +73,8 @@ class LeaseCoordinator:
         self._held: dict[str, Held] = {}
         self._seen: dict[str, tuple[int, float]] = {}
         self._lock = threading.Lock()
+        #: Called with "expired" or "stolen" after each successful take (metrics).
+        self._on_take = on_take
 
     # -- what shard consumers ask -------------------------------------------------------------
     def may_process(self, key: str) -> bool:
@@ -227,4 +230,6 @@ class LeaseCoordinator:
         with self._lock:
             self._held[lease.key] = Held(taken, sent, now, state)
         log.info("%s: %s lease (previous owner %s)", lease.key, "stole" if handoff_from else "took", lease.owner)
+        if self._on_take:
+            self._on_take("stolen" if handoff_from else "expired")
         return LeaseEvent(lease.key, "ready", taken) if state == ACTIVE else None

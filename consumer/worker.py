@@ -94,7 +94,8 @@ class Worker:
         self.store = store
         self.client = client
         self.processor_factory = processor_factory
-        self.coordinator = LeaseCoordinator(store, self.worker_id, settings.failover_seconds, settings.max_leases)
+        self.coordinator = LeaseCoordinator(store, self.worker_id, settings.failover_seconds, settings.max_leases,
+                                            on_take=lambda how: metrics.LEASE_TAKES.labels(settings.stream, how).inc())
         self.consumers: dict[str, ShardConsumer] = {}
         #: Leases ready to process whose consumer is not started yet.
         self._ready: dict[str, Lease] = {}

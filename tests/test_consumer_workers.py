@@ -139,6 +139,7 @@ def test_workers_share_fail_over_and_follow_resharding(gateway: GatewayProcess, 
         held = float(re.search(r'edge_consumer_leases_held\{stream="kcl-audit"\} (\S+)', scrape).group(1))  # type: ignore[union-attr]
         assert held >= 1, scrape  # w4 joined last and took its share by hand-off
         assert re.search(r'edge_consumer_records_processed_total\{shard="shardId-\d+",stream="kcl-audit"\} [1-9]', scrape), scrape
+        assert re.search(r'edge_consumer_lease_takes_total\{how="(stolen|expired)",stream="kcl-audit"\} [1-9]', scrape), scrape
         assert re.search(r'edge_consumer_millis_behind_latest\{shard="shardId-\d+",stream="kcl-audit"\} \d', scrape), scrape
         for w in ("w2", "w3", "w4"):
             workers[w].kill(signal.SIGTERM)
