@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections import defaultdict
 from collections.abc import Iterator
@@ -407,3 +408,19 @@ def test_checkpoint_round_trip_and_lock(tmp_path: Path) -> None:
     assert [r[3] for r in again.outbox()] == [b"two"]  # delivered records are gone, the rest kept
     assert again.producer == producer  # output numbering continues under the same producer id
     again.close()
+
+
+def test_signed_gateways_serve_no_stream_data_unsigned(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text('[auth.credentials]\nAKIDEXAMPLE = "secret"\n' + CONFIG.split("[[analytics.applications]]\nname = \"lines\"")[0].format(devices=tmp_path / "d.csv"))
+    (tmp_path / "d.csv").write_text("device,site\n")
+    gateway = GatewayProcess(tmp_path / "data", "--config", str(config)).start()
+    try:
+        for path in ("/analytics/applications", "/analytics/applications/plant", "/analytics/events", "/analytics/motion"):
+            with pytest.raises(urllib.error.HTTPError) as info:
+                urllib.request.urlopen(gateway.url + path, timeout=5)
+            assert info.value.code == 403 and json.load(info.value)["__type"] == "AccessDeniedException"
+        with urllib.request.urlopen(gateway.url + "/analytics", timeout=5) as response:  # the page itself is public, like the player
+            assert response.status == 200
+    finally:
+        gateway.kill()

@@ -9,6 +9,8 @@
     GET /analytics                           the dashboard page (static/, nothing from a CDN)
 
 These are GET routes next to the player's, outside the AWS API (no SigV4, like the player page).
+Because they carry stream data, the data endpoints answer 403 when the gateway verifies SigV4
+(``[auth] credentials``): then read the output streams with a signed client instead.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from gateway import static
 from gateway.analytics.engine import Application
 from gateway.analytics.motion import MotionWatcher
 from gateway.analytics.output import Outputs
-from gateway.errors import not_found, validation
+from gateway.errors import AwsError, not_found, validation
 from gateway.firehose import SERVICES as FIREHOSE
 from gateway.kds import STORE
 from gateway.keys import CONFIG
@@ -51,6 +53,12 @@ class Analytics:
         self.motion: dict[str, MotionWatcher] = {}
         self.subscribers: set[asyncio.Event] = set()
         self.closing = False
+
+    def check_open(self, request: web.Request) -> None:
+        """Stream data is served here only when the gateway does not require signed requests."""
+        if request.app[CONFIG].auth.credentials:
+            raise AwsError("AccessDeniedException", "The analytics endpoints are off while the gateway verifies SigV4 signatures "
+                           "(they would serve stream data unsigned); read the output streams with a signed client.", 403)
 
     def app(self, name: str) -> Application:
         found = self.apps.get(name)
@@ -102,11 +110,13 @@ async def _wind_up(app: web.Application) -> None:
 
 
 async def list_applications(request: web.Request) -> web.Response:
+    request.app[ANALYTICS].check_open(request)
     apps = request.app[ANALYTICS].apps.values()
     return web.json_response({"ApplicationSummaries": [a.summary() for a in apps]})
 
 
 async def describe_application(request: web.Request) -> web.Response:
+    request.app[ANALYTICS].check_open(request)
     application = request.app[ANALYTICS].app(request.match_info["name"])
     detail = application.detail()
     detail["RecentRows"] = {q.name: [row for _, row in application.rows_since(q.name, 0)[-20:]] for q in application.spec.queries}
@@ -114,6 +124,7 @@ async def describe_application(request: web.Request) -> web.Response:
 
 
 async def application_rows(request: web.Request) -> web.Response:
+    request.app[ANALYTICS].check_open(request)
     application = request.app[ANALYTICS].app(request.match_info["name"])
     query = request.query.get("query", "")
     if query not in application.recent:
@@ -126,10 +137,12 @@ async def application_rows(request: web.Request) -> web.Response:
 
 
 async def list_motion(request: web.Request) -> web.Response:
+    request.app[ANALYTICS].check_open(request)
     return web.json_response({"MotionDetectors": [w.summary() for w in request.app[ANALYTICS].motion.values()]})
 
 
 async def describe_motion(request: web.Request) -> web.Response:
+    request.app[ANALYTICS].check_open(request)
     watcher = request.app[ANALYTICS].motion.get(request.match_info["stream"])
     if watcher is None:
         raise not_found(f"No motion detection is configured for video stream {request.match_info['stream']}.", 404)
@@ -143,6 +156,7 @@ def _event(kind: str, data: Any) -> bytes:
 async def events(request: web.Request) -> web.StreamResponse:
     """Server-sent events: ``stats`` (every application's summary) and ``rows`` (new output rows)."""
     analytics = request.app[ANALYTICS]
+    analytics.check_open(request)
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await response.prepare(request)
     wake = asyncio.Event()

@@ -195,7 +195,15 @@ function connect() {
     $("status").textContent = "live";
     $("status").classList.remove("error");
   });
-  source.addEventListener("error", () => { $("status").textContent = "reconnecting..."; $("status").classList.add("error"); });
+  source.addEventListener("error", async () => {
+    $("status").textContent = "reconnecting...";
+    $("status").classList.add("error");
+    const response = await fetch("/analytics/applications", { cache: "no-store" }).catch(() => null);
+    if (response && response.status === 403) {  // the gateway verifies SigV4: no unsigned stream data here
+      source.close();
+      $("status").textContent = (await response.json()).message;
+    }
+  });
   source.addEventListener("stats", (event) => { state.events++; addStats(JSON.parse(event.data)); scheduleRender(); });
   source.addEventListener("rows", (event) => {
     state.events++;
