@@ -62,7 +62,7 @@ def camera(start_ms: int, width: int = 320, height: int = 240, fps: int = 10) ->
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     base = tmp_path_factory.mktemp("motion")
     (base / "gateway.toml").write_text(CONFIG)
-    gateway = GatewayProcess(base / "data", "--config", str(base / "gateway.toml")).start()
+    gateway = GatewayProcess(base / "data", "--config", str(base / "gateway.toml"), "--no-limits").start()  # the test polls GetRecords fast
     yield gateway
     gateway.kill()
 
