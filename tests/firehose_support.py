@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from helpers import GatewayProcess, aws_client, free_port, wait_for_port, wait_until
 
@@ -15,10 +19,34 @@ ROLE = "arn:aws:iam::000000000000:role/firehose"
 
 
 def start_gateway(workdir: Path, firehose_toml: str = "", *args: str, more_toml: str = "") -> GatewayProcess:
-    workdir.mkdir(parents=True, exist_ok=True)
-    config = workdir / "gateway.toml"
-    config.write_text(f"[firehose]\n{firehose_toml}\n{more_toml}\n")
-    return GatewayProcess(workdir / "data", "--config", str(config), *args).start()
+    """A started gateway whose config has ``[firehose]`` ``firehose_toml`` (and ``more_toml``)."""
+    return GatewayProcess.configured(workdir, f"[firehose]\n{firehose_toml}\n{more_toml}\n", *args).start()
+
+
+#: Lambda ARNs the shared gateway maps to ``tests/firehose_transforms.py``.
+SHOUT = "arn:aws:lambda:us-east-1:000000000000:function:shout"
+BROKEN = "arn:aws:lambda:us-east-1:000000000000:function:broken"
+_shared: list[GatewayProcess] = []
+
+
+@pytest.fixture(scope="session")
+def firehose_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    """One ``--no-limits`` gateway for the Firehose modules that neither restart it nor need other
+    settings (each uses its own stream, bucket and table names), with the test transforms
+    registered. Kept here so every importing module gets the same process (see kds_support)."""
+    if not _shared:
+        toml = f'[firehose.transforms]\n"{SHOUT}" = "firehose_transforms:shout"\n"{BROKEN}" = "firehose_transforms:broken"\n'
+        saved = os.environ.get("PYTHONPATH")
+        os.environ["PYTHONPATH"] = str(Path(__file__).parent)  # where the gateway imports the transforms from
+        try:
+            _shared.append(start_gateway(tmp_path_factory.mktemp("firehose-shared"), toml, "--no-limits"))
+        finally:
+            if saved is None:
+                del os.environ["PYTHONPATH"]
+            else:
+                os.environ["PYTHONPATH"] = saved
+    yield _shared[0]
+    _shared[0].kill()
 
 
 def s3_config(bucket: str, **extra: Any) -> dict[str, Any]:

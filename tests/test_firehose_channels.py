@@ -4,12 +4,11 @@ stream delivered to S3 objects and to an Iceberg table, on the Firehose machiner
 from __future__ import annotations
 
 import gzip
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from firehose_support import objects, start_gateway
+from firehose_support import firehose_gateway, objects  # noqa: F401 (fixture)
 from helpers import GatewayProcess, wait_until
 from pyiceberg.catalog.sql import SqlCatalog
 
@@ -17,10 +16,8 @@ ROLE = "arn:aws:iam::000000000000:role/channel"
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    gw = start_gateway(tmp_path_factory.mktemp("firehose-channels"), "", "--no-limits")
-    yield gw
-    gw.kill()
+def gateway(firehose_gateway: GatewayProcess) -> GatewayProcess:
+    return firehose_gateway
 
 
 def on_demand(kinesis: Any, name: str) -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 
@@ -15,7 +14,7 @@ import pyarrow.orc as orc
 import pyarrow.parquet as pq
 import pytest
 from botocore.exceptions import ClientError
-from firehose_support import objects, s3_config, start_gateway
+from firehose_support import firehose_gateway, objects, s3_config  # noqa: F401 (fixture)
 from helpers import GatewayProcess, wait_until
 
 NOW = {"SizeInMBs": 64, "IntervalInSeconds": 0}
@@ -27,13 +26,15 @@ COLUMNS = [
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    gw = start_gateway(tmp_path_factory.mktemp("firehose-conversion"), "", "--no-limits")
-    glue = gw.client("glue")
+def gateway(firehose_gateway: GatewayProcess) -> GatewayProcess:
+    return firehose_gateway
+
+
+@pytest.fixture(scope="module", autouse=True)
+def glue_table(gateway: GatewayProcess) -> None:
+    glue = gateway.client("glue")
     glue.create_database(DatabaseInput={"Name": "lake"})
     glue.create_table(DatabaseName="lake", TableInput={"Name": "readings", "StorageDescriptor": {"Columns": COLUMNS}, "TableType": "EXTERNAL_TABLE"})
-    yield gw
-    gw.kill()
 
 
 def test_glue_catalog_calls(gateway: GatewayProcess) -> None:

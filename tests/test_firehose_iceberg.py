@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
 import pytest
-from firehose_support import objects, s3_config, start_gateway
+from firehose_support import firehose_gateway, objects, s3_config, start_gateway  # noqa: F401 (fixture)
 from helpers import GatewayProcess, wait_until
 from pyiceberg.catalog.sql import SqlCatalog
 
@@ -19,10 +18,8 @@ CATALOG_ARN = "arn:aws:glue:us-east-1:000000000000:catalog"
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    gw = start_gateway(tmp_path_factory.mktemp("firehose-iceberg"), "", "--no-limits")
-    yield gw
-    gw.kill()
+def gateway(firehose_gateway: GatewayProcess) -> GatewayProcess:
+    return firehose_gateway
 
 
 def catalog(gateway: GatewayProcess) -> SqlCatalog:
@@ -80,9 +77,17 @@ def test_existing_table_and_missing_table(gateway: GatewayProcess) -> None:
     assert all(k.startswith("errors/iceberg-failed/") for k in objects(gateway, "lake3"))
 
 
-def test_a_batch_appended_before_a_sigkill_is_not_appended_again(gateway: GatewayProcess) -> None:
+def test_a_batch_appended_before_a_sigkill_is_not_appended_again(tmp_path_factory: pytest.TempPathFactory) -> None:
     """The append commits, the error object cannot be written (its bucket is blocked by a file), the
     gateway is killed: after the restart the batch is delivered again, and the append is skipped."""
+    gateway = start_gateway(tmp_path_factory.mktemp("firehose-iceberg-kill"), "", "--no-limits")
+    try:
+        _append_kill_restart(gateway)
+    finally:
+        gateway.kill()
+
+
+def _append_kill_restart(gateway: GatewayProcess) -> None:
     (gateway.data_dir / "s3").mkdir(parents=True, exist_ok=True)
     (gateway.data_dir / "s3" / "blocked").write_text("not a directory")
     firehose = gateway.client("firehose")

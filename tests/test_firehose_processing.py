@@ -6,34 +6,18 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from firehose_support import objects, s3_config, start_gateway
+from firehose_support import BROKEN, SHOUT, firehose_gateway, objects, s3_config, start_gateway  # noqa: F401 (fixture)
 from helpers import GatewayProcess, wait_until
 
 NOW = {"SizeInMBs": 64, "IntervalInSeconds": 0}
-SHOUT = "arn:aws:lambda:us-east-1:000000000000:function:shout"
-BROKEN = "arn:aws:lambda:us-east-1:000000000000:function:broken"
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    toml = f'[firehose.transforms]\n"{SHOUT}" = "firehose_transforms:shout"\n"{BROKEN}" = "firehose_transforms:broken"\n'
-    saved = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = str(Path(__file__).parent)  # where the gateway imports the transforms from
-    try:
-        gw = start_gateway(tmp_path_factory.mktemp("firehose-processing"), toml, "--no-limits")
-    finally:
-        if saved is None:
-            del os.environ["PYTHONPATH"]
-        else:
-            os.environ["PYTHONPATH"] = saved
-    yield gw
-    gw.kill()
+def gateway(firehose_gateway: GatewayProcess) -> GatewayProcess:
+    return firehose_gateway
 
 
 def lines(gateway: GatewayProcess, bucket: str, prefix: str = "") -> list[bytes]:
@@ -135,7 +119,15 @@ def test_unregistered_lambda_is_refused(gateway: GatewayProcess) -> None:
     assert info.value.response["Error"]["Code"] == "InvalidArgumentException"
 
 
-def test_kinesis_stream_as_source_with_checkpoints_across_sigkill(gateway: GatewayProcess) -> None:
+def test_kinesis_stream_as_source_with_checkpoints_across_sigkill(tmp_path_factory: pytest.TempPathFactory) -> None:
+    gateway = start_gateway(tmp_path_factory.mktemp("firehose-source"), "", "--no-limits")
+    try:
+        _source_kill_restart(gateway)
+    finally:
+        gateway.kill()
+
+
+def _source_kill_restart(gateway: GatewayProcess) -> None:
     kinesis, firehose = gateway.client("kinesis"), gateway.client("firehose")
     kinesis.create_stream(StreamName="src", ShardCount=2)
     kinesis.put_records(StreamName="src", Records=[{"Data": b"before\n", "PartitionKey": str(i)} for i in range(10)])
