@@ -276,43 +276,56 @@ def test_long_poll_wakes_on_a_put(kinesis: Any) -> None:
 
 def test_a_sigkilled_gateway_loses_nothing_and_acks_nothing_twice(gateway: GatewayProcess) -> None:
     kinesis = gateway.client("kinesis")
-    queue = make_queue(kinesis, "q-kill", on_demand(kinesis, "q-kill"), VisibilityTimeoutSeconds=1)
+    # no dead-lettering: on a loaded machine a slow receiver may see its records go round a few times
+    queue = make_queue(kinesis, "q-kill", on_demand(kinesis, "q-kill"), VisibilityTimeoutSeconds=2, DeadLetterConfiguration={"TargetType": "NONE"})
     sent = [f"k{i}".encode() for i in range(400)]
     put(kinesis, "q-kill", sent)
     acked: Counter[str] = Counter()  # RecordId -> successful acknowledgements
-    seen: set[bytes] = set()
-    killed = threading.Event()
+    uncertain: set[str] = set()  # acknowledged in a call whose answer the kill swallowed
+    seen: dict[str, bytes] = {}
+    last_busy = [time.monotonic()]
     stop = threading.Event()
+    lock = threading.Lock()
 
     def receiver() -> None:
         client = gateway.client("kinesis")
         while not stop.is_set():
             try:
                 records = receive(client, queue, Limit=10)
-                seen.update(r["Data"] for r in records)
-                if records:
-                    result = ack(client, queue, records)
-                    by_handle = {r["ReceiptHandle"]: r["RecordId"] for r in records}
-                    acked.update(by_handle[e["ReceiptHandle"]] for e in result["Successful"])
             except (BotoConnectionError, ClientError):
                 time.sleep(0.05)  # the gateway is down (or just restarted): try again
+                continue
+            if not records:
+                continue
+            with lock:
+                last_busy[0] = time.monotonic()
+                seen.update((r["RecordId"], r["Data"]) for r in records)
+            try:
+                result = ack(client, queue, records)
+            except (BotoConnectionError, ClientError):
+                with lock:
+                    uncertain.update(r["RecordId"] for r in records)
+                continue
+            by_handle = {r["ReceiptHandle"]: r["RecordId"] for r in records}
+            with lock:
+                acked.update(by_handle[e["ReceiptHandle"]] for e in result["Successful"])
 
     threads = [threading.Thread(target=receiver) for _ in range(3)]
     for t in threads:
         t.start()
     wait_until(lambda: len(acked) >= 100, timeout=30, what="100 acknowledged")
     gateway.restart()  # SIGKILL mid-flight, then the same data dir
-    killed.set()
-    wait_until(lambda: len(seen) == len(sent), timeout=60, what="every record received")
-    # an acknowledgement whose answer was lost in the kill was committed or not: either way the
-    # record comes back (not committed) or stays gone (committed); drain what comes back
-    wait_until(lambda: receive(gateway.client("kinesis"), queue, WaitTimeSeconds=2) == [], timeout=30, what="queue drained")
+    wait_until(lambda: len(seen) == len(sent) and set(seen) <= set(acked) | uncertain, timeout=60, what="every record received and acknowledged")
+    # a record handed out or acknowledged just before the kill but not committed comes back after its
+    # visibility timeout: quiet for longer than that means nothing is left
+    wait_until(lambda: time.monotonic() - last_busy[0] > 3, timeout=60, what="the queue quiet")
     stop.set()
     for t in threads:
         t.join(30)
-    assert seen == set(sent)
-    assert max(acked.values()) == 1  # no record acknowledged twice
-    assert len(acked) >= len(sent) - 30  # and (but for answers lost in the kill) every record acked
+    assert sorted(seen.values()) == sorted(sent)  # nothing lost
+    assert max(acked.values()) == 1  # nothing acknowledged twice
+    assert set(seen) - set(acked) <= uncertain  # every record acknowledged (an answer lost in the kill aside)
+    assert receive(gateway.client("kinesis"), queue, WaitTimeSeconds=1) == []
 
 
 def test_records_leave_the_queue_with_retention(tmp_path: Path) -> None:
