@@ -257,7 +257,7 @@ def test_each_consumer_reads_at_its_own_rate(kinesis: Any) -> None:
         reader.close()
     # each needed about (250 kB - one second's burst) / 100 kB/s, and both ran side by side
     assert min(done) >= (250_000 - READ_BYTES_PER_SEC) / READ_BYTES_PER_SEC * 0.8, done
-    assert max(done) < 250_000 / READ_BYTES_PER_SEC + 1, done
+    assert max(done) < 250_000 / READ_BYTES_PER_SEC + 1, done  # a shared budget would need 4 s
 
 
 def test_cbor_clients_get_cbor_events(gateway: GatewayProcess, kinesis: Any) -> None:
