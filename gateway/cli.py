@@ -9,7 +9,6 @@ import logging
 import sys
 from pathlib import Path
 
-from gateway.app import create_app
 from gateway.config import DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT, ConfigError, GatewayConfig, LimitsConfig, load_config
 from gateway.credentials import auth_from_environment
 from gateway.kds.encryption import KEY_FILE, KeyStore
@@ -89,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.create_key:
         return _create_key(config, args.create_key)
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from gateway.app import create_app  # here, not at the top: `edge-gateway analytics` needs none of it
+
     app = create_app(config)
     try:
         asyncio.run(serve(app, config, context))
