@@ -77,6 +77,8 @@ class ShardMonitor:
     def collect(self) -> Iterator[Metric]:
         """The prometheus_client collector protocol: enabled metrics of live streams only."""
         streams = self.store.streams_by_key
+        for gone in [k for k in self.values if k[0] not in streams]:  # deleted streams' figures
+            del self.values[gone]
         families: dict[str, CounterMetricFamily | GaugeMetricFamily] = {}
         for aws_name, (name, counter, doc) in METRICS.items():
             cls = CounterMetricFamily if counter else GaugeMetricFamily
