@@ -15,7 +15,7 @@ from edge_agent.sdnotify import Notifier, watchdog_interval
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
-UNITS = ["edge-agent.service", "edge-gateway.service"]
+UNITS = ["edge-agent.service", "edge-gateway.service", "edge-consumer.service"]
 
 
 def _verify(unit: Path) -> subprocess.CompletedProcess:
