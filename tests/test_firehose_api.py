@@ -119,7 +119,7 @@ def test_model_violations_and_missing_destination(firehose: Any) -> None:
     assert code == "InvalidArgumentException"
 
 
-def test_put_limits(firehose: Any) -> None:
+def test_put_limits(firehose: Any, gateway: GatewayProcess) -> None:
     firehose.create_delivery_stream(DeliveryStreamName="limits", ExtendedS3DestinationConfiguration=s3_config("limits"))
     code, message = error_of(firehose.put_record_batch, DeliveryStreamName="limits", Records=[{"Data": b"x"}] * 501)
     assert code == "ValidationException" and "less than or equal to 500" in message
@@ -127,6 +127,10 @@ def test_put_limits(firehose: Any) -> None:
     assert code == "ValidationException" and "1024000" in message
     code, message = error_of(firehose.put_record_batch, DeliveryStreamName="limits", Records=[{"Data": b"x" * 1_000_000}] * 5)
     assert code == "InvalidArgumentException" and "4 MiB" in message
+    for records, expected in ([{"Data": "not base64!"}], "records.1.member.data"), ([{"Data": "eA=="}, {"Data": 7}], "records.2.member.data"):
+        raw = gateway_client_with_body(gateway, {"DeliveryStreamName": "limits", "Records": records})
+        code, message = error_of(raw.put_record_batch, DeliveryStreamName="limits", Records=[{"Data": b"x"}])
+        assert code == "SerializationException" and expected in message
 
 
 def test_throttling_is_slow_down(firehose: Any) -> None:
@@ -146,6 +150,15 @@ def test_unknown_operation_and_garbage(gateway: GatewayProcess) -> None:
     assert error_of(firehose.list_delivery_streams)[0] == "SerializationException"
     r = httpx.post(gateway.url + "/", content=b"{}", headers={"X-Amz-Target": "Nope_1.Nope", "Content-Type": "application/x-amz-json-1.1"})
     assert r.json()["__type"] in ("UnknownOperationException", "MissingAuthenticationTokenException")
+
+
+def gateway_client_with_body(gateway: GatewayProcess, body: dict[str, Any]) -> Any:
+    """A client whose PutRecordBatch sends ``body`` (signed as it is)."""
+    import json
+
+    other = gateway.client("firehose")
+    other.meta.events.register("before-sign.firehose.PutRecordBatch", lambda request, **_: setattr(request, "data", json.dumps(body).encode()))
+    return other
 
 
 def _garble(request: Any, **kwargs: Any) -> None:

@@ -12,6 +12,7 @@ records that fit and reports the rest per record (``FailedPutCount``), as AWS do
 
 from __future__ import annotations
 
+import binascii
 import time
 import zlib
 from collections.abc import Awaitable, Callable
@@ -21,7 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.config import FirehoseConfig
-from gateway.errors import AwsError
+from gateway.errors import AwsError, serialization
 from gateway.firehose import streams as model
 from gateway.firehose.channels import is_channel_stream
 from gateway.firehose.naming import invalid
@@ -37,6 +38,7 @@ from gateway.kds.validate import validate, validation_error
 TARGET_PREFIX = "Firehose_20150804"
 MAX_BATCH_BYTES = 4 * 1024 * 1024
 MAX_RECORD_BYTES = 1_024_000
+MAX_BATCH_RECORDS = 500
 MAX_TAGS = 50
 SLOW_DOWN = "Slow down."
 
@@ -291,6 +293,21 @@ HANDLERS: dict[str, Handler] = {
 }
 
 
+def _decode_records(raw: list[Any]) -> list[dict[str, bytes]]:
+    """PutRecordBatch's ``Records`` (the hot path: 500 base64 blobs a call), with the errors the
+    model checker gives: wrong types are SerializationException."""
+    out: list[dict[str, bytes]] = []
+    for i, entry in enumerate(raw):
+        data = entry.get("Data") if isinstance(entry, dict) else None
+        if not isinstance(data, str):
+            raise serialization(f"records.{i + 1}.member.data: expected a base64 string, got {type(data).__name__}")
+        try:
+            out.append({"Data": binascii.a2b_base64(data, strict_mode=True)})
+        except ValueError as exc:
+            raise serialization(f"records.{i + 1}.member.data: not valid base64: {exc}") from exc
+    return out
+
+
 def _mask_loopback_http(body: dict[str, Any]) -> tuple[str, str] | None:
     """The model allows only https:// endpoints; we also take plain http:// on loopback (tests, a
     local receiver). Such a URL is validated as if it were https:// and put back afterwards."""
@@ -311,7 +328,13 @@ def make_handler(get_services: Callable[[web.Request], Services]) -> Callable[[w
             raise AwsError("UnknownOperationException", f"Operation {action!r} is not supported by this Firehose endpoint.")
         body = JSON.decode(await request.read())
         loopback = _mask_loopback_http(body)
+        raw_records = body.get("Records") if action == "PutRecordBatch" else None
+        fast = isinstance(raw_records, list) and 1 <= len(raw_records) <= MAX_BATCH_RECORDS
+        if fast:
+            body["Records"] = [{"Data": ""}]  # decoded below: 500 records through the generic checker cost ~10x more
         params = validate(action, body, JSON, "firehose")
+        if fast:
+            params["Records"] = _decode_records(raw_records)  # type: ignore[arg-type]
         if loopback is not None:
             params[loopback[0]]["EndpointConfiguration"]["Url"] = loopback[1]
         result = await handler(Call(request, get_services(request), region_of(request.headers)), params)
