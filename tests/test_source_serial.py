@@ -110,14 +110,19 @@ def test_lines_and_garbage(source) -> None:
     assert record.partition_key.endswith("ttyUSB0") and record.kind == "telemetry" and record.stream == "serial"
 
 
-def test_device_unplugged_and_plugged_back(source, tmp_path: Path) -> None:
+def tried_to_open(caplog: pytest.LogCaptureFixture, name: str) -> bool:
+    """The source ``name`` has failed to open its port at least once (it logs that once per outage)."""
+    return any(r.getMessage().startswith(f"{name}: cannot open ") for r in caplog.records)
+
+
+def test_device_unplugged_and_plugged_back(source, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     spool, device, name = source(reopen_max=0.5)
     sync(device, spool)
     device.write(b"before-1\nbefore-2\nhalf a li")
     wait_until(lambda: len(datas(spool)) == 2)
     device.unplug()
     wait_until(lambda: rejected(name, "partial") == 1)
-    time.sleep(0.6)  # a few failed reopen attempts while the device is gone
+    wait_until(lambda: tried_to_open(caplog, name))  # reopening fails while the device is gone
     device = Device(tmp_path / "ttyUSB0")  # plugged back: a new device node behind the same link
     sync(device, spool)
     device.write(b"after-1\nafter-2\n")
@@ -126,7 +131,7 @@ def test_device_unplugged_and_plugged_back(source, tmp_path: Path) -> None:
     device.unplug()
 
 
-def test_a_port_held_by_another_reader_is_waited_for(source, tmp_path: Path) -> None:
+def test_a_port_held_by_another_reader_is_waited_for(source, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     import serial
 
     link = tmp_path / "ttyUSB0"
@@ -134,7 +139,7 @@ def test_a_port_held_by_another_reader_is_waited_for(source, tmp_path: Path) -> 
     other = serial.Serial(str(link), exclusive=True, timeout=0.1)  # e.g. someone's `screen` session
     try:
         spool, _, name = source(device=device, reopen_max=0.3)
-        time.sleep(0.5)  # the source has tried to open the port by now
+        wait_until(lambda: tried_to_open(caplog, name))
         device.write(b"held\n")
         time.sleep(0.5)
         assert spool.read("records") == []  # it did not get in beside the other reader
