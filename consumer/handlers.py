@@ -28,7 +28,6 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -43,23 +42,6 @@ from edge_agent.backoff import Backoff
 log = logging.getLogger("consumer.handlers")
 
 Handler = Callable[[list[Record]], Any]
-
-
-@dataclass(frozen=True)
-class HandlerSettings:
-    stream: str
-    batch_size: int = 100
-    batching_window_seconds: float = 0.0
-    max_attempts: int = 3
-    bisect_on_error: bool = True
-    on_failure_stream: str = ""
-    retry_base_seconds: float = 0.1
-    retry_max_seconds: float = 5.0
-
-    @classmethod
-    def from_section(cls, section: HandlerSection, stream: str) -> "HandlerSettings":
-        return cls(stream, section.batch_size, section.batching_window_seconds, section.max_attempts, section.bisect_on_error,
-                   section.on_failure_stream, section.retry_base_seconds, section.retry_max_seconds)
 
 
 def failed_from(batch: list[Record], result: Any) -> int | None:
@@ -80,9 +62,11 @@ class HandlerProcessor(BaseProcessor):
     #: Called on every poll, records or not, so a batching window can close without new records.
     process_empty_batches = True
 
-    def __init__(self, handler: Handler, settings: HandlerSettings, client: Any, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(self, handler: Handler, settings: HandlerSection, stream: str, client: Any,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self.handler = handler
         self.settings = settings
+        self.stream = stream
         self.client = client
         self._sleep = sleep
         self._buffer: list[Record] = []
@@ -117,7 +101,7 @@ class HandlerProcessor(BaseProcessor):
             if first_failed is None:
                 backoff.reset()
                 continue
-            metrics.HANDLER_FAILURES.labels(self.settings.stream).inc()
+            metrics.HANDLER_FAILURES.labels(self.stream).inc()
             failed = records[first_failed:]
             log.info("%s: handler failed on %d record(s) from %s (attempt %d): %s", self.shard_id, len(failed),
                      failed[0].sequence_number, attempt, error)
@@ -133,7 +117,7 @@ class HandlerProcessor(BaseProcessor):
                 raise LeaseLost(f"{self.shard_id}: lease lost while retrying a failed batch")
 
     def _set_aside(self, records: list[Record], attempts: int, error: str) -> None:
-        metrics.RECORDS_SET_ASIDE.labels(self.settings.stream).inc(len(records))
+        metrics.RECORDS_SET_ASIDE.labels(self.stream).inc(len(records))
         if not self.settings.on_failure_stream:
             log.error("%s: skipping %d record(s) from %s after %d attempts: %s", self.shard_id, len(records),
                       records[0].sequence_number, attempts, error)
@@ -155,7 +139,7 @@ class HandlerProcessor(BaseProcessor):
         return {
             "requestContext": {"condition": "RetryAttemptsExhausted", "approximateInvokeCount": attempts, "functionError": error},
             "KinesisBatchInfo": {"shardId": self.shard_id, "startSequenceNumber": record.sequence_number,
-                                 "endSequenceNumber": record.sequence_number, "streamName": self.settings.stream, "batchSize": 1},
+                                 "endSequenceNumber": record.sequence_number, "streamName": self.stream, "batchSize": 1},
             "record": {"partitionKey": record.partition_key, "sequenceNumber": record.sequence_number,
                        "subSequenceNumber": record.sub_sequence_number, "data": base64.b64encode(record.data).decode()},
         }

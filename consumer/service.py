@@ -63,11 +63,10 @@ def processor_factory(config: ConsumerConfig, client: Any) -> ProcessorFactory:
     if config.consumer.processor:
         factory: ProcessorFactory = load_object(config.consumer.processor, "consumer.processor")
         return factory
-    from consumer.handlers import HandlerProcessor, HandlerSettings
+    from consumer.handlers import HandlerProcessor
 
     handler = load_object(config.consumer.handler, "consumer.handler")
-    settings = HandlerSettings.from_section(config.handler, config.consumer.stream)
-    return lambda: HandlerProcessor(handler, settings, client)
+    return lambda: HandlerProcessor(handler, config.handler, config.consumer.stream, client)
 
 
 def build_worker(config: ConsumerConfig) -> Worker:

@@ -18,7 +18,8 @@ from typing import Any
 from helpers import ROOT, GatewayProcess, wait_until
 
 from consumer import Record, SqliteLeaseStore, Worker, WorkerSettings
-from consumer.handlers import HandlerProcessor, HandlerSettings
+from consumer.config import HandlerSection
+from consumer.handlers import HandlerProcessor
 from kds_support import kds_gateway, read_shard  # noqa: F401  (fixture)
 
 
@@ -30,9 +31,9 @@ def put(kinesis: Any, stream: str, items: list[str]) -> None:
 def run_handler(kinesis: Any, tmp_path: Path, stream: str, handler: Callable[[list[Record]], Any], until: Callable[[], bool],
                 **settings: Any) -> SqliteLeaseStore:
     store = SqliteLeaseStore(tmp_path / "leases.db", stream)
-    hs = HandlerSettings(stream, retry_base_seconds=0.01, retry_max_seconds=0.05, **settings)
+    section = HandlerSection(retry_base_seconds=0.01, retry_max_seconds=0.05, **settings)
     worker = Worker(WorkerSettings(stream=stream, failover_seconds=2.0, shard_sync_seconds=1.0, poll_interval_seconds=0.05),
-                    store, kinesis, lambda: HandlerProcessor(handler, hs, kinesis))
+                    store, kinesis, lambda: HandlerProcessor(handler, section, stream, kinesis))
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     try:
