@@ -5,6 +5,7 @@ import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,6 +35,16 @@ def gateway_factory(tmp_path: Path) -> Iterator:
     yield start
     for gw in started:
         gw.kill()
+
+
+@pytest.fixture(scope="module")
+def raw(gw: GatewayProcess) -> Iterator[Any]:
+    """A raw HTTP/1.1 client (``fuzz_support.RawClient``) on the module's ``gw`` gateway."""
+    from fuzz_support import RawClient
+
+    client = RawClient(gw.port)
+    yield client
+    client.close()
 
 
 @pytest.fixture(scope="session")

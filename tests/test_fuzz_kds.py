@@ -48,13 +48,6 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     gateway.kill()
 
 
-@pytest.fixture(scope="module")
-def raw(gw: GatewayProcess) -> Iterator[RawClient]:
-    client = RawClient(gw.port)
-    yield client
-    client.close()
-
-
 def headers(action: str, content_type: str = "application/x-amz-json-1.1") -> dict[str, str]:
     return {"Content-Type": content_type, "X-Amz-Target": f"Kinesis_20131202.{action}"}
 

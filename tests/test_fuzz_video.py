@@ -55,13 +55,6 @@ def gw(tmp_path_factory: pytest.TempPathFactory, fragments: list[bytes]) -> Iter
     gateway.kill()
 
 
-@pytest.fixture(scope="module")
-def raw(gw: GatewayProcess) -> Iterator[RawClient]:
-    client = RawClient(gw.port)
-    yield client
-    client.close()
-
-
 def putmedia_headers(stream: str, **extra: str) -> dict[str, str]:
     return {"x-amzn-stream-name": stream, "x-amzn-fragment-timecode-type": "ABSOLUTE",
             "x-amzn-producer-start-timestamp": "1700000000.000", **extra}
