@@ -10,10 +10,11 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import av
-import cv2
-import numpy as np
+if TYPE_CHECKING:  # PyAV and OpenCV load in ~0.5 s: a gateway imports them on its first image, not at start
+    import av
+    import numpy as np
 
 FORMATS = ("JPEG", "PNG")
 DEFAULT_JPEG_QUALITY = 80
@@ -28,6 +29,8 @@ class Image:
 
 
 def _encode(bgr: np.ndarray, image_format: str, quality: int) -> bytes:
+    import cv2
+
     if image_format == "JPEG":
         ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
     elif image_format == "PNG":
@@ -37,6 +40,12 @@ def _encode(bgr: np.ndarray, image_format: str, quality: int) -> bytes:
     if not ok:
         raise RuntimeError(f"{image_format} encoding failed")
     return bytes(buf.tobytes())
+
+
+def _resize(bgr: np.ndarray, width: int, height: int) -> np.ndarray:
+    import cv2
+
+    return cv2.resize(bgr, (width, height), interpolation=cv2.INTER_AREA)
 
 
 def target_size(src_w: int, src_h: int, width: int | None, height: int | None) -> tuple[int, int]:
@@ -52,6 +61,8 @@ def target_size(src_w: int, src_h: int, width: int | None, height: int | None) -
 
 def iter_frames(mkv: bytes) -> Iterator[tuple[int, av.VideoFrame]]:
     """Decoded frames of a fragment as ``(timestamp_ms, frame)``, lazily (stop early to save work)."""
+    import av
+
     with av.open(io.BytesIO(mkv), mode="r") as container:
         stream = container.streams.video[0]
         for frame in container.decode(stream):
@@ -97,7 +108,7 @@ def images_from_fragment(
             continue
         bgr = frame.to_ndarray(format="bgr24")
         w, h = target_size(bgr.shape[1], bgr.shape[0], width, height)
-        img = bgr if (w, h) == (bgr.shape[1], bgr.shape[0]) else cv2.resize(bgr, (w, h), interpolation=cv2.INTER_AREA)
+        img = bgr if (w, h) == (bgr.shape[1], bgr.shape[0]) else _resize(bgr, w, h)
         encoded = Image(ts, _encode(img, image_format, quality), w, h)
         while i < len(wanted) and wanted[i] <= ts:
             out[wanted[i]] = encoded
