@@ -100,6 +100,9 @@ def test_encryption_seals_records_at_rest_and_keeps_old_ones_readable(gw: Gatewa
     with pytest.raises(ClientError) as exc:  # one change at a time, as AWS
         kinesis.start_stream_encryption(StreamName="set-enc", EncryptionType="KMS", KeyId="alias/aws/kinesis")
     assert exc.value.response["Error"]["Code"] == "ResourceInUseException"
+    with pytest.raises(ClientError) as exc:  # so does resharding, until the stream is ACTIVE again
+        kinesis.split_shard(StreamName="set-enc", ShardToSplit="shardId-0", NewStartingHashKey=str(2**127))
+    assert exc.value.response["Error"]["Message"] == f"Stream set-enc under account {ACCOUNT} not ACTIVE, instead in state UPDATING"
     active(kinesis, "set-enc")
     described = summary(kinesis, "set-enc")
     assert (described["EncryptionType"], described["KeyId"]) == ("KMS", "alias/aws/kinesis")

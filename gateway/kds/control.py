@@ -37,6 +37,12 @@ def _live(store: Store, stream: Stream) -> Stream:
     return stream
 
 
+def _active(store: Store, stream: Stream) -> Stream:
+    """``stream``, live and ACTIVE: resharding and retention changes wait out an UPDATING stream, as on AWS."""
+    settings.require_active(store, _live(store, stream))
+    return stream
+
+
 def _check_shard_budget(store: Store, extra: int, region: str) -> None:
     if open_shard_count(store) + extra > SHARD_LIMIT:
         raise limit_exceeded(
@@ -113,7 +119,7 @@ def _open_or_fail(store: Store, stream: Stream, shard_id: str) -> Shard:
 
 async def split_shard(store: Store, stream: Stream, shard_id: str, new_starting_hash_key: int, region: str = DEFAULT_REGION) -> None:
     def job(conn: sqlite3.Connection) -> None:
-        live = _live(store, stream)
+        live = _active(store, stream)
         shard = _open_or_fail(store, live, shard_id)
         if not shard.start_hash < new_starting_hash_key <= shard.end_hash:
             raise invalid_argument(f"NewStartingHashKey {new_starting_hash_key} used in SplitShard() on shard {shard.shard_id} in stream {live.name} under account {store.account_id} is not both greater than one plus the shard's StartingHashKey {shard.start_hash} and less than the shard's EndingHashKey {shard.end_hash}.")
@@ -126,7 +132,7 @@ async def split_shard(store: Store, stream: Stream, shard_id: str, new_starting_
 
 async def merge_shards(store: Store, stream: Stream, shard_id: str, adjacent_id: str) -> None:
     def job(conn: sqlite3.Connection) -> None:
-        live = _live(store, stream)
+        live = _active(store, stream)
         shard = _open_or_fail(store, live, shard_id)
         adjacent = _open_or_fail(store, live, adjacent_id)
         if shard.end_hash + 1 != adjacent.start_hash and adjacent.end_hash + 1 != shard.start_hash:
@@ -151,7 +157,7 @@ async def _scale(store: Store, stream: Stream, target: int, region: str, bounded
     """Split at the target boundaries, then merge within each target range."""
 
     def job(conn: sqlite3.Connection) -> int:
-        live = _live(store, stream)
+        live = _active(store, stream)
         current = len(live.open_shards)
         if bounded and target > 2 * current:
             raise limit_exceeded(f"UpdateShardCount cannot scale up over double your current open shard count. Current open shard count: {current} Target shard count: {target}")
@@ -180,7 +186,7 @@ async def _scale(store: Store, stream: Stream, target: int, region: str, bounded
 
 async def set_retention(store: Store, stream: Stream, hours: int, increase: bool) -> None:
     def job(conn: sqlite3.Connection) -> None:
-        live = _live(store, stream)
+        live = _active(store, stream)
         if hours < MIN_RETENTION_HOURS:
             raise invalid_argument(f"Minimum allowed retention period is {MIN_RETENTION_HOURS} hours. Requested retention period ({hours} hours) is too short.")
         if hours > MAX_RETENTION_HOURS:
