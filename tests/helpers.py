@@ -104,7 +104,7 @@ class GatewayProcess:
         cmd = [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(self.port), "--data-dir", str(self.data_dir), *self.extra_args]
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         log.close()
-        wait_for_port(self.port, proc=self.proc)
+        wait_for_port(self.port, timeout=40, proc=self.proc)  # a loaded 2-core box imports slowly
         time.sleep(0.05)  # a failed bind exits at once: make sure what answered is this process
         if self.proc.poll() is not None:
             raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.log()[-2000:]}")
