@@ -83,7 +83,7 @@ class InputSpec:
             problems.append("columns: required (a non-empty list of \"name TYPE\" strings)")
         if self.table:
             problems += _identifier_problem(self.table, "table")
-        if self.event_time and not any(c.split()[:1] == [self.event_time] and c.split()[1:2] in (["TIMESTAMP"], ["timestamp"]) for c in self.columns):
+        if self.event_time and not any(c.upper().split()[1:] == ["TIMESTAMP"] and c.split()[0] == self.event_time for c in self.columns):
             problems.append(f"event_time: {self.event_time!r} must name a TIMESTAMP column of the schema")
         if self.allowed_lateness_seconds < 0:
             problems.append("allowed_lateness_seconds: must not be negative")
