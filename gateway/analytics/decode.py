@@ -10,7 +10,6 @@ text; the engine sends those to the error stream instead of the query.
 from __future__ import annotations
 
 import csv
-from array import array
 
 import numpy as np
 import pyarrow as pa
@@ -18,37 +17,52 @@ import pyarrow as pa
 from gateway.analytics.spec import InputSpec
 from gateway.kds import segments
 
-RAW_SCHEMA = pa.schema([("seq", pa.int64()), ("arrival", pa.float64()), ("partition_key", pa.string()), ("data", pa.binary())])
+RAW_SCHEMA = pa.schema([("seq", pa.int64()), ("arrival", pa.float64()), ("partition_key", pa.large_string()), ("data", pa.large_binary())])
 
 
-def _offsets(lengths: array) -> pa.Buffer:
-    out = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(np.frombuffer(lengths, dtype=np.uint32), out=out[1:])
-    return pa.py_buffer(out)
+def _column(parts: list[memoryview], lengths: list[np.ndarray], kind: pa.DataType) -> pa.Array:
+    """One Arrow array over the concatenated ``parts`` (64-bit offsets from ``lengths``)."""
+    sizes = np.concatenate(lengths)
+    offsets = np.zeros(len(sizes) + 1, dtype=np.int64)
+    np.cumsum(sizes, out=offsets[1:])
+    return pa.Array.from_buffers(kind, len(sizes), [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(parts))])
 
 
 def raw_table(rows: list[tuple[int, float, bytes]], from_seq: int, limit: int) -> pa.Table:
-    """The records of ``rows`` (``Store.read_segments``) at ``from_seq`` and after, at most ``limit``."""
-    batches: list[pa.RecordBatch] = []
+    """The records of ``rows`` (``Store.read_segments``) at ``from_seq`` and after, at most ``limit``:
+    each segment's keys and data are sliced out whole, so the cost per record is numpy's, not Python's."""
+    keys: list[memoryview] = []
+    datas: list[memoryview] = []
+    key_lens: list[np.ndarray] = []
+    data_lens: list[np.ndarray] = []
+    seqs: list[np.ndarray] = []
+    arrivals: list[np.ndarray] = []
     taken = 0
     for first, arrival, payload in rows:
-        key_lens, data_lens, start = segments.layout(payload)
-        count = len(key_lens)
-        key_bytes = sum(key_lens)
-        keys = pa.Array.from_buffers(pa.large_string(), count, [None, _offsets(key_lens), pa.py_buffer(payload[start : start + key_bytes])])
-        datas = pa.Array.from_buffers(pa.large_binary(), count, [None, _offsets(data_lens), pa.py_buffer(payload[start + key_bytes :])])
+        k_lens, d_lens, start = segments.layout(payload)
+        kl = np.frombuffer(k_lens, dtype=np.uint32).astype(np.int64)
+        dl = np.frombuffer(d_lens, dtype=np.uint32).astype(np.int64)
         skip = max(0, from_seq - first)
-        n = min(count - skip, limit - taken)
+        n = min(len(kl) - skip, limit - taken)
         if n <= 0:
             continue
-        seqs = pa.array(np.arange(first + skip, first + skip + n, dtype=np.int64))
-        arrivals = pa.array(np.full(n, arrival, dtype=np.float64))
-        batches.append(pa.RecordBatch.from_arrays(
-            [seqs, arrivals, keys.slice(skip, n).cast(pa.string()), datas.slice(skip, n).cast(pa.binary())], schema=RAW_SCHEMA))
+        view = memoryview(payload)
+        key_start = start + int(kl[:skip].sum())
+        data_start = start + int(kl.sum()) + int(dl[:skip].sum())
+        keys.append(view[key_start : key_start + int(kl[skip : skip + n].sum())])
+        datas.append(view[data_start : data_start + int(dl[skip : skip + n].sum())])
+        key_lens.append(kl[skip : skip + n])
+        data_lens.append(dl[skip : skip + n])
+        seqs.append(np.arange(first + skip, first + skip + n, dtype=np.int64))
+        arrivals.append(np.full(n, arrival, dtype=np.float64))
         taken += n
         if taken >= limit:
             break
-    return pa.Table.from_batches(batches, schema=RAW_SCHEMA)
+    if not seqs:
+        return RAW_SCHEMA.empty_table()
+    columns = [pa.array(np.concatenate(seqs)), pa.array(np.concatenate(arrivals)),
+               _column(keys, key_lens, pa.large_string()), _column(datas, data_lens, pa.large_binary())]
+    return pa.Table.from_arrays(columns, schema=RAW_SCHEMA)
 
 
 def csv_fields(table: pa.Table, width: int) -> pa.Table:

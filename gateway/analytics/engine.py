@@ -152,7 +152,7 @@ class Application:
             reader = "read_csv_auto" if ref.path.endswith(".csv") else "read_json_auto"
             con.execute(f"CREATE TABLE {_q(ref.table)} AS SELECT * FROM {reader}(?)", [ref.path])
         for spec in self.spec.inputs:
-            con.execute(f"CREATE OR REPLACE TEMP TABLE {_q('__good_' + spec.table)} AS SELECT * EXCLUDE (seq, data, __error) FROM ({self._decoded(spec, pa.Table.from_batches([], RAW_SCHEMA))}) WHERE false")
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {_q('__good_' + spec.table)} AS SELECT * EXCLUDE (seq, data, __error) FROM ({self._decoded(spec, RAW_SCHEMA.empty_table())}) WHERE false")
             con.execute(f"CREATE OR REPLACE TEMP VIEW {_q(spec.table)} AS SELECT * FROM {_q('__good_' + spec.table)}")
         for query in self.spec.queries:
             if query.window is None:
@@ -193,7 +193,7 @@ class Application:
         stream = self.store.streams.get(spec.stream)
         if stream is None:
             self.message = f"input stream {spec.stream} does not exist"
-            return pa.Table.from_batches([], RAW_SCHEMA), True
+            return RAW_SCHEMA.empty_table(), True
         shards = stream.shards
         first_run = not any(table == spec.table for table, _ in self.state.positions)  # LATEST applies to a new input only
         per_shard = max(1, self.spec.max_batch_records // max(1, len(shards)))
@@ -214,7 +214,7 @@ class Application:
                 tables.append(table)
                 if table.num_rows >= per_shard:
                     at_tip = False
-        return (pa.concat_tables(tables) if tables else pa.Table.from_batches([], RAW_SCHEMA)), at_tip
+        return (pa.concat_tables(tables) if tables else RAW_SCHEMA.empty_table()), at_tip
 
     def _watermark_us(self, spec: InputSpec) -> int | None:
         top = self.state.watermarks.get(spec.table)
