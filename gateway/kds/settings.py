@@ -32,8 +32,9 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS settings(owner INTEGER PRIMARY KEY, value TEXT NOT NULL);
 """
 ACCOUNT = 0
-#: How long an asynchronous change keeps a stream UPDATING.
-UPDATE_SECONDS = 0.5
+#: How long an asynchronous change keeps a stream UPDATING (long enough that a client sees it, short
+#: enough that tests and scripts waiting for ACTIVE barely notice).
+UPDATE_SECONDS = 1.0
 #: Shard-level metrics of EnableEnhancedMonitoring, in AWS's order ("ALL" names them all).
 SHARD_METRICS = ("IncomingBytes", "IncomingRecords", "OutgoingBytes", "OutgoingRecords",
                  "WriteProvisionedThroughputExceeded", "ReadProvisionedThroughputExceeded", "IteratorAgeMilliseconds")
