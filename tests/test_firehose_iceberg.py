@@ -23,6 +23,8 @@ def gateway(firehose_gateway: GatewayProcess) -> GatewayProcess:
 
 
 def catalog(gateway: GatewayProcess) -> SqlCatalog:
+    """The gateway's catalog, opened here (its directory may not exist before a first Iceberg delivery)."""
+    (gateway.data_dir / "iceberg").mkdir(parents=True, exist_ok=True)
     return SqlCatalog("firehose", uri=f"sqlite:///{gateway.data_dir / 'iceberg' / 'catalog.sqlite3'}", warehouse=f"file://{gateway.data_dir / 's3'}")
 
 
