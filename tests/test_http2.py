@@ -74,6 +74,10 @@ def test_httpx_http2_prior_knowledge(gateway: GatewayProcess) -> None:
         assert response.json()["__type"] == "UnknownOperationException"
         response = client.post(gateway.url + "/", content=b"{not json", headers=headers)
         assert response.status_code == 400 and response.json()["__type"] == "SerializationException"
+        # a server-sent event stream (the analytics dashboard's) streams over h2
+        with client.stream("GET", gateway.url + "/analytics/events") as events:
+            assert events.http_version == "HTTP/2" and events.status_code == 200
+            assert next(events.iter_lines()).startswith("event: stats")
     # HTTP/1.1 clients on the same port are unaffected
     with httpx.Client(timeout=10) as client:
         response = client.post(gateway.url + "/", content=b"{}", headers={"X-Amz-Target": "Kinesis_20131202.ListStreams",
@@ -212,9 +216,10 @@ def test_alpn_picks_the_protocol_per_connection(tls_gateway: tuple[GatewayProces
     with httpx.Client(http2=True, verify=ssl.create_default_context(cafile=str(cert)), timeout=10) as browser:
         page = browser.get(url)
         assert page.http_version == "HTTP/2" and page.status_code == 200 and "<html" in page.text.lower()
-        with browser.stream("GET", url + "analytics/events") as events:
-            assert events.http_version == "HTTP/2" and events.status_code == 200
-            assert next(events.iter_lines()).startswith("event: stats")
+        # stream data is not served unsigned while the gateway verifies SigV4: an AWS-shaped 403 over h2
+        events = browser.get(url + "analytics/events")
+        assert events.http_version == "HTTP/2" and events.status_code == 403
+        assert events.json()["__type"] == "AccessDeniedException"
     # boto3 (HTTP/1.1) on the same port
     kinesis = boto3.client("kinesis", endpoint_url=url, region_name="us-east-1", verify=str(cert),
                            aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="secret")
