@@ -3,7 +3,8 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,39 @@ def raw(gw: GatewayProcess) -> Iterator[Any]:
     client = RawClient(gw.port)
     yield client
     client.close()
+
+
+@pytest.fixture
+def run_source() -> Iterator[Callable[[Any, Any], threading.Event]]:
+    """``run_source(config, spool)``: a source (built from its config) runs on a thread until the
+    returned event is set or the test ends; then it is stopped, joined and its spool closed."""
+    started: list[tuple[threading.Thread, threading.Event, Any]] = []
+
+    def start(config: Any, spool: Any) -> threading.Event:
+        stop = threading.Event()
+        thread = threading.Thread(target=config.build(spool, "agent-test").run, args=(stop,), daemon=True)
+        thread.start()
+        started.append((thread, stop, spool))
+        return stop
+
+    yield start
+    for thread, stop, spool in started:
+        stop.set()
+        thread.join(20)
+        assert not thread.is_alive()
+        spool.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Headless Chromium through Playwright, one per module."""
+    from playwright.sync_api import sync_playwright
+    from test_player_browser import CHROMIUM, CHROMIUM_ARGS
+
+    with sync_playwright() as p:
+        instance = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()
 
 
 @pytest.fixture(scope="session")

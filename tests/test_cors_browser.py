@@ -81,16 +81,6 @@ def gw(tmp_path_factory: pytest.TempPathFactory, site: int) -> Iterator[GatewayP
     gateway.kill()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        instance = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield instance
-        instance.close()
-
-
 def request(url: str, method: str = "GET", headers: dict[str, str] | None = None, data: bytes | None = None) -> tuple[int, Any]:
     req = urllib.request.Request(url, method=method, headers=headers or {}, data=data)
     try:

@@ -7,7 +7,8 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from typing import Any
 from fractions import Fraction
 from pathlib import Path
 
@@ -29,25 +30,17 @@ def decode(data: bytes) -> list[av.VideoFrame]:
 
 
 @pytest.fixture
-def camera(tmp_path: Path) -> Iterator[Callable[..., tuple[Spool, str, threading.Event]]]:
-    started: list[tuple[threading.Thread, threading.Event, Spool]] = []
+def camera(tmp_path: Path, run_source: Callable[[Any, Any], threading.Event]) -> Callable[..., tuple[Spool, str, threading.Event]]:
+    count = iter(range(1000))
 
     def start(**settings: object) -> tuple[Spool, str, threading.Event]:
-        name = f"camera-{len(started)}-{time.monotonic_ns()}"
+        n = next(count)
+        name = f"camera-{n}-{time.monotonic_ns()}"
         config = CameraConfig.from_dict({"stream": "cam", "name": name, **settings}, "sources.camera[0]")
-        spool = Spool(tmp_path / f"spool-{len(started)}.db")
-        stop = threading.Event()
-        thread = threading.Thread(target=config.build(spool, "agent").run, args=(stop,), daemon=True)
-        thread.start()
-        started.append((thread, stop, spool))
-        return spool, name, stop
+        spool = Spool(tmp_path / f"spool-{n}.db")
+        return spool, name, run_source(config, spool)
 
-    yield start
-    for thread, stop, spool in started:
-        stop.set()
-        thread.join(20)
-        assert not thread.is_alive()
-        spool.close()
+    return start
 
 
 def test_synthetic_camera_fragments_decode_with_their_frame_count(camera) -> None:

@@ -73,25 +73,7 @@ def subscribed() -> Iterator[Callable[[str], bool]]:
     logger.setLevel(level)
 
 
-@pytest.fixture
-def running() -> Iterator[Callable[[MqttConfig, Spool], threading.Event]]:
-    started: list[tuple[threading.Thread, threading.Event]] = []
-
-    def start(config: MqttConfig, spool: Spool) -> threading.Event:
-        stop = threading.Event()
-        thread = threading.Thread(target=config.build(spool, "agent-test").run, args=(stop,), daemon=True)
-        thread.start()
-        started.append((thread, stop))
-        return stop
-
-    yield start
-    for thread, stop in started:
-        stop.set()
-        thread.join(10)
-        assert not thread.is_alive()
-
-
-def test_messages_land_in_spool_with_topic_key_and_binary_payloads(mosquitto, tmp_path: Path, running, subscribed) -> None:
+def test_messages_land_in_spool_with_topic_key_and_binary_payloads(mosquitto, tmp_path: Path, run_source, subscribed) -> None:
     topic_root = f"plant-{uuid.uuid4().hex[:6]}"
     name = f"mqtt-{topic_root}"
     config = MqttConfig.from_dict(
@@ -100,7 +82,7 @@ def test_messages_land_in_spool_with_topic_key_and_binary_payloads(mosquitto, tm
         "sources.mqtt[0]",
     )
     spool = Spool(tmp_path / "spool.db")
-    running(config, spool)
+    run_source(config, spool)
     pub = publisher(mosquitto.port)
     try:
         wait_until(lambda: pub.is_connected() and subscribed(name))
@@ -129,14 +111,14 @@ def test_messages_land_in_spool_with_topic_key_and_binary_payloads(mosquitto, tm
     spool.close()
 
 
-def test_a_full_spool_leaves_messages_unacknowledged_not_lost(mosquitto, tmp_path: Path, running, subscribed, caplog) -> None:
+def test_a_full_spool_leaves_messages_unacknowledged_not_lost(mosquitto, tmp_path: Path, run_source, subscribed, caplog) -> None:
     """Nothing may be dropped and the spool is full: messages wait (unacknowledged) until the
     forwarder frees room, then arrive once each, in order."""
     topic = f"full-{uuid.uuid4().hex[:6]}/t"
     config = MqttConfig.from_dict({"stream": "s", "host": "127.0.0.1", "port": mosquitto.port, "topics": [topic]}, "sources.mqtt[0]")
     # A short commit interval: the source must outrun the 0.2 s drain below to fill the spool.
     spool = Spool(tmp_path / "spool.db", max_bytes=20_000, drop_order=(), commit_interval=0.005)
-    running(config, spool)
+    run_source(config, spool)
     pub = publisher(mosquitto.port)
     expected = [f"{i:04d}".encode() + b"x" * 496 for i in range(200)]  # 100 kB through a 20 kB spool
     delivered: list[bytes] = []
@@ -159,7 +141,7 @@ def test_a_full_spool_leaves_messages_unacknowledged_not_lost(mosquitto, tmp_pat
     spool.close()
 
 
-def test_mqtt5_session_gets_messages_published_while_away(mosquitto, tmp_path: Path, running, subscribed) -> None:
+def test_mqtt5_session_gets_messages_published_while_away(mosquitto, tmp_path: Path, run_source, subscribed) -> None:
     topic = f"v5-{uuid.uuid4().hex[:6]}/data"
     config = MqttConfig.from_dict(
         {"stream": "s", "host": "127.0.0.1", "port": mosquitto.port, "topics": [topic], "protocol": "5",
@@ -167,7 +149,7 @@ def test_mqtt5_session_gets_messages_published_while_away(mosquitto, tmp_path: P
         "sources.mqtt[0]",
     )
     spool = Spool(tmp_path / "spool.db")
-    stop = running(config, spool)
+    stop = run_source(config, spool)
     pub = publisher(mosquitto.port)
     try:
         wait_until(lambda: pub.is_connected() and subscribed(config.name))
@@ -177,7 +159,7 @@ def test_mqtt5_session_gets_messages_published_while_away(mosquitto, tmp_path: P
         time.sleep(0.5)
         for i in range(5):
             pub.publish(topic, f"away-{i}".encode(), qos=1).wait_for_publish(5)
-        running(config, spool)
+        run_source(config, spool)
         wait_until(lambda: committed(spool, "records") == 6)
     finally:
         pub.loop_stop()
@@ -201,7 +183,7 @@ class RestartableBroker(MosquittoProcess):
         return self
 
 
-def test_reconnects_after_the_broker_restarts(tmp_path: Path, running, subscribed) -> None:
+def test_reconnects_after_the_broker_restarts(tmp_path: Path, run_source, subscribed) -> None:
     """The broker goes away and comes back (its session store on disk): the source reconnects by
     itself and gets what was published for it meanwhile."""
     broker = RestartableBroker(tmp_path / "broker").start()
@@ -212,7 +194,7 @@ def test_reconnects_after_the_broker_restarts(tmp_path: Path, running, subscribe
             "sources.mqtt[0]",
         )
         spool = Spool(tmp_path / "spool.db")
-        running(config, spool)
+        run_source(config, spool)
         pub = publisher(broker.port)
         wait_until(lambda: pub.is_connected() and subscribed(config.name))
         pub.publish("dev/1", b"before", qos=1).wait_for_publish(5)
@@ -266,7 +248,7 @@ class TlsBroker(MosquittoProcess):
 
 
 @pytest.mark.skipif(not shutil.which("openssl") or not shutil.which("mosquitto_passwd"), reason="needs openssl and mosquitto_passwd")
-def test_tls_and_password(tmp_path: Path, running, subscribed) -> None:
+def test_tls_and_password(tmp_path: Path, run_source, subscribed) -> None:
     broker = TlsBroker(tmp_path / "tls").start()
     try:
         base = {"stream": "s", "host": "127.0.0.1", "port": broker.port, "topics": ["secure/#"], "ca_file": str(broker.workdir / "ca.pem")}
@@ -275,8 +257,8 @@ def test_tls_and_password(tmp_path: Path, running, subscribed) -> None:
                                     "reconnect_min": 1.0, "reconnect_max": 1.0}, "sources.mqtt[1]")
         assert good.use_tls
         spool_good, spool_bad = Spool(tmp_path / "good.db"), Spool(tmp_path / "bad.db")
-        running(good, spool_good)
-        running(bad, spool_bad)
+        run_source(good, spool_good)
+        run_source(bad, spool_bad)
         pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="tls-pub")
         pub.tls_set(ca_certs=str(broker.workdir / "ca.pem"))
         pub.username_pw_set("edge", "s3cret")

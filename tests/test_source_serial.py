@@ -6,7 +6,8 @@ import os
 import threading
 import time
 import tty
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -65,26 +66,19 @@ def sync(device: Device, spool: Spool) -> None:
 
 
 @pytest.fixture
-def source(tmp_path: Path) -> Iterator[Callable[..., tuple[Spool, Device, str]]]:
-    started: list[tuple[threading.Thread, threading.Event, Spool]] = []
+def source(tmp_path: Path, run_source: Callable[[Any, Any], threading.Event]) -> Callable[..., tuple[Spool, Device, str]]:
+    count = iter(range(1000))
 
     def start(device: Device | None = None, **settings: object) -> tuple[Spool, Device, str]:
+        n = next(count)
         device = device or Device(tmp_path / "ttyUSB0")
-        name = f"serial-{len(started)}-{os.getpid()}-{time.monotonic_ns()}"
+        name = f"serial-{n}-{os.getpid()}-{time.monotonic_ns()}"
         config = SerialConfig.from_dict({"stream": "serial", "port": str(device.link), "name": name, **settings}, "sources.serial[0]")
-        spool = Spool(tmp_path / f"spool-{len(started)}.db")
-        stop = threading.Event()
-        thread = threading.Thread(target=config.build(spool, "agent").run, args=(stop,), daemon=True)
-        thread.start()
-        started.append((thread, stop, spool))
+        spool = Spool(tmp_path / f"spool-{n}.db")
+        run_source(config, spool)
         return spool, device, name
 
-    yield start
-    for thread, stop, spool in started:
-        stop.set()
-        thread.join(5)
-        assert not thread.is_alive()
-        spool.close()
+    return start
 
 
 def test_lines_and_garbage(source) -> None:
