@@ -114,6 +114,9 @@ def test_motion_periods_become_records_and_timeline_spans(gw: GatewayProcess) ->
             page.wait_for_function("document.querySelectorAll('#timeline .span.motion').length === 2", timeout=15_000)
             assert page.evaluate("window.playerState.motion") == [[e["timestampMillis"] / 1000 for e in got[:2]], [e["timestampMillis"] / 1000 for e in got[2:]]]
             assert page.locator("#motion button").count() == 2
+            page.goto(f"{gw.url}/analytics")  # the dashboard lists the detector, linked to the player
+            page.wait_for_function("document.querySelector('#motion a') !== null", timeout=15_000)
+            assert page.inner_text("#motion a") == "porch: 2 periods"
         finally:
             browser.close()
 

@@ -213,5 +213,25 @@ function connect() {
   });
 }
 
+// Motion detectors ([[analytics.motion]]): each links to the player, which shows the periods.
+async function loadMotion() {
+  const response = await fetch("/analytics/motion", { cache: "no-store" }).catch(() => null);
+  if (!response || !response.ok) return;
+  const detectors = (await response.json()).MotionDetectors;
+  state.motion = detectors;
+  $("motion").replaceChildren(...detectors.map((d) => {
+    const li = document.createElement("li");
+    const link = document.createElement("a");
+    link.href = `/player?stream=${encodeURIComponent(d.VideoStream)}`;
+    const open = d.Periods.some((p) => p.EndMillis === null) ? " (moving now)" : "";
+    link.textContent = `${d.VideoStream}: ${d.Periods.length} periods${open}`;
+    li.append(link);
+    return li;
+  }));
+  if (!detectors.length) $("motion").textContent = "none configured";
+}
+
 window.addEventListener("resize", scheduleRender);
 connect();
+loadMotion();
+setInterval(loadMotion, 5000);
