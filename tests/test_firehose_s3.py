@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from firehose_support import SeaweedS3, s3_config, start_gateway
+from firehose_support import ACCESS_KEY, GATEWAY_KEY, GATEWAY_SECRET, SECRET_KEY, SeaweedS3, s3_config, start_gateway
 from helpers import GatewayProcess, wait_until
 
 
@@ -21,7 +21,7 @@ def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory, seaweed: SeaweedS3) -> Iterator[GatewayProcess]:
-    toml = f's3_endpoint_url = "{seaweed.url}"\ns3_access_key_id = "AKIDEXAMPLE"\ns3_secret_access_key = "secret"\n'
+    toml = f's3_endpoint_url = "{seaweed.url}"\ns3_access_key_id = "{GATEWAY_KEY}"\ns3_secret_access_key = "{GATEWAY_SECRET}"\n'
     gw = start_gateway(tmp_path_factory.mktemp("firehose-s3"), toml)
     yield gw
     gw.kill()
@@ -53,3 +53,33 @@ def test_a_missing_bucket_is_retried_until_it_exists(gateway: GatewayProcess, se
     seaweed.client().create_bucket(Bucket="late")
     wait_until(lambda: seaweed.objects("late"), timeout=40, what="the object once the bucket exists")
     assert list(seaweed.objects("late").values()) == [b"kept until the bucket exists\n"]
+
+
+def test_iceberg_warehouse_on_the_s3_server(gateway: GatewayProcess, seaweed: SeaweedS3) -> None:
+    """With [firehose] s3_endpoint_url, an Iceberg destination's warehouse is on the S3 server."""
+    import json
+
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    firehose = gateway.client("firehose")
+    firehose.create_delivery_stream(DeliveryStreamName="ice-s3", IcebergDestinationConfiguration={
+        "RoleARN": "arn:aws:iam::000000000000:role/r", "CatalogConfiguration": {"CatalogARN": "arn:aws:glue:us-east-1:000000000000:catalog",
+                                                                                "WarehouseLocation": "s3://lake/warehouse"},
+        "DestinationTableConfigurationList": [{"DestinationDatabaseName": "edge", "DestinationTableName": "s3rows"}],
+        "TableCreationConfiguration": {"Enabled": True}, "BufferingHints": {"SizeInMBs": 1, "IntervalInSeconds": 0},
+        "S3Configuration": s3_config("lake", ErrorOutputPrefix="errors/"),
+    })
+    firehose.put_record_batch(DeliveryStreamName="ice-s3", Records=[{"Data": json.dumps({"n": i}).encode()} for i in range(12)])
+    (gateway.data_dir / "iceberg").mkdir(parents=True, exist_ok=True)
+    catalog = SqlCatalog("firehose", uri=f"sqlite:///{gateway.data_dir / 'iceberg' / 'catalog.sqlite3'}", **{
+        "s3.endpoint": seaweed.url, "s3.access-key-id": ACCESS_KEY, "s3.secret-access-key": SECRET_KEY, "s3.region": "us-east-1"})
+
+    def rows() -> list[int]:
+        try:
+            return sorted(r["n"] for r in catalog.load_table("edge.s3rows").scan().to_arrow().to_pylist())
+        except Exception:  # not created yet
+            return []
+
+    wait_until(lambda: rows() == list(range(12)), timeout=40, what="12 rows read from the S3 warehouse")
+    assert catalog.load_table("edge.s3rows").location() == "s3://lake/warehouse/edge.db/s3rows"
+    assert any(k.startswith("warehouse/edge.db/s3rows/data/") for k in seaweed.objects("lake"))
