@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 from typing import Any
 
+import cramjam
 import pytest
 from botocore.exceptions import ClientError
 from firehose_support import firehose_gateway, objects  # noqa: F401 (fixture)
@@ -56,6 +57,18 @@ def test_channel_to_s3_lifecycle(gateway: GatewayProcess) -> None:
     with pytest.raises(ClientError) as info:
         kinesis.describe_channel(ChannelARN=created["ChannelARN"])
     assert info.value.response["Error"]["Code"] == "ResourceNotFoundException"
+
+
+def test_channel_with_zstd_objects(gateway: GatewayProcess) -> None:
+    kinesis = gateway.client("kinesis")
+    arn = on_demand(kinesis, "chan-zstd")
+    kinesis.create_channel(ChannelName="zstd", ServiceExecutionRoleARN=ROLE, StreamConfigurationList=[{"StreamARN": arn, "RecordConfiguration": {"RecordFormatType": "STRING"}}],
+                           S3DestinationConfiguration=s3_destination("zstd-bucket", "ZSTD"))
+    kinesis.put_records(StreamName="chan-zstd", Records=[{"Data": b"z%d\n" % i, "PartitionKey": str(i)} for i in range(10)])
+    wait_until(lambda: objects(gateway, "zstd-bucket"), what="a zstd object")
+    assert all(k.endswith(".zst") for k in objects(gateway, "zstd-bucket"))
+    lines = b"".join(bytes(cramjam.zstd.decompress(b)) for b in objects(gateway, "zstd-bucket").values()).splitlines()
+    assert sorted(lines) == sorted(b"z%d" % i for i in range(10))
 
 
 def test_channel_rules(gateway: GatewayProcess) -> None:

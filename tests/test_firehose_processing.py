@@ -81,6 +81,7 @@ def test_lambda_transform_ok_dropped_failed_and_partition_keys(gateway: GatewayP
         ExtendedS3DestinationConfiguration=s3_config(
             "shout", BufferingHints=NOW, Prefix="kind=!{partitionKeyFromLambda:kind}/", ErrorOutputPrefix="errors/!{firehose:error-output-type}/",
             DynamicPartitioningConfiguration={"Enabled": True}, ProcessingConfiguration=lambda_processor(SHOUT),
+            S3BackupMode="Enabled", S3BackupConfiguration=s3_config("shout-source", Prefix="raw/"),
         ),
     )
     docs = [{"name": "ada", "kind": "x"}, {"name": "bob", "kind": "y", "action": "drop"}, {"name": "cy", "kind": "x", "action": "fail"}, {"name": "di", "kind": "y"}]
@@ -91,6 +92,9 @@ def test_lambda_transform_ok_dropped_failed_and_partition_keys(gateway: GatewayP
     [failure] = [json.loads(x) for x in lines(gateway, "shout", "errors/processing-failed/")]
     assert failure["errorCode"] == "Lambda.ProcessingFailedStatus" and failure["lambdaArn"] == SHOUT
     assert json.loads(base64.b64decode(failure["rawData"]))["name"] == "cy"
+    wait_until(lambda: objects(gateway, "shout-source"), what="the source record backup")
+    [(key, body)] = objects(gateway, "shout-source").items()
+    assert key.startswith("raw/") and body == b"".join(json.dumps(d).encode() for d in docs)  # as received, before the transform
 
 
 def test_a_failing_transform_sends_the_batch_to_processing_failed(gateway: GatewayProcess) -> None:

@@ -9,7 +9,7 @@ streams do: positions committed with the buffered records, batches written once,
 under the same keys after a crash.
 
 Mapping: ``S3DestinationConfiguration.StorageConfiguration`` -> an ExtendedS3 destination
-(``CompressionType`` NONE/GZIP, ``OutputKeyTemplate`` as the Prefix, default
+(``CompressionType`` NONE/GZIP/ZSTD, ``OutputKeyTemplate`` as the Prefix, default
 ``<stream>/yyyy/MM/dd/HH/``), ``DataFreshnessInSeconds`` -> IntervalInSeconds (default 60),
 ``DeadLetterQueueS3Configuration.ErrorOutputPrefix`` -> ErrorOutputPrefix (written to the
 destination bucket). ``S3TablesDestinationConfiguration`` -> an Iceberg destination, one table
@@ -31,7 +31,7 @@ from gateway.wire import stream_name_from_arn
 
 PREFIX = "channel:"
 DEFAULT_FRESHNESS = 60
-COMPRESSION = {"NONE": "UNCOMPRESSED", "GZIP": "GZIP"}
+COMPRESSION = {"NONE": "UNCOMPRESSED", "GZIP": "GZIP", "ZSTD": "ZSTD"}
 
 
 def channel_arn(region: str, account: str, name: str) -> str:
@@ -60,7 +60,7 @@ def _destination(doc: dict[str, Any], stream_name: str) -> tuple[str, dict[str, 
         storage = config["StorageConfiguration"]
         compression = storage.get("CompressionType", "NONE")
         if compression not in COMPRESSION:
-            raise AwsError("InvalidArgumentException", f"CompressionType {compression} is not supported by this gateway (NONE, GZIP).")
+            raise AwsError("InvalidArgumentException", f"CompressionType {compression} is not supported by this gateway (NONE, GZIP, ZSTD).")
         dlq = config.get("DeadLetterQueueS3Configuration") or {}
         return "ExtendedS3", {
             "RoleARN": doc["ServiceExecutionRoleARN"], "BucketARN": storage["BucketARN"],

@@ -6,6 +6,7 @@
     Snappy          the snappy *framing* format (``.snappy``), what ``snzip`` and most readers take
     HADOOP_SNAPPY   Hadoop's block format (``.snappy``): per 256 KiB block a 4-byte big-endian
                     raw length, then 4-byte length + raw snappy chunks (Hadoop's SnappyCodec)
+    ZSTD            one zstd frame (``.zst``): not a Firehose format, used by data-stream channels
 
 zlib and cramjam release the GIL while they work, so compression in the delivery threads runs
 beside the event loop.
@@ -20,7 +21,7 @@ import zlib
 
 import cramjam
 
-EXTENSIONS = {"UNCOMPRESSED": "", "GZIP": ".gz", "ZIP": ".zip", "Snappy": ".snappy", "HADOOP_SNAPPY": ".snappy"}
+EXTENSIONS = {"UNCOMPRESSED": "", "GZIP": ".gz", "ZIP": ".zip", "Snappy": ".snappy", "HADOOP_SNAPPY": ".snappy", "ZSTD": ".zst"}
 HADOOP_BLOCK = 256 * 1024
 
 
@@ -35,6 +36,8 @@ def compress(data: bytes, fmt: str, level: int = 6, entry_name: str = "data") ->
         return out.getvalue()
     if fmt == "Snappy":
         return bytes(cramjam.snappy.compress(data))
+    if fmt == "ZSTD":
+        return bytes(cramjam.zstd.compress(data))
     if fmt == "HADOOP_SNAPPY":
         parts: list[bytes] = []
         for start in range(0, len(data), HADOOP_BLOCK):
@@ -54,6 +57,8 @@ def decompress(data: bytes, fmt: str) -> bytes:
             return b"".join(archive.read(name) for name in archive.namelist())
     if fmt == "Snappy":
         return bytes(cramjam.snappy.decompress(data))
+    if fmt == "ZSTD":
+        return bytes(cramjam.zstd.decompress(data))
     if fmt == "HADOOP_SNAPPY":
         out: list[bytes] = []
         pos = 0

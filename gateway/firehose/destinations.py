@@ -54,7 +54,11 @@ class Destinations:
         if stream.kind == "Iceberg":
             return await self._deliver_iceberg(stream, rows)
         batch = await asyncio.to_thread(pipeline.build, stream, rows, self.steps(stream), self.encoder(stream), self.config.gzip_level)
-        await write_objects(self.sink, batch.objects)
+        objects = batch.objects
+        if stream.destination.get("S3BackupMode") == "Enabled":  # the source records, as received, beside the transformed ones
+            backup = await asyncio.to_thread(pipeline.build, stream, rows, [], pipeline.concatenate, self.config.gzip_level, stream.destination["S3BackupConfiguration"])
+            objects = objects + backup.objects
+        await write_objects(self.sink, objects)
         return batch.counts
 
     async def _deliver_iceberg(self, stream: DeliveryStream, rows: list[Row]) -> dict[str, int]:
