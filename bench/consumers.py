@@ -24,7 +24,6 @@ import argparse
 import multiprocessing
 import os
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -43,15 +42,10 @@ sys.path.insert(0, str(ROOT))
 
 from consumer import BaseProcessor, Checkpointer, Record, SqliteLeaseStore, Worker, WorkerSettings  # noqa: E402
 from consumer.fanout import fanout_reader_factory  # noqa: E402
+from edge_agent.localhost import free_port, wait_for_port  # noqa: E402
 
 #: The AWS limit a polling reader works within: GetRecords calls per shard per second.
 POLLS_PER_SECOND = 5
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_gateway(workdir: Path, *args: str) -> tuple[subprocess.Popen[bytes], str]:
@@ -59,14 +53,8 @@ def start_gateway(workdir: Path, *args: str) -> tuple[subprocess.Popen[bytes], s
     (workdir / "gateway.toml").write_text("[consumers]\nactivation_seconds = 0.2\n")
     proc = subprocess.Popen([sys.executable, "-m", "gateway", "--port", str(port), "--data-dir", str(workdir / "gw"),
                              "--config", str(workdir / "gateway.toml"), "--log-level", "WARNING", *args], cwd=ROOT)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return proc, f"http://127.0.0.1:{port}"
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError("gateway did not start")
+    wait_for_port(port, 30.0, proc)
+    return proc, f"http://127.0.0.1:{port}"
 
 
 def client(url: str) -> Any:

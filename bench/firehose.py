@@ -24,7 +24,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -37,28 +36,12 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
+from edge_agent.localhost import free_port, wait_for_port  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 ROLE = "arn:aws:iam::000000000000:role/bench"
 COLUMNS = [{"Name": "device", "Type": "string"}, {"Name": "seq", "Type": "bigint"}, {"Name": "temp", "Type": "double"},
            {"Name": "ok", "Type": "boolean"}, {"Name": "note", "Type": "string"}]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"nothing on port {port}")
 
 
 def client(service: str, url: str) -> Any:
@@ -81,7 +64,7 @@ class SeaweedFS:
                *(f"-{n}={p}" for n, p in self.ports.items()), "-s3.port.iceberg=0", "-s3.port.lance=0", "-bucket=bench"]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=workdir)
         self.url = f"http://127.0.0.1:{self.ports['s3.port']}"
-        wait_port(self.ports["s3.port"])
+        wait_for_port(self.ports["s3.port"], 60.0)
         s3 = client("s3", self.url)
         deadline = time.monotonic() + 60
         while True:
@@ -110,7 +93,7 @@ class Gateway:
         self.proc = subprocess.Popen([sys.executable, "-m", "gateway", "--port", str(self.port), "--data-dir", str(self.data), "--config", str(config),
                                       "--no-limits", "--log-level", "WARNING"], cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
         self.url = f"http://127.0.0.1:{self.port}"
-        wait_port(self.port)
+        wait_for_port(self.port, 60.0)
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)

@@ -31,7 +31,6 @@ import multiprocessing
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,6 +41,7 @@ from typing import Any
 
 import aiohttp
 import cbor2
+from edge_agent.localhost import free_port, wait_for_port  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 STREAM = "bench"
@@ -54,25 +54,6 @@ HEADERS = {
     "Authorization": "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20240101/us-east-1/kinesis/aws4_request, SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature=00",
     "X-Amz-Date": "20240101T000000Z",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"nothing listening on {port}")
 
 
 def call(url: str, action: str, body: dict[str, object]) -> dict[str, object]:
@@ -225,7 +206,7 @@ def start_gateway(data_dir: Path, *extra: str) -> tuple[subprocess.Popen[bytes],
     port = free_port()
     cmd = [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir), "--log-level", "WARNING", *extra]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for_port(port, proc)
+    wait_for_port(port, 30.0, proc)
     return proc, f"http://127.0.0.1:{port}/"
 
 
@@ -242,7 +223,7 @@ def start_kinesalite(install_dir: Path) -> tuple[subprocess.Popen[bytes], str] |
     port = free_port()
     # createStreamMs=0: streams are ACTIVE at once; shardLimit high enough for any --shards.
     proc = subprocess.Popen(["node", str(script), "--port", str(port), "--createStreamMs", "0", "--shardLimit", "1000"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for_port(port, proc)
+    wait_for_port(port, 30.0, proc)
     return proc, f"http://127.0.0.1:{port}/"
 
 

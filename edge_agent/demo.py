@@ -25,6 +25,7 @@ from typing import Any
 
 from edge_agent import aws
 from edge_agent.config import GatewaySection, config_from_dict
+from edge_agent.localhost import free_port, wait_for_port
 from edge_agent.service import Agent
 
 log = logging.getLogger("edge_agent.demo")
@@ -44,25 +45,6 @@ for shard in kinesis.list_shards(StreamName="{stream}")["Shards"]:
     for record in kinesis.get_records(ShardIterator=it, Limit=10)["Records"]:
         print(record["PartitionKey"], record["Data"])
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"nothing listening on port {port}")
 
 
 class Demo:
@@ -87,20 +69,20 @@ class Demo:
                                 stdout=out, stderr=subprocess.STDOUT)
         out.close()
         self.procs.append(proc)
-        _wait_for_port(self.port, proc)
+        wait_for_port(self.port, 20.0, proc)
         log.info("gateway on %s (log: %s)", self.url, self.data_dir / "gateway.log")
 
     def start_broker_or_serial(self) -> None:
         binary = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
         if binary and not self.serial:
-            port = _free_port()
+            port = free_port()
             workdir = self.data_dir / "mosquitto"
             workdir.mkdir(parents=True, exist_ok=True)
             conf = workdir / "mosquitto.conf"
             conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {workdir}/\n")
             proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             self.procs.append(proc)
-            _wait_for_port(port, proc)
+            wait_for_port(port, 20.0, proc)
             log.info("mosquitto on 127.0.0.1:%d", port)
             self.sources["mqtt"] = [{"name": "mqtt-demo", "stream": TELEMETRY_STREAM, "topics": ["demo/#"], "host": "127.0.0.1", "port": port,
                                      "client_id": "edge-demo-agent"}]
@@ -143,7 +125,7 @@ class Demo:
             "spool": {"path": str(self.data_dir / "agent-spool.db"), "max_bytes": 256 * 1024 * 1024},
             "gateway": {"endpoint_url": self.url},
             "forwarder": {"retry_max_seconds": 5.0},
-            "metrics": {"listen": f"127.0.0.1:{_free_port()}"},
+            "metrics": {"listen": f"127.0.0.1:{free_port()}"},
             "sources": sources,
         })
 

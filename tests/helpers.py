@@ -17,24 +17,13 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from edge_agent.localhost import free_port, wait_for_port  # noqa: F401  (re-exported for the tests)
+
 ROOT = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"
 
 
 _ports = random.Random(os.getpid() ^ int(time.time() * 1000))
-
-
-def free_port() -> int:
-    """A free loopback port below the kernel's ephemeral range (32768+), so an outgoing connection's
-    local port can never take it between this check and the server's bind."""
-    while True:
-        port = _ports.randrange(20000, 32000)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
 
 
 def make_cert(directory: Path) -> tuple[Path, Path]:
@@ -61,19 +50,6 @@ def wait_until(condition: Callable[[], bool], timeout: float = 20.0, interval: f
 def committed(spool: Any, lane: str) -> int:
     """Committed records of ``lane`` in a spool, as a reader sees them."""
     return len(spool.read(lane, limit=1_000_000, max_bytes=1 << 40))
-
-
-def wait_for_port(port: int, timeout: float = 15.0, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on port {port} after {timeout}s")
 
 
 class GatewayProcess:

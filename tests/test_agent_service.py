@@ -102,6 +102,9 @@ def test_agent_process_notifies_systemd_serves_metrics_and_stops_cleanly(gateway
         wait_until(lambda: b"one more" in all_data(client, "logs"), 20, interval=0.3, what="an appended line")
 
         metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+        from edge_agent.status import from_metrics  # acks leave the spool just after the gateway has the records
+
+        wait_until(lambda: from_metrics(metrics_url).spool_records.get("records") == 0, 10, interval=0.1, what="the sent lines out of the spool")
         out = subprocess.run([sys.executable, "-m", "edge_agent", "status", "--metrics-url", metrics_url, "--json"],
                              capture_output=True, text=True, timeout=30)
         assert out.returncode == 0, out.stderr
