@@ -75,6 +75,25 @@ def test_custom_prefix_time_zone_and_extension(firehose: Any, gateway: GatewayPr
     assert NAME.fullmatch(match[4]) and match[4].endswith(".jsonl")
 
 
+def test_metrics(gateway: GatewayProcess, firehose: Any) -> None:
+    import urllib.request
+
+    firehose.create_delivery_stream(DeliveryStreamName="metered", ExtendedS3DestinationConfiguration=s3_config("metered", BufferingHints={"SizeInMBs": 64, "IntervalInSeconds": 900}))
+    firehose.put_record_batch(DeliveryStreamName="metered", Records=[{"Data": b"0123456789"}] * 3)
+    text = urllib.request.urlopen(gateway.url + "/metrics", timeout=10).read().decode()
+    assert 'gateway_firehose_buffered_records{delivery_stream="metered"} 3.0' in text
+    assert 'gateway_firehose_buffered_bytes{delivery_stream="metered"} 30.0' in text
+    firehose.create_delivery_stream(DeliveryStreamName="metered-now", ExtendedS3DestinationConfiguration=s3_config("metered-now", BufferingHints=NOW))
+    firehose.put_record_batch(DeliveryStreamName="metered-now", Records=[{"Data": b"x"}] * 4)
+    wait_until(lambda: objects(gateway, "metered-now"), what="the metered object")
+
+    def delivered() -> float:
+        text = urllib.request.urlopen(gateway.url + "/metrics", timeout=10).read().decode()
+        return sum(float(line.split()[1]) for line in text.splitlines() if line.startswith("gateway_firehose_records_delivered_total "))
+
+    wait_until(lambda: delivered() >= 4, what="the delivered records counted")
+
+
 def test_prefix_without_timestamp_gets_the_default_hour(firehose: Any, gateway: GatewayProcess) -> None:
     firehose.create_delivery_stream(DeliveryStreamName="plain", ExtendedS3DestinationConfiguration=s3_config("plain", BufferingHints=NOW, Prefix="logs/"))
     firehose.put_record(DeliveryStreamName="plain", Record={"Data": b"x"})

@@ -17,6 +17,7 @@ from aiohttp import web
 from gateway.firehose.api import TARGET_PREFIX, Services, make_handler
 from gateway.firehose.delivery import DeliveryLoop
 from gateway.firehose.destinations import Destinations
+from gateway.firehose.metrics import FirehoseCollector
 from gateway.firehose.sinks import make_sink
 from gateway.firehose.sources import SourceReader, stop
 from gateway.firehose.store import BufferStore
@@ -24,6 +25,7 @@ from gateway.firehose.streams import model
 from gateway.glue import CATALOG as GLUE_CATALOG
 from gateway.kds import STORE as KDS_STORE
 from gateway.keys import CONFIG
+from gateway.metrics import METRICS
 
 __all__ = ["ROUTES", "SERVICES", "TARGETS", "lifecycle"]
 
@@ -44,9 +46,12 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
     loop = DeliveryLoop(store, config.firehose, destinations.deliver)
     runner = asyncio.create_task(loop.run(), name="firehose-delivery")
     reader = asyncio.create_task(SourceReader(store, app[KDS_STORE], config.firehose.max_buffered_bytes).run(), name="firehose-sources")
+    collector = FirehoseCollector(store)
+    app[METRICS].register(collector)
     try:
         yield
     finally:
+        app[METRICS].unregister(collector)
         await stop(reader)
         await loop.stop()
         await stop(runner)
