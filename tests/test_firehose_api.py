@@ -57,6 +57,21 @@ def test_lifecycle_describe_list_tags(firehose: Any) -> None:
     assert error_of(firehose.put_record, DeliveryStreamName="life", Record={"Data": b"x"})[0] == "ResourceNotFoundException"
 
 
+def test_server_side_encryption_status(firehose: Any) -> None:
+    firehose.create_delivery_stream(DeliveryStreamName="sse", ExtendedS3DestinationConfiguration=s3_config("sse"))
+    assert firehose.put_record(DeliveryStreamName="sse", Record={"Data": b"x"})["Encrypted"] is False
+    firehose.start_delivery_stream_encryption(DeliveryStreamName="sse", DeliveryStreamEncryptionConfigurationInput={"KeyType": "AWS_OWNED_CMK"})
+    config = firehose.describe_delivery_stream(DeliveryStreamName="sse")["DeliveryStreamDescription"]["DeliveryStreamEncryptionConfiguration"]
+    assert config == {"KeyType": "AWS_OWNED_CMK", "Status": "ENABLED"}
+    assert firehose.put_record_batch(DeliveryStreamName="sse", Records=[{"Data": b"x"}])["Encrypted"] is True
+    code, _ = error_of(firehose.start_delivery_stream_encryption, DeliveryStreamName="sse",
+                       DeliveryStreamEncryptionConfigurationInput={"KeyType": "CUSTOMER_MANAGED_CMK"})
+    assert code == "InvalidArgumentException"
+    firehose.stop_delivery_stream_encryption(DeliveryStreamName="sse")
+    status = firehose.describe_delivery_stream(DeliveryStreamName="sse")["DeliveryStreamDescription"]["DeliveryStreamEncryptionConfiguration"]["Status"]
+    assert status == "DISABLED"
+
+
 def test_update_destination_checks_the_version(firehose: Any, gateway: GatewayProcess) -> None:
     firehose.create_delivery_stream(DeliveryStreamName="upd", ExtendedS3DestinationConfiguration=s3_config("upd", Prefix="old/"))
     firehose.update_destination(

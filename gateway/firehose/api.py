@@ -141,7 +141,9 @@ async def create_delivery_stream(call: Call, p: dict[str, Any]) -> dict[str, Any
     if len(tags) > MAX_TAGS:
         raise AwsError("LimitExceededException", f"A delivery stream can have at most {MAX_TAGS} tags.")
     now = time.time()
-    stream = DeliveryStream(name, stream_type, kind, destination, source, 1, now, now, call.region, tags, call.services.account)
+    encryption = p.get("DeliveryStreamEncryptionConfigurationInput")
+    stream = DeliveryStream(name, stream_type, kind, destination, source, 1, now, now, call.region, tags, call.services.account,
+                            _encryption(encryption) if encryption else None)
     await call.store.save_stream(stream, create=True)
     return {"DeliveryStreamARN": stream.arn}
 
@@ -195,7 +197,7 @@ async def put_record(call: Call, p: dict[str, Any]) -> dict[str, Any]:
     _check_room(call)
     call.services.admit(stream.name, [len(data)])
     seq = await call.store.put(stream.name, [data], time.time())
-    return {"RecordId": record_id(stream.name, seq), "Encrypted": False}
+    return {"RecordId": record_id(stream.name, seq), "Encrypted": stream.encryption is not None}
 
 
 async def put_record_batch(call: Call, p: dict[str, Any]) -> dict[str, Any]:
@@ -221,7 +223,7 @@ async def put_record_batch(call: Call, p: dict[str, Any]) -> dict[str, Any]:
     responses: list[dict[str, Any]] = [{"RecordId": record_id(stream.name, seq)} for seq in seqs]
     failed = len(records) - admitted
     responses += [{"ErrorCode": "ServiceUnavailableException", "ErrorMessage": SLOW_DOWN}] * failed
-    return {"FailedPutCount": failed, "Encrypted": False, "RequestResponses": responses}
+    return {"FailedPutCount": failed, "Encrypted": stream.encryption is not None, "RequestResponses": responses}
 
 
 async def update_destination(call: Call, p: dict[str, Any]) -> dict[str, Any]:
@@ -279,6 +281,29 @@ async def list_tags(call: Call, p: dict[str, Any]) -> dict[str, Any]:
     return {"Tags": [{"Key": k, "Value": stream.tags[k]} for k in keys[:limit]], "HasMoreTags": len(keys) > limit}
 
 
+def _encryption(given: dict[str, Any]) -> dict[str, str]:
+    if given.get("KeyType") == "CUSTOMER_MANAGED_CMK" and not given.get("KeyARN"):
+        raise invalid("KeyARN is required when KeyType is CUSTOMER_MANAGED_CMK.")
+    if given.get("KeyType") == "AWS_OWNED_CMK" and given.get("KeyARN"):
+        raise invalid("KeyARN must not be given when KeyType is AWS_OWNED_CMK.")
+    return {k: given[k] for k in ("KeyType", "KeyARN") if k in given}
+
+
+async def start_encryption(call: Call, p: dict[str, Any]) -> dict[str, Any]:
+    stream = call.store.stream(p["DeliveryStreamName"])
+    if stream.type != "DirectPut":
+        raise invalid(f"Encryption is set on the source data stream of a {stream.type} delivery stream, not on {stream.name}.")
+    given = p.get("DeliveryStreamEncryptionConfigurationInput") or {"KeyType": "AWS_OWNED_CMK"}
+    await call.store.save_stream(replace(stream, encryption=_encryption(given)))
+    return {}
+
+
+async def stop_encryption(call: Call, p: dict[str, Any]) -> dict[str, Any]:
+    stream = call.store.stream(p["DeliveryStreamName"])
+    await call.store.save_stream(replace(stream, encryption=None))
+    return {}
+
+
 HANDLERS: dict[str, Handler] = {
     "CreateDeliveryStream": create_delivery_stream,
     "DeleteDeliveryStream": delete_delivery_stream,
@@ -287,6 +312,8 @@ HANDLERS: dict[str, Handler] = {
     "ListTagsForDeliveryStream": list_tags,
     "PutRecord": put_record,
     "PutRecordBatch": put_record_batch,
+    "StartDeliveryStreamEncryption": start_encryption,
+    "StopDeliveryStreamEncryption": stop_encryption,
     "TagDeliveryStream": tag_delivery_stream,
     "UntagDeliveryStream": untag_delivery_stream,
     "UpdateDestination": update_destination,

@@ -58,6 +58,9 @@ class DeliveryStream:
     region: str = "us-east-1"
     tags: dict[str, str] = field(default_factory=dict)
     account: str = "000000000000"
+    #: Server-side encryption as StartDeliveryStreamEncryption set it ({"KeyType", "KeyARN"}); None: off.
+    #: (Records are stored as on any other stream: the gateway's data dir is the trust boundary.)
+    encryption: dict[str, str] | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
@@ -228,7 +231,7 @@ def describe(stream: DeliveryStream) -> dict[str, Any]:
         "DeliveryStreamName": stream.name,
         "DeliveryStreamARN": stream.arn,
         "DeliveryStreamStatus": "ACTIVE",
-        "DeliveryStreamEncryptionConfiguration": {"Status": "DISABLED"},
+        "DeliveryStreamEncryptionConfiguration": {**stream.encryption, "Status": "ENABLED"} if stream.encryption else {"Status": "DISABLED"},
         "DeliveryStreamType": stream.type,
         "VersionId": str(stream.version),
         "CreateTimestamp": stream.created,
