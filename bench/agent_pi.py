@@ -157,7 +157,8 @@ class Load:
             self._paced(self.log_rate, emit)
 
 
-def agent_config(tmp: Path, gw_url: str, broker_port: int, metrics_port: int, sync: str, camera: bool, name: str) -> Path:
+def agent_config(tmp: Path, gw_url: str, broker_port: int, metrics_port: int, sync: str, camera: bool, name: str,
+                 commit_interval_ms: int | None = None) -> Path:
     config = tmp / "agent.toml"
     text = f"""
 [agent]
@@ -166,6 +167,7 @@ log_level = "WARNING"
 [spool]
 path = "{tmp / 'spool.db'}"
 sync = "{sync}"
+{f"commit_interval_ms = {commit_interval_ms}" if commit_interval_ms is not None else ""}
 [gateway]
 endpoint_url = "{gw_url}"
 [metrics]
@@ -187,14 +189,14 @@ paths = ["{tmp / 'app.log'}"]
 
 
 def run_point(base: Path, gw: GatewayProcess, broker: MosquittoProcess, rate: int, seconds: float, warmup: float,
-              idle_seconds: float, sync: str, camera: bool) -> dict[str, float]:
+              idle_seconds: float, sync: str, camera: bool, commit_interval_ms: int | None = None) -> dict[str, float]:
     name = f"{rate}{'-cam' if camera else ''}"
     tmp = base / f"agent-{name}"
     tmp.mkdir()
     (tmp / "app.log").write_bytes(b"")
     metrics_port = free_port()
     metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
-    config = agent_config(tmp, gw.url, broker.port, metrics_port, sync, camera, name)
+    config = agent_config(tmp, gw.url, broker.port, metrics_port, sync, camera, name, commit_interval_ms)
     env = {**os.environ, "MALLOC_ARENA_MAX": "2"}  # as systemd/edge-agent.service runs it
     agent = subprocess.Popen([sys.executable, "-m", "edge_agent", "--config", str(config)], cwd=ROOT, env=env,
                              stdout=open(tmp / "agent.log", "wb"), stderr=subprocess.STDOUT)
@@ -274,13 +276,14 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=3, help="seconds of load before measuring (default 3)")
     parser.add_argument("--idle-seconds", type=float, default=10, help="idle measurement before the load, first rate only (0: skip)")
     parser.add_argument("--sync", choices=["full", "normal"], default="full", help="[spool] sync (default full)")
+    parser.add_argument("--commit-interval-ms", type=int, help="[spool] commit_interval_ms (default: the agent's default)")
     parser.add_argument("--camera", action="store_true", help="also run the first rate with the 640x480@15 synthetic camera (RSS)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per rate too")
     parser.add_argument("--dir", help="work directory (default: a temp dir on /var/tmp, a disk-backed filesystem)")
     args = parser.parse_args()
     rates = [int(r) for r in args.rates.split(",") if r]
     base = Path(tempfile.mkdtemp(prefix="agent-pi-", dir=args.dir or "/var/tmp"))
-    print(f"agent_pi: sync={args.sync}, {args.seconds:.0f} s per rate, work dir {base}; {load()}", flush=True)
+    print(f"agent_pi: sync={args.sync}, commit_interval_ms={args.commit_interval_ms or 'default'}, {args.seconds:.0f} s per rate, work dir {base}; {load()}", flush=True)
     gw = GatewayProcess(base / "gw", "--no-limits").start()
     broker = MosquittoProcess(base / "mosquitto").start()
     try:
@@ -290,7 +293,8 @@ def main() -> None:
         aws_client("kinesisvideo", gw.url).create_stream(StreamName="cam", DataRetentionInHours=1)
         runs = [(r, False) for r in rates] + ([(rates[0], True)] if args.camera else [])
         for i, (rate, camera) in enumerate(runs):
-            point = run_point(base, gw, broker, rate, args.seconds, args.warmup, args.idle_seconds if i == 0 else 0, args.sync, camera)
+            point = run_point(base, gw, broker, rate, args.seconds, args.warmup, args.idle_seconds if i == 0 else 0, args.sync, camera,
+                              args.commit_interval_ms)
             report(point, camera)
             if args.json:
                 print(json.dumps({**point, "camera": camera, "sync": args.sync, "load1": os.getloadavg()[0]}))
