@@ -55,6 +55,7 @@ def load() -> str:
 @dataclass
 class Sample:
     cpu_s: float
+    stime_s: float
     write_bytes: int
     rss_kib: int
     records_in: float
@@ -75,7 +76,7 @@ def sample(pid: int, metrics_url: str | None = None) -> Sample:
             for line in r.read().decode().splitlines():
                 if line.startswith("edge_agent_records_in_total{"):
                     records += float(line.rsplit(" ", 1)[1])
-    return Sample(cpu, int(io["write_bytes"]), rss, records, time.monotonic())
+    return Sample(cpu, int(fields[12]) / os.sysconf("SC_CLK_TCK"), int(io["write_bytes"]), rss, records, time.monotonic())
 
 
 class Load:
@@ -240,6 +241,7 @@ def run_point(base: Path, gw: GatewayProcess, broker: MosquittoProcess, rate: in
             write_per_payload=(b.write_bytes - a.write_bytes) / max(payload, 1),
             cpu_us_per_record=1e6 * (b.cpu_s - a.cpu_s) / max(took, 1),
             cpu_pct=100 * (b.cpu_s - a.cpu_s) / elapsed,
+            kernel_share=(b.stime_s - a.stime_s) / max(b.cpu_s - a.cpu_s, 1e-9),
             rss_mib=b.rss_kib / 1024,
             rss_peak_mib=peak / 1024,
         )
@@ -262,7 +264,7 @@ def report(point: dict[str, float], camera: bool) -> None:
     print(
         f"{label}: {point['write_per_payload']:6.2f} B written per payload B "
         f"({point['write_bytes_s'] / 1024:.0f} KiB/s for {point['payload_bytes_s'] / 1024:.1f} KiB/s), "
-        f"{point['cpu_us_per_record']:5.0f} µs CPU/record ({point['cpu_pct']:.1f} % of a core), "
+        f"{point['cpu_us_per_record']:5.0f} µs CPU/record ({point['cpu_pct']:.1f} % of a core, {100 * point['kernel_share']:.0f} % in the kernel), "
         f"RSS {point['rss_mib']:.1f} MiB (peak {point['rss_peak_mib']:.1f}){idle}; "
         f"took {point['taken_per_s']:.0f}/{point['produced_per_s']:.0f} rec/s produced; {load()}",
         flush=True,

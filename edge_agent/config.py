@@ -68,7 +68,7 @@ class SpoolSection:
     sync: str = "full"
     #: Longest a record waits for others to share its commit (ms). Each commit costs a few pages
     #: written to the SD card: longer means less wear and more latency before the MQTT PUBACK.
-    commit_interval_ms: int = 50
+    commit_interval_ms: int = 100
 
     def check(self) -> list[str]:
         problems = []

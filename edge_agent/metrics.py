@@ -7,9 +7,33 @@ the metrics endpoint read these.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+#: process_cpu_seconds_total, process_resident_memory_bytes, process_start_time_seconds...:
+#: what the agent costs, shown by ``edge-agent status``.
+ProcessCollector(registry=REGISTRY)
+
+
+class DiskWritten(Collector):
+    """``edge_agent_disk_written_bytes_total``: bytes this process made the kernel write to storage
+    (``write_bytes`` of /proc/self/io: spool, WAL, logs), what wears an SD card."""
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            with open("/proc/self/io") as f:
+                fields = dict(line.split(": ", 1) for line in f.read().splitlines())
+        except OSError:  # not Linux, or /proc hidden
+            return
+        yield CounterMetricFamily("edge_agent_disk_written_bytes", "Bytes the agent had written to storage (/proc/self/io)",
+                                  value=int(fields["write_bytes"]))
+
+
+REGISTRY.register(DiskWritten())
 
 RECORDS_IN = Counter("edge_agent_records_in", "Records a source committed to the spool", ["source"], registry=REGISTRY)
 RECORDS_REJECTED = Counter(

@@ -30,7 +30,7 @@ Invariants:
 - ``append`` returns only after the transaction holding the records is committed; with
   ``sync="full"`` (the default) that commit is fsynced, so an acknowledged record survives power
   loss. One writer thread owns every write and group-commits whatever arrives within
-  ``commit_interval`` of the first waiting operation (default 50 ms), so a trickle of appends and
+  ``commit_interval`` of the first waiting operation (default 100 ms), so a trickle of appends and
   acks costs one fsync and a few pages per interval, not per record.
 - Records leave only by ``ack`` (the gateway acknowledged them) or by the size-cap policy:
   acknowledged records are never read again and leave ``stats`` at once, but are deleted from the
@@ -75,7 +75,7 @@ ACK_FLUSH_SECONDS = 1.0
 #: Sequence numbers reserved per write of the ``seq.reserved`` counter.
 SEQ_BLOCK = 4096
 #: Longest an operation waits for others to share its commit (a bounded group-commit interval).
-DEFAULT_COMMIT_INTERVAL = 0.05
+DEFAULT_COMMIT_INTERVAL = 0.1
 #: SQLite page size of new spool files: a commit writes whole pages to the WAL.
 PAGE_SIZE = 1024
 #: WAL frames between checkpoints (with 1 KiB pages: ~4 MiB); a page rewritten many times between
@@ -325,6 +325,7 @@ class Spool:
             found.update((seq, (size, lane)) for seq, size, lane in rows)
         with self._changed:
             self._acked.update(found)
+        self._publish_gauges()
         self._queue.put(_ACKED)
 
     def read(self, lane: str, after_seq: int = 0, limit: int = 500, max_bytes: int = 5 * 1024 * 1024) -> list[SpooledRecord]:

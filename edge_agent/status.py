@@ -35,6 +35,24 @@ class Status:
     throttled: float = 0
     #: lane -> producer time (unix seconds) of the oldest record still waiting: how far behind we are.
     oldest: dict[str, float] = field(default_factory=dict)
+    #: What the running agent costs (from its metrics): CPU seconds and bytes written to storage
+    #: since it started (unix seconds), resident memory now.
+    started: float = 0
+    cpu_seconds: float = 0
+    rss_bytes: int = 0
+    disk_written_bytes: int = 0
+
+    def cost(self, now: float | None = None) -> dict[str, float] | None:
+        """CPU % of one core and disk MiB written per day, averaged since the agent started; RSS MiB."""
+        uptime = (now or time.time()) - self.started
+        if not self.started or uptime <= 0:
+            return None
+        return {
+            "uptime_hours": uptime / 3600,
+            "cpu_percent": 100 * self.cpu_seconds / uptime,
+            "rss_mib": self.rss_bytes / 2**20,
+            "disk_mib_per_day": self.disk_written_bytes / uptime * 86400 / 2**20,
+        }
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -56,6 +74,12 @@ class Status:
             lines.append("rejected: " + ", ".join(f"{k} {int(n)}" for k, n in sorted(self.rejected.items())))
         if self.origin.startswith("http"):
             lines.append(f"retries {int(self.retries)}, throttled {int(self.throttled)}")
+        cost = self.cost(now)
+        if cost:
+            lines.append(
+                f"cost: CPU {cost['cpu_percent']:.1f} % of a core, RSS {cost['rss_mib']:.0f} MiB, "
+                f"disk written {cost['disk_mib_per_day']:.0f} MiB/day (averages over {cost['uptime_hours']:.1f} h since start)"
+            )
         return "\n".join(lines)
 
 
@@ -76,6 +100,14 @@ def from_metrics(url: str, timeout: float = 2.0) -> Status:
                 status.dropped[labels["kind"]] = int(value)
             elif name == "edge_agent_last_send_success_timestamp_seconds":
                 status.last_send[labels["lane"]] = value
+            elif name == "process_start_time_seconds":
+                status.started = value
+            elif name == "process_cpu_seconds_total":
+                status.cpu_seconds = value
+            elif name == "process_resident_memory_bytes":
+                status.rss_bytes = int(value)
+            elif name == "edge_agent_disk_written_bytes_total":
+                status.disk_written_bytes = int(value)
             elif name == "edge_agent_records_in_total":
                 status.records_in[labels["source"]] = value
             elif name == "edge_agent_records_out_total":

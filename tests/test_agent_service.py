@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -116,6 +117,10 @@ def test_agent_process_notifies_systemd_serves_metrics_and_stops_cleanly(gateway
         text = subprocess.run([sys.executable, "-m", "edge_agent", "status", "--metrics-url", metrics_url],
                               capture_output=True, text=True, timeout=30).stdout
         assert "last successful send (records)" in text and "source app-log: in 51, out 51" in text
+        # what the agent costs, for sizing a Pi and its SD card
+        assert status["cpu_seconds"] > 0 and status["rss_bytes"] > 10 * 2**20 and status["started"] > time.time() - 600
+        assert status["disk_written_bytes"] > 0  # the spool's fsynced commits
+        assert re.search(r"cost: CPU [0-9.]+ % of a core, RSS [0-9]+ MiB, disk written [0-9]+ MiB/day", text), text
 
         # A second agent on the same spool refuses to start (the spool's lock), cleanly.
         second = subprocess.run([sys.executable, "-m", "edge_agent", "--config", str(config)], cwd=ROOT, capture_output=True,

@@ -196,3 +196,25 @@ def test_http_mpegts_stream_in_passthrough(camera, tmp_path: Path) -> None:
     assert [f.attrs["frame_count"] for f in fragments] == [10, 10]
     assert [len(decode(f.data)) for f in fragments] == [10, 10]
     assert fragments[1].attrs["start_ms"] - fragments[0].attrs["start_ms"] == 1000  # the stream's clock, no jitter
+
+
+def test_rtsp_ip_camera_in_passthrough(camera, tmp_path: Path) -> None:
+    """An IP camera: RTSP (DESCRIBE/SETUP/PLAY, RTP over TCP), H.264 kept as sent, no re-encode;
+    when the camera hangs up the source reconnects and gets the next session."""
+    from rtsp_support import RtspCamera
+
+    video = tmp_path / "clip.mp4"
+    count = make_h264_file(video, seconds=2)
+    server = RtspCamera(video).start()
+    try:
+        spool, name, stop = camera(device=server.url, codec="passthrough", fragment_seconds=1.0, reopen_max=0.5)
+        wait_until(lambda: server.sessions >= 2, timeout=20)  # played once, hung up, asked for again
+        fragments = spool.read("media", limit=10)
+        stop.set()
+    finally:
+        server.stop()
+    first = fragments[:2]
+    assert [f.attrs["frame_count"] for f in first] == [10, 10], [f.attrs for f in fragments]
+    assert [len(decode(f.data)) for f in first] == [10, 10]
+    assert first[0].attrs["codec_id"] == "V_MPEG4/ISO/AVC" and (first[0].attrs["width"], first[0].attrs["height"]) == (160, 120)
+    assert sum(f.attrs["frame_count"] for f in fragments) >= count

@@ -243,6 +243,7 @@ class PacketReader:
     def frames(self, stop: threading.Event) -> Iterator[VideoFrame]:
         time_base = self.stream.time_base
         first: float | None = None
+        last: float | None = None
         for packet in self.container.demux(self.stream):
             if stop.is_set():
                 return
@@ -259,15 +260,16 @@ class PacketReader:
                     continue
             if stamp is not None and time_base is not None:
                 seconds = float(stamp * time_base)
-                first = seconds if first is None else first
-                if self.is_file:
-                    ts = self.clock.media(seconds - first, stop, self.realtime)
-                    if ts is None:
-                        return
-                else:
-                    ts = self.clock.live(seconds - first)
+            else:  # RTSP's first packet carries no time yet (FFmpeg waits for RTCP): one frame on
+                seconds = (last + 1 / self.fps) if last is not None else 0.0
+            last = seconds
+            first = seconds if first is None else first
+            if self.is_file:
+                ts = self.clock.media(seconds - first, stop, self.realtime)
+                if ts is None:
+                    return
             else:
-                ts = self.clock.now()
+                ts = self.clock.live(seconds - first)
             yield VideoFrame(ts, packet=data, keyframe=keyframe)
 
     def close(self) -> None:
