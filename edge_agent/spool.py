@@ -30,7 +30,8 @@ Invariants:
 - ``append`` returns only after the transaction holding the records is committed; with
   ``sync="full"`` (the default) that commit is fsynced, so an acknowledged record survives power
   loss. One writer thread owns every write and group-commits whatever arrives within
-  ``commit_interval`` of the first waiting operation (default 100 ms), so a trickle of appends and
+  ``commit_interval`` of the first waiting operation (default 100 ms; at once when 500 records or
+  256 KiB are waiting), so a trickle of appends and
   acks costs one fsync and a few pages per interval, not per record.
 - Records leave only by ``ack`` (the gateway acknowledged them) or by the size-cap policy:
   acknowledged records are never read again and leave ``stats`` at once, but are deleted from the
@@ -85,6 +86,10 @@ WAL_AUTOCHECKPOINT_PAGES = 4096
 JOURNAL_SIZE_LIMIT = 8 * 1024 * 1024
 #: Most operations folded into one transaction; bounds commit latency and memory.
 MAX_GROUP_RECORDS = 20_000
+#: A group this large commits without waiting out the interval: its fixed cost is amortised already
+#: (a source catching up on a backlog is not slowed to one batch per interval).
+FULL_GROUP_RECORDS = 500
+FULL_GROUP_BYTES = 256 * 1024
 LANES = ("records", "media")
 _RING_ENTRY = struct.Struct(">qq")
 
@@ -435,8 +440,9 @@ class Spool:
             if isinstance(first, _Append):
                 group.append(first)
                 size = len(first.records)
+                payload = sum(len(r.data) for r in first.records)
                 deadline = time.monotonic() + self.commit_interval
-                while size < MAX_GROUP_RECORDS:
+                while size < FULL_GROUP_RECORDS and payload < FULL_GROUP_BYTES:
                     try:
                         wait = deadline - time.monotonic()
                         op = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
@@ -448,6 +454,7 @@ class Spool:
                     if isinstance(op, _Append):
                         group.append(op)
                         size += len(op.records)
+                        payload += sum(len(r.data) for r in op.records)
             if self._acked and acks_due is None:
                 acks_due = time.monotonic() + ACK_FLUSH_SECONDS
             flush = bool(self._acked) and (stop or len(self._acked) >= MAX_GROUP_RECORDS or time.monotonic() >= (acks_due or 0))

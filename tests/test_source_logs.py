@@ -69,7 +69,8 @@ def runner(tmp_path: Path) -> Iterator[Runner]:
 def test_rename_rotation_and_new_files(runner: Runner, tmp_path: Path) -> None:
     log = tmp_path / "app.log"
     append(log, "one", "two")
-    runner.start(paths=[str(tmp_path / "*.log")])
+    # rotate_wait: the renamed file must stay open while the three files' commits go through
+    runner.start(paths=[str(tmp_path / "*.log")], rotate_wait=2.0)
     wait_until(lambda: len(lines(runner.spool)) == 2)
     with open(log, "a") as writer:  # the application keeps its descriptor across the rename
         writer.write("three\n")
