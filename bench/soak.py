@@ -56,7 +56,7 @@ from agent_helpers import list_fragments, read_stream, synthetic_fragments  # no
 from chaos_support import ChaosRig, rss_kb  # noqa: E402
 from faultproxy import FaultMix, FaultProxy  # noqa: E402
 from helpers import GatewayProcess, MosquittoProcess, aws_client, free_port, wait_until  # noqa: E402
-from soak_support import Row, RssSampler, curve, mib, pid_of  # noqa: E402
+from soak_support import Row, RssSampler, curve, kill_loop, mib, pid_of  # noqa: E402
 
 
 # -- agent, gateway and proxy: the chaos rig, run long -----------------------------------------------
@@ -134,7 +134,7 @@ def undecodable(gw: GatewayProcess, stream: str, numbers: list[str]) -> int:
             try:
                 body = media.get_media_for_fragment_list(StreamName=stream, Fragments=[number])["Payload"].read()
                 with av.open(io.BytesIO(body), format="matroska") as container:
-                    frames = sum(1 for _ in container.decode(video=0))
+                    frames = len(list(container.decode(video=0)))  # type: ignore[union-attr]
                 if frames == 0:
                     bad += 1
             except Exception:  # noqa: BLE001 - any failure to read or decode is what we count
@@ -150,11 +150,7 @@ def part_agent(work: Path, broker: MosquittoProcess, kills: int, rng: random.Ran
         with RssSampler(lambda: {"agent": pid_of(rig.agent), "gateway": pid_of(gw.proc)}) as rss:
             rig.start_agent()
             rig.start_producing()
-            for _ in range(kills):
-                time.sleep(rng.uniform(0.2, 2.5))
-                rig.kill_agent()
-                time.sleep(rng.uniform(0.0, 0.3))
-                rig.start_agent()
+            kill_loop(kills, rng, rig.kill_agent, rig.start_agent, up=(0.2, 2.5), down=(0.0, 0.3))
             time.sleep(1.0)
             rig.stop_producing()
             row.kills = rig.agent_kills
@@ -199,12 +195,7 @@ def part_gateway(work: Path, broker: MosquittoProcess, kills: int, rng: random.R
             rig.start_producing()
             for t in threads:
                 t.start()
-            for _ in range(kills):
-                time.sleep(rng.uniform(0.5, 2.5))
-                gw.kill()
-                row.kills += 1
-                time.sleep(rng.uniform(0.05, 0.8))
-                gw.start()
+            row.kills = kill_loop(kills, rng, gw.kill, gw.start, down=(0.05, 0.8))
             time.sleep(1.0)
             rig.stop_producing()
             readers_stop.set()

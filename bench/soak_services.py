@@ -30,7 +30,7 @@ from firehose_support import objects, s3_config
 from helpers import GatewayProcess, wait_until
 from test_consumer_workers import Producer, overlaps, write_config
 
-from soak_support import Row, RssSampler, curve, mib, pid_of
+from soak_support import Row, RssSampler, curve, kill_loop, mib, pid_of
 
 
 def _records(kinesis: Any, stream: str) -> list[dict[str, Any]]:
@@ -136,12 +136,7 @@ def part_firehose(work: Path, kills: int, rng: random.Random) -> Row:
     try:
         with RssSampler(lambda: {"gateway": pid_of(gw.proc)}) as rss:
             thread.start()
-            for _ in range(kills):
-                time.sleep(rng.uniform(0.3, 2.5))
-                gw.kill()
-                row.kills += 1
-                time.sleep(rng.uniform(0.05, 0.5))
-                gw.start()
+            row.kills = kill_loop(kills, rng, gw.kill, gw.start, up=(0.3, 2.5))
             stop.set()
             thread.join(30)
 
@@ -216,12 +211,7 @@ def part_analytics(work: Path, kills: int, rng: random.Random) -> Row:
     try:
         with RssSampler(lambda: {"gateway": pid_of(gw.proc)}) as rss:
             thread.start()
-            for _ in range(kills):
-                time.sleep(rng.uniform(0.5, 2.5))
-                gw.kill()
-                row.kills += 1
-                time.sleep(rng.uniform(0.05, 0.5))
-                gw.start()
+            row.kills = kill_loop(kills, rng, gw.kill, gw.start)
             stop.set()
             thread.join(30)
             last = base + sent[0] * 0.005

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import random
 import subprocess
 import threading
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Callable
@@ -75,3 +77,14 @@ def pid_of(proc: subprocess.Popen | None) -> int | None:
     return proc.pid if proc is not None and proc.poll() is None else None
 
 
+
+
+def kill_loop(kills: int, rng: random.Random, kill: Callable[[], None], start: Callable[[], None],
+              up: tuple[float, float] = (0.5, 2.5), down: tuple[float, float] = (0.05, 0.5)) -> int:
+    """SIGKILL and restart ``kills`` times: up for a random ``up`` seconds, down for a random ``down``."""
+    for _ in range(kills):
+        time.sleep(rng.uniform(*up))
+        kill()
+        time.sleep(rng.uniform(*down))
+        start()
+    return kills
