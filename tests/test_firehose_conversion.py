@@ -85,7 +85,8 @@ GOOD = [
     {"device": "d2", "temp": 7, "count": 4, "ok": False, "ts": 1796000000000, "tags": [], "pos": {"x": -1, "y": 0}, "price": 0.5},
     {"device": "d3"},
 ]
-BAD = [b"not json", b'["an", "array"]', json.dumps({"device": "d4", "count": "many"}).encode(), json.dumps({"device": "d5", "ts": "yesterday"}).encode()]
+BAD = [b"not json", b'["an", "array"]', json.dumps({"device": "d4", "count": "many"}).encode(), json.dumps({"device": "d5", "ts": "yesterday"}).encode(),
+       json.dumps({"device": "d6", "price": "123456789012.5"}).encode()]  # too many digits for decimal(10,2): refused by Arrow itself
 
 
 def _put_all(gateway: GatewayProcess, name: str) -> None:

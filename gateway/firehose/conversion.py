@@ -291,6 +291,7 @@ def _one_by_one(records: list[Record], schema: pa.Schema, mappings: dict[str, st
                 failed: Callable[[Record, str], Failure]) -> tuple[pa.Table, list[Failure]]:
     columns: dict[str, list[Any]] = {f.name: [] for f in schema}
     failures: list[Failure] = []
+    kept: list[Record] = []
     for record in records:
         try:
             doc = json.loads(record.data)
@@ -312,7 +313,21 @@ def _one_by_one(records: list[Record], schema: pa.Schema, mappings: dict[str, st
             continue
         for field, value in zip(schema, row):
             columns[field.name].append(value)
-    return pa.Table.from_pydict(columns, schema=schema), failures
+        kept.append(record)
+    try:
+        return pa.Table.from_pydict(columns, schema=schema), failures
+    except (pa.ArrowException, ValueError, TypeError, OverflowError):
+        pass  # a value Arrow refuses although it passed ``coerce``: find its record, row by row
+    fitting: list[dict[str, Any]] = []
+    for i, record in enumerate(kept):
+        values = {name: column[i] for name, column in columns.items()}
+        try:
+            pa.Table.from_pylist([values], schema=schema)
+        except (pa.ArrowException, ValueError, TypeError, OverflowError) as exc:
+            failures.append(failed(record, f"{type(exc).__name__}: {exc}"[:1000]))
+            continue
+        fitting.append(values)
+    return pa.Table.from_pylist(fitting, schema=schema), failures
 
 
 def _arrow_parse(records: list[Record], schema: pa.Schema, mappings: dict[str, str], case_insensitive: bool) -> pa.Table | None:

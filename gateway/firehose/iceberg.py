@@ -120,7 +120,12 @@ class IcebergTables:
         arrow_schema = pa.schema([pa.field(f.name, f.type, nullable=True) for f in table.schema().as_arrow()])
         data, failures = to_arrow(records, arrow_schema, failed)
         if data.num_rows and not _already_appended(table, batch_id):
-            table.append(data, snapshot_properties={BATCH_PROPERTY: batch_id})
+            try:
+                table.append(data, snapshot_properties={BATCH_PROPERTY: batch_id})
+            except (ValueError, TypeError, pa.ArrowException) as exc:  # the table refuses the data: a commit conflict is retried, this is not
+                misfits = {id(f.record) for f in failures}
+                refused = [failed(r, f"The table refused the batch: {type(exc).__name__}: {exc}"[:1000]) for r in records if id(r) not in misfits]
+                return failures + refused, 0
         return failures, data.num_rows
 
 
