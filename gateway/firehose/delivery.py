@@ -82,6 +82,8 @@ class DeliveryLoop:
         self.deliver = deliver
         self._claims: dict[str, dict[asyncio.Task[None], Claim]] = {}
         self._stopping = False
+        #: Unexpected delivery failures in a row, per stream (their retries back off).
+        self._failures: dict[str, int] = {}
         #: Batches being written at the last stop: written again first, whatever the hints say.
         self._resume: list[tuple[str, int, int]] = store.unfinished_batches()
 
@@ -153,10 +155,14 @@ class DeliveryLoop:
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("delivery of %s failed; retrying", name)
+            failures = self._failures[name] = self._failures.get(name, 0) + 1
+            delay = max(1.0, retry_delay(failures))
+            log.exception("delivery of %s failed (%d in a row); retrying in %.1fs", name, failures, delay)
             if fixed is not None:
                 self._resume.append((name, *fixed))
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(delay)
+        else:
+            self._failures.pop(name, None)
         finally:
             current = asyncio.current_task()
             claims = self._claims.get(name, {})
