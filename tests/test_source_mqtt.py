@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -402,3 +403,34 @@ def test_config_errors_name_every_bad_key() -> None:
     with pytest.raises(ConfigError, match=r"sources\.mqtt\[0\]\.stream: required"):
         MqttConfig.from_dict({"topics": ["a"]}, "sources.mqtt[0]")
     assert MqttConfig.from_dict({"stream": "s", "topics": "a/b"}, "sources.mqtt[4]").name == "mqtt-4"
+
+
+def test_dedupe_memory_moves_from_an_old_json_checkpoint_to_the_ring(tmp_path: Path) -> None:
+    """A spool written before the ring held the recent deliveries as one JSON checkpoint: the
+    source still recognises those redeliveries, and keeps them in the ring from then on."""
+    from edge_agent.sources.mqtt import RECENT_DELIVERIES, MqttSource, _Received
+
+    config = MqttConfig.from_dict({"stream": "s", "topics": ["t/#"], "client_id": "legacy"}, "sources.mqtt[0]")
+    old = _Received(0, 7, 1, "t/a", b"payload", False, None, 0, dup=True)
+    with Spool(tmp_path / "spool.db") as spool:
+        pairs = [[i % 65535 + 1, i] for i in range(RECENT_DELIVERIES + 5)] + [[7, old.identity() & 0xFFFFFFFF]]
+        spool.append([], checkpoint=("mqtt-recent:legacy", json.dumps(pairs)))
+        source = MqttSource(config, spool, "agent")
+        assert old.identity() in source._recent and len(source._recent) == RECENT_DELIVERIES
+        ring = spool.ring("mqtt-recent:legacy")
+        assert len(ring) == RECENT_DELIVERIES and ring[-1].value == old.identity()
+    with Spool(tmp_path / "spool.db") as spool:  # from the ring this time
+        again = MqttSource(config, spool, "agent")
+        assert list(again._recent) == list(source._recent) and again._ordinal == RECENT_DELIVERIES
+
+
+def test_attrs_say_only_what_the_record_does_not(tmp_path: Path) -> None:
+    from edge_agent.sources.mqtt import MqttSource, _Received
+
+    config = MqttConfig.from_dict({"stream": "s", "topics": ["#"]}, "sources.mqtt[0]")
+    with Spool(tmp_path / "spool.db") as spool:
+        source = MqttSource(config, spool, "agent")
+        plain = source._record(_Received(1, 1, 1, "a/b", b"x", False, None, 0))
+        odd = source._record(_Received(1, 2, 0, "x" * 300, b"x", True, "application/json", 0))
+    assert plain is not None and plain.attrs is None
+    assert odd is not None and odd.attrs == {"topic": "x" * 300, "qos": 0, "retain": True, "content_type": "application/json"}
