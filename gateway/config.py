@@ -189,7 +189,9 @@ class FirehoseConfig:
     max_buffered_bytes: int = 1024 * MiB
     #: GZIP level (1 fastest .. 9 smallest) for CompressionFormat GZIP and HTTP endpoint bodies.
     gzip_level: int = 6
-    #: Seconds a failed delivery is retried (with backoff) before the batch goes to the error output.
+    #: Seconds an HTTP endpoint delivery is retried (with backoff) before the batch goes to the S3
+    #: error output, when the destination's RetryOptions does not say. (S3 writes are retried until
+    #: they succeed: nothing is dropped.)
     retry_seconds: float = 300.0
     #: Lambda processors: LambdaArn -> ``module:function`` (a Python callable taking the Lambda
     #: event dict) or an ``http://`` / ``https://`` URL the event is POSTed to as JSON.

@@ -12,7 +12,7 @@
 
 The endpoint must answer 200 with ``{"requestId": "<the same uuid>", "timestamp": <ms>}``;
 anything else (another status, another id, no answer within the timeout) is a failure, retried
-with backoff for ``RetryOptions.DurationInSeconds`` (default 300). Then the batch's records go to
+with backoff for ``RetryOptions.DurationInSeconds`` (default ``[firehose] retry_seconds``, 300 as on AWS). Then the batch's records go to
 the S3 configuration's bucket under ``ErrorOutputPrefix`` (``http-endpoint-failed``) as error
 documents; with ``S3BackupMode = AllData`` every record is also written there as delivered
 data. Plain ``http://`` is accepted for loopback endpoints only (checked at create time).
@@ -43,7 +43,6 @@ log = logging.getLogger("gateway.firehose.http")
 
 HTTP_FAILED = "http-endpoint-failed"
 REQUEST_TIMEOUT = 30.0
-DEFAULT_RETRY_SECONDS = 300
 
 
 def request_id(stream: DeliveryStream, first_seq: int) -> str:
@@ -112,7 +111,7 @@ class HttpEndpoint:
         if request_config.get("ContentEncoding") == "GZIP":
             body = await asyncio.to_thread(gzip.compress, body, self.config.gzip_level)
             headers["Content-Encoding"] = "gzip"
-        window = (dest.get("RetryOptions") or {}).get("DurationInSeconds", DEFAULT_RETRY_SECONDS)
+        window = (dest.get("RetryOptions") or {}).get("DurationInSeconds", self.config.retry_seconds)
         deadline = time.monotonic() + window
         attempt = 0
         while True:
