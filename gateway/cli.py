@@ -28,6 +28,7 @@ examples:
 then, from any machine that reaches it:
   aws kinesis list-streams --endpoint-url http://127.0.0.1:4567
   python -c "import boto3; print(boto3.client('kinesis', endpoint_url='http://127.0.0.1:4567').list_streams())"
+  aws firehose list-delivery-streams --endpoint-url http://127.0.0.1:4567    # Firehose (objects in <data dir>/s3/)
   open http://127.0.0.1:4567/player to watch video streams
   open http://127.0.0.1:4567/analytics for the analytics dashboard
   edge-gateway analytics list                    # analytics applications (see: edge-gateway analytics --help)
@@ -37,7 +38,7 @@ then, from any machine that reaches it:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edge-gateway",
-        description="A Kinesis Data Streams and Kinesis Video Streams compatible gateway: "
+        description="A Kinesis Data Streams, Kinesis Video Streams and Data Firehose compatible gateway: "
         "boto3, the AWS CLI and the edge agent talk to it as they would to AWS.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
