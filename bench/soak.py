@@ -8,7 +8,8 @@ Parts (each on by default; ``--parts`` picks some):
   agent     the agent (MQTT, serial, logs, camera under load) SIGKILLed at random moments
   gateway   the gateway SIGKILLed during PutRecords, PutMedia and reads (GetRecords, GetMedia)
   proxy     a fault-injecting proxy between agent and gateway (resets, stalls, lost responses)
-  fuzz      requests shaped from botocore's models of every service the gateway serves, plus junk
+  fuzz      requests shaped from botocore's models of every service the gateway serves, plus junk, and GETs
+            of the analytics endpoints (an application reads the fuzzed stream)
   powercut  each store (agent spool, data streams, video) frozen (SIGSTOP) at random moments while
             writes are in flight, its directory copied, and the copy reopened: everything acknowledged
             before the freeze must be in the copy and every SQLite file must pass integrity_check
@@ -45,6 +46,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -351,14 +353,54 @@ def served(raw: Any, ops: list[Operation]) -> list[Operation]:
     return keep
 
 
+FUZZ_ANALYTICS = """
+[[analytics.applications]]
+name = "fuzzapp"
+error_stream = "soak-fuzz-errors"
+poll_seconds = 0.1
+  [[analytics.applications.inputs]]
+  stream = "soak-fuzz"
+  columns = ["k VARCHAR", "v DOUBLE", "ts TIMESTAMP"]
+  event_time = "ts"
+  [[analytics.applications.queries]]
+  name = "totals"
+  output_stream = "soak-fuzz-out"
+  sql = "SELECT window_start, k, sum(v) AS total FROM TABLE(TUMBLE(TABLE soak_fuzz, DESCRIPTOR(ts), INTERVAL '1' SECOND)) GROUP BY ALL"
+"""
+ANALYTICS_PATHS = ["/analytics/applications", "/analytics/applications/{name}", "/analytics/applications/{name}/rows?query={junk}&after={junk}",
+                   "/analytics/applications/{name}/rows?query=totals&after=-5", "/analytics/motion", "/analytics/motion/{name}",
+                   "/analytics/static/{junk}", "/analytics/applications/{name}/rows?after=99999999999999999999999"]
+
+
+def get_checked(port: int, path: str) -> tuple[str, str]:
+    """GET one path: the outcome, and what was wrong if the answer breaks the rules (5xx, or a 4xx not AWS-shaped)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        body = resp.read()
+    except (OSError, http.client.HTTPException) as exc:
+        return f"connection error {type(exc).__name__}", ""
+    finally:
+        conn.close()
+    if resp.status >= 500:
+        return "5xx (analytics GET)", f"{resp.status} {body[:160]!r}"
+    if resp.status >= 400 and b"__type" not in body and resp.getheader("x-amzn-errortype") is None:
+        return f"{resp.status // 100}xx (analytics GET)", f"{resp.status} without an AWS error shape: {body[:120]!r}"
+    return f"{resp.status // 100}xx (analytics GET)", ""
+
+
 def part_fuzz(work: Path, requests: int, seed: int, threads: int = 4) -> Row:
     from fuzz_support import RawClient
 
     row = Row("fuzz (all APIs)")
-    gw = GatewayProcess(work / "gw", "--no-limits").start()
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "gateway.toml").write_text(FUZZ_ANALYTICS)  # fuzzed puts also flow through an analytics application
+    gw = GatewayProcess(work / "gw", "--no-limits", "--config", str(work / "gateway.toml")).start()
     kinesis = gw.client("kinesis")
     kinesis.create_stream(StreamName="soak-keep", ShardCount=1)
-    kinesis.create_stream(StreamName="soak-fuzz", ShardCount=2)
+    for name in ("soak-fuzz", "soak-fuzz-out", "soak-fuzz-errors"):
+        kinesis.create_stream(StreamName=name, ShardCount=2 if name == "soak-fuzz" else 1)
     wait_until(lambda: kinesis.describe_stream_summary(StreamName="soak-keep")["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE", 20)
     kinesis.put_records(StreamName="soak-keep", Records=[{"Data": f"keep-{i}".encode(), "PartitionKey": str(i)} for i in range(50)])
     gw.client("kinesisvideo").create_stream(StreamName="soak-video", DataRetentionInHours=1)
@@ -382,6 +424,14 @@ def part_fuzz(work: Path, requests: int, seed: int, threads: int = 4) -> Row:
                     break
                 sent[0] += 1
                 n = sent[0]
+            if rng.random() < 0.03:  # the analytics endpoints (HTTP GETs outside the AWS API)
+                path = rng.choice(ANALYTICS_PATHS).format(name=rng.choice(NAMES + ["fuzzapp"]), junk=quote(rng.choice(NAMES), safe=""))
+                key, problem = get_checked(gw.port, path)
+                with lock:
+                    outcomes[key] += 1
+                    if problem:
+                        fives.append(f"GET {path} {problem}")
+                continue
             op = rng.choice(ops)
             r = rng.random()
             if r < 0.85:
