@@ -1,1 +1,2 @@
-"""A Kinesis Data Streams and Kinesis Video Streams compatible gateway (aiohttp)."""
+"""A Kinesis Data Streams, Kinesis Video Streams, Data Firehose and Glue Data Catalog compatible gateway
+(aiohttp), with continuous SQL analytics on its streams."""

@@ -53,6 +53,8 @@ LISTEN_BACKLOG = 512
 #: Seconds in-flight requests (PutMedia sessions, GetMedia tails) get to finish on SIGTERM; aiohttp
 #: waits up to twice this (finish, then after cancelling the request) before it cancels handlers.
 SHUTDOWN_SECONDS = 4.0
+#: What the start-up line says is served: every subsystem ``gateway.app.create_app`` mounts.
+SERVES = "Kinesis Data Streams, Kinesis Video Streams, Data Firehose, Glue Data Catalog and analytics APIs"
 
 
 def _reject_response(limit: int) -> bytes:
@@ -332,7 +334,7 @@ async def serve(app: web.Application, config: GatewayConfig, context: ssl.SSLCon
         )
         listener = await loop.create_server(cap, config.host, config.port, ssl=context, backlog=LISTEN_BACKLOG, reuse_address=True)
         summary, warning = security_summary(config)
-        log.info("serving Kinesis and Kinesis Video APIs on %s (data in %s); %s", config.base_url, config.data_path.resolve(), summary)
+        log.info("serving %s on %s (data in %s); %s", SERVES, config.base_url, config.data_path.resolve(), summary)
         if warning:
             log.warning("%s", warning)
         await stop.wait()

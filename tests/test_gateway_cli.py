@@ -30,5 +30,8 @@ def test_bad_config_exits_2_with_message(tmp_path) -> None:
     assert "video.max_fragment_bytes" in proc.stderr
 
 
-def test_gateway_starts_and_logs_its_url(gateway) -> None:
-    assert f"serving Kinesis and Kinesis Video APIs on {gateway.url}" in gateway.log()
+def test_gateway_starts_and_logs_what_it_serves_and_where(gateway) -> None:
+    line = next((line for line in gateway.log().splitlines() if " serving " in line), "")
+    assert f" on {gateway.url} (data in " in line, gateway.log()
+    for service in ("Kinesis Data Streams", "Kinesis Video Streams", "Data Firehose", "Glue Data Catalog", "analytics"):
+        assert service in line, line
