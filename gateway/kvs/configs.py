@@ -16,6 +16,7 @@ live in ``configstore``.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -29,6 +30,7 @@ from gateway.kvs.notify import target_of
 from gateway.kvs.request import read_json, resolve_stream, store_of
 from gateway.kvs.store import StreamRecord
 
+Handler = Callable[[web.Request], Awaitable[web.Response]]
 
 
 async def checked(request: web.Request, operation: str) -> dict[str, Any]:
@@ -87,44 +89,42 @@ async def list_tags_for_resource(request: web.Request) -> web.Response:
 # -- image generation and notifications -----------------------------------------------------------
 
 
-async def update_image_generation(request: web.Request) -> web.Response:
-    body = await checked(request, "UpdateImageGenerationConfiguration")
-    stream = await _stream(request, body)
-    config = body.get("ImageGenerationConfiguration")
-    if config is None:
-        await asyncio.to_thread(_configs(request).delete, stream.arn, "image")
+def _config_handlers(member: str, kind: str, check: Callable[[web.Request, dict[str, Any]], None]) -> tuple[Handler, Handler]:
+    """``Update<member>`` and ``Describe<member>`` for one kind of stream configuration: a null
+    configuration deletes it, an ENABLED one passes ``check`` before it is kept."""
+
+    async def update(request: web.Request) -> web.Response:
+        body = await checked(request, f"Update{member}")
+        stream = await _stream(request, body)
+        config = body.get(member)
+        if config is None:
+            await asyncio.to_thread(_configs(request).delete, stream.arn, kind)
+            return web.json_response({})
+        if config["Status"] == "ENABLED":
+            check(request, config)
+        await asyncio.to_thread(_configs(request).put, stream.arn, kind, config)
         return web.json_response({})
-    if config["Status"] == "ENABLED":
-        destination_of(request.app, config)  # refuses a destination the gateway cannot write to
-        if not 200 <= config["SamplingInterval"] <= 20000:
-            raise AwsError("InvalidArgumentException", "SamplingInterval must be between 200 and 20000 milliseconds", 400)
-    await asyncio.to_thread(_configs(request).put, stream.arn, "image", config)
-    return web.json_response({})
+
+    async def describe(request: web.Request) -> web.Response:
+        stream = await _stream(request, await checked(request, f"Describe{member}"))
+        found = await asyncio.to_thread(_configs(request).get, stream.arn, kind)
+        return web.json_response({} if found is None else {member: found[0]})
+
+    return update, describe
 
 
-async def describe_image_generation(request: web.Request) -> web.Response:
-    stream = await _stream(request, await checked(request, "DescribeImageGenerationConfiguration"))
-    found = await asyncio.to_thread(_configs(request).get, stream.arn, "image")
-    return web.json_response({} if found is None else {"ImageGenerationConfiguration": found[0]})
+def _check_image_generation(request: web.Request, config: dict[str, Any]) -> None:
+    destination_of(request.app, config)  # refuses a destination the gateway cannot write to
+    if not 200 <= config["SamplingInterval"] <= 20000:
+        raise AwsError("InvalidArgumentException", "SamplingInterval must be between 200 and 20000 milliseconds", 400)
 
 
-async def update_notification(request: web.Request) -> web.Response:
-    body = await checked(request, "UpdateNotificationConfiguration")
-    stream = await _stream(request, body)
-    config = body.get("NotificationConfiguration")
-    if config is None:
-        await asyncio.to_thread(_configs(request).delete, stream.arn, "notification")
-        return web.json_response({})
-    if config["Status"] == "ENABLED":
-        target_of(config["DestinationConfig"]["Uri"])
-    await asyncio.to_thread(_configs(request).put, stream.arn, "notification", config)
-    return web.json_response({})
+def _check_notification(request: web.Request, config: dict[str, Any]) -> None:
+    target_of(config["DestinationConfig"]["Uri"])
 
 
-async def describe_notification(request: web.Request) -> web.Response:
-    stream = await _stream(request, await checked(request, "DescribeNotificationConfiguration"))
-    found = await asyncio.to_thread(_configs(request).get, stream.arn, "notification")
-    return web.json_response({} if found is None else {"NotificationConfiguration": found[0]})
+update_image_generation, describe_image_generation = _config_handlers("ImageGenerationConfiguration", "image", _check_image_generation)
+update_notification, describe_notification = _config_handlers("NotificationConfiguration", "notification", _check_notification)
 
 
 # -- storage tier ---------------------------------------------------------------------------------
@@ -178,22 +178,24 @@ async def start_edge_update(request: web.Request) -> web.Response:
     return web.json_response(_edge_view(stream, stream.arn, value, created, updated, agent=False))
 
 
-async def describe_edge(request: web.Request) -> web.Response:
-    stream = await _stream(request, await checked(request, "DescribeEdgeConfiguration"))
+async def _edge_config(request: web.Request, operation: str) -> tuple[StreamRecord, tuple[dict[str, Any], float, float]]:
+    """The stream an edge-configuration call names and its configuration (value, created, updated)."""
+    stream = await _stream(request, await checked(request, operation))
     found = await asyncio.to_thread(_configs(request).get, stream.arn, "edge")
     if found is None:
         raise AwsError("StreamEdgeConfigurationNotFoundException", f"Stream {stream.name} has no edge configuration.", 404)
+    return stream, found
+
+
+async def describe_edge(request: web.Request) -> web.Response:
+    stream, found = await _edge_config(request, "DescribeEdgeConfiguration")
     return web.json_response(_edge_view(stream, stream.arn, *found))
 
 
 async def delete_edge(request: web.Request) -> web.Response:
-    stream = await _stream(request, await checked(request, "DeleteEdgeConfiguration"))
-    configs = _configs(request)
-    found = await asyncio.to_thread(configs.get, stream.arn, "edge")
-    if found is None:
-        raise AwsError("StreamEdgeConfigurationNotFoundException", f"Stream {stream.name} has no edge configuration.", 404)
+    stream, found = await _edge_config(request, "DeleteEdgeConfiguration")
     # The agent drops it on its next fetch (DELETING -> gone), as AWS's agent acknowledges a delete.
-    await asyncio.to_thread(configs.put, stream.arn, "edge", {**found[0], "SyncStatus": "DELETING"})
+    await asyncio.to_thread(_configs(request).put, stream.arn, "edge", {**found[0], "SyncStatus": "DELETING"})
     return web.json_response({})
 
 

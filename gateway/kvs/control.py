@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.keys import CONFIG
-from gateway.kvs.request import STREAM_NAME, invalid, optional_str, read_json, store_of, stream_of
+from gateway.kvs.request import STREAM_NAME, invalid, optional_str, read_json, required_str, store_of, stream_of
 from gateway.kvs.store import StreamRecord
 from gateway.wire import decode_token, encode_token, region_of
 
@@ -101,9 +101,7 @@ async def list_streams(request: web.Request) -> web.Response:
 
 async def delete_stream(request: web.Request) -> web.Response:
     body = await read_json(request)
-    arn = optional_str(body, "StreamARN")
-    if not arn:
-        raise invalid("StreamARN is required")
+    arn = required_str(body, "StreamARN")
     await asyncio.to_thread(store_of(request).delete_stream, arn, optional_str(body, "CurrentVersion"))
     return web.json_response({})
 
@@ -111,9 +109,7 @@ async def delete_stream(request: web.Request) -> web.Response:
 async def update_data_retention(request: web.Request) -> web.Response:
     body = await read_json(request)
     stream = await stream_of(request, body)
-    version = optional_str(body, "CurrentVersion")
-    if not version:
-        raise invalid("CurrentVersion is required")
+    version = required_str(body, "CurrentVersion")
     operation = body.get("Operation")
     if operation not in ("INCREASE_DATA_RETENTION", "DECREASE_DATA_RETENTION"):
         raise invalid("Operation must be INCREASE_DATA_RETENTION or DECREASE_DATA_RETENTION")
@@ -126,9 +122,7 @@ async def update_data_retention(request: web.Request) -> web.Response:
 async def update_stream(request: web.Request) -> web.Response:
     body = await read_json(request)
     stream = await stream_of(request, body)
-    version = optional_str(body, "CurrentVersion")
-    if not version:
-        raise invalid("CurrentVersion is required")
+    version = required_str(body, "CurrentVersion")
     media_type = optional_str(body, "MediaType")
     if media_type is not None and not MEDIA_TYPE.fullmatch(media_type):
         raise invalid(f"Invalid MediaType {media_type!r}")

@@ -48,6 +48,14 @@ def optional_str(body: dict[str, Any], key: str) -> str | None:
     return value
 
 
+def required_str(body: dict[str, Any], key: str) -> str:
+    """``body[key]``, a non-empty string; InvalidArgumentException "<key> is required" otherwise."""
+    value = optional_str(body, key)
+    if not value:
+        raise invalid(f"{key} is required")
+    return value
+
+
 def store_of(request: web.Request) -> VideoStore:
     return request.app[VIDEO_STORE]
 
