@@ -32,7 +32,7 @@ from gateway.firehose.store import BufferStore
 from gateway.firehose.streams import DeliveryStream, check_conversion, check_destination, describe, merge
 from gateway.wire import RECORD_SEQS_HEADER, producer_seqs, region_of
 from gateway.kds.limits import TokenBucket
-from gateway.kds.protocol import JSON
+from gateway.kds.protocol import JSON, target_action
 from gateway.kds.validate import validate, validation_error
 
 TARGET_PREFIX = "Firehose_20150804"
@@ -349,10 +349,7 @@ def _mask_loopback_http(body: dict[str, Any]) -> tuple[str, str] | None:
 
 def make_handler(get_services: Callable[[web.Request], Services]) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handle(request: web.Request) -> web.Response:
-        action = request.headers.get("X-Amz-Target", "").partition(".")[2]
-        handler = HANDLERS.get(action)
-        if handler is None:
-            raise AwsError("UnknownOperationException", f"Operation {action!r} is not supported by this Firehose endpoint.")
+        action, handler = target_action(request.headers, HANDLERS, "Firehose endpoint")
         body = JSON.decode(await request.read())
         loopback = _mask_loopback_http(body)
         raw_records = body.get("Records") if action == "PutRecordBatch" else None

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from gateway.errors import AwsError
 from gateway.glue.catalog import Catalog
-from gateway.kds.protocol import JSON
+from gateway.kds.protocol import JSON, target_action
 from gateway.kds.validate import validate
 
 TARGET_PREFIX = "AWSGlue"
@@ -109,10 +109,7 @@ HANDLERS: dict[str, Handler] = {
 
 def make_handler(get_catalog: Callable[[web.Request], Catalog]) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handle(request: web.Request) -> web.Response:
-        action = request.headers.get("X-Amz-Target", "").partition(".")[2]
-        handler = HANDLERS.get(action)
-        if handler is None:
-            raise AwsError("UnknownOperationException", f"Operation {action!r} is not supported by this Glue endpoint (databases and tables only).")
+        action, handler = target_action(request.headers, HANDLERS, "Glue endpoint (databases and tables only)")
         params = validate(action, JSON.decode(await request.read()), JSON, "glue")
         result = await handler(get_catalog(request), params)
         return web.Response(body=JSON.encode(result), content_type=JSON.content_type)

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from gateway.auth import VERIFIER
 from gateway.kds import policies
-from gateway.kds.api import make_handler
+from gateway.kds.api import TARGET_PREFIX, make_handler
 from gateway.kds.consumers import CONSUMERS, Consumers
 from gateway.kds.queues import QUEUES, Queues
 from gateway.kds.signals import SIGNALS, ShardSignals
@@ -40,7 +40,7 @@ SIGNER = web.AppKey("kds_signer", IteratorSigner)
 
 ROUTES: list[web.RouteDef] = []
 #: ``POST /`` by X-Amz-Target prefix (``gateway.app`` dispatches it).
-TARGETS = {"Kinesis_20131202": make_handler(lambda request: request.app[STORE], lambda request: request.app[SIGNER])}
+TARGETS = {TARGET_PREFIX: make_handler(lambda request: request.app[STORE], lambda request: request.app[SIGNER])}
 
 
 async def lifecycle(app: web.Application) -> AsyncIterator[None]:

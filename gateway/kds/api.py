@@ -21,7 +21,7 @@ from gateway.auth import signer_of
 from gateway.kds import channels, configure, consumers, control, encryption, policies, queue_delivery, queues, records, render, subscriptions
 from gateway.kds.consumers import CONSUMERS
 from gateway.kds.iterators import IteratorSigner
-from gateway.kds.protocol import JSON, Codec, RawJson, codec_for
+from gateway.kds.protocol import JSON, Codec, RawJson, codec_for, target_action
 from gateway.kds.shards import canonical_shard_id
 from gateway.kds.store import Store, Stream
 from gateway.kds.validate import service_model, validate, validate_member
@@ -250,10 +250,7 @@ NO_OUTPUT = frozenset(name for name in HANDLERS if service_model().operation_mod
 
 def make_handler(get_store: Callable[[web.Request], Store], get_signer: Callable[[web.Request], IteratorSigner]) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handle(request: web.Request) -> web.StreamResponse:
-        prefix, _, action = request.headers.get("X-Amz-Target", "").partition(".")
-        handler = HANDLERS.get(action) if prefix == TARGET_PREFIX else None
-        if handler is None:
-            raise AwsError("UnknownOperationException", f"Operation {action or request.headers.get('X-Amz-Target', '')!r} is not supported by this Kinesis endpoint.")
+        action, handler = target_action(request.headers, HANDLERS, "Kinesis endpoint")
         codec = codec_for(request.content_type)
         params = validate(action, codec.decode(await request.read()), codec)
         call = Call(request, codec, get_store(request), get_signer(request), region_of(request.headers), action, signer_of(request))

@@ -1,4 +1,5 @@
-"""The two encodings of the Kinesis JSON 1.1 protocol: JSON and CBOR.
+"""The two encodings of the Kinesis JSON 1.1 protocol: JSON and CBOR (and the action its
+``X-Amz-Target`` header names, for every JSON-protocol service on ``POST /``).
 
 Same shapes, two spellings: JSON carries blobs as base64 strings and timestamps as epoch
 seconds (float); CBOR (Java SDK, KPL, KCL) carries blobs as raw byte strings and timestamps as
@@ -11,11 +12,14 @@ from __future__ import annotations
 import binascii
 import datetime as dt
 import json
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
 import cbor2
 
-from gateway.errors import serialization
+from gateway.errors import AwsError, serialization
+
+H = TypeVar("H")
 
 JSON_CONTENT_TYPE = "application/x-amz-json-1.1"
 CBOR_CONTENT_TYPE = "application/x-amz-cbor-1.1"
@@ -90,3 +94,14 @@ CBOR = CborCodec()
 
 def codec_for(content_type: str) -> Codec:
     return CBOR if content_type == CBOR_CONTENT_TYPE else JSON
+
+
+def target_action(headers: Mapping[str, str], handlers: Mapping[str, H], endpoint: str) -> tuple[str, H]:
+    """The action ``X-Amz-Target: <prefix>.<Action>`` names and its handler; UnknownOperationException
+    ("... not supported by this ``endpoint``.") when it names none."""
+    target = headers.get("X-Amz-Target", "")
+    action = target.partition(".")[2]
+    handler = handlers.get(action)
+    if handler is None:
+        raise AwsError("UnknownOperationException", f"Operation {action or target!r} is not supported by this {endpoint}.")
+    return action, handler
