@@ -15,7 +15,6 @@ from __future__ import annotations
 import collections
 import json
 import logging
-import threading
 import time
 from typing import Any
 
@@ -25,7 +24,7 @@ import pyarrow as pa
 from gateway.analytics.checkpoint import Checkpoint, CheckpointError, State, WindowState, checkpoint_path
 from gateway.analytics.decode import RAW_SCHEMA, csv_fields, decode_sql, raw_table
 from gateway.analytics.spec import ApplicationSpec, InputSpec, QuerySpec
-from gateway.analytics.output import FIREHOSE_PREFIX, Outputs, deliver
+from gateway.analytics.output import FIREHOSE_PREFIX, Outputs, Runner, deliver
 from gateway.kds.store import Store
 
 log = logging.getLogger("gateway.analytics")
@@ -46,15 +45,14 @@ class QueryFailed(Exception):
     """A query cannot run (SQL error): the application stops with this message."""
 
 
-class Application:
+class Application(Runner):
     def __init__(self, spec: ApplicationSpec, outputs: Outputs, data_dir: Any, durability: str = "normal") -> None:
+        super().__init__(f"analytics-{spec.name}")
         self.spec = spec
         self.outputs = outputs
         self.store = outputs.store
         self.path = checkpoint_path(data_dir, spec.name)
         self.durability = durability
-        self.status = "STARTING"
-        self.message = ""
         self.state = State()
         self.lag_ms = 0
         self.watermarks: dict[str, str | None] = {}
@@ -63,8 +61,6 @@ class Application:
         #: Called (from this thread) after each step that produced rows or changed stats.
         self.listeners: list[Any] = []
         self._rate: collections.deque[tuple[float, int]] = collections.deque(maxlen=64)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"analytics-{spec.name}", daemon=True)
         self._checkpoint: Checkpoint | None = None
         self._dirty_windows: set[str] = set()
         self._unsaved = False
@@ -72,13 +68,6 @@ class Application:
         self._con: duckdb.DuckDBPyConnection | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
 
     def _run(self) -> None:
         try:

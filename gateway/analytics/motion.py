@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections import deque
 from typing import Any
@@ -28,7 +27,7 @@ import cv2
 import numpy as np
 
 from gateway.analytics.checkpoint import Checkpoint, CheckpointError, checkpoint_path
-from gateway.analytics.output import Outputs, deliver
+from gateway.analytics.output import Outputs, Runner, deliver
 from gateway.analytics.spec import MotionSpec
 from gateway.errors import AwsError
 from gateway.kvs.model import fragment_number, parse_fragment_number
@@ -111,8 +110,9 @@ class MotionDetector:
                 "zones": zones, "score": round(score, 4)}
 
 
-class MotionWatcher:
+class MotionWatcher(Runner):
     def __init__(self, spec: MotionSpec, video: VideoStore, outputs: Outputs, data_dir: Any, durability: str = "normal") -> None:
+        super().__init__(f"motion-{spec.video_stream}")
         self.spec = spec
         self.video = video
         self.outputs = outputs
@@ -120,21 +120,10 @@ class MotionWatcher:
         self.path = checkpoint_path(data_dir, f"motion-{spec.video_stream}")
         self.durability = durability
         self.detector = MotionDetector(spec)
-        self.status = "STARTING"
-        self.message = ""
         #: [start_ms, end_ms or None] of recent motion, oldest first.
         self.periods: deque[list[int | None]] = deque(maxlen=KEPT_PERIODS)
         self.frames_decoded = 0
         self.busy_seconds = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"motion-{spec.video_stream}", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
 
     def _run(self) -> None:
         try:

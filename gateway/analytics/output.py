@@ -1,6 +1,6 @@
 """Writing an outbox (``gateway.analytics.checkpoint``) to data and delivery streams, exactly once.
 
-Called from an application's or motion watcher's thread: each chunk goes to its store through
+Called from an application's or motion watcher's thread (a ``Runner``): each chunk goes to its store through
 the event loop, and the outbox is trimmed only after its records are stored.
 
 - Data streams: ``Store.put`` with the checkpoint's producer id and the outbox ids as producer
@@ -39,6 +39,29 @@ class Outputs:
     store: Store
     loop: asyncio.AbstractEventLoop
     firehose: Callable[[], "Services | None"] = lambda: None
+
+
+class Runner:
+    """The thread an application or motion watcher runs on (``_run``), with the status it shows.
+
+    ``stop()`` sets ``_stop`` -- which the ``_run`` loop, its waits and ``deliver`` watch -- and
+    waits for the thread to end."""
+
+    def __init__(self, name: str) -> None:
+        self.status = "STARTING"
+        self.message = ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        raise NotImplementedError
 
 
 def deliver(checkpoint: Checkpoint, outputs: Outputs, stop: threading.Event, report: Callable[[str], None]) -> bool:
