@@ -61,6 +61,17 @@ class Consumer:
         return f"/consumer/{self.name}:{int(self.created)}"
 
 
+def retagged(tags_json: str, add: dict[str, str], remove: list[str], what: str) -> str:
+    """The tags column after TagResource / UntagResource on a consumer or queue (``what``);
+    LimitExceededException past ``MAX_TAGS``."""
+    tags = {**json.loads(tags_json), **add}
+    for key in remove:
+        tags.pop(key, None)
+    if len(tags) > MAX_TAGS:
+        raise limit_exceeded(f"A {what} can have at most {MAX_TAGS} tags.")
+    return json.dumps(tags)
+
+
 def forget_stream(conn: sqlite3.Connection, stream_key: int) -> None:
     """Drop a deleted stream's consumers (called from the DeleteStream job)."""
     conn.execute("DELETE FROM consumers WHERE stream_key=?", (stream_key,))
@@ -158,13 +169,9 @@ class Consumers:
             row = conn.execute("SELECT tags FROM consumers WHERE stream_key=? AND name=? AND created=?", (consumer.stream_key, consumer.name, consumer.created)).fetchone()
             if row is None:
                 raise not_found(f"Consumer {consumer.name} under stream {stream.name} not found.")
-            tags = {**json.loads(row[0]), **add}
-            for key in remove:
-                tags.pop(key, None)
-            if len(tags) > MAX_TAGS:
-                raise limit_exceeded(f"A consumer can have at most {MAX_TAGS} tags.")
-            conn.execute("UPDATE consumers SET tags=? WHERE stream_key=? AND name=?", (json.dumps(tags), consumer.stream_key, consumer.name))
-            return replace(consumer, tags=json.dumps(tags))
+            tags = retagged(row[0], add, remove, "consumer")
+            conn.execute("UPDATE consumers SET tags=? WHERE stream_key=? AND name=?", (tags, consumer.stream_key, consumer.name))
+            return replace(consumer, tags=tags)
 
         updated: Consumer = await self.store.run(job)
         self._replace(stream.key, {**self._by_stream.get(stream.key, {}), updated.name: updated})

@@ -46,7 +46,7 @@ CREATE INDEX IF NOT EXISTS queues_by_stream ON queues(stream_key);
 DEFAULT_VISIBILITY_SECONDS = 30
 DEFAULT_MAX_RECEIVE_COUNT = 6
 DEFAULT_LIST_LIMIT = 100
-MAX_TAGS = 50
+MAX_TAGS = registered.MAX_TAGS
 _COLUMNS = "key, name, resource_id, stream_key, created, updated, visibility_seconds, dead_letter, max_receive, start_type, start_ts, tags"
 
 
@@ -187,13 +187,9 @@ class Queues:
             row = conn.execute("SELECT tags FROM queues WHERE key=?", (queue.key,)).fetchone()
             if row is None:
                 raise not_found(f"Queue {queue.name} not found.")
-            tags = {**json.loads(row[0]), **add}
-            for key in remove:
-                tags.pop(key, None)
-            if len(tags) > MAX_TAGS:
-                raise limit_exceeded(f"A queue can have at most {MAX_TAGS} tags.")
-            conn.execute("UPDATE queues SET tags=? WHERE key=?", (json.dumps(tags), queue.key))
-            return replace(queue, tags=json.dumps(tags))
+            tags = registered.retagged(row[0], add, remove, "queue")
+            conn.execute("UPDATE queues SET tags=? WHERE key=?", (tags, queue.key))
+            return replace(queue, tags=tags)
 
         self._put(await self.store.run(job))
 
