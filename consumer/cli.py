@@ -83,13 +83,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _config_error(path: str, exc: ConsumerError) -> int:
-    print(f"edge-consumer: invalid config {path}:", file=sys.stderr)
-    for line in str(exc).splitlines():
-        print(f"  {line}", file=sys.stderr)
-    return 2
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from consumer.service import run_consumer
 
@@ -98,7 +91,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config, overrides)
     except ConfigError as exc:
-        return _config_error(args.config, exc)
+        return typed_config.print_errors(args.config, str(exc).splitlines(), f"edge-consumer: invalid config {args.config}:")
     logging.basicConfig(level=args.log_level or config.consumer.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return run_consumer(config)
 

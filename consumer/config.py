@@ -170,29 +170,19 @@ def parse_config(values: dict[str, Any]) -> tuple[ConsumerConfig | None, list[st
 
 
 def config_from_dict(values: dict[str, Any]) -> ConsumerConfig:
-    config, errors = parse_config(values)
-    if config is None or errors:
-        raise ConfigError("\n".join(errors))
-    return config
-
-
-def _read(path: str | Path) -> dict[str, Any]:
-    return typed_config.read_toml(path, ConfigError)
+    return typed_config.valid(parse_config(values), ConfigError)
 
 
 def check_config(path: str | Path) -> list[str]:
     """Every error in the config file at ``path`` (empty when it is valid)."""
-    try:
-        return parse_config(_read(path))[1]
-    except ConfigError as exc:
-        return [str(exc)]
+    return typed_config.file_errors(path, parse_config, ConfigError)
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ConsumerConfig:
     """Load and validate; raises ConfigError listing every error, one per line. ``overrides``
     (command-line flags) replace ``[consumer]`` keys before checking; giving a processor
     clears the handler and the other way round."""
-    values = _read(path)
+    values = typed_config.read_toml(path, ConfigError)
     if overrides:
         section = values.setdefault("consumer", {})
         if isinstance(section, dict):

@@ -104,10 +104,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as exc:
-        print(f"edge-agent: invalid config {args.config}:", file=sys.stderr)
-        for line in str(exc).splitlines():
-            print(f"  {line}", file=sys.stderr)
-        return 2
+        return typed_config.print_errors(args.config, str(exc).splitlines(), f"edge-agent: invalid config {args.config}:")
     _setup_logging(args.log_level or config.agent.log_level)
     from edge_agent.service import run_agent
 

@@ -262,25 +262,14 @@ def parse_config(values: dict[str, Any]) -> tuple[AgentConfig, list[str]]:
 
 
 def config_from_dict(values: dict[str, Any]) -> AgentConfig:
-    config, errors = parse_config(values)
-    if errors:
-        raise ConfigError("\n".join(errors))
-    return config
-
-
-def read_toml(path: str | Path) -> dict[str, Any]:
-    return typed_config.read_toml(path, ConfigError)
+    return typed_config.valid(parse_config(values), ConfigError)
 
 
 def check_config(path: str | Path) -> list[str]:
     """Every error in the config file at ``path`` (empty when it is valid)."""
-    try:
-        values = read_toml(path)
-    except ConfigError as exc:
-        return [str(exc)]
-    return parse_config(values)[1]
+    return typed_config.file_errors(path, parse_config, ConfigError)
 
 
 def load_config(path: str | Path) -> AgentConfig:
     """Load and validate; raises ConfigError listing every error, one per line."""
-    return config_from_dict(read_toml(path))
+    return config_from_dict(typed_config.read_toml(path, ConfigError))

@@ -34,7 +34,7 @@ import dataclasses
 import sys
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 from urllib.parse import urlsplit
@@ -44,7 +44,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["build", "describe", "host_port", "key", "positive", "print_errors", "read_toml", "url"]
+__all__ = ["build", "describe", "file_errors", "host_port", "key", "positive", "print_errors", "read_toml", "url", "valid"]
 
 T = TypeVar("T")
 
@@ -70,12 +70,32 @@ def read_toml(path: str | Path, error: type[Exception] = TomlError) -> dict[str,
         raise error(f"{path}: not valid TOML: {exc}") from exc
 
 
-def print_errors(path: str | Path, errors: list[str]) -> int:
-    """What a ``check-config`` command prints for a bad file (to stderr); returns exit status 2."""
-    print(f"{path}: {len(errors)} error(s)", file=sys.stderr)
+def print_errors(path: str | Path, errors: list[str], heading: str = "") -> int:
+    """What a CLI prints for a bad config file (to stderr): ``heading`` (by default
+    ``<path>: N error(s)``), then each error indented; returns exit status 2."""
+    print(heading or f"{path}: {len(errors)} error(s)", file=sys.stderr)
     for line in errors:
         print(f"  {line}", file=sys.stderr)
     return 2
+
+
+def valid(parsed: tuple[T | None, list[str]], error: type[Exception]) -> T:
+    """The config of a ``(config, errors)`` parse, or ``error`` (the caller's ConfigError) listing
+    every problem, one per line."""
+    config, errors = parsed
+    if config is None or errors:
+        raise error("\n".join(errors))
+    return config
+
+
+def file_errors(path: str | Path, parse: Callable[[dict[str, Any]], tuple[Any, list[str]]], error: type[Exception]) -> list[str]:
+    """Every error in the config file at ``path`` (empty when it is valid): that it cannot be read
+    or parsed, or every problem ``parse`` finds in it."""
+    try:
+        values = read_toml(path, error)
+    except error as exc:
+        return [str(exc)]
+    return parse(values)[1]
 
 
 def build(cls: type[T], values: Any, prefix: str, errors: list[str], defaults: Mapping[str, Any] | None = None) -> T | None:
