@@ -151,7 +151,7 @@ class ServerConfig:
             ("max_header_bytes", self.max_header_bytes >= 1024, "must be at least 1024"),
             ("max_headers", self.max_headers >= 16, "must be at least 16"),
         ]
-        return [f"{name}: {why}, got {getattr(self, name)!r}" for name, ok, why in rules if not ok]
+        return typed_config.unmet(self, rules)
 
 
 @dataclass(frozen=True)
@@ -205,7 +205,7 @@ class FirehoseConfig:
             ("stream_requests_per_sec", self.stream_requests_per_sec > 0, "must be positive"),
             ("retry_seconds", self.retry_seconds >= 0, "must be 0 or positive"),
         ]
-        return [f"{name}: {why}, got {getattr(self, name)!r}" for name, ok, why in rules if not ok]
+        return typed_config.unmet(self, rules)
 
 
 @dataclass(frozen=True)

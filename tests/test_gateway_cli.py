@@ -22,6 +22,16 @@ def test_config_error_names_the_key(tmp_path) -> None:
         load_config(bad)
 
 
+def test_section_rules_report_every_broken_value() -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict({"server": {"max_connections": 0, "max_headers": 3}, "firehose": {"gzip_level": 11}})
+    assert str(info.value).splitlines() == [
+        "server.max_connections: must be at least 1, got 0",
+        "server.max_headers: must be at least 16, got 3",
+        "firehose.gzip_level: must be 1..9, got 11",
+    ]
+
+
 def test_bad_config_exits_2_with_message(tmp_path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[video]\nmax_fragment_bytes = 'big'\n")

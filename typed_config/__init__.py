@@ -44,7 +44,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["build", "describe", "file_errors", "host_port", "key", "positive", "print_errors", "read_toml", "url", "valid"]
+__all__ = ["build", "describe", "file_errors", "host_port", "key", "positive", "print_errors", "read_toml", "unmet", "url", "valid"]
 
 T = TypeVar("T")
 
@@ -142,6 +142,11 @@ def build(cls: type[T], values: Any, prefix: str, errors: list[str], defaults: M
 def positive(config: Any, *names: str) -> list[str]:
     """``"<name>: must be > 0"`` for each named numeric field that is not positive."""
     return [f"{n}: must be > 0" for n in names if getattr(config, n) <= 0]
+
+
+def unmet(config: Any, rules: list[tuple[str, bool, str]]) -> list[str]:
+    """``"<name>: <why>, got <value>"`` for each ``(name, holds, why)`` rule that does not hold."""
+    return [f"{name}: {why}, got {getattr(config, name)!r}" for name, holds, why in rules if not holds]
 
 
 def url(value: str, name: str, allow_empty: bool = False) -> list[str]:
