@@ -124,7 +124,8 @@ def test_drops_survive_restart_and_policy_can_refuse(tmp_path: Path) -> None:
 
 
 def test_concurrent_appends_group_commit(tmp_path: Path) -> None:
-    with Spool(tmp_path / "spool.db") as spool:
+    # 200 appends in a row per thread: a short commit interval keeps the test quick
+    with Spool(tmp_path / "spool.db", commit_interval=0.005) as spool:
         results: list[list[int]] = []
 
         def producer(n: int) -> None:
@@ -166,7 +167,7 @@ def test_second_process_cannot_open(tmp_path: Path) -> None:
 WRITER = """
 import sys
 from edge_agent.spool import NewRecord, Spool
-spool = Spool(sys.argv[1])
+spool = Spool(sys.argv[1], commit_interval=0.01)
 i = 0
 while True:
     seqs = spool.append([NewRecord("telemetry", "s", "k", f"{i}-{j}".encode(), "w") for j in range(50)])
