@@ -19,6 +19,7 @@ from botocore.model import ServiceModel, Shape
 
 from gateway.firehose.naming import check_prefix, invalid, time_zone
 from gateway.kds.validate import service_model
+from gateway.wire import DEFAULT_REGION
 
 DESTINATION_ID = "destinationId-000000000001"
 #: Destination kind -> (configuration member of CreateDeliveryStream, description member)
@@ -55,7 +56,7 @@ class DeliveryStream:
     version: int = 1
     created: float = 0.0
     updated: float = 0.0
-    region: str = "us-east-1"
+    region: str = DEFAULT_REGION
     tags: dict[str, str] = field(default_factory=dict)
     account: str = "000000000000"
     #: Server-side encryption as StartDeliveryStreamEncryption set it ({"KeyType", "KeyARN"}); None: off.

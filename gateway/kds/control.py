@@ -14,6 +14,7 @@ from gateway.errors import in_use, invalid_argument, limit_exceeded, not_found
 from gateway.kds import consumers, queues, replays, settings
 from gateway.kds.shards import Router, Shard, split_points, uniform_boundaries, uniform_ranges
 from gateway.kds.store import Store, Stream
+from gateway.wire import DEFAULT_REGION
 
 #: Open shards per account (DescribeLimits.ShardLimit).
 SHARD_LIMIT = 500
@@ -23,7 +24,6 @@ ON_DEMAND_SHARDS = 4
 MIN_RETENTION_HOURS = 24
 MAX_RETENTION_HOURS = 8760
 MAX_TAGS = 50
-DEFAULT_REGION = "us-east-1"
 
 
 def open_shard_count(store: Store) -> int:

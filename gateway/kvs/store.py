@@ -60,6 +60,7 @@ from pathlib import Path
 from gateway import sqlite
 from gateway.errors import AwsError
 from gateway.sqlite import LockFile, Readers, StoreInUseError
+from gateway.wire import DEFAULT_REGION
 from gateway.kvs.model import (BY_PRODUCER, BY_SERVER, DEFAULT_ACCOUNT, MAX_FRAGMENT_MS, FragmentInfo,
                                  FragmentNotFoundError, NewFragment, StreamExistsError, StreamNotFoundError,
                                  StreamRecord, Tagger, VersionMismatchError, fragment_number, parse_fragment_number)
@@ -210,7 +211,7 @@ class VideoStore:
     # -- streams -----------------------------------------------------------------------------------
 
     def create_stream(self, name: str, *, retention_hours: int = 0, media_type: str | None = None,
-                      device_name: str | None = None, kms_key_id: str | None = None, region: str = "us-east-1",
+                      device_name: str | None = None, kms_key_id: str | None = None, region: str = DEFAULT_REGION,
                       tags: dict[str, str] | None = None) -> StreamRecord:
         now_ms = int(time.time() * 1000)
         arn = f"arn:aws:kinesisvideo:{region}:{self.account_id}:stream/{name}/{now_ms}"
