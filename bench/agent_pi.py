@@ -171,6 +171,8 @@ sync = "{sync}"
 {f"commit_interval_ms = {commit_interval_ms}" if commit_interval_ms is not None else ""}
 [gateway]
 endpoint_url = "{gw_url}"
+access_key_id = "AKIDPIBENCH"             # keys in the config, as on a Pi (a profile would load botocore: ~8 MiB)
+secret_access_key = "pi-bench-secret"
 [metrics]
 listen = "127.0.0.1:{metrics_port}"
 [[sources.mqtt]]

@@ -1,36 +1,78 @@
-"""botocore plumbing: credentials, the SigV4 signer, and full botocore clients for the control plane.
+"""Credentials, the SigV4 signer, and full botocore clients for the control plane.
 
 The forwarders send lean requests of their own (``edge_agent.transport``), signed by ``sign``:
 a full botocore client costs a Pi ~11 MB of RSS and several ms of CPU per call. ``make_client``
 (retries off) is for control-plane calls (the demo creates its streams with it). The same
 settings reach our gateway or real AWS: only the endpoint and the credentials differ.
+
+``sign`` is SigV4 written out here (the same canonical request botocore's ``SigV4Auth`` builds),
+and ``agent_credentials`` answers configured or ``AWS_ACCESS_KEY_ID`` keys itself: botocore (~8 MiB
+of RSS on import) is only imported when its credential chain (profile, SSO, instance role) is
+needed, or for ``make_client``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
+import os
+import time
 from collections.abc import Mapping
-from typing import Any
-
-import botocore.session
-from botocore.auth import UNSIGNED_PAYLOAD, SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.config import Config
-from botocore.credentials import Credentials, ReadOnlyCredentials
-from botocore.exceptions import BotoCoreError
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlsplit
 
 from edge_agent.config import GatewaySection
 from edge_agent.errors import ConfigError
+
+if TYPE_CHECKING:
+    import botocore.session
+    from botocore.config import Config
 
 log = logging.getLogger("edge_agent.aws")
 
 #: Signs requests when no credentials are configured anywhere; a gateway without [auth] accepts it.
 PLACEHOLDER_ACCESS_KEY = "EDGEAGENTNOCREDS"
 PLACEHOLDER_SECRET_KEY = "edge-agent-placeholder-secret"
+#: The payload hash of a streamed body (PutMedia), as AWS spells it.
+UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
+#: Headers a proxy may change: never signed (botocore leaves the same ones out).
+UNSIGNED_HEADERS = frozenset({"authorization", "baggage", "connection", "expect", "keep-alive", "proxy-authenticate",
+                              "proxy-authorization", "te", "traceparent", "trailer", "transfer-encoding", "upgrade",
+                              "user-agent", "x-amzn-trace-id"})
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+@dataclass(frozen=True)
+class StaticCredentials:
+    """Keys known up front (the config file or the environment): no botocore session needed."""
+
+    access_key: str
+    secret_key: str
+    token: str | None = None
+
+    def get_frozen_credentials(self) -> StaticCredentials:
+        return self
+
+
+def agent_credentials(gw: GatewaySection) -> Any:
+    """What the forwarders sign with: configured keys, else ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``
+    (when no profile is named; botocore's chain looks there first too), else a botocore session's
+    chain (``make_session``), which may refresh them."""
+    if gw.access_key_id:
+        return StaticCredentials(gw.access_key_id, gw.secret_access_key, gw.session_token or None)
+    env_key, env_secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
+    if env_key and env_secret and not gw.profile and not os.environ.get("AWS_PROFILE"):
+        return StaticCredentials(env_key, env_secret, os.environ.get("AWS_SESSION_TOKEN") or None)
+    return make_session(gw)
 
 
 def make_session(gw: GatewaySection) -> botocore.session.Session:
     """A botocore session with the configured credentials (ConfigError if a named profile is missing)."""
+    import botocore.session
+    from botocore.exceptions import BotoCoreError
+
     session = botocore.session.Session(profile=gw.profile or None)
     if gw.access_key_id:
         session.set_credentials(gw.access_key_id, gw.secret_access_key, gw.session_token or None)
@@ -46,6 +88,8 @@ def make_session(gw: GatewaySection) -> botocore.session.Session:
 
 
 def client_config(gw: GatewaySection, pool: int = 4) -> Config:
+    from botocore.config import Config
+
     return Config(
         retries={"total_max_attempts": 1, "mode": "standard"},
         connect_timeout=gw.connect_timeout_seconds,
@@ -67,25 +111,60 @@ def make_client(session: botocore.session.Session, service: str, endpoint_url: s
     )
 
 
-def frozen_credentials(session: botocore.session.Session) -> ReadOnlyCredentials:
-    creds: Credentials | None = session.get_credentials()
+def frozen_credentials(source: Any) -> Any:
+    """The current keys (``access_key``, ``secret_key``, ``token``) of ``StaticCredentials`` or a botocore session."""
+    if isinstance(source, StaticCredentials):
+        return source
+    creds = source.get_credentials()
     if creds is None:  # pragma: no cover - make_session always sets some
-        creds = Credentials(PLACEHOLDER_ACCESS_KEY, PLACEHOLDER_SECRET_KEY)
+        return StaticCredentials(PLACEHOLDER_ACCESS_KEY, PLACEHOLDER_SECRET_KEY)
     return creds.get_frozen_credentials()
 
 
-def sign(method: str, url: str, headers: Mapping[str, str], session: botocore.session.Session, region: str, service: str,
-         body: bytes | None) -> dict[str, str]:
-    """``headers`` plus SigV4's; ``body=None`` for a streamed body (signed as UNSIGNED-PAYLOAD)."""
-    request = AWSRequest(method=method, url=url, data=body, headers=dict(headers))
+def _hmac(key: bytes, text: str) -> bytes:
+    return hmac.new(key, text.encode(), hashlib.sha256).digest()
+
+
+def sign(method: str, url: str, headers: Mapping[str, str], session: Any, region: str, service: str,
+         body: bytes | None, now: float | None = None) -> dict[str, str]:
+    """``headers`` plus SigV4's (X-Amz-Date, X-Amz-Security-Token, Authorization); ``session`` is
+    ``StaticCredentials`` or a botocore session; ``body=None`` for a streamed body (UNSIGNED-PAYLOAD)."""
+    creds = frozen_credentials(session)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+    out = {k: v for k, v in headers.items() if k.lower() not in ("authorization", "x-amz-date", "date", "x-amz-security-token")}
+    out["X-Amz-Date"] = stamp
+    if creds.token:
+        out["X-Amz-Security-Token"] = creds.token
     if body is None:
-        request.headers["X-Amz-Content-SHA256"] = UNSIGNED_PAYLOAD
-    SigV4Auth(frozen_credentials(session), service, region).add_auth(request)
-    return dict(request.headers.items())
+        out["X-Amz-Content-SHA256"] = UNSIGNED_PAYLOAD
+    parts = urlsplit(url)
+    signed: dict[str, list[str]] = {}
+    for name, value in out.items():
+        if name.lower() not in UNSIGNED_HEADERS:
+            signed.setdefault(name.lower(), []).append(" ".join(str(value).split()))
+    if "host" not in signed:
+        host = parts.hostname or ""
+        host = f"[{host}]" if ":" in host else host
+        if parts.port is not None and parts.port != DEFAULT_PORTS.get(parts.scheme):
+            host = f"{host}:{parts.port}"
+        signed["host"] = [host]
+    names = sorted(signed)
+    payload_hash = out.get("X-Amz-Content-SHA256") or hashlib.sha256(body or b"").hexdigest()
+    query = "&".join(sorted(f"{k}={v}" for k, _, v in (p.partition("=") for p in parts.query.split("&")))) if parts.query else ""
+    canonical = "\n".join([
+        method.upper(), quote(parts.path or "/", safe="/~"), query,
+        "".join(f"{n}:{','.join(signed[n])}\n" for n in names), ";".join(names), payload_hash,
+    ])
+    scope = f"{stamp[:8]}/{region}/{service}/aws4_request"
+    to_sign = f"AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
+    key = _hmac(_hmac(_hmac(_hmac(f"AWS4{creds.secret_key}".encode(), stamp[:8]), region), service), "aws4_request")
+    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    out["Authorization"] = f"AWS4-HMAC-SHA256 Credential={creds.access_key}/{scope}, SignedHeaders={';'.join(names)}, Signature={signature}"
+    return out
 
 
 def sign_streaming_request(
-    method: str, url: str, headers: Mapping[str, str], session: botocore.session.Session, region: str, service: str = "kinesisvideo"
+    method: str, url: str, headers: Mapping[str, str], session: Any, region: str, service: str = "kinesisvideo"
 ) -> dict[str, str]:
     """SigV4 headers for a request whose body is streamed (PutMedia)."""
     return sign(method, url, headers, session, region, service, None)

@@ -54,7 +54,7 @@ class Agent:
 
     def start(self, stop: threading.Event) -> None:
         cfg = self.config
-        session = aws.make_session(cfg.gateway)
+        session = aws.agent_credentials(cfg.gateway)
         self.spool = Spool(cfg.spool.path, max_bytes=cfg.spool.max_bytes, drop_order=cfg.spool.drop_order, sync=cfg.spool.sync,
                            commit_interval=cfg.spool.commit_interval_ms / 1000)
         records = RecordsClient(KinesisClient(session, cfg.gateway), FirehoseClient(session, cfg.gateway))

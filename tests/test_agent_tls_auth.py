@@ -1,9 +1,12 @@
 """The agent against a gateway that requires SigV4 over HTTPS: the same settings as for AWS
 (access key + secret, a CA file for the certificate) — records and video go through; a wrong
-secret is refused, counted, and nothing leaves the spool."""
+secret is refused, counted, and nothing leaves the spool. The forwarders sign with the agent's own
+SigV4 (``aws.agent_credentials``: configured keys, no botocore); it must equal botocore's."""
 
 from __future__ import annotations
 
+import datetime
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -43,7 +46,7 @@ def test_signed_https_records_and_video_and_a_wrong_secret(tmp_path: Path) -> No
         before = sum(metric("edge_agent_send_errors_total", lane="records", reason=r) for r in ("UnrecognizedClientException", "InvalidSignatureException"))
         with Spool(tmp_path / "bad.db") as spool:
             spool.append([NewRecord("telemetry", "secure", "k", b"never", "src")])
-            fw = RecordForwarder(spool, KinesisClient(aws.make_session(bad), bad), options, "agent-bad")
+            fw = RecordForwarder(spool, KinesisClient(aws.agent_credentials(bad), bad), options, "agent-bad")
             fw.step()
             after = sum(metric("edge_agent_send_errors_total", lane="records", reason=r) for r in ("UnrecognizedClientException", "InvalidSignatureException"))
             assert after == before + 1
@@ -53,8 +56,10 @@ def test_signed_https_records_and_video_and_a_wrong_secret(tmp_path: Path) -> No
             spool.append([NewRecord("telemetry", "secure", f"k{i % 3}", f"r{i}".encode(), "src") for i in range(30)])
             spool.append(video_records("secure-cam", synthetic_fragments(2)))
             stop = threading.Event()
-            records = RecordForwarder(spool, KinesisClient(session, good), options, "agent-good")
-            media = MediaForwarder(spool, session, good, options, "agent-good")
+            creds = aws.agent_credentials(good)
+            assert isinstance(creds, aws.StaticCredentials)
+            records = RecordForwarder(spool, KinesisClient(creds, good), options, "agent-good")
+            media = MediaForwarder(spool, creds, good, options, "agent-good")
             threads = [threading.Thread(target=f.run, args=(stop,), daemon=True) for f in (records, media)]
             for t in threads:
                 t.start()
@@ -69,3 +74,40 @@ def test_signed_https_records_and_video_and_a_wrong_secret(tmp_path: Path) -> No
         assert len(list_fragments(url, "secure-cam", signed)) == 2
     finally:
         gw.kill()
+
+
+def test_sign_equals_botocore_sigv4() -> None:
+    """The agent's SigV4 headers are byte for byte botocore's: JSON bodies, a streamed body with
+    a session token, default and explicit ports, repeated spaces in a header value."""
+    from unittest import mock
+
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    now = 1764530000.0
+    cases = [
+        ("http://127.0.0.1:4567/", b'{"a":1}', None, {"Content-Type": "application/x-amz-json-1.1", "X-Edge-Record-Seqs": "1,2"}),
+        ("https://example.com:8443/putMedia", None, "TOKEN", {"x-amzn-stream-name": "cam  1", "X-Amzn-Fragment-Timecode-Type": "ABSOLUTE"}),
+        ("https://kinesis.eu-west-1.amazonaws.com", b"", None, {"Content-Type": "x"}),
+    ]
+    for url, body, token, headers in cases:
+        mine = aws.sign("POST", url, headers, aws.StaticCredentials("AKID", "SECRET", token), "eu-west-1", "kinesis", body, now=now)
+        request = AWSRequest(method="POST", url=url, data=body, headers=dict(headers))
+        if body is None:
+            request.headers["X-Amz-Content-SHA256"] = aws.UNSIGNED_PAYLOAD
+        with mock.patch("botocore.auth.get_current_datetime", return_value=datetime.datetime.fromtimestamp(now, datetime.timezone.utc).replace(tzinfo=None)):
+            SigV4Auth(Credentials("AKID", "SECRET", token).get_frozen_credentials(), "kinesis", "eu-west-1").add_auth(request)
+        assert mine == dict(request.headers.items()), url
+
+
+def test_configured_keys_do_not_import_botocore() -> None:
+    """botocore costs a Pi ~8 MiB of RSS: the agent with keys in its config never imports it."""
+    code = (
+        "import sys; from edge_agent import aws, service; from edge_agent.config import GatewaySection;"
+        "c = aws.agent_credentials(GatewaySection(access_key_id='A', secret_access_key='S'));"
+        "aws.sign('POST', 'http://h/', {}, c, 'us-east-1', 'kinesis', b'');"
+        "print(sorted(m for m in sys.modules if m.startswith('botocore')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parent.parent)
+    assert out.stdout.strip() == "[]"
