@@ -645,7 +645,7 @@ def print_table(rows: list[Row]) -> None:
     print("\n| part | kills/snapshots | faults | requests | checked | lost | duplicated | peak RSS MiB |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r.part} | {r.kills} | {r.faults} | {r.requests} | {r.checked} | {r.lost} | {r.duplicated} | {r.peak_rss_mib} |")
+        print(f"| {r.part} | {r.kills} | {r.faults} | {r.requests} | {r.checked} | {r.lost} | {r.duplicated} | {r.peak_rss_mib or 'n/a'} |")
     print()
     for r in rows:
         for note in r.notes:
