@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -218,3 +219,17 @@ def test_rtsp_ip_camera_in_passthrough(camera, tmp_path: Path) -> None:
     assert [len(decode(f.data)) for f in first] == [10, 10]
     assert first[0].attrs["codec_id"] == "V_MPEG4/ISO/AVC" and (first[0].attrs["width"], first[0].attrs["height"]) == (160, 120)
     assert sum(f.attrs["frame_count"] for f in fragments) >= count
+
+
+def test_synthetic_camera_draws_its_clock_without_opencv() -> None:
+    """The synthetic scene's clock is drawn with the built-in digit font: OpenCV (~30 MiB of RSS)
+    stays unimported, and the clock's pixels change with the time."""
+    code = (
+        "import sys, numpy as np; from edge_agent.sources.video_inputs import SyntheticCamera;"
+        "cam = SyntheticCamera(640, 480, 15, None);"
+        "a, b = cam.render(7, 1764530000123), cam.render(7, 1764530001456);"
+        "top = lambda img: (img[10:30, 10:400] == 255).all(axis=2);"
+        "print('cv2' in sys.modules, int(top(a).sum()) > 100, bool((top(a) != top(b)).any()))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parent.parent)
+    assert out.stdout.split() == ["False", "True", "True"]
