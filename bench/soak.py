@@ -58,7 +58,7 @@ from agent_helpers import list_fragments, read_stream, synthetic_fragments  # no
 from chaos_support import ChaosRig, rss_kb  # noqa: E402
 from faultproxy import FaultMix, FaultProxy  # noqa: E402
 from helpers import GatewayProcess, MosquittoProcess, aws_client, free_port, wait_until  # noqa: E402
-from soak_support import Row, RssSampler, curve, kill_loop, mib, pid_of  # noqa: E402
+from soak_support import Row, RssSampler, curve, kill_loop, pid_of  # noqa: E402
 
 
 # -- agent, gateway and proxy: the chaos rig, run long -----------------------------------------------
@@ -157,8 +157,7 @@ def part_agent(work: Path, broker: MosquittoProcess, kills: int, rng: random.Ran
             rig.stop_producing()
             row.kills = rig.agent_kills
             verdict(rig, row)
-        row.peak_rss_mib = mib(max(rss.samples["agent"] or [0]))
-        row.notes.append(f"agent RSS MiB {curve(rss.samples['agent'])}; gateway {curve(rss.samples['gateway'])}")
+        row.add_memory("agent", rss.samples["agent"], extra=f"gateway RSS MiB {curve(rss.samples['gateway'])}; ")
     finally:
         rig.close()
         gw.kill()
@@ -206,8 +205,7 @@ def part_gateway(work: Path, broker: MosquittoProcess, kills: int, rng: random.R
             if rig.agent is None or rig.agent.poll() is not None:
                 row.notes.append("FAIL: the agent died")
             verdict(rig, row)
-        row.peak_rss_mib = mib(max(rss.samples["gateway"] or [0]))
-        row.notes.append(f"reads during kills {dict(reads)}; gateway RSS MiB {curve(rss.samples['gateway'])}")
+        row.add_memory("gateway", rss.samples["gateway"], extra=f"reads during kills {dict(reads)}; ")
     finally:
         readers_stop.set()
         rig.close()
@@ -235,8 +233,7 @@ def part_proxy(work: Path, broker: MosquittoProcess, faults: int, max_minutes: f
             proxy.enabled = False  # let the tail drain
             row.faults = sum(proxy.counts.values()) - proxy.counts["pass"]
             verdict(rig, row)
-        row.peak_rss_mib = mib(max(rss.samples["agent"] or [0]))
-        row.notes.append(f"faults {dict(proxy.counts)}; agent RSS MiB {curve(rss.samples['agent'])}")
+        row.add_memory("agent", rss.samples["agent"], extra=f"faults {dict(proxy.counts)}; ")
     finally:
         rig.close()
         proxy.stop()
@@ -481,8 +478,7 @@ def part_fuzz(work: Path, requests: int, seed: int, threads: int = 4) -> Row:
     if fives:
         kinds = Counter(f.split(" ", 2)[0] + " " + f.split(" ", 2)[1] for f in fives)
         row.notes.append(f"FAIL: {len(fives)} 5xx or unshaped errors: {dict(kinds)}; e.g. {fives[:3]}")
-    row.peak_rss_mib = mib(max(rss or [0]))
-    row.notes.append(f"{row.requests / elapsed:.0f} req/s; outcomes {dict(outcomes)}; gateway RSS MiB {curve(rss)}")
+    row.add_memory("gateway", rss, extra=f"{row.requests / elapsed:.0f} req/s; outcomes {dict(outcomes)}; ")
     gw.kill()
     return row
 

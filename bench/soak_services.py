@@ -30,7 +30,7 @@ from firehose_support import objects, s3_config
 from helpers import GatewayProcess, wait_until
 from test_consumer_workers import Producer, overlaps, write_config
 
-from soak_support import Row, RssSampler, curve, kill_loop, mib, pid_of
+from soak_support import Row, RssSampler, kill_loop, pid_of
 
 
 def _records(kinesis: Any, stream: str) -> list[dict[str, Any]]:
@@ -85,7 +85,7 @@ def part_consumers(work: Path, kills: int, rng: random.Random) -> Row:
             row.notes.append(f"FAIL: {late} records delivered again after a checkpoint covering them")
         row.notes.append(f"duplicates (at-least-once: only records past the last checkpoint are delivered again): {row.duplicated}; shard overlaps: {len(clashes)}")
         samples = [s for per_worker in rss.samples.values() for s in per_worker]
-        row.peak_rss_mib = mib(max(samples or [0]))
+        row.add_memory("workers", samples)
         row.duplicated = 0  # at-least-once by contract: reported in the note, not as a failure
     finally:
         producer.done.set()
@@ -156,8 +156,7 @@ def part_firehose(work: Path, kills: int, rng: random.Random) -> Row:
         row.notes.append(f"records written twice (object rewritten after a kill, or a retried put): {twice}; "
                          f"redelivered batches counted by the gateway: {counters.get('redelivered_batches', 0)}; "
                          f"objects {len(objects(gw, 'soak-fh'))}")
-        row.peak_rss_mib = mib(max(rss.samples["gateway"] or [0]))
-        row.notes.append(f"gateway RSS MiB {curve(rss.samples['gateway'])}")
+        row.add_memory("gateway", rss.samples["gateway"])
     finally:
         stop.set()
         gw.kill()
@@ -243,8 +242,7 @@ def part_analytics(work: Path, kills: int, rng: random.Random) -> Row:
         if wrong:
             row.notes.append(f"FAIL: {len(wrong)} windows with wrong figures, e.g. {wrong[:2]}")
         row.notes.append(f"windows {len(expected)} over {sent[0]} records")
-        row.peak_rss_mib = mib(max(rss.samples["gateway"] or [0]))
-        row.notes.append(f"gateway RSS MiB {curve(rss.samples['gateway'])}")
+        row.add_memory("gateway", rss.samples["gateway"])
     finally:
         stop.set()
         gw.kill()

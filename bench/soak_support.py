@@ -27,6 +27,11 @@ class Row:
     peak_rss_mib: float = 0.0
     notes: list[str] = field(default_factory=list)
 
+    def add_memory(self, name: str, samples: list[int], extra: str = "") -> None:
+        """The peak of ``samples`` (KiB) becomes the row's peak RSS; the curve goes into the notes."""
+        self.peak_rss_mib = mib(max(samples or [0]))
+        self.notes.append(f"{extra}{name} RSS MiB {curve(samples)}")
+
     @property
     def ok(self) -> bool:
         return self.lost == 0 and self.duplicated == 0 and not any(n.startswith("FAIL") for n in self.notes)
