@@ -21,20 +21,21 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from gateway import static
-
-from gateway.analytics.engine import Application
-from gateway.analytics.motion import MotionWatcher
 from gateway.analytics.output import Outputs
 from gateway.errors import AwsError, not_found, validation
 from gateway.firehose import SERVICES as FIREHOSE
 from gateway.kds import STORE
 from gateway.keys import CONFIG
 from gateway.kvs.keys import VIDEO_STORE
+
+if TYPE_CHECKING:  # DuckDB/pyarrow and OpenCV load only when an application or a detector is configured
+    from gateway.analytics.engine import Application
+    from gateway.analytics.motion import MotionWatcher
 
 log = logging.getLogger("gateway.analytics")
 
@@ -85,11 +86,15 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     analytics = app[ANALYTICS] = Analytics(asyncio.get_running_loop())
     outputs = Outputs(app[STORE], analytics.loop, lambda: app.get(FIREHOSE))
+    if config.analytics.applications:
+        from gateway.analytics.engine import Application
     for spec in config.analytics.applications:
         application = Application(spec, outputs, config.data_path, config.durability)
         application.listeners.append(analytics.wake)
         analytics.apps[spec.name] = application
         application.start()
+    if config.analytics.motion:
+        from gateway.analytics.motion import MotionWatcher
     for motion in config.analytics.motion:
         watcher = MotionWatcher(motion, app[VIDEO_STORE], outputs, config.data_path, config.durability)
         analytics.motion[motion.video_stream] = watcher
