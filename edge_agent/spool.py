@@ -32,7 +32,8 @@ Invariants:
   loss. One writer thread owns every write and group-commits whatever arrives within
   ``commit_interval`` of the first waiting operation (default 100 ms; at once when 500 records or
   256 KiB are waiting), so a trickle of appends and
-  acks costs one fsync and a few pages per interval, not per record.
+  acks costs one fsync and a few pages per interval, not per record. ``submit`` is ``append``
+  without waiting (a future); an ``urgent`` one commits the queue at once.
 - Records leave only by ``ack`` (the gateway acknowledged them) or by the size-cap policy:
   acknowledged records are never read again and leave ``stats`` at once, but are deleted from the
   file in batches, at most ``ACK_FLUSH_SECONDS`` later (with the next commit that is due then):
@@ -190,6 +191,8 @@ class _Append:
     checkpoint: tuple[str, str] | None
     future: Future
     ring: Sequence[RingEntry] = ()
+    #: Commit without waiting out the group-commit interval (its sender cannot go on until then).
+    urgent: bool = False
 
 
 _CLOSE = object()
@@ -308,15 +311,26 @@ class Spool:
         self, records: Sequence[NewRecord], checkpoint: tuple[str, str] | None = None, ring: Sequence[RingEntry] = ()
     ) -> list[int]:
         """Commit ``records`` (and ``checkpoint``, and ``ring`` entries) durably; return their sequence numbers."""
+        result: list[int] = self.submit(records, checkpoint, ring).result()
+        return result
+
+    def submit(
+        self, records: Sequence[NewRecord], checkpoint: tuple[str, str] | None = None, ring: Sequence[RingEntry] = (),
+        urgent: bool = False,
+    ) -> Future:
+        """``append`` without waiting: a future of the sequence numbers, set once the commit holding
+        them is durable (or of the ``SpoolError``). Futures complete in submission order. ``urgent``
+        commits what is queued at once instead of waiting out ``commit_interval`` (a sender that can
+        hold no more uncommitted input, e.g. an MQTT broker's in-flight window)."""
         for record in records:
             if len(record.data) > self.max_bytes:
                 raise RecordTooLarge(f"record of {len(record.data)} bytes from {record.source} is larger than the spool cap ({self.max_bytes})")
-        if not records and checkpoint is None and not ring:
-            return []
         future: Future = Future()
-        self._submit(_Append(records, checkpoint, future, ring))
-        result: list[int] = future.result()
-        return result
+        if not records and checkpoint is None and not ring and not urgent:
+            future.set_result([])
+            return future
+        self._submit(_Append(records, checkpoint, future, ring, urgent))
+        return future
 
     def ack(self, seqs: Iterable[int]) -> None:
         """Records the gateway acknowledged: gone from ``read`` and ``stats`` now, from the file
@@ -445,9 +459,10 @@ class Spool:
                 size = len(first.records)
                 payload = sum(len(r.data) for r in first.records)
                 deadline = time.monotonic() + self.commit_interval
+                urgent = first.urgent
                 while size < FULL_GROUP_RECORDS and payload < FULL_GROUP_BYTES:
                     try:
-                        wait = deadline - time.monotonic()
+                        wait = 0.0 if urgent else deadline - time.monotonic()
                         op = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
                     except queue.Empty:
                         break
@@ -456,6 +471,7 @@ class Spool:
                         break
                     if isinstance(op, _Append):
                         group.append(op)
+                        urgent = urgent or op.urgent
                         size += len(op.records)
                         payload += sum(len(r.data) for r in op.records)
             if self._acked and acks_due is None:

@@ -73,6 +73,20 @@ def test_commits_are_grouped_within_the_commit_interval(tmp_path: Path) -> None:
         assert spool.stats().records["records"] == 8
 
 
+def test_submit_returns_at_once_and_an_urgent_submit_commits_the_queue(tmp_path: Path) -> None:
+    """Submitted appends wait for the interval together; an urgent one commits them all now, in order."""
+    with Spool(tmp_path / "spool.db", commit_interval=30.0) as spool:
+        waiting = spool.submit([rec(data=b"a")])
+        time.sleep(0.05)
+        assert not waiting.done()
+        started = time.monotonic()
+        now = spool.submit([rec(data=b"b")], urgent=True)
+        assert now.result(timeout=5)[0] > waiting.result(timeout=0)[0]
+        assert time.monotonic() - started < 5
+        assert [r.data for r in spool.read("records")] == [b"a", b"b"]
+        assert spool.submit([]).result(timeout=0) == []
+
+
 def test_read_pages_by_bytes(tmp_path: Path) -> None:
     with Spool(tmp_path / "spool.db") as spool:
         spool.append([rec(data=b"a" * 1000) for _ in range(10)])
