@@ -238,7 +238,10 @@ def test_windows_joins_late_and_malformed_records(gw: GatewayProcess) -> None:
     assert next(e for e in errors if e["reason"].startswith("not UTF-8"))["dataBase64"] == "//4="
 
 
-def test_csv_records_on_arrival_time(gw: GatewayProcess) -> None:
+@pytest.fixture(scope="module")
+def csv_windows(gw: GatewayProcess) -> GatewayProcess:
+    """The "lines" application fed its CSV records once, its first windows closed (the dashboard
+    test needs them too, whichever test runs first)."""
     kinesis = gw.client()
     put(kinesis, "csv-in", [b"a,1", b'"b,x",2', b"c,3\n", b"d,not-a-number", b"e,5,extra"])
     put(kinesis, "csv-in", [b"f,4"])
@@ -249,6 +252,12 @@ def test_csv_records_on_arrival_time(gw: GatewayProcess) -> None:
 
     # arrival-time windows close by themselves once the application has read to the end
     wait_until(lambda: totals() == (10, 4), timeout=10, what="the CSV windows")
+    return gw
+
+
+def test_csv_records_on_arrival_time(csv_windows: GatewayProcess) -> None:
+    gw = csv_windows
+    kinesis = gw.client()
     assert app_summary(gw, "lines")["Malformed"] == 2
     assert sorted((r["device"], r["label"], r["value"]) for r in rows(kinesis, "csv-labels")) == [("a", "first", 1), ("b,x", "second", 2)]
     errors = [e for e in rows(kinesis, "errors") if e["application"] == "lines"]
@@ -270,7 +279,8 @@ def test_list_and_describe_over_http_and_cli(gw: GatewayProcess) -> None:
     assert missing.returncode == 1 and "does not exist" in missing.stderr
 
 
-def test_dashboard_draws_new_points_in_chromium(gw: GatewayProcess) -> None:
+def test_dashboard_draws_new_points_in_chromium(csv_windows: GatewayProcess) -> None:
+    gw = csv_windows
     from playwright.sync_api import sync_playwright
 
     with urllib.request.urlopen(f"{gw.url}/analytics", timeout=5) as response:
