@@ -44,7 +44,7 @@ class Fragment:
 class FragmentWriter:
     """Group frames into fragments of about ``fragment_seconds``, each starting at a keyframe.
 
-    ``codec``: ``"h264"`` encodes BGR frames (hardware ``h264_v4l2m2m`` when it opens, else
+    ``codec``: ``"h264"`` encodes pictures (hardware ``h264_v4l2m2m`` when it opens, else
     ``libx264`` ultrafast/zerolatency, no B-frames); ``"h264-passthrough"`` takes Annex-B (or
     length-prefixed) H.264 access units; ``"mjpeg-passthrough"`` takes JPEG images.
     """
@@ -128,8 +128,9 @@ class FragmentWriter:
                 log.log(logging.WARNING if candidate == name else logging.INFO, "encoder %s unavailable: %s", candidate, exc)
         raise RuntimeError(f"no H.264 encoder could be opened: {last_error}")
 
-    def add_frame(self, bgr: Any, timestamp_ms: int) -> list["Fragment"]:
-        """Encode one BGR frame (``numpy`` HxWx3 uint8) taken at ``timestamp_ms`` (epoch ms)."""
+    def add_frame(self, picture: Any, timestamp_ms: int) -> list["Fragment"]:
+        """Encode one picture taken at ``timestamp_ms`` (epoch ms): a BGR ``numpy`` HxWx3 uint8
+        array, or an ``av.VideoFrame`` (yuv420p at the writer's size goes to the encoder as is)."""
         if self._encoder is None:
             raise RuntimeError(f"add_frame needs codec='h264' (this writer is {self.codec!r}); use add_packet")
         import av
@@ -138,7 +139,7 @@ class FragmentWriter:
         if self._last_ts is not None and timestamp_ms <= self._last_ts:
             self.dropped_frames += 1  # the encoder and MKV need strictly increasing timestamps
             return []
-        frame = av.VideoFrame.from_ndarray(bgr, format="bgr24")
+        frame = picture if isinstance(picture, av.VideoFrame) else av.VideoFrame.from_ndarray(picture, format="bgr24")
         frame.pts = timestamp_ms
         frame.time_base = Fraction(1, 1000)
         if self._next_key_ms is None or timestamp_ms >= self._next_key_ms:

@@ -221,15 +221,28 @@ def test_rtsp_ip_camera_in_passthrough(camera, tmp_path: Path) -> None:
     assert sum(f.attrs["frame_count"] for f in fragments) >= count
 
 
-def test_synthetic_camera_draws_its_clock_without_opencv() -> None:
-    """The synthetic scene's clock is drawn with the built-in digit font: OpenCV (~30 MiB of RSS)
-    stays unimported, and the clock's pixels change with the time."""
+def test_synthetic_camera_draws_yuv_without_opencv_or_numpy() -> None:
+    """The synthetic scene is drawn straight into yuv420p planes with a built-in digit font:
+    neither OpenCV (~30 MiB of RSS) nor NumPy (~12 MiB) is imported, and the clock's pixels
+    change with the time."""
     code = (
-        "import sys, numpy as np; from edge_agent.sources.video_inputs import SyntheticCamera;"
+        "import sys; from edge_agent.sources.video_inputs import SyntheticCamera;"
         "cam = SyntheticCamera(640, 480, 15, None);"
         "a, b = cam.render(7, 1764530000123), cam.render(7, 1764530001456);"
-        "top = lambda img: (img[10:30, 10:400] == 255).all(axis=2);"
-        "print('cv2' in sys.modules, int(top(a).sum()) > 100, bool((top(a) != top(b)).any()))"
+        "top = lambda f: [i % 640 for i, v in enumerate(bytes(f.planes[0])[10 * 640:30 * 640]) if v == 235 and 10 <= i % 640 < 400];"
+        "print(a.format.name, 'cv2' in sys.modules, 'numpy' in sys.modules, len(top(a)) > 100, top(a) != top(b))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parent.parent)
-    assert out.stdout.split() == ["False", "True", "True"]
+    assert out.stdout.split() == ["yuv420p", "False", "False", "True", "True"]
+
+
+def test_synthetic_camera_odd_sizes_fill_padded_planes() -> None:
+    """Widths whose rows FFmpeg pads (line_size > width) and a box or clock reaching the edge."""
+    from edge_agent.sources.video_inputs import SyntheticCamera
+
+    cam = SyntheticCamera(98, 26, 10, None)  # rows padded to 112 bytes, the clock cut at the right edge
+    frames = [cam.render(n, 1764530000123 + n * 100) for n in range(40)]
+    assert frames[0].planes[0].line_size > 98
+    pictures = [f.to_ndarray(format="bgr24").astype(int) for f in frames]
+    assert all(p.shape == (26, 98, 3) for p in pictures)
+    assert np.abs(pictures[0] - pictures[1]).mean() > 1
