@@ -25,6 +25,7 @@ from urllib.parse import quote, urlsplit
 
 from edge_agent.config import GatewaySection
 from edge_agent.errors import ConfigError
+from edge_agent.http_client import host_header
 
 if TYPE_CHECKING:
     import botocore.session
@@ -41,7 +42,6 @@ UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 UNSIGNED_HEADERS = frozenset({"authorization", "baggage", "connection", "expect", "keep-alive", "proxy-authenticate",
                               "proxy-authorization", "te", "traceparent", "trailer", "transfer-encoding", "upgrade",
                               "user-agent", "x-amzn-trace-id"})
-DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 @dataclass(frozen=True)
@@ -143,11 +143,7 @@ def sign(method: str, url: str, headers: Mapping[str, str], session: Any, region
         if name.lower() not in UNSIGNED_HEADERS:
             signed.setdefault(name.lower(), []).append(" ".join(str(value).split()))
     if "host" not in signed:
-        host = parts.hostname or ""
-        host = f"[{host}]" if ":" in host else host
-        if parts.port is not None and parts.port != DEFAULT_PORTS.get(parts.scheme):
-            host = f"{host}:{parts.port}"
-        signed["host"] = [host]
+        signed["host"] = [host_header(parts)]
     names = sorted(signed)
     payload_hash = out.get("X-Amz-Content-SHA256") or hashlib.sha256(body or b"").hexdigest()
     query = "&".join(sorted(f"{k}={v}" for k, _, v in (p.partition("=") for p in parts.query.split("&")))) if parts.query else ""

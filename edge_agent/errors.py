@@ -5,8 +5,8 @@
     └── SendError       a request to the gateway failed: ``code`` is the AWS error code (or
                         ``"connection"`` when no answer came), ``status`` the HTTP status (0 if none)
 
-Third-party errors are translated at the boundary with ``raise ... from exc``: urllib3 and AWS
-error bodies in ``edge_agent.transport``, sqlite3 in ``edge_agent.spool``, botocore's profile
+Third-party errors are translated at the boundary with ``raise ... from exc``: socket, TLS and HTTP
+errors (``edge_agent.http_client``) and AWS error bodies in ``edge_agent.transport``, sqlite3 in ``edge_agent.spool``, botocore's profile
 errors in ``edge_agent.aws``.
 """
 

@@ -9,7 +9,7 @@ Requests carry ``X-Edge-Fragment-Seqs`` (the spool seqs of the body's fragments,
 so a fragment resent after a lost ack is recognised by the gateway, not stored twice.
 
 Batches are bounded (``media_fragments_per_request``): the body goes out through
-``edge_agent.transport`` (the agent's one urllib3 pool, chunked encoding), which writes it whole
+``edge_agent.transport`` (the agent's one HTTP stack, chunked encoding), which writes it whole
 before acks are read; an outage or a 5xx is retried with backoff, per stream. The run loop,
 last-success checkpoint, log throttle and long-wait errors are ``edge_agent.forwarder_core``'s.
 """
@@ -25,13 +25,13 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import urllib3
 
 from edge_agent import metrics
 from edge_agent.backoff import Backoff
 from edge_agent.config import ForwarderSection, GatewaySection
 from edge_agent.errors import CONNECTION, SendError
 from edge_agent.forwarder_core import ForwarderCore
+from edge_agent.http_client import Response
 from edge_agent.spool import SpooledRecord
 from edge_agent.transport import FRAGMENT_SEQS_HEADER, PRODUCER_HEADER, Transport
 
@@ -202,13 +202,12 @@ class MediaForwarder(ForwarderCore):
                                               (record.data for record in batch), headers)
         try:
             return self._read_acks(response, batch)
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
+        except OSError as exc:  # the socket's, TLS's, or http_client.ProtocolError
             raise SendError(CONNECTION, f"{type(exc).__name__}: {exc}") from exc
         finally:
             response.close()  # acks may still be coming (we stop at the last final one): never reuse it
-            response.release_conn()
 
-    def _read_acks(self, response: urllib3.BaseHTTPResponse, batch: list[SpooledRecord]) -> tuple[list[SpooledRecord], list[tuple[SpooledRecord, int]]]:
+    def _read_acks(self, response: Response, batch: list[SpooledRecord]) -> tuple[list[SpooledRecord], list[tuple[SpooledRecord, int]]]:
         """Match the ack stream to the fragments sent; returns (persisted, rejected with ErrorId).
 
         The gateway reads fragments in order (RECEIVED, or an ERROR for one it refuses while
@@ -226,7 +225,7 @@ class MediaForwarder(ForwarderCore):
                     return i
             return None
 
-        for ack in parse_acks(response.stream(65536, decode_content=False)):
+        for ack in parse_acks(response.stream(65536)):
             open_ = [i for i in range(len(batch)) if i not in final]
             if ack.event == "RECEIVED":
                 i = by_timecode(ack.timecode, [i for i in open_ if i not in received])
