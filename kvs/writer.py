@@ -90,10 +90,13 @@ class FragmentWriter:
 
         if name:  # asked for by name; libx264 still backs it up (with a warning) so a camera keeps recording
             candidates = [name] + ([SOFTWARE_ENCODER] if name != SOFTWARE_ENCODER else [])
+        elif glob.glob("/dev/video*"):  # a V4L2 memory-to-memory encoder (a Pi 4's) shows up as one of these
+            candidates = [HARDWARE_ENCODER, SOFTWARE_ENCODER]
         else:
-            candidates = ([HARDWARE_ENCODER] if glob.glob("/dev/video*") else []) + [SOFTWARE_ENCODER]
+            candidates = [SOFTWARE_ENCODER]
+            log.info("no hardware H.264 encoder (%s needs a /dev/video* device): encoding with %s", HARDWARE_ENCODER, SOFTWARE_ENCODER)
         last_error: Exception | None = None
-        for candidate in candidates:
+        for i, candidate in enumerate(candidates):
             try:
                 ctx: Any = av.CodecContext.create(candidate, "w")
                 ctx.width = self.width
@@ -109,8 +112,10 @@ class FragmentWriter:
                     ctx.options = {
                         "preset": "ultrafast",
                         "tune": "zerolatency",
-                        # keyframes only when we ask (pict_type=I), SPS/PPS in every keyframe
-                        "x264-params": f"keyint={gop * 4}:min-keyint={gop * 4}:scenecut=0:bframes=0:repeat-headers=1",
+                        # keyframes only when we ask (pict_type=I), SPS/PPS in every keyframe; qpmax=51
+                        # (8-bit H.264's top QP): x264 would otherwise build motion cost tables for
+                        # QPs up to 69 (~2 MiB at 640x480)
+                        "x264-params": f"keyint={gop * 4}:min-keyint={gop * 4}:scenecut=0:bframes=0:repeat-headers=1:qpmax=51",
                     }
                 ctx.open()
                 if ctx.extradata:  # some encoders (v4l2m2m) announce SPS/PPS here, not in every keyframe
@@ -125,7 +130,8 @@ class FragmentWriter:
                 return ctx
             except Exception as exc:  # av raises various FFmpegError subclasses
                 last_error = exc
-                log.log(logging.WARNING if candidate == name else logging.INFO, "encoder %s unavailable: %s", candidate, exc)
+                if i + 1 < len(candidates):
+                    log.warning("encoder %s unavailable (%s): falling back to %s", candidate, exc, candidates[i + 1])
         raise RuntimeError(f"no H.264 encoder could be opened: {last_error}")
 
     def add_frame(self, picture: Any, timestamp_ms: int) -> list["Fragment"]:

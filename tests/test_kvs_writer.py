@@ -7,6 +7,7 @@ Checked with two independent readers: ebmlite (matroska schema) for the structur
 from __future__ import annotations
 
 import io
+import logging
 from fractions import Fraction
 
 import av
@@ -178,7 +179,17 @@ class BrokenHardwareEncoder:
         raise av.error.ExternalError(-22, "v4l2 encode failed")
 
 
-def test_encoder_falls_back_to_software() -> None:
+def test_encoder_falls_back_to_software(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    caplog.set_level(logging.INFO, logger="kvs.writer")
+    assert FragmentWriter(64, 48, 10).encoder_name == "libx264"  # no /dev/video* here: not even tried
+    assert "no hardware H.264 encoder (h264_v4l2m2m needs a /dev/video* device): encoding with libx264" in caplog.text
+    # a box with V4L2 devices (a webcam) but no memory-to-memory encoder among them: tried, fallback logged
+    caplog.clear()
+    monkeypatch.setattr("kvs.writer.glob.glob", lambda pattern: ["/dev/video0"])
+    assert FragmentWriter(64, 48, 10).encoder_name == "libx264"
+    fallback = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert [r.getMessage().startswith("encoder h264_v4l2m2m unavailable (") for r in fallback] == [True]
+    assert fallback[0].getMessage().endswith("): falling back to libx264")
     asked = FragmentWriter(64, 48, 10, encoder="h264_v4l2m2m")  # no device here: libx264 takes over
     assert asked.encoder_name == "libx264"
     writer = FragmentWriter(64, 48, 10, fragment_seconds=1.0)
