@@ -159,7 +159,7 @@ def test_config_rules() -> None:
         CameraConfig.from_dict({"stream": "cam", "codec": "passthrough"}, "sources.camera[0]")
 
 
-def test_file_through_opencv_is_reencoded(camera, tmp_path: Path) -> None:
+def test_file_decoded_and_reencoded(camera, tmp_path: Path) -> None:
     video = tmp_path / "clip.mp4"
     count = make_h264_file(video, seconds=2)
     spool, _, stop = camera(device=str(video), codec="h264", width=320, height=240, fps=10, fragment_seconds=1.0, realtime=False)
@@ -199,26 +199,47 @@ def test_http_mpegts_stream_in_passthrough(camera, tmp_path: Path) -> None:
     assert fragments[1].attrs["start_ms"] - fragments[0].attrs["start_ms"] == 1000  # the stream's clock, no jitter
 
 
-def test_rtsp_ip_camera_in_passthrough(camera, tmp_path: Path) -> None:
-    """An IP camera: RTSP (DESCRIBE/SETUP/PLAY, RTP over TCP), H.264 kept as sent, no re-encode;
-    when the camera hangs up the source reconnects and gets the next session."""
+@pytest.mark.parametrize("codec", ["passthrough", "h264"])
+def test_rtsp_ip_camera(camera, tmp_path: Path, codec: str) -> None:
+    """An IP camera: RTSP (DESCRIBE/SETUP/PLAY, RTP over TCP), H.264 kept as sent (passthrough)
+    or decoded and re-encoded at the configured size; when the camera hangs up the source
+    reconnects and gets the next session."""
     from rtsp_support import RtspCamera
 
     video = tmp_path / "clip.mp4"
     count = make_h264_file(video, seconds=2)
     server = RtspCamera(video).start()
     try:
-        spool, name, stop = camera(device=server.url, codec="passthrough", fragment_seconds=1.0, reopen_max=0.5)
+        spool, name, stop = camera(device=server.url, codec=codec, fragment_seconds=1.0, reopen_max=0.5, width=320, height=240, fps=10)
         wait_until(lambda: server.sessions >= 2, timeout=20)  # played once, hung up, asked for again
         fragments = spool.read("media", limit=10)
         stop.set()
     finally:
         server.stop()
-    first = fragments[:2]
-    assert [f.attrs["frame_count"] for f in first] == [10, 10], [f.attrs for f in fragments]
-    assert [len(decode(f.data)) for f in first] == [10, 10]
-    assert first[0].attrs["codec_id"] == "V_MPEG4/ISO/AVC" and (first[0].attrs["width"], first[0].attrs["height"]) == (160, 120)
+    size = (160, 120) if codec == "passthrough" else (320, 240)
+    assert all(f.attrs["codec_id"] == "V_MPEG4/ISO/AVC" and (f.attrs["width"], f.attrs["height"]) == size for f in fragments)
+    if codec == "passthrough":
+        assert [f.attrs["frame_count"] for f in fragments[:2]] == [10, 10], [f.attrs for f in fragments]
+    for fragment in fragments[:2]:
+        decoded = decode(fragment.data)
+        assert len(decoded) == fragment.attrs["frame_count"] and (decoded[0].width, decoded[0].height) == size
     assert sum(f.attrs["frame_count"] for f in fragments) >= count
+
+
+def test_decoding_inputs_import_neither_opencv_nor_numpy(tmp_path: Path) -> None:
+    """A camera re-encoding a file, URL or webcam decodes with PyAV: OpenCV and NumPy (~40 MiB of
+    RSS together) stay unloaded."""
+    video = tmp_path / "clip.mp4"
+    make_h264_file(video, seconds=1)
+    code = (
+        "import sys, threading; from edge_agent.sources.video_inputs import Clock, FrameReader;"
+        f"reader = FrameReader({str(video)!r}, 320, 240, 10, False, Clock());"
+        "frames = list(reader.frames(threading.Event())); reader.close();"
+        "print(len(frames), frames[0].image.format.name, frames[0].image.width, frames[0].image.height,"
+        " 'cv2' in sys.modules, 'numpy' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parent.parent)
+    assert out.stdout.split() == ["10", "yuv420p", "320", "240", "False", "False"]
 
 
 def test_synthetic_camera_draws_yuv_without_opencv_or_numpy() -> None:

@@ -7,8 +7,9 @@ the source name.
 
 ``device`` picks the input: ``"synthetic"`` (a generated scene, for tests and demos), a device
 index (``0``) or ``/dev/videoN``, an ``rtsp://``/``http://`` URL, or a file path. ``codec = "h264"``
-decodes with OpenCV and encodes H.264; ``codec = "passthrough"`` keeps what the input already
-carries (H.264 from RTSP/files, MJPEG from a V4L2 camera) without decoding.
+decodes with FFmpeg (PyAV; a V4L2 webcam is asked for MJPEG) and encodes H.264;
+``codec = "passthrough"`` keeps what the input already carries (H.264 from RTSP/files, MJPEG from
+a V4L2 camera) without decoding.
 
 The camera disappearing (device unplugged, stream ended, file finished) is logged and counted
 (``RECORDS_REJECTED{source, reason="camera_lost"}``); the fragment in progress is flushed and
@@ -106,7 +107,7 @@ class CameraSource(Source):
         run_forever(self.name, stop, lambda: self._session(stop), log, Backoff(0.5, self.config.reopen_max))
 
     def _open(self, clock: Any) -> Any:
-        from edge_agent.sources.video_inputs import OpenCvCapture, PacketReader, SyntheticCamera  # OpenCV loads slowly
+        from edge_agent.sources.video_inputs import FrameReader, PacketReader, SyntheticCamera  # PyAV loads slowly
 
         cfg = self.config
         if cfg.device == DEFAULT_DEVICE:
@@ -114,7 +115,7 @@ class CameraSource(Source):
         device = int(cfg.device) if isinstance(cfg.device, str) and cfg.device.isdigit() else cfg.device  # "0" is index 0
         if cfg.codec == "passthrough":
             return PacketReader(device, cfg.width, cfg.height, cfg.fps, cfg.realtime, clock)
-        return OpenCvCapture(device, cfg.width, cfg.height, cfg.fps, cfg.realtime, clock)
+        return FrameReader(device, cfg.width, cfg.height, cfg.fps, cfg.realtime, clock)
 
     def _session(self, stop: threading.Event) -> bool:
         from edge_agent.sources.video_inputs import Clock, PacketReader
@@ -123,7 +124,7 @@ class CameraSource(Source):
         clock = Clock(self.last_ms)
         try:
             source = self._open(clock)
-        except Exception as exc:  # OpenCV/PyAV raise assorted errors for a missing device or URL
+        except Exception as exc:  # PyAV raises assorted errors for a missing device or URL
             if not self._fail_logged:
                 log.warning("%s: cannot open %r: %s; retrying", self.name, cfg.device, exc)
                 self._fail_logged = True
@@ -155,7 +156,7 @@ class CameraSource(Source):
                 self.rejects("camera_lost", f"{cfg.device!r} stopped delivering after {frames} frame(s); reopening")
         except SpoolClosed:
             raise
-        except Exception as exc:  # the device or stream failed mid-read (OpenCV/PyAV errors vary)
+        except Exception as exc:  # the device or stream failed mid-read (PyAV errors vary)
             if not stop.is_set():
                 self.rejects("camera_lost", f"{cfg.device!r} failed after {frames} frame(s): {exc}; reopening")
         finally:

@@ -1,18 +1,18 @@
-"""Where the camera source gets its pictures: a synthetic scene, OpenCV capture, or PyAV packets.
+"""Where the camera source gets its pictures: a synthetic scene, or PyAV (FFmpeg) pictures or packets.
 
 Each input yields ``VideoFrame``s until its stream ends or fails (then the camera source reopens
 it with backoff). Timestamps are epoch milliseconds and strictly increasing, as MKV fragments need.
 
 - ``SyntheticCamera``: a realistic stand-in for a physical camera (moving pattern, a running clock,
   sensor noise) at the configured size and rate, in real time.
-- ``OpenCvCapture``: ``cv2.VideoCapture`` on a device index, ``/dev/videoN``, an RTSP/HTTP URL or a
-  file; BGR frames resized to the configured size, to be encoded.
+- ``FrameReader``: PyAV decoding a device index, ``/dev/videoN`` (MJPEG asked for, raw accepted),
+  an RTSP/HTTP URL or a file; yuv420p pictures at the configured size, to be encoded.
 - ``PacketReader``: PyAV demuxing without decoding (passthrough): H.264 from RTSP or files, MJPEG
   from a V4L2 device. Length-prefixed (MP4/MKV) H.264 is rewritten to Annex-B with the SPS/PPS
   in front of every keyframe, so each fragment can be decoded on its own. Streams with B-frames
   are timestamped by decode time (the order MKV blocks are stored in).
 
-Files are read at their own frame rate (``realtime``), as a camera would deliver them. Passthrough
+Files are read at their own frame rate (``realtime``), as a camera would deliver them. Live
 streams are timestamped by their own clock anchored to the wall clock (no network jitter in the
 fragment timeline), re-anchored if the two drift more than ``MAX_DRIFT_S`` apart.
 """
@@ -41,8 +41,7 @@ NETWORK_TIMEOUT_MS = 10_000
 
 @dataclass(frozen=True)
 class VideoFrame:
-    """A picture to encode (``image``: a BGR array or an ``av.VideoFrame``) or an already-encoded
-    one (``packet``)."""
+    """A picture to encode (``image``, an ``av.VideoFrame``) or an already-encoded one (``packet``)."""
 
     timestamp_ms: int
     image: Any = None
@@ -87,14 +86,6 @@ class Clock:
         due = self.base_wall + (media_seconds - self.base_media)
         self.last_ms = max(int(due * 1000), self.last_ms + 1)
         return self.last_ms
-
-
-def _opencv() -> Any:
-    """OpenCV, imported by the inputs that draw or capture with it: it adds ~17 MiB of RSS that a
-    passthrough camera (RTSP, MJPEG) never needs."""
-    import cv2
-
-    return cv2
 
 
 #: A 3x5 pixel font for the synthetic camera's clock (rows of 3 bits): drawing text with OpenCV
@@ -264,55 +255,14 @@ def _is_file(device: int | str) -> bool:
     return not _is_device(device) and "://" not in str(device)
 
 
-class OpenCvCapture:
-    """``cv2.VideoCapture`` frames, resized to the configured size."""
+class FFmpegInput:
+    """A device, URL or file opened with PyAV, and the timeline of its first video stream.
 
-    def __init__(self, device: int | str, width: int, height: int, fps: float, realtime: bool, clock: Clock) -> None:
-        self.cv2 = cv2 = _opencv()
-        self.width = width
-        self.height = height
-        self.clock = clock
-        self.realtime = realtime and _is_file(device)
-        self.is_file = _is_file(device)
-        if _is_device(device):
-            self.cap = cv2.VideoCapture(device, cv2.CAP_V4L2)
-        else:  # a stalled network stream must fail (and be reopened), not hang the source
-            timeouts = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, NETWORK_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, NETWORK_TIMEOUT_MS]
-            self.cap = cv2.VideoCapture(str(device), cv2.CAP_FFMPEG, timeouts)
-        if not self.cap.isOpened():
-            self.cap.release()
-            raise OSError(f"cannot open {device!r} with OpenCV")
-        if _is_device(device):
-            self.cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
-            self.cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
-            self.cap.set(cv2.CAP_PROP_FPS, fps)
-        self.source_fps = self.cap.get(cv2.CAP_PROP_FPS) or fps
+    ``v4l2_format`` is the picture format asked of a V4L2 device (``"mjpeg"``: what USB webcams
+    send at their full rate); ``None`` takes the device's default (raw YUYV on most webcams)."""
 
-    def frames(self, stop: threading.Event) -> Iterator[VideoFrame]:
-        n = 0
-        while not stop.is_set():
-            ok, image = self.cap.read()
-            if not ok or image is None:
-                return
-            if image.shape[1] != self.width or image.shape[0] != self.height:
-                image = self.cv2.resize(image, (self.width, self.height), interpolation=self.cv2.INTER_AREA)
-            if self.is_file:
-                ts = self.clock.media(n / self.source_fps, stop, self.realtime)
-                if ts is None:
-                    return
-            else:
-                ts = self.clock.now()
-            n += 1
-            yield VideoFrame(ts, image=image)
-
-    def close(self) -> None:
-        self.cap.release()
-
-
-class PacketReader:
-    """Encoded packets straight from the container or device (no decoding)."""
-
-    def __init__(self, device: int | str, width: int, height: int, fps: float, realtime: bool, clock: Clock) -> None:
+    def __init__(self, device: int | str, width: int, height: int, fps: float, realtime: bool, clock: Clock,
+                 v4l2_format: str | None = "mjpeg") -> None:
         import av
 
         self.clock = clock
@@ -320,7 +270,9 @@ class PacketReader:
         self.realtime = realtime and self.is_file
         if _is_device(device):
             path = f"/dev/video{device}" if isinstance(device, int) else device
-            options = {"input_format": "mjpeg", "video_size": f"{width}x{height}", "framerate": f"{fps:g}"}
+            options = {"video_size": f"{width}x{height}", "framerate": f"{fps:g}"}
+            if v4l2_format:
+                options["input_format"] = v4l2_format
             self.container: Any = av.open(path, format="video4linux2", options=options)
         else:
             options = {"rtsp_transport": "tcp"} if str(device).startswith("rtsp://") else {}
@@ -330,6 +282,61 @@ class PacketReader:
         except IndexError:
             self.container.close()
             raise OSError(f"{device!r} has no video stream") from None
+        rate = self.stream.average_rate or self.stream.guessed_rate
+        self.fps = float(rate) if rate else fps
+        self._first: float | None = None
+        self._last: float | None = None
+
+    def _timestamp(self, stamp: int | None, stop: threading.Event) -> int | None:
+        """Epoch ms of a packet or frame stamped ``stamp`` (stream time base); None if ``stop``
+        was set while a file waited for its time."""
+        time_base = self.stream.time_base
+        if stamp is not None and time_base is not None:
+            seconds = float(stamp * time_base)
+        else:  # RTSP's first packet carries no time yet (FFmpeg waits for RTCP): one frame on
+            seconds = (self._last + 1 / self.fps) if self._last is not None else 0.0
+        self._last = seconds
+        if self._first is None:
+            self._first = seconds
+        if self.is_file:
+            return self.clock.media(seconds - self._first, stop, self.realtime)
+        return self.clock.live(seconds - self._first)
+
+    def close(self) -> None:
+        self.container.close()
+
+
+class FrameReader(FFmpegInput):
+    """Decoded pictures (FFmpeg decodes MJPEG, raw V4L2, H.264...), converted to yuv420p at the
+    configured size for the encoder: no OpenCV or NumPy, whose ~40 MiB of RSS a Pi can't spare."""
+
+    def __init__(self, device: int | str, width: int, height: int, fps: float, realtime: bool, clock: Clock) -> None:
+        try:
+            super().__init__(device, width, height, fps, realtime, clock)
+        except Exception:  # av raises assorted errors for a format the device lacks
+            if not _is_device(device):
+                raise
+            super().__init__(device, width, height, fps, realtime, clock, v4l2_format=None)  # a webcam without MJPEG
+        self.width = width
+        self.height = height
+
+    def frames(self, stop: threading.Event) -> Iterator[VideoFrame]:
+        for packet in self.container.demux(self.stream):  # the last (empty) packet flushes the decoder
+            for picture in packet.decode():
+                if stop.is_set():
+                    return
+                ts = self._timestamp(picture.pts, stop)
+                if ts is None:
+                    return
+                picture = picture.reformat(self.width, self.height, "yuv420p", interpolation="AREA")
+                yield VideoFrame(ts, image=picture)
+
+
+class PacketReader(FFmpegInput):
+    """Encoded packets straight from the container or device (no decoding)."""
+
+    def __init__(self, device: int | str, width: int, height: int, fps: float, realtime: bool, clock: Clock) -> None:
+        super().__init__(device, width, height, fps, realtime, clock)
         ctx = self.stream.codec_context
         name = ctx.name
         if name == "h264":
@@ -341,8 +348,6 @@ class PacketReader:
             raise ValueError(f"{device!r} delivers {name}; passthrough takes H.264 or MJPEG (use codec = \"h264\" to re-encode)")
         self.width = ctx.width or width
         self.height = ctx.height or height
-        rate = self.stream.average_rate or self.stream.guessed_rate
-        self.fps = float(rate) if rate else fps
         self.avc: h264.AvcConfig | None = None
         extradata = bytes(ctx.extradata or b"")
         if name == "h264" and extradata[:1] == b"\x01":
@@ -357,15 +362,11 @@ class PacketReader:
         return b"".join(START_CODE + nal for nal in nals)
 
     def frames(self, stop: threading.Event) -> Iterator[VideoFrame]:
-        time_base = self.stream.time_base
-        first: float | None = None
-        last: float | None = None
         for packet in self.container.demux(self.stream):
             if stop.is_set():
                 return
             if packet.size == 0:
                 continue  # the demuxer's end-of-stream marker
-            stamp = packet.dts if packet.dts is not None else packet.pts
             data = bytes(packet)
             keyframe = bool(packet.is_keyframe)
             if self.codec == "h264-passthrough":
@@ -374,19 +375,7 @@ class PacketReader:
                 except ValueError as exc:
                     log.warning("skipping a malformed H.264 packet: %s", exc)
                     continue
-            if stamp is not None and time_base is not None:
-                seconds = float(stamp * time_base)
-            else:  # RTSP's first packet carries no time yet (FFmpeg waits for RTCP): one frame on
-                seconds = (last + 1 / self.fps) if last is not None else 0.0
-            last = seconds
-            first = seconds if first is None else first
-            if self.is_file:
-                ts = self.clock.media(seconds - first, stop, self.realtime)
-                if ts is None:
-                    return
-            else:
-                ts = self.clock.live(seconds - first)
+            ts = self._timestamp(packet.dts if packet.dts is not None else packet.pts, stop)
+            if ts is None:
+                return
             yield VideoFrame(ts, packet=data, keyframe=keyframe)
-
-    def close(self) -> None:
-        self.container.close()
