@@ -101,7 +101,9 @@ NOISE_VARIANTS = 16
 #: Sensor noise amplitude, in luma steps.
 NOISE = 10
 BOX_BGR = (30, 30, 230)
+#: The clock is white on a black label, as camera overlays are.
 TEXT_BGR = (255, 255, 255)
+LABEL_BGR = (0, 0, 0)
 
 
 def yuv(b: float, g: float, r: float) -> tuple[int, int, int]:
@@ -112,25 +114,17 @@ def yuv(b: float, g: float, r: float) -> tuple[int, int, int]:
     return round(y), round(u), round(v)
 
 
-def text_runs(text: str, x: int, y: int, scale: int) -> list[tuple[int, int, int, int]]:
-    """The lit rectangles (x, y, width, height) of ``text`` (digits, ``-:.# ``) drawn at (x, y),
-    each font pixel ``scale`` pixels, one rectangle per horizontal run of a glyph row."""
-    runs = []
-    for ch in text:
-        glyph = GLYPHS.get(ch, GLYPHS[" "])
+def glyph_rows(scale: int, lit: int, unlit: int) -> dict[str, list[bytes]]:
+    """Each glyph as ``5 * scale`` rows of luma bytes, ``4 * scale`` wide (3 columns and a gap),
+    each font pixel ``scale`` pixels: a line of text is then one join per row."""
+    out = {}
+    for ch, bits in GLYPHS.items():
+        rows = []
         for row in range(5):
-            bits = glyph[3 * row:3 * row + 3]
-            col = 0
-            while col < 3:
-                if bits[col] == "1":
-                    end = bits.find("0", col)
-                    end = 3 if end < 0 else end
-                    runs.append((x + col * scale, y + row * scale, (end - col) * scale, scale))
-                    col = end
-                else:
-                    col += 1
-        x += 4 * scale
-    return runs
+            line = b"".join(bytes([lit if bit == "1" else unlit]) * scale for bit in bits[3 * row:3 * row + 3] + "0")
+            rows += [line] * scale
+        out[ch] = rows
+    return out
 
 
 class Plane:
@@ -198,7 +192,8 @@ class SyntheticCamera:
             bytes(min(255, max(0, box_y + rng.randint(-NOISE, NOISE))) for _ in range(self.box))
             for _ in range(NOISE_VARIANTS)
         ]
-        self._text = yuv(*TEXT_BGR)
+        self.scale = max(1, width // 160)
+        self._glyphs = glyph_rows(self.scale, yuv(*TEXT_BGR)[0], yuv(*LABEL_BGR)[0])
         self._rng = rng
 
     def frames(self, stop: threading.Event) -> Iterator[VideoFrame]:
@@ -235,12 +230,11 @@ class SyntheticCamera:
         u.fill(bx // 2, by // 2, box // 2, box // 2, self._box_u)
         v.fill(bx // 2, by // 2, box // 2, box // 2, self._box_v)
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(timestamp_ms / 1000)) + f".{timestamp_ms % 1000:03d}"
-        scale = max(1, w // 160)
-        text_y, text_u, text_v = self._text
-        for x, y, rw, rh in text_runs(stamp, 10, 10, scale) + text_runs(f"#{n}", 10, h - 10 - 5 * scale, scale):
-            luma.fill(x, y, rw, rh, text_y)
-            u.fill(x // 2, y // 2, (rw + 1) // 2, (rh + 1) // 2, text_u)
-            v.fill(x // 2, y // 2, (rw + 1) // 2, (rh + 1) // 2, text_v)
+        scale = self.scale
+        for text, x, y in ((stamp, 10, 10), (f"#{n}", 10, h - 10 - 5 * scale)):
+            luma.paste(x, y, [b"".join(self._glyphs.get(ch, self._glyphs[" "])[row] for ch in text) for row in range(5 * scale)])
+            u.fill(x // 2, y // 2, 2 * scale * len(text), (5 * scale + 1) // 2, 128)  # grey: no colour under the label
+            v.fill(x // 2, y // 2, 2 * scale * len(text), (5 * scale + 1) // 2, 128)
         return picture
 
     def close(self) -> None:
