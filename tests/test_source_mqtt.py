@@ -23,6 +23,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edge_agent.errors import ConfigError
 from edge_agent.metrics import REGISTRY
 from edge_agent.sources import SOURCE_TYPES
+from edge_agent.sources import mqtt_wire as wire
 from edge_agent.sources.mqtt import MqttConfig
 from edge_agent.spool import Spool
 from helpers import MosquittoProcess, committed, wait_for_port, wait_until
@@ -352,7 +353,7 @@ def test_redelivery_of_committed_messages_is_not_spooled_twice(mosquitto, tmp_pa
     spool = Spool(path)
     try:
         with monkeypatch.context() as patched:
-            patched.setattr(mqtt.Client, "ack", lambda self, mid, qos: mqtt.MQTT_ERR_SUCCESS)  # the process "died" before acking
+            patched.setattr(wire, "ack_packet", lambda kind, packet_id: b"")  # the process "died" before acking
             stop = threading.Event()
             first = threading.Thread(target=config.build(spool, "a").run, args=(stop,))
             first.start()
@@ -408,29 +409,30 @@ def test_config_errors_name_every_bad_key() -> None:
 def test_dedupe_memory_moves_from_an_old_json_checkpoint_to_the_ring(tmp_path: Path) -> None:
     """A spool written before the ring held the recent deliveries as one JSON checkpoint: the
     source still recognises those redeliveries, and keeps them in the ring from then on."""
-    from edge_agent.sources.mqtt import RECENT_DELIVERIES, MqttSource, _Received
+    from edge_agent.sources.mqtt import RECENT_DELIVERIES, MqttSource
 
     config = MqttConfig.from_dict({"stream": "s", "topics": ["t/#"], "client_id": "legacy"}, "sources.mqtt[0]")
-    old = _Received(0, 7, 1, "t/a", b"payload", False, None, 0, dup=True)
+    old = wire.Publish(b"t/a", b"payload", 1, 7, True, False, None, 7)
+    identity = MqttSource.identity(old)
     with Spool(tmp_path / "spool.db") as spool:
-        pairs = [[i % 65535 + 1, i] for i in range(RECENT_DELIVERIES + 5)] + [[7, old.identity() & 0xFFFFFFFF]]
+        pairs = [[i % 65535 + 1, i] for i in range(RECENT_DELIVERIES + 5)] + [[7, identity & 0xFFFFFFFF]]
         spool.append([], checkpoint=("mqtt-recent:legacy", json.dumps(pairs)))
         source = MqttSource(config, spool, "agent")
-        assert old.identity() in source._recent and len(source._recent) == RECENT_DELIVERIES
+        assert identity in source._recent_count and len(source._recent) == RECENT_DELIVERIES
         ring = spool.ring("mqtt-recent:legacy")
-        assert len(ring) == RECENT_DELIVERIES and ring[-1].value == old.identity()
+        assert len(ring) == RECENT_DELIVERIES and ring[-1].value == identity
     with Spool(tmp_path / "spool.db") as spool:  # from the ring this time
         again = MqttSource(config, spool, "agent")
         assert list(again._recent) == list(source._recent) and again._ordinal == RECENT_DELIVERIES
 
 
 def test_attrs_say_only_what_the_record_does_not(tmp_path: Path) -> None:
-    from edge_agent.sources.mqtt import MqttSource, _Received
+    from edge_agent.sources.mqtt import MqttSource
 
     config = MqttConfig.from_dict({"stream": "s", "topics": ["#"]}, "sources.mqtt[0]")
     with Spool(tmp_path / "spool.db") as spool:
         source = MqttSource(config, spool, "agent")
-        plain = source._record(_Received(1, 1, 1, "a/b", b"x", False, None, 0))
-        odd = source._record(_Received(1, 2, 0, "x" * 300, b"x", True, "application/json", 0))
+        plain = source._record(wire.Publish(b"a/b", b"x", 1, 1, False, False, None, 1), 0)
+        odd = source._record(wire.Publish(b"x" * 300, b"x", 0, 0, False, True, "application/json", 1), 0)
     assert plain is not None and plain.attrs is None
     assert odd is not None and odd.attrs == {"topic": "x" * 300, "qos": 0, "retain": True, "content_type": "application/json"}
