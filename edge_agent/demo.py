@@ -1,7 +1,7 @@
 """``edge-agent demo``: the whole stack on one machine, on embedded defaults.
 
 Starts a gateway process (``python -m gateway``) with its data under ``data_dir``, Mosquitto on
-a free loopback port when it is installed (otherwise a pty serial-port simulator), a sample
+a free loopback port when it and paho-mqtt are installed (otherwise a pty serial-port simulator), a sample
 telemetry publisher, a log file being appended to, and the agent itself with a synthetic
 camera. It creates the streams, prints the player URL and a boto3 snippet that reads the
 telemetry back, and runs until Ctrl-C / SIGTERM (or ``duration``), then stops everything.
@@ -9,6 +9,7 @@ telemetry back, and runs until Ctrl-C / SIGTERM (or ``duration``), then stops ev
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import math
@@ -74,7 +75,9 @@ class Demo:
 
     def start_broker_or_serial(self) -> None:
         binary = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
-        if binary and not self.serial:
+        # the sample publisher is paho-mqtt, from the demo extra (the agent itself does not use it)
+        publisher = importlib.util.find_spec("paho") is not None
+        if binary and publisher and not self.serial:
             port = free_port()
             workdir = self.data_dir / "mosquitto"
             workdir.mkdir(parents=True, exist_ok=True)
@@ -90,7 +93,8 @@ class Demo:
         else:
             master, slave = os.openpty()
             path = os.ttyname(slave)
-            log.info("simulating a serial sensor on %s%s", path, "" if self.serial else " (mosquitto is not installed)")
+            why = "" if self.serial else " (mosquitto is not installed)" if not binary else " (paho-mqtt, the sample publisher, is not installed)"
+            log.info("simulating a serial sensor on %s%s", path, why)
             self.sources["serial"] = [{"name": "serial-demo", "stream": TELEMETRY_STREAM, "port": path}]
             self._thread("serial-simulator", lambda: self._serial(master, slave))
 

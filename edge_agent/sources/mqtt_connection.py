@@ -8,6 +8,7 @@ so a TLS socket never sees two threads at once (OpenSSL connections are not safe
 
 from __future__ import annotations
 
+import select
 import socket
 import ssl
 import time
@@ -72,6 +73,8 @@ class MqttConnection:
         self._early: list[wire.Publish | wire.Packet] = []  # read (with the CONNACK, or given back), not handed out yet
         self._last_sent = time.monotonic()
         self._ping_sent: float | None = None
+        self._probe = select.poll()  # "anything to read?" without blocking
+        self._probe.register(sock.fileno(), select.POLLIN)
 
     @classmethod
     def open(cls, host: str, port: int, login: Login, tls: ssl.SSLContext | None, skip_above: int) -> MqttConnection:
@@ -124,11 +127,14 @@ class MqttConnection:
             raise ConnectionLost(f"send failed: {exc}") from exc
         self._last_sent = time.monotonic()
 
-    def read(self) -> list[wire.Publish | wire.Packet]:
-        """What one read brought (call when the socket is readable, or ``has_buffered``)."""
+    def read(self, wait: bool = True) -> list[wire.Publish | wire.Packet]:
+        """What one read brought: call when the socket is readable, or ``has_buffered``; with
+        ``wait`` False, an empty list when nothing is there (instead of blocking)."""
         if self._early:
             early, self._early = self._early, []
             return early
+        if not wait and not self._probe.poll(0) and not (self._tls and self.sock.pending()):  # type: ignore[attr-defined]
+            return []
         try:
             data = self.sock.recv(READ_SIZE)
             if self._tls:
