@@ -108,19 +108,24 @@ def test_h264_file_in_passthrough_keeps_every_frame(camera, tmp_path: Path, cont
     assert starts == sorted(starts) and starts[1] - starts[0] == 1000
 
 
-def test_mjpeg_file_in_passthrough(camera, tmp_path: Path) -> None:
-    """MJPEG (what a USB webcam sends over V4L2) kept as JPEG frames, every one a keyframe."""
-    video = tmp_path / "webcam.mkv"
-    with av.open(str(video), "w", format="matroska") as out:
+def make_mjpeg_file(path: Path) -> None:
+    """2 s of MJPEG at 10 fps, 160x120 (what a USB webcam sends over V4L2), frame i all grey i * 10."""
+    with av.open(str(path), "w", format="matroska") as out:
         stream = out.add_stream("mjpeg", rate=10)
-        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuvj420p"
+        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuvj422p"
         for i in range(20):
             img = np.full((120, 160, 3), i * 10, dtype=np.uint8)
-            frame = av.VideoFrame.from_ndarray(img, format="bgr24").reformat(format="yuvj420p")
+            frame = av.VideoFrame.from_ndarray(img, format="bgr24").reformat(format="yuvj422p")
             frame.pts = i
             frame.time_base = Fraction(1, 10)
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
+
+
+def test_mjpeg_file_in_passthrough(camera, tmp_path: Path) -> None:
+    """MJPEG kept as JPEG frames, every one a keyframe."""
+    video = tmp_path / "webcam.mkv"
+    make_mjpeg_file(video)
     spool, _, stop = camera(device=str(video), codec="passthrough", fragment_seconds=1.0, realtime=False)
     wait_until(lambda: committed(spool, "media") >= 2)
     stop.set()
@@ -129,6 +134,22 @@ def test_mjpeg_file_in_passthrough(camera, tmp_path: Path) -> None:
     assert [f.attrs["frame_count"] for f in fragments] == [10, 10]
     frames = decode(fragments[1].data)
     assert len(frames) == 10 and abs(int(frames[0].to_ndarray(format="bgr24").mean()) - 100) <= 3
+
+
+def test_mjpeg_transcoded_to_h264(camera, tmp_path: Path) -> None:
+    """A webcam's MJPEG (full-range 4:2:2 JPEGs) decoded, scaled and encoded as H.264; the
+    pictures keep their brightness through the range conversion."""
+    video = tmp_path / "webcam.mkv"
+    make_mjpeg_file(video)
+    spool, _, stop = camera(device=str(video), codec="h264", width=320, height=240, fps=10, fragment_seconds=1.0, realtime=False)
+    wait_until(lambda: committed(spool, "media") >= 2)
+    stop.set()
+    fragments = spool.read("media", limit=2)
+    assert [f.attrs["codec_id"] for f in fragments] == ["V_MPEG4/ISO/AVC"] * 2
+    assert [f.attrs["frame_count"] for f in fragments] == [10, 10]
+    frames = decode(fragments[1].data)
+    assert len(frames) == 10 and (frames[0].width, frames[0].height) == (320, 240)
+    assert abs(frames[0].to_ndarray(format="bgr24").mean() - 100) <= 4
 
 
 def test_missing_camera_is_retried_and_counted_not_fatal(camera, tmp_path: Path) -> None:
