@@ -296,10 +296,16 @@ def main() -> None:
         kinesis.create_stream(StreamName="logs", ShardCount=1)
         aws_client("kinesisvideo", gw.url).create_stream(StreamName="cam", DataRetentionInHours=1)
         runs = [(r, False) for r in rates] + ([(rates[0], True)] if args.camera else [])
+        points: dict[tuple[int, bool], dict[str, float]] = {}
         for i, (rate, camera) in enumerate(runs):
-            point = run_point(base, gw, broker, rate, args.seconds, args.warmup, args.idle_seconds if i == 0 else 0, args.sync, camera,
-                              args.commit_interval_ms)
+            point = points[rate, camera] = run_point(base, gw, broker, rate, args.seconds, args.warmup, args.idle_seconds if i == 0 else 0,
+                                                     args.sync, camera, args.commit_interval_ms)
             report(point, camera)
+            if camera:  # what the camera itself costs: the difference from the same load without it
+                plain = points[rate, False]
+                print(f"      the camera (640x480@15 H.264): +{point['cpu_pct'] - plain['cpu_pct']:.1f} % of a core, "
+                      f"+{point['rss_mib'] - plain['rss_mib']:.1f} MiB RSS, "
+                      f"+{(point['write_bytes_s'] - plain['write_bytes_s']) / 1024:.0f} KiB/s written", flush=True)
             if args.json:
                 print(json.dumps({**point, "camera": camera, "sync": args.sync, "load1": os.getloadavg()[0]}))
     finally:
