@@ -152,6 +152,37 @@ def test_mjpeg_transcoded_to_h264(camera, tmp_path: Path) -> None:
     assert abs(frames[0].to_ndarray(format="bgr24").mean() - 100) <= 4
 
 
+def test_v4l2_camera_asked_for_h264_then_mjpeg(camera, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A V4L2 camera (none can exist here: FFmpeg's video4linux2 input is stood in for by an MJPEG
+    file) is asked for H.264 first in passthrough, MJPEG first when decoding, then its default."""
+    video = tmp_path / "webcam.mkv"
+    make_mjpeg_file(video)
+    real_open = av.open
+    asked: list[tuple[str, str | None]] = []
+    offers: set[str | None] = {"mjpeg", None}  # the device's formats (None: its default)
+
+    def v4l2_open(path: str, format: str | None = None, options: dict | None = None, **kwargs: Any) -> Any:
+        assert (path, format) == ("/dev/video7", "video4linux2") and options and options["video_size"] == "160x120"
+        asked.append((path, options.get("input_format")))
+        if options.get("input_format") not in offers:
+            raise av.FFmpegError(22, "The V4L2 driver changed the pixel format")
+        return real_open(str(video))
+
+    monkeypatch.setattr(av, "open", v4l2_open)
+    spool, _, stop = camera(device="/dev/video7", codec="passthrough", width=160, height=120, fps=10, fragment_seconds=1.0)
+    wait_until(lambda: committed(spool, "media") >= 1)
+    stop.set()
+    assert spool.read("media", limit=1)[0].attrs["codec_id"] == "V_MJPEG"
+    assert asked[:2] == [("/dev/video7", "h264"), ("/dev/video7", "mjpeg")]
+    asked.clear()
+    offers.discard("mjpeg")  # a webcam with raw YUYV only
+    spool, _, stop = camera(device=7, codec="h264", width=160, height=120, fps=10, fragment_seconds=1.0)
+    wait_until(lambda: committed(spool, "media") >= 1)
+    stop.set()
+    assert spool.read("media", limit=1)[0].attrs["codec_id"] == "V_MPEG4/ISO/AVC"
+    assert asked[:2] == [("/dev/video7", "mjpeg"), ("/dev/video7", None)]
+
+
 def test_missing_camera_is_retried_and_counted_not_fatal(camera, tmp_path: Path) -> None:
     video = tmp_path / "later.mp4"
     spool, name, _ = camera(device=str(video), codec="passthrough", fragment_seconds=1.0, realtime=False, reopen_max=0.3)

@@ -8,8 +8,8 @@ the source name.
 ``device`` picks the input: ``"synthetic"`` (a generated scene, for tests and demos), a device
 index (``0``) or ``/dev/videoN``, an ``rtsp://``/``http://`` URL, or a file path. ``codec = "h264"``
 decodes with FFmpeg (PyAV; a V4L2 webcam is asked for MJPEG) and encodes H.264;
-``codec = "passthrough"`` keeps what the input already carries (H.264 from RTSP/files, MJPEG from
-a V4L2 camera) without decoding.
+``codec = "passthrough"`` keeps what the input already carries (H.264 from RTSP/files; from a V4L2
+camera its own H.264 if it encodes, else its MJPEG) without decoding.
 
 The camera disappearing (device unplugged, stream ended, file finished) is logged and counted
 (``RECORDS_REJECTED{source, reason="camera_lost"}``); the fragment in progress is flushed and

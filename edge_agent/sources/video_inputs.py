@@ -7,8 +7,8 @@ it with backoff). Timestamps are epoch milliseconds and strictly increasing, as 
   sensor noise) at the configured size and rate, in real time.
 - ``FrameReader``: PyAV decoding a device index, ``/dev/videoN`` (MJPEG asked for, raw accepted),
   an RTSP/HTTP URL or a file; yuv420p pictures at the configured size, to be encoded.
-- ``PacketReader``: PyAV demuxing without decoding (passthrough): H.264 from RTSP or files, MJPEG
-  from a V4L2 device. Length-prefixed (MP4/MKV) H.264 is rewritten to Annex-B with the SPS/PPS
+- ``PacketReader``: PyAV demuxing without decoding (passthrough): H.264 from RTSP or files, H.264
+  or else MJPEG from a V4L2 device. Length-prefixed (MP4/MKV) H.264 is rewritten to Annex-B with the SPS/PPS
   in front of every keyframe, so each fragment can be decoded on its own. Streams with B-frames
   are timestamped by decode time (the order MKV blocks are stored in).
 
@@ -249,25 +249,44 @@ def _is_file(device: int | str) -> bool:
     return not _is_device(device) and "://" not in str(device)
 
 
-class FFmpegInput:
-    """A device, URL or file opened with PyAV, and the timeline of its first video stream.
+#: What a V4L2 camera is asked for, in order. Passthrough keeps H.264 from a camera that encodes
+#: on board (a Pi camera through bcm2835-v4l2, some webcams), else MJPEG; decoding asks for MJPEG
+#: (a webcam's full frame rate at larger sizes), else takes the device's default (raw YUYV).
+PASSTHROUGH_V4L2_FORMATS: tuple[str | None, ...] = ("h264", "mjpeg")
+DECODE_V4L2_FORMATS: tuple[str | None, ...] = ("mjpeg", None)
 
-    ``v4l2_format`` is the picture format asked of a V4L2 device (``"mjpeg"``: what USB webcams
-    send at their full rate); ``None`` takes the device's default (raw YUYV on most webcams)."""
+
+def open_v4l2(path: str, width: int, height: int, fps: float, formats: tuple[str | None, ...]) -> Any:
+    """The first of ``formats`` the device delivers (``None``: its default), as a PyAV container."""
+    import av
+
+    for i, fmt in enumerate(formats):
+        options = {"video_size": f"{width}x{height}", "framerate": f"{fps:g}"}
+        if fmt:
+            options["input_format"] = fmt
+        try:
+            return av.open(path, format="video4linux2", options=options)
+        except (FileNotFoundError, PermissionError):
+            raise  # no such camera (yet): no other format will help
+        except av.FFmpegError as exc:
+            if i + 1 == len(formats):
+                raise
+            log.info("%s: no %s (%s); asking for %s", path, fmt or "default format", exc, formats[i + 1] or "its default format")
+    raise ValueError("no V4L2 format to ask for")
+
+
+class FFmpegInput:
+    """A device, URL or file opened with PyAV, and the timeline of its first video stream."""
 
     def __init__(self, device: int | str, width: int, height: int, fps: float, realtime: bool, clock: Clock,
-                 v4l2_format: str | None = "mjpeg") -> None:
+                 v4l2_formats: tuple[str | None, ...]) -> None:
         import av
 
         self.clock = clock
         self.is_file = _is_file(device)
         self.realtime = realtime and self.is_file
         if _is_device(device):
-            path = f"/dev/video{device}" if isinstance(device, int) else device
-            options = {"video_size": f"{width}x{height}", "framerate": f"{fps:g}"}
-            if v4l2_format:
-                options["input_format"] = v4l2_format
-            self.container: Any = av.open(path, format="video4linux2", options=options)
+            self.container: Any = open_v4l2(f"/dev/video{device}" if isinstance(device, int) else str(device), width, height, fps, v4l2_formats)
         else:
             options = {"rtsp_transport": "tcp"} if str(device).startswith("rtsp://") else {}
             self.container = av.open(str(device), options=options, timeout=NETWORK_TIMEOUT_MS / 1000)
@@ -305,12 +324,7 @@ class FrameReader(FFmpegInput):
     configured size for the encoder: no OpenCV or NumPy, whose ~40 MiB of RSS a Pi can't spare."""
 
     def __init__(self, device: int | str, width: int, height: int, fps: float, realtime: bool, clock: Clock) -> None:
-        try:
-            super().__init__(device, width, height, fps, realtime, clock)
-        except Exception:  # av raises assorted errors for a format the device lacks
-            if not _is_device(device):
-                raise
-            super().__init__(device, width, height, fps, realtime, clock, v4l2_format=None)  # a webcam without MJPEG
+        super().__init__(device, width, height, fps, realtime, clock, DECODE_V4L2_FORMATS)
         self.width = width
         self.height = height
 
@@ -330,7 +344,7 @@ class PacketReader(FFmpegInput):
     """Encoded packets straight from the container or device (no decoding)."""
 
     def __init__(self, device: int | str, width: int, height: int, fps: float, realtime: bool, clock: Clock) -> None:
-        super().__init__(device, width, height, fps, realtime, clock)
+        super().__init__(device, width, height, fps, realtime, clock, PASSTHROUGH_V4L2_FORMATS)
         ctx = self.stream.codec_context
         name = ctx.name
         if name == "h264":
