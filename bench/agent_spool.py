@@ -52,7 +52,7 @@ def raw_sqlite_ceiling(path: Path, records: int, batch: int) -> float:
     started = time.perf_counter()
     for _ in range(records // batch):
         db.execute("BEGIN")
-        db.executemany("INSERT INTO records(lane, kind, stream, partition_key, source, timestamp_ms, size, attrs, data)"
+        db.executemany("INSERT INTO records_0(lane, kind, stream, partition_key, source, timestamp_ms, size, attrs, data)"
                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         db.execute("COMMIT")
     elapsed = time.perf_counter() - started

@@ -31,13 +31,13 @@ from edge_agent.status import from_metrics  # noqa: E402
 
 
 def build_backlog(path: Path, records: int, stream: str) -> None:
-    """Write the backlog straight into the spool's schema (as a week of appends would have)."""
+    """Write the backlog straight into the spool's first segment (as a week of appends would have)."""
     Spool(path, max_bytes=1 << 40).close()
     db = sqlite3.connect(path)
     payload = b"x" * 100
     now = int(time.time() * 1000)
     db.executemany(
-        "INSERT INTO records(lane, kind, stream, partition_key, source, timestamp_ms, size, attrs, data) VALUES (?,?,?,?,?,?,?,?,?)",
+        "INSERT INTO records_0(lane, kind, stream, partition_key, source, timestamp_ms, size, attrs, data) VALUES (?,?,?,?,?,?,?,?,?)",
         (("records", "telemetry", stream, f"sensor-{i % 50}", "mqtt-0", now - records + i, 100, None, payload) for i in range(records)),
     )
     db.commit()

@@ -2,24 +2,33 @@
 
 On-disk format (one SQLite file in WAL mode, plus ``<file>.lock``):
 
-- ``records(seq, lane, kind, stream, partition_key, source, timestamp_ms, size, attrs, data)``:
+- ``records``: a view over two segment tables, ``records_0`` and ``records_1``, with the same
+  columns ``(seq, lane, kind, stream, partition_key, source, timestamp_ms, size, attrs, data)``.
+  New records go to the *active* segment; every seq in the other one is older. Acknowledged records
+  leave by segment: a segment whose every record is acknowledged is emptied at once (``DELETE``
+  without ``WHERE``: SQLite frees its pages without rewriting them), and the active segment is
+  sealed every ``SEGMENT_SECONDS`` when the other one is empty, so records of the last few seconds
+  are released together. Deleting acknowledged rows one by one rewrote (and rebalanced) every page
+  they lived on: as many bytes again as inserting them. (A spool made before segments has one
+  ``records`` table: it becomes ``records_0`` when opened.)
   ``seq`` is the ``INTEGER PRIMARY KEY``; sequence numbers increase and are never reused, even
   after deletes and restarts: the writer reserves them in blocks of ``SEQ_BLOCK`` (counter
   ``seq.reserved``) and a restart continues after the reservation. (Spools made before this have
   ``AUTOINCREMENT`` and its ``sqlite_sequence``, which is read too.) The gateway relies on
   (agent id, seq) to recognise replays.
   ``lane`` is ``media`` for video fragments (sent with PutMedia) and ``records`` for everything
-  else (sent with PutRecords). Only media rows are indexed (``records_media``, partial): records
-  are read in seq order straight from the table, and an index entry per row would cost pages
-  on every commit.
+  else (sent with PutRecords). Only media rows are indexed (``records_<n>_media``, partial):
+  records are read in seq order straight from the tables, and an index entry per row would cost
+  pages on every commit.
 - ``checkpoints(key, value)``: source positions (log file offsets...), written in the same
   transaction as the records they cover, so a restart resumes with no loss and no duplicate.
 - ``counters(name, value)``: drops by kind, kept across restarts.
-- ``rings(name, slot, entry)``: small fixed-size rings a source keeps beside its records (the MQTT
-  source's recent deliveries, to recognise a redelivery): entry number ``ordinal`` lives in
-  ``slot = ordinal % capacity``, so a commit rewrites only the slots it changed. ``entry`` is
-  (ordinal, value) as two big-endian int64 (16 bytes, always): a rowid table whose cells keep
-  their size is overwritten in place, so a slot update rewrites one page and never rebalances.
+- ``ring_names(id, name)`` and ``ring_slots(key, entry)``: small fixed-size rings a source keeps
+  beside its records (the MQTT source's recent deliveries, to recognise a redelivery): entry
+  number ``ordinal`` lives in ``slot = ordinal % capacity``, row ``key = id << 32 | slot``, so a
+  commit rewrites only the slots it changed. ``entry`` is (ordinal, value) as two big-endian int64
+  (16 bytes, always): a row that keeps its size is overwritten in place, and ~40 fit in a page.
+  (A spool made before this has one ``rings(name, slot, entry)`` table: its rows move over.)
 
 Pages are 1 KiB (new files), the WAL is checkpointed every ``WAL_AUTOCHECKPOINT_PAGES`` and
 truncated back to ``JOURNAL_SIZE_LIMIT``: on an SD card each fsynced commit costs whole pages,
@@ -35,11 +44,13 @@ Invariants:
   acks costs one fsync and a few pages per interval, not per record. ``submit`` is ``append``
   without waiting (a future); an ``urgent`` one commits the queue at once.
 - Records leave only by ``ack`` (the gateway acknowledged them) or by the size-cap policy:
-  acknowledged records are never read again and leave ``stats`` at once, but are deleted from the
-  file in batches, at most ``ACK_FLUSH_SECONDS`` later (with the next commit that is due then):
-  deleting a whole run of rows frees pages instead of rewriting a half-empty one per ack. A crash
-  in between sends them again, and the gateway recognises the replays (agent id, seq).
-  The size cap: 
+  acknowledged records are never read again and leave ``stats`` at once, but leave the file with
+  their segment (see above), checked every ``ACK_FLUSH_SECONDS``: usually within
+  ``SEGMENT_SECONDS`` plus a second or two. When no segment could be emptied for
+  ``SEGMENT_STALE_SECONDS`` (a lane stalled, a long backlog), acknowledged records are deleted one
+  by one again, and always before the size cap drops anything. A crash in between sends them
+  again, and the gateway recognises the replays (agent id, seq).
+  The size cap:
   when the payload bytes would pass ``max_bytes``, the oldest records of the first kind in
   ``drop_order`` that has any are dropped (default: video, then logs, then telemetry), counted
   and logged. A kind missing from ``drop_order`` is never dropped; when nothing droppable is
@@ -72,8 +83,18 @@ log = logging.getLogger("edge_agent.spool")
 
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 DEFAULT_DROP_ORDER = ("video", "log", "telemetry")
-#: Acknowledged records are deleted from the file at most this long after the ack.
+#: How often acknowledged records are looked at for release (a segment emptied, or rows deleted).
 ACK_FLUSH_SECONDS = 1.0
+#: The segment tables behind the ``records`` view.
+SEGMENTS = ("records_0", "records_1")
+#: The active segment is sealed (new records go to the other, empty, one) after this long.
+SEGMENT_SECONDS = 5.0
+#: ... or once it holds this many records (bounds the acknowledged seqs held in memory).
+SEGMENT_ROWS = 4096
+#: No segment emptied for this long (or this many acknowledged records waiting): acknowledged
+#: records are deleted one by one instead.
+SEGMENT_STALE_SECONDS = 15.0
+MAX_ACKED_WAITING = 20_000
 #: Sequence numbers reserved per write of the ``seq.reserved`` counter.
 SEQ_BLOCK = 4096
 #: Longest an operation waits for others to share its commit (a bounded group-commit interval).
@@ -85,8 +106,6 @@ PAGE_SIZE = 1024
 WAL_AUTOCHECKPOINT_PAGES = 4096
 #: The WAL file is truncated back to this after a checkpoint.
 JOURNAL_SIZE_LIMIT = 8 * 1024 * 1024
-#: Most operations folded into one transaction; bounds commit latency and memory.
-MAX_GROUP_RECORDS = 20_000
 #: A group this large commits without waiting out the interval: its fixed cost is amortised already
 #: (a source catching up on a backlog is not slowed to one batch per interval).
 FULL_GROUP_RECORDS = 500
@@ -94,8 +113,7 @@ FULL_GROUP_BYTES = 256 * 1024
 LANES = ("records", "media")
 _RING_ENTRY = struct.Struct(">qq")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS records (
+_RECORD_COLUMNS = """(
     seq INTEGER PRIMARY KEY,
     lane TEXT NOT NULL,
     kind TEXT NOT NULL,
@@ -106,18 +124,60 @@ CREATE TABLE IF NOT EXISTS records (
     size INTEGER NOT NULL,
     attrs TEXT,
     data BLOB NOT NULL
-);
-DROP INDEX IF EXISTS records_lane_seq;
-CREATE INDEX IF NOT EXISTS records_media ON records(seq) WHERE lane = 'media';
+)"""
+_SEGMENT_SCHEMA = """
+CREATE TABLE IF NOT EXISTS {name} {columns};
+CREATE INDEX IF NOT EXISTS {name}_media ON {name}(seq) WHERE lane = 'media';
+"""
+#: The whole schema of a new spool file.
+_SCHEMA = "".join(_SEGMENT_SCHEMA.format(name=name, columns=_RECORD_COLUMNS) for name in SEGMENTS) + f"""
+CREATE VIEW IF NOT EXISTS records AS {" UNION ALL ".join(f"SELECT * FROM {name}" for name in SEGMENTS)};
 CREATE TABLE IF NOT EXISTS checkpoints (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS rings (
-    name TEXT NOT NULL,
-    slot INTEGER NOT NULL,
-    entry BLOB NOT NULL,
-    UNIQUE (name, slot)
-);
+CREATE TABLE IF NOT EXISTS ring_names (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS ring_slots (key INTEGER PRIMARY KEY, entry BLOB NOT NULL);
 """
+
+
+_PUT_RESERVED = "INSERT INTO counters(name, value) VALUES ('seq.reserved', ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value"
+_PUT_RING_SLOT = "INSERT INTO ring_slots(key, entry) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET entry = excluded.entry"
+_SLOT_MASK = 0xFFFFFFFF
+
+
+def _create_or_migrate(db: sqlite3.Connection) -> None:
+    """Create the schema, or bring a spool made by an older version to it, in one transaction."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        tables = {name: kind for name, kind in db.execute("SELECT name, type FROM sqlite_master")}
+        if tables.get("records") == "table":  # one table, before segments: it becomes the first
+            db.execute("DROP INDEX IF EXISTS records_lane_seq")
+            db.execute("DROP INDEX IF EXISTS records_media")
+            db.execute(f"ALTER TABLE records RENAME TO {SEGMENTS[0]}")
+        for statement in _SCHEMA.split(";"):
+            db.execute(statement)
+        if tables.get("rings") == "table":  # one row per (name, slot), before ring_slots
+            _put_ring_rows(db, db.execute("SELECT name, slot, entry FROM rings").fetchall())
+            db.execute("DROP TABLE rings")
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+
+
+def _ring_name_id(db: sqlite3.Connection, name: str) -> int:
+    db.execute("INSERT OR IGNORE INTO ring_names(name) VALUES (?)", (name,))
+    ring_id: int = db.execute("SELECT id FROM ring_names WHERE name = ?", (name,)).fetchone()[0]
+    return ring_id
+
+
+def _put_ring_rows(db: sqlite3.Connection, rows: Iterable[tuple[str, int, bytes]]) -> None:
+    """Write (ring name, slot, entry) rows."""
+    ids: dict[str, int] = {}
+    for name, slot, entry in rows:
+        if name not in ids:
+            ids[name] = _ring_name_id(db, name)
+        db.execute(_PUT_RING_SLOT, ((ids[name] << 32) | slot, entry))
 
 
 class SpoolError(Exception):
@@ -232,23 +292,40 @@ class Spool:
         self._changed = threading.Condition()
 
         db = self._writer_db
-        self._bytes = db.execute("SELECT COALESCE(SUM(size), 0) FROM records").fetchone()[0]
+        self._bytes = 0
         self._counts = {lane: 0 for lane in LANES}
         self._max_seq = {lane: 0 for lane in LANES}
-        for lane, count, max_seq in db.execute("SELECT lane, COUNT(*), MAX(seq) FROM records GROUP BY lane"):
-            self._counts[lane] = count
-            self._max_seq[lane] = max_seq
+        self._segment_rows = [0] * len(SEGMENTS)  # rows in each segment, acknowledged or not
+        top = [0] * len(SEGMENTS)
+        for i, name in enumerate(SEGMENTS):
+            for lane, count, max_seq, size in db.execute(f"SELECT lane, COUNT(*), MAX(seq), SUM(size) FROM {name} GROUP BY lane"):
+                self._counts[lane] += count
+                self._max_seq[lane] = max(self._max_seq[lane], max_seq)
+                self._bytes += size
+                self._segment_rows[i] += count
+                top[i] = max(top[i], max_seq)
+        # New records go to the active segment (the newer one); seqs up to _boundary are in the other.
+        self._active = 0 if top[0] >= top[1] else 1
+        self._boundary = top[1 - self._active]
+        self._active_since = self._released_at = time.monotonic()
+        # A spool's first table from before segments keeps its AUTOINCREMENT: made anew once empty.
+        self._autoincrement = {name for name, sql in db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'")
+                               if name in SEGMENTS and "AUTOINCREMENT" in sql.upper()}
+        self._ring_ids: dict[str, int] = {}
         # The writer thread is the only writer, so it hands out sequence numbers itself, after
         # the last reservation (or an older spool's AUTOINCREMENT counter).
         legacy = 0
         if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'").fetchone():
-            row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'records'").fetchone()
-            legacy = row[0] if row else 0
+            legacy = db.execute("SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence").fetchone()[0]
         reserved = db.execute("SELECT value FROM counters WHERE name = 'seq.reserved'").fetchone()
         self._last_seq = max(legacy, reserved[0] if reserved else 0, max(self._max_seq.values()))
         self._reserved = self._last_seq
-        # Acknowledged, not deleted yet: seq -> (size, lane). Guarded by _changed.
+        # Acknowledged, not deleted yet: seq -> (size, lane), only seqs of rows in the file (a
+        # segment holding as many rows as it has acknowledged seqs is emptied). Guarded by _changed,
+        # as are their totals.
         self._acked: dict[int, tuple[int, str]] = {}
+        self._acked_bytes = 0
+        self._acked_counts = dict.fromkeys(LANES, 0)
         self._deleted_now: list[int] = []  # acked or dropped seqs deleted by the open transaction
         self._dropped_upto: dict[str, int] = {}  # kind -> seq of its last record dropped (size cap)
         self._dropped = {name.removeprefix("dropped."): value for name, value in db.execute("SELECT name, value FROM counters WHERE name LIKE 'dropped.%'")}
@@ -277,21 +354,24 @@ class Spool:
 
     def _open_checked(self) -> sqlite3.Connection:
         """Open the spool; a file SQLite can't use is set aside, its readable rows salvaged."""
+        db = None
         try:
             db = self._connect()
-            db.executescript(_SCHEMA)
+            _create_or_migrate(db)
             if db.execute("PRAGMA quick_check").fetchone()[0] == "ok":
                 return db
             db.close()
         except sqlite3.DatabaseError as exc:
             log.error("spool %s cannot be opened (%s)", self.path, exc)
+            if db is not None:
+                db.close()
         aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
         for suffix in ("", "-wal", "-shm"):
             src = Path(f"{self.path}{suffix}")
             if src.exists():
                 src.rename(f"{aside}{suffix}")
         db = self._connect()
-        db.executescript(_SCHEMA)
+        _create_or_migrate(db)
         saved, lost = _salvage(aside, db)
         log.error("spool %s was damaged: moved to %s, salvaged %d records, %d unreadable", self.path, aside, saved, lost)
         return db
@@ -334,7 +414,7 @@ class Spool:
 
     def ack(self, seqs: Iterable[int]) -> None:
         """Records the gateway acknowledged: gone from ``read`` and ``stats`` now, from the file
-        within ``ACK_FLUSH_SECONDS``. Unknown (already dropped) seqs are ignored."""
+        with their segment (see the module docstring). Unknown (already dropped) seqs are ignored."""
         seq_list = list(seqs)
         if not seq_list:
             return
@@ -346,6 +426,10 @@ class Spool:
             rows = db.execute(f"SELECT seq, size, lane FROM records WHERE seq IN ({','.join('?' * len(chunk))})", chunk)
             found.update((seq, (size, lane)) for seq, size, lane in rows)
         with self._changed:
+            for seq, (size, lane) in found.items():
+                if seq not in self._acked:
+                    self._acked_bytes += size
+                    self._acked_counts[lane] += 1
             self._acked.update(found)
         self._publish_gauges()
         self._queue.put(_ACKED)
@@ -386,8 +470,12 @@ class Spool:
     def ring(self, name: str) -> list[RingEntry]:
         """The committed entries of ring ``name``, oldest first."""
         self._check_open()
-        rows = self._reader().execute("SELECT slot, entry FROM rings WHERE name = ?", (name,))
-        return sorted((RingEntry(name, slot, *_RING_ENTRY.unpack(entry)) for slot, entry in rows), key=lambda e: e.ordinal)
+        db = self._reader()
+        row = db.execute("SELECT id FROM ring_names WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            return []
+        rows = db.execute("SELECT key, entry FROM ring_slots WHERE key BETWEEN ? AND ?", (row[0] << 32, (row[0] << 32) | _SLOT_MASK))
+        return sorted((RingEntry(name, key & _SLOT_MASK, *_RING_ENTRY.unpack(entry)) for key, entry in rows), key=lambda e: e.ordinal)
 
     def wait(self, lane: str, after_seq: int, timeout: float) -> bool:
         """Block until ``lane`` holds a committed record newer than ``after_seq`` (True) or ``timeout`` passes."""
@@ -401,11 +489,8 @@ class Spool:
             committed = self._committed
             if not self._acked:
                 return committed
-            records = dict(committed.records)
-            acked_bytes = 0
-            for size, lane in self._acked.values():
-                records[lane] -= 1
-                acked_bytes += size
+            records = {lane: count - self._acked_counts[lane] for lane, count in committed.records.items()}
+            acked_bytes = self._acked_bytes
         return SpoolStats(records, committed.bytes - acked_bytes, committed.dropped, committed.max_bytes)
 
     def _snapshot(self) -> SpoolStats:
@@ -476,25 +561,27 @@ class Spool:
                         payload += sum(len(r.data) for r in op.records)
             if self._acked and acks_due is None:
                 acks_due = time.monotonic() + ACK_FLUSH_SECONDS
-            flush = bool(self._acked) and (stop or len(self._acked) >= MAX_GROUP_RECORDS or time.monotonic() >= (acks_due or 0))
+            flush = bool(self._acked) and (stop or len(self._acked) >= MAX_ACKED_WAITING or time.monotonic() >= (acks_due or 0))
             if group or flush:
-                self._commit_group(group, flush)
+                self._commit_group(group, flush, stop)
                 if flush:
                     acks_due = None
             if stop:
                 return
 
-    def _commit_group(self, group: list[_Append], flush_acks: bool = False) -> None:
+    def _commit_group(self, group: list[_Append], flush_acks: bool = False, final: bool = False) -> None:
         db = self._writer_db
         results: list[tuple[Future, Any]] = []
         saved_state = (self._bytes, dict(self._counts), dict(self._max_seq), dict(self._dropped), self._last_seq, self._reserved,
-                       dict(self._dropped_upto))
+                       dict(self._dropped_upto), list(self._segment_rows), self._released_at)
         dropped_now: dict[str, int] = {}
         self._deleted_now = []
         try:
             db.execute("BEGIN IMMEDIATE")
             if flush_acks:
-                self._delete_acked(db)
+                self._release_acked(db, final)
+            if group:
+                self._maybe_seal()
             for op in group:
                 try:
                     seqs = self._insert(db, op, dropped_now)
@@ -511,7 +598,9 @@ class Spool:
         except sqlite3.Error as exc:
             if db.in_transaction:
                 db.execute("ROLLBACK")
-            self._bytes, self._counts, self._max_seq, self._dropped, self._last_seq, self._reserved, self._dropped_upto = saved_state
+            (self._bytes, self._counts, self._max_seq, self._dropped, self._last_seq, self._reserved, self._dropped_upto,
+             self._segment_rows, self._released_at) = saved_state
+            self._ring_ids.clear()  # names added by the rolled back transaction are not in the file
             log.error("spool commit failed: %s", exc)
             error = SpoolError(f"spool commit failed: {exc}")
             for op in group:
@@ -523,7 +612,10 @@ class Spool:
         with self._changed:
             self._committed = self._snapshot()
             for seq in self._deleted_now:
-                self._acked.pop(seq, None)
+                gone = self._acked.pop(seq, None)
+                if gone is not None:
+                    self._acked_bytes -= gone[0]
+                    self._acked_counts[gone[1]] -= 1
             self._changed.notify_all()
         self._publish_gauges()
         for future, result in results:
@@ -540,10 +632,7 @@ class Spool:
             self._make_room(db, self._bytes + incoming - self.max_bytes, dropped_now)
         if self._last_seq + len(op.records) > self._reserved:
             self._reserved = self._last_seq + len(op.records) + SEQ_BLOCK
-            db.execute(
-                "INSERT INTO counters(name, value) VALUES ('seq.reserved', ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-                (self._reserved,),
-            )
+            db.execute(_PUT_RESERVED, (self._reserved,))
         now_ms = int(time.time() * 1000)
         rows = []
         for r in op.records:
@@ -556,7 +645,8 @@ class Spool:
                 r.timestamp_ms if r.timestamp_ms is not None else now_ms,
                 len(r.data), json.dumps(r.attrs) if r.attrs else None, r.data,
             ))
-        db.executemany("INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        db.executemany(f"INSERT INTO {SEGMENTS[self._active]} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        self._segment_rows[self._active] += len(rows)
         seqs = [row[0] for row in rows]
         self._bytes += incoming
         if op.checkpoint is not None:
@@ -565,12 +655,16 @@ class Spool:
                 op.checkpoint,
             )
         if op.ring:
-            # An UPDATE of the non-indexed column in place (an upsert would rewrite the index too);
-            # the INSERT only adds the slots not written before.
-            entries = [(_RING_ENTRY.pack(e.ordinal, e.value), e.name, e.slot) for e in op.ring]
-            db.executemany("UPDATE rings SET entry = ? WHERE name = ? AND slot = ?", entries)
-            db.executemany("INSERT OR IGNORE INTO rings(entry, name, slot) VALUES (?, ?, ?)", entries)
+            # A slot keeps its size: its row is overwritten in place.
+            entries = [((self._ring_id(db, e.name) << 32) | e.slot, _RING_ENTRY.pack(e.ordinal, e.value)) for e in op.ring]
+            db.executemany(_PUT_RING_SLOT, entries)
         return seqs
+
+    def _ring_id(self, db: sqlite3.Connection, name: str) -> int:
+        ring_id = self._ring_ids.get(name)
+        if ring_id is None:
+            ring_id = self._ring_ids[name] = _ring_name_id(db, name)
+        return ring_id
 
     def _make_room(self, db: sqlite3.Connection, needed: int, dropped_now: dict[str, int]) -> None:
         """Drop the oldest records, kind by kind in ``drop_order``, until ``needed`` bytes are free."""
@@ -585,21 +679,69 @@ class Spool:
                 if not rows:
                     break
                 victims: list[int] = []
-                for seq, size, lane in rows:
+                for seq, size, _lane in rows:
                     self._dropped_upto[kind] = seq
                     victims.append(seq)
                     freed += size
-                    self._bytes -= size
-                    self._counts[lane] -= 1
                     if freed >= needed:
                         break
-                db.execute(f"DELETE FROM records WHERE seq IN ({','.join('?' * len(victims))})", victims)
+                self._delete(db, victims)
                 self._deleted_now.extend(victims)
                 dropped_now[kind] = dropped_now.get(kind, 0) + len(victims)
                 self._dropped[kind] = self._dropped.get(kind, 0) + len(victims)
             if freed >= needed:
                 return
         raise SpoolFull(f"spool at its cap of {self.max_bytes} bytes and the drop policy {self.drop_order} frees no more")
+
+    def _maybe_seal(self) -> None:
+        """Seal the active segment (new records go to the other one) once it is old or large
+        enough and the other one is empty. Nothing is written: which segment is active follows
+        from the seqs they hold."""
+        active, other = self._active, 1 - self._active
+        rows = self._segment_rows[active]
+        if rows and not self._segment_rows[other] and (rows >= SEGMENT_ROWS or time.monotonic() - self._active_since >= SEGMENT_SECONDS):
+            self._boundary = self._last_seq
+            self._active = other
+            self._active_since = time.monotonic()
+
+    def _release_acked(self, db: sqlite3.Connection, final: bool) -> None:
+        """Acknowledged records leave the file: a segment whose every row is acknowledged is
+        emptied; when none could be for ``SEGMENT_STALE_SECONDS`` (or too many wait, or the spool
+        closes), they are deleted one by one."""
+        for segment in (1 - self._active, self._active):
+            rows = self._segment_rows[segment]
+            if not rows:
+                continue
+            older = segment != self._active  # the sealed segment holds the seqs up to _boundary
+            with self._changed:
+                seqs = [seq for seq in self._acked if (seq <= self._boundary) == older]
+            if len(seqs) == rows:  # _acked holds only seqs of rows in the file: all of them
+                self._empty(db, segment, seqs)
+        with self._changed:
+            waiting = len(self._acked) - len(self._deleted_now)
+        if waiting and (final or waiting >= MAX_ACKED_WAITING or time.monotonic() - self._released_at >= SEGMENT_STALE_SECONDS):
+            self._delete_acked(db)
+
+    def _empty(self, db: sqlite3.Connection, segment: int, seqs: list[int]) -> None:
+        """Delete every row of ``segment`` (all acknowledged, ``seqs``): SQLite frees the pages of
+        a table emptied by a DELETE without WHERE instead of rewriting them."""
+        name = SEGMENTS[segment]
+        if name in self._autoincrement:  # the table of an older spool: made anew, plain
+            db.execute(f"DROP TABLE {name}")
+            for statement in _SEGMENT_SCHEMA.format(name=name, columns=_RECORD_COLUMNS).split(";"):
+                db.execute(statement)
+            db.execute(_PUT_RESERVED, (self._reserved,))  # its sqlite_sequence row is gone
+            self._autoincrement.discard(name)
+        else:
+            db.execute(f"DELETE FROM {name}")
+        with self._changed:
+            for seq in seqs:
+                size, lane = self._acked[seq]
+                self._bytes -= size
+                self._counts[lane] -= 1
+        self._segment_rows[segment] = 0
+        self._deleted_now.extend(seqs)
+        self._released_at = time.monotonic()
 
     def _delete_acked(self, db: sqlite3.Connection) -> None:
         with self._changed:
@@ -608,11 +750,18 @@ class Spool:
         self._deleted_now.extend(seqs)
 
     def _delete(self, db: sqlite3.Connection, seqs: list[int]) -> None:
-        for start in range(0, len(seqs), 500):
-            chunk = seqs[start : start + 500]
-            for size, lane in db.execute(f"DELETE FROM records WHERE seq IN ({','.join('?' * len(chunk))}) RETURNING size, lane", chunk).fetchall():
-                self._bytes -= size
-                self._counts[lane] -= 1
+        """Delete these records one by one, each from its segment."""
+        sealed = 1 - self._active
+        for segment, part in ((sealed, [s for s in seqs if s <= self._boundary]), (self._active, [s for s in seqs if s > self._boundary])):
+            for start in range(0, len(part), 500):
+                chunk = part[start : start + 500]
+                deleted = db.execute(
+                    f"DELETE FROM {SEGMENTS[segment]} WHERE seq IN ({','.join('?' * len(chunk))}) RETURNING size, lane", chunk
+                ).fetchall()
+                self._segment_rows[segment] -= len(deleted)
+                for size, lane in deleted:
+                    self._bytes -= size
+                    self._counts[lane] -= 1
 
     def _publish_gauges(self) -> None:
         committed = self.stats()
@@ -643,14 +792,20 @@ def _salvage(damaged: Path, fresh: sqlite3.Connection) -> tuple[int, int]:
             if row is None:
                 break
             last = row[0]
-            fresh.execute("INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+            fresh.execute(f"INSERT INTO {SEGMENTS[0]} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
             saved += 1
-        for table, columns in (("checkpoints", 2), ("counters", 2), ("rings", 3)):
+        for table, columns in (("checkpoints", 2), ("counters", 2)):
             try:
                 rows = old.execute(f"SELECT * FROM {table}").fetchall()
             except sqlite3.DatabaseError:
                 continue
             fresh.executemany(f"INSERT OR REPLACE INTO {table} VALUES ({', '.join('?' * columns)})", rows)
+        for query in ("SELECT name, slot, entry FROM rings",  # an older spool's
+                      f"SELECT n.name, s.key & {_SLOT_MASK}, s.entry FROM ring_slots s JOIN ring_names n ON n.id = s.key >> 32"):
+            try:
+                _put_ring_rows(fresh, old.execute(query).fetchall())
+            except sqlite3.DatabaseError:
+                continue
         old.close()
     except sqlite3.DatabaseError as exc:
         log.error("nothing could be salvaged from %s: %s", damaged, exc)
@@ -695,8 +850,8 @@ def inspect(path: str | Path) -> SpoolContents:
                 for name, value in db.execute("SELECT name, value FROM counters WHERE name LIKE 'dropped.%'"):
                     dropped[name.removeprefix("dropped.")] = value
                 checkpoints = dict(db.execute("SELECT key, value FROM checkpoints").fetchall())
-                for lane in LANES:
-                    row = db.execute("SELECT timestamp_ms FROM records WHERE lane = ? ORDER BY seq LIMIT 1", (lane,)).fetchone()
+                for lane in LANES:  # the lane as a literal: each segment is read in seq order, not sorted
+                    row = db.execute(f"SELECT timestamp_ms FROM records WHERE lane = '{lane}' ORDER BY seq LIMIT 1").fetchone()
                     if row:
                         oldest[lane] = row[0]
         finally:

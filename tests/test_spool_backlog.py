@@ -36,11 +36,11 @@ spool.close()
 
 def test_large_backlog_opens_fast_and_pages_in_bounded_memory(tmp_path: Path) -> None:
     path = tmp_path / "spool.db"
-    Spool(path).close()  # schema
+    Spool(path).close()  # schema: a fresh spool writes its first segment, records_0
     db = sqlite3.connect(path)
     payload = os.urandom(100)
     db.executemany(
-        "INSERT INTO records(lane, kind, stream, partition_key, source, timestamp_ms, size, attrs, data) VALUES (?,?,?,?,?,?,?,?,?)",
+        "INSERT INTO records_0(lane, kind, stream, partition_key, source, timestamp_ms, size, attrs, data) VALUES (?,?,?,?,?,?,?,?,?)",
         (("records", "telemetry", "s", f"k{i % 50}", "mqtt-0", i, 100, None, payload) for i in range(BACKLOG)),
     )
     db.commit()
