@@ -3,6 +3,7 @@
     .venv/bin/python bench/agent_pi.py                          # 30, 300, 3000 rec/s, 20 s each
     .venv/bin/python bench/agent_pi.py --rates 300 --seconds 30
     .venv/bin/python bench/agent_pi.py --rates 300 --camera     # plus one run with the synthetic camera
+    .venv/bin/python bench/agent_pi.py --rates 300 --camera --camera-device /dev/video0   # your webcam
     .venv/bin/python bench/agent_pi.py --sync normal --idle-seconds 0
 
 The agent runs as a real process (``python -m edge_agent``) with a real Mosquitto broker (QoS 1,
@@ -158,7 +159,7 @@ class Load:
             self._paced(self.log_rate, emit)
 
 
-def agent_config(tmp: Path, gw_url: str, broker_port: int, metrics_port: int, sync: str, camera: bool, name: str,
+def agent_config(tmp: Path, gw_url: str, broker_port: int, metrics_port: int, sync: str, camera: dict[str, str] | None, name: str,
                  commit_interval_ms: int | None = None) -> Path:
     config = tmp / "agent.toml"
     text = f"""
@@ -185,15 +186,17 @@ qos = 1
 stream = "logs"
 paths = ["{tmp / 'app.log'}"]
 """
-    if camera:
-        text += '[[sources.camera]]\nstream = "cam"\ndevice = "synthetic"\nwidth = 640\nheight = 480\nfps = 15.0\n'
+    if camera is not None:
+        text += '[[sources.camera]]\nstream = "cam"\nwidth = 640\nheight = 480\nfps = 15.0\n'
+        text += "".join(f"{key} = {json.dumps(value)}\n" for key, value in camera.items())
     config.write_text(text)
     return config
 
 
 def run_point(base: Path, gw: GatewayProcess, broker: MosquittoProcess, rate: int, seconds: float, warmup: float,
-              idle_seconds: float, sync: str, camera: bool, commit_interval_ms: int | None = None) -> dict[str, float]:
-    name = f"{rate}{'-cam' if camera else ''}"
+              idle_seconds: float, sync: str, camera: dict[str, str] | None, commit_interval_ms: int | None = None) -> dict[str, float]:
+    """One load point; ``camera``: the camera source's settings (``device``, ``codec``), or None for no camera."""
+    name = f"{rate}{'-cam' if camera is not None else ''}"
     tmp = base / f"agent-{name}"
     tmp.mkdir()
     (tmp / "app.log").write_bytes(b"")
@@ -281,7 +284,9 @@ def main() -> None:
     parser.add_argument("--idle-seconds", type=float, default=10, help="idle measurement before the load, first rate only (0: skip)")
     parser.add_argument("--sync", choices=["full", "normal"], default="full", help="[spool] sync (default full)")
     parser.add_argument("--commit-interval-ms", type=int, help="[spool] commit_interval_ms (default: the agent's default)")
-    parser.add_argument("--camera", action="store_true", help="also run the first rate with the 640x480@15 synthetic camera (RSS)")
+    parser.add_argument("--camera", action="store_true", help="also run the first rate with a 640x480@15 camera (RSS)")
+    parser.add_argument("--camera-device", default="synthetic", help="the camera: synthetic (default), /dev/videoN, an RTSP URL, a file")
+    parser.add_argument("--camera-codec", choices=["h264", "passthrough"], default="h264", help="encode (default) or keep the input's H.264/MJPEG")
     parser.add_argument("--json", action="store_true", help="print one JSON object per rate too")
     parser.add_argument("--dir", help="work directory (default: a temp dir on /var/tmp, a disk-backed filesystem)")
     args = parser.parse_args()
@@ -297,13 +302,14 @@ def main() -> None:
         aws_client("kinesisvideo", gw.url).create_stream(StreamName="cam", DataRetentionInHours=1)
         runs = [(r, False) for r in rates] + ([(rates[0], True)] if args.camera else [])
         points: dict[tuple[int, bool], dict[str, float]] = {}
+        settings = {"device": args.camera_device, "codec": args.camera_codec}
         for i, (rate, camera) in enumerate(runs):
             point = points[rate, camera] = run_point(base, gw, broker, rate, args.seconds, args.warmup, args.idle_seconds if i == 0 else 0,
-                                                     args.sync, camera, args.commit_interval_ms)
+                                                     args.sync, settings if camera else None, args.commit_interval_ms)
             report(point, camera)
             if camera:  # what the camera itself costs: the difference from the same load without it
                 plain = points[rate, False]
-                print(f"      the camera (640x480@15 H.264): +{point['cpu_pct'] - plain['cpu_pct']:.1f} % of a core, "
+                print(f"      the camera ({args.camera_device}, {args.camera_codec}, 640x480@15): +{point['cpu_pct'] - plain['cpu_pct']:.1f} % of a core, "
                       f"+{point['rss_mib'] - plain['rss_mib']:.1f} MiB RSS, "
                       f"+{(point['write_bytes_s'] - plain['write_bytes_s']) / 1024:.0f} KiB/s written", flush=True)
             if args.json:
