@@ -13,6 +13,7 @@ needed, or for ``make_client``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import logging
@@ -121,8 +122,21 @@ def frozen_credentials(source: Any) -> Any:
     return creds.get_frozen_credentials()
 
 
-def _hmac(key: bytes, text: str) -> bytes:
-    return hmac.new(key, text.encode(), hashlib.sha256).digest()
+@functools.lru_cache(maxsize=16)
+def signing_key(secret_key: str, date: str, region: str, service: str) -> bytes:
+    """SigV4's derived key (four chained HMACs), the same all UTC day for a key, region and service."""
+    key = f"AWS4{secret_key}".encode()
+    for part in (date, region, service, "aws4_request"):
+        key = hmac.digest(key, part.encode(), "sha256")
+    return key
+
+
+@functools.lru_cache(maxsize=64)
+def _canonical_url(url: str) -> tuple[str, str, str]:
+    """(canonical path, canonical query, host) of ``url``: the agent signs for a handful of URLs."""
+    parts = urlsplit(url)
+    query = "&".join(sorted(f"{k}={v}" for k, _, v in (p.partition("=") for p in parts.query.split("&")))) if parts.query else ""
+    return quote(parts.path or "/", safe="/~"), query, host_header(parts)
 
 
 def sign(method: str, url: str, headers: Mapping[str, str], session: Any, region: str, service: str,
@@ -137,24 +151,22 @@ def sign(method: str, url: str, headers: Mapping[str, str], session: Any, region
         out["X-Amz-Security-Token"] = creds.token
     if body is None:
         out["X-Amz-Content-SHA256"] = UNSIGNED_PAYLOAD
-    parts = urlsplit(url)
+    path, query, host = _canonical_url(url)
     signed: dict[str, list[str]] = {}
     for name, value in out.items():
-        if name.lower() not in UNSIGNED_HEADERS:
-            signed.setdefault(name.lower(), []).append(" ".join(str(value).split()))
+        lower = name.lower()
+        if lower not in UNSIGNED_HEADERS:
+            signed.setdefault(lower, []).append(" ".join(str(value).split()))
     if "host" not in signed:
-        signed["host"] = [host_header(parts)]
+        signed["host"] = [host]
     names = sorted(signed)
     payload_hash = out.get("X-Amz-Content-SHA256") or hashlib.sha256(body or b"").hexdigest()
-    query = "&".join(sorted(f"{k}={v}" for k, _, v in (p.partition("=") for p in parts.query.split("&")))) if parts.query else ""
     canonical = "\n".join([
-        method.upper(), quote(parts.path or "/", safe="/~"), query,
-        "".join(f"{n}:{','.join(signed[n])}\n" for n in names), ";".join(names), payload_hash,
+        method.upper(), path, query, "".join(f"{n}:{','.join(signed[n])}\n" for n in names), ";".join(names), payload_hash,
     ])
     scope = f"{stamp[:8]}/{region}/{service}/aws4_request"
     to_sign = f"AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
-    key = _hmac(_hmac(_hmac(_hmac(f"AWS4{creds.secret_key}".encode(), stamp[:8]), region), service), "aws4_request")
-    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    signature = hmac.digest(signing_key(creds.secret_key, stamp[:8], region, service), to_sign.encode(), "sha256").hex()
     out["Authorization"] = f"AWS4-HMAC-SHA256 Credential={creds.access_key}/{scope}, SignedHeaders={';'.join(names)}, Signature={signature}"
     return out
 

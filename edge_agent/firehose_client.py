@@ -8,12 +8,12 @@ along: the gateway recognises a replayed PutRecordBatch as it does a PutRecords.
 
 from __future__ import annotations
 
-import base64
+from base64 import b64encode
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from edge_agent.config import GatewaySection
-from edge_agent.kinesis_client import CONTENT_TYPE, KinesisClient
+from edge_agent.kinesis_client import CONTENT_TYPE, KinesisClient, json_string
 from edge_agent.kinesis_limits import delivery_stream_of
 from edge_agent.transport import Transport
 
@@ -28,8 +28,9 @@ class FirehoseClient:
         self.transport = Transport(session, gateway)
 
     def put_record_batch(self, DeliveryStreamName: str, Records: Sequence[Mapping[str, Any]], headers: Mapping[str, str] | None = None) -> dict[str, Any]:  # noqa: N803 - botocore's names
-        payload = {"DeliveryStreamName": DeliveryStreamName, "Records": [{"Data": base64.b64encode(r["Data"]).decode("ascii")} for r in Records]}
-        return self.transport.post_json(self.url, "firehose", payload, {"Content-Type": CONTENT_TYPE, "X-Amz-Target": TARGET, **(headers or {})})
+        records = b",".join([b'{"Data":"%b"}' % b64encode(r["Data"]) for r in Records])
+        body = b'{"DeliveryStreamName":%b,"Records":[%b]}' % (json_string(DeliveryStreamName), records)
+        return self.transport.post_json(self.url, "firehose", body, {"Content-Type": CONTENT_TYPE, "X-Amz-Target": TARGET, **(headers or {})})
 
     def close(self) -> None:
         self.transport.close()

@@ -32,8 +32,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections import Counter, OrderedDict
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,14 +57,15 @@ THROTTLE_CODES = {"ProvisionedThroughputExceededException", "ThrottlingException
 POISON_CODES = {"ValidationException", "InvalidArgumentException", "SerializationException"}
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Unit:
     """One Kinesis record in flight: a spooled record or an aggregate of several of one key."""
 
     seqs: list[int]
     stream: str
     partition_key: str
-    sources: Counter = field(default_factory=Counter)
+    #: Records per source, counted when acknowledged or rejected.
+    sources: dict[str, int] = field(default_factory=dict)
     data: bytes = b""
     aggregate: Aggregate | None = None
     sealed: bool = False
@@ -78,14 +78,20 @@ class Unit:
     solo: bool = False
     #: Last failure was a throttle (not an outage): may be recalled early once the gateway has room.
     throttled: bool = False
+    #: (stream, partition key): the order kept is per key.
+    key: tuple[str, str] = field(init=False)
+    #: Bound for a data stream (a key's order kept), not a Firehose delivery stream.
+    keyed: bool = field(init=False)
+    key_bytes: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.key = (self.stream, self.partition_key)
+        self.keyed = delivery_stream_of(self.stream) is None
+        self.key_bytes = len(self.partition_key) if self.partition_key.isascii() else len(self.partition_key.encode())
 
     @property
     def id(self) -> int:
         return self.seqs[0]
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.stream, self.partition_key)
 
     def seal(self) -> None:
         if self.aggregate is not None and not self.sealed:
@@ -95,8 +101,7 @@ class Unit:
 
     @property
     def size(self) -> int:
-        body = self.aggregate.size if self.aggregate is not None else len(self.data)
-        return body + len(self.partition_key.encode())
+        return (self.aggregate.size if self.aggregate is not None else len(self.data)) + self.key_bytes
 
 
 class RecordForwarder(ForwarderCore):
@@ -116,18 +121,13 @@ class RecordForwarder(ForwarderCore):
         self._open_aggregates: dict[tuple[str, str], Unit] = {}
         self._saved_ranges: list[tuple[int, int, str, str]] = self._load_ranges() if config.aggregate else []
         self._range_units: dict[int, Unit] = {}
-        # Spool deletes run on their own thread: the next batch goes out while the last one's ack commits.
-        self._acker = ThreadPoolExecutor(1, thread_name_prefix="forwarder-ack")
-        self._acks: list[Future] = []
+        self._sent_counters: dict[str, Any] = {}
+        self._out_counters: dict[str, Any] = {}
 
     # -- the loop (``ForwarderCore.run``) ------------------------------------------------------
 
     def _started_note(self) -> str:
         return f" (aggregation {'on' if self.config.aggregate else 'off'})"
-
-    def close(self) -> None:
-        self.flush()
-        self._acker.shutdown(wait=True)
 
     def step(self, stop: threading.Event | None = None) -> bool:
         """Read, select and send one batch; False when there was nothing ready to send."""
@@ -163,7 +163,9 @@ class RecordForwarder(ForwarderCore):
     def _refill(self) -> None:
         while not self._window_full():
             room = WINDOW_BATCHES * self.config.batch_max_records - len(self.pending)
-            records = self.spool.read("records", after_seq=self.cursor, limit=min(room, 500), max_bytes=self.config.batch_max_bytes)
+            # (wait with no timeout: whether anything newer is committed, without a query)
+            fresh = self.spool.wait("records", self.cursor, 0)
+            records = self.spool.read("records", after_seq=self.cursor, limit=min(room, 500), max_bytes=self.config.batch_max_bytes) if fresh else []
             if not records:
                 for unit in self._range_units.values():
                     unit.complete_at = 0  # the end of the spool: whatever a saved range held is here
@@ -176,7 +178,7 @@ class RecordForwarder(ForwarderCore):
         key = partition_key(record.partition_key or record.source)
         to_firehose = delivery_stream_of(record.stream) is not None
         if len(record.data) + len(key.encode()) > MAX_RECORD_BYTES or (to_firehose and len(record.data) > FIREHOSE_MAX_RECORD_BYTES):
-            self._reject([record.seq], Counter({record.source: 1}), "too_large", f"{len(record.data)} bytes is over the {'Firehose' if to_firehose else 'Kinesis'} record limit")
+            self._reject([record.seq], {record.source: 1}, "too_large", f"{len(record.data)} bytes is over the {'Firehose' if to_firehose else 'Kinesis'} record limit")
             return
         if self.config.aggregate and not to_firehose:
             if self._add_to_saved_range(record, key):
@@ -184,17 +186,17 @@ class RecordForwarder(ForwarderCore):
             unit = self._open_aggregates.get((record.stream, key))
             if unit is not None and not unit.sealed and unit.aggregate is not None and unit.aggregate.add(record.data):
                 unit.seqs.append(record.seq)
-                unit.sources[record.source] += 1
+                unit.sources[record.source] = unit.sources.get(record.source, 0) + 1
                 return
             self._open_aggregates.pop((record.stream, key), None)  # whatever comes next starts after this
             if Aggregate.fits_alone(key, record.data, self.config.aggregate_max_bytes):
                 agg = Aggregate(key, self.config.aggregate_max_bytes)
                 agg.add(record.data)
-                unit = Unit([record.seq], record.stream, key, Counter({record.source: 1}), aggregate=agg, aggregated=True)
+                unit = Unit([record.seq], record.stream, key, {record.source: 1}, aggregate=agg, aggregated=True)
                 self.pending[unit.id] = unit
                 self._open_aggregates[unit.key] = unit
                 return
-        unit = Unit([record.seq], record.stream, key, Counter({record.source: 1}), data=record.data)
+        unit = Unit([record.seq], record.stream, key, {record.source: 1}, data=record.data)
         self.pending[unit.id] = unit
 
     def _add_to_saved_range(self, record: SpooledRecord, key: str) -> bool:
@@ -212,7 +214,7 @@ class RecordForwarder(ForwarderCore):
                 self.pending[first] = unit
             assert unit.aggregate is not None
             unit.aggregate.add(record.data)
-            unit.sources[record.source] += 1
+            unit.sources[record.source] = unit.sources.get(record.source, 0) + 1
             if record.seq != first:
                 unit.seqs.append(record.seq)
             return True
@@ -231,29 +233,31 @@ class RecordForwarder(ForwarderCore):
         stream: str | None = None
         max_bytes = self.config.batch_max_bytes
         held: set[tuple[str, str]] = set()
-        per_key: Counter = Counter()
+        per_key: dict[tuple[str, str], int] = {}
+        key_window = self.key_window
         for unit in self.pending.values():
-            if unit.key in held:
+            key = unit.key
+            if key in held:
                 continue
             # (Firehose has no per-key order to keep while throttled: no key window there.)
-            keyed = delivery_stream_of(unit.stream) is None
-            if unit.not_before > now or (keyed and per_key[unit.key] >= self.key_window) or unit.complete_at > self.cursor:
-                held.add(unit.key)
+            if unit.not_before > now or (unit.keyed and per_key.get(key, 0) >= key_window) or unit.complete_at > self.cursor:
+                held.add(key)
                 continue
             if stream is None:
                 stream = unit.stream
-                if delivery_stream_of(stream) is not None:
+                if not unit.keyed:
                     max_bytes = min(max_bytes, FIREHOSE_MAX_BATCH_BYTES)
             elif unit.stream != stream:
                 continue
             if unit.solo and batch:
-                held.add(unit.key)
+                held.add(key)
                 continue
-            if batch and (len(batch) >= max_units or size + unit.size > max_bytes):
+            unit_size = unit.size
+            if batch and (len(batch) >= max_units or size + unit_size > max_bytes):
                 break
             batch.append(unit)
-            size += unit.size
-            per_key[unit.key] += 1
+            size += unit_size
+            per_key[key] = per_key.get(key, 0) + 1
             if unit.solo:
                 break
         if batch and self._saved_ranges_needed(batch):
@@ -339,40 +343,35 @@ class RecordForwarder(ForwarderCore):
             self._recall_throttled(now)
 
     def _acknowledge(self, units: list[Unit]) -> None:
-        """Delete acknowledged records from the spool (on the ack thread) and count them."""
-        seqs = [s for u in units for s in u.seqs]
-        self._acks.append(self._acker.submit(self.spool.ack, seqs))
-        self._reap_acks()
-        by_stream: Counter = Counter()
-        by_source: Counter = Counter()
+        """Mark acknowledged records in the spool (``Spool.ack`` waits for no commit: the writer
+        deletes them later, in batches) and count them."""
+        seqs: list[int] = []
+        by_source: dict[str, int] = {}
+        pending = self.pending
         for unit in units:
-            self.pending.pop(unit.id, None)
-            by_stream[unit.stream] += sum(unit.sources.values())
-            by_source.update(unit.sources)
-        for stream, n in by_stream.items():
-            metrics.RECORDS_SENT.labels(stream).inc(n)
+            seqs += unit.seqs
+            pending.pop(unit.id, None)
+            for source, n in unit.sources.items():
+                by_source[source] = by_source.get(source, 0) + n
+        try:
+            self.spool.ack(seqs)
+        except SpoolClosed:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the records were delivered: never lose the count
+            log.error("spool ack failed (the records will be sent again, and recognised): %s", exc)
+        self._count(self._sent_counters, metrics.RECORDS_SENT, units[0].stream, sum(by_source.values()))
         for source, n in by_source.items():
-            metrics.RECORDS_OUT.labels(source).inc(n)
-        self._succeeded(lambda key, value: self._acks.append(self._acker.submit(self.spool.append, [], (key, value))))
+            self._count(self._out_counters, metrics.RECORDS_OUT, source, n)
+        # The last-success checkpoint goes with the next commit: no waiting for it here.
+        self._succeeded(lambda key, value: self.spool.submit([], (key, value)))
 
-    def _reap_acks(self, wait: bool = False) -> None:
-        """Collect finished spool deletes; a failed one is logged (the records are resent, then deduplicated)."""
-        still: list[Future] = []
-        for future in self._acks:
-            if wait or future.done():
-                try:
-                    future.result()
-                except SpoolClosed:
-                    pass
-                except Exception as exc:  # noqa: BLE001
-                    log.error("spool ack failed (the records will be sent again): %s", exc)
-            else:
-                still.append(future)
-        self._acks = still
-
-    def flush(self) -> None:
-        """Wait until every acknowledged record is deleted from the spool."""
-        self._reap_acks(wait=True)
+    @staticmethod
+    def _count(children: dict[str, Any], counter: Any, label: str, n: int) -> None:
+        """``counter.labels(label).inc(n)``, its child looked up once (a labels() call costs a lock and a tuple)."""
+        child = children.get(label)
+        if child is None:
+            child = children[label] = counter.labels(label)
+        child.inc(n)
 
     def _recall_throttled(self, now: float) -> None:
         """A clean batch: the gateway has room again. Records parked far out by repeated throttles
@@ -416,7 +415,7 @@ class RecordForwarder(ForwarderCore):
             self._retry_later(unit, now, max(minimum, delay))
         self._warn(reason, f"PutRecords to {stream} failed ({code}: {message}); {len(self.pending)} records waiting")
 
-    def _reject(self, seqs: list[int], sources: Counter, reason: str, why: str) -> None:
+    def _reject(self, seqs: list[int], sources: dict[str, int], reason: str, why: str) -> None:
         """A record the gateway will never take: counted, logged and removed so it blocks nothing."""
         for source, n in sources.items():
             metrics.RECORDS_REJECTED.labels(source, reason).inc(n)

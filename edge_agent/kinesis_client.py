@@ -8,8 +8,9 @@ gateway and real AWS alike. Failures are ``edge_agent.errors.SendError`` (AWS er
 
 from __future__ import annotations
 
-import base64
+from base64 import b64encode
 from collections.abc import Mapping, Sequence
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 from edge_agent.config import GatewaySection
@@ -17,6 +18,12 @@ from edge_agent.transport import Transport
 
 TARGET = "Kinesis_20131202.PutRecords"
 CONTENT_TYPE = "application/x-amz-json-1.1"
+
+
+def json_string(text: str) -> bytes:
+    """``text`` as a JSON string (quoted, escaped, ASCII): request bodies are written by hand, at
+    about a third of ``json.dumps``'s cost for a batch of records."""
+    return encode_basestring_ascii(text).encode("ascii")
 
 
 class KinesisClient:
@@ -27,11 +34,9 @@ class KinesisClient:
         self.transport = Transport(session, gateway)
 
     def put_records(self, StreamName: str, Records: Sequence[Mapping[str, Any]], headers: Mapping[str, str] | None = None) -> dict[str, Any]:  # noqa: N803 - botocore's names
-        payload = {
-            "StreamName": StreamName,
-            "Records": [{"Data": base64.b64encode(r["Data"]).decode("ascii"), "PartitionKey": r["PartitionKey"]} for r in Records],
-        }
-        return self.transport.post_json(self.url, "kinesis", payload, {"Content-Type": CONTENT_TYPE, "X-Amz-Target": TARGET, **(headers or {})})
+        records = b",".join([b'{"Data":"%b","PartitionKey":%b}' % (b64encode(r["Data"]), json_string(r["PartitionKey"])) for r in Records])
+        body = b'{"StreamName":%b,"Records":[%b]}' % (json_string(StreamName), records)
+        return self.transport.post_json(self.url, "kinesis", body, {"Content-Type": CONTENT_TYPE, "X-Amz-Target": TARGET, **(headers or {})})
 
     def close(self) -> None:
         self.transport.close()

@@ -74,9 +74,10 @@ class Transport:
             raise aws_error(response.status, response.headers, data)
         return data
 
-    def post_json(self, url: str, service: str, payload: Mapping[str, Any], headers: Mapping[str, str]) -> dict[str, Any]:
-        """POST a JSON document; the answer's JSON object, else ``SendError``."""
-        data = self.post(url, service, json.dumps(payload, separators=(",", ":")).encode(), headers)
+    def post_json(self, url: str, service: str, payload: Mapping[str, Any] | bytes, headers: Mapping[str, str]) -> dict[str, Any]:
+        """POST a JSON document (or its encoding); the answer's JSON object, else ``SendError``."""
+        body = payload if isinstance(payload, bytes) else json.dumps(payload, separators=(",", ":")).encode()
+        data = self.post(url, service, body, headers)
         try:
             result = json.loads(data or b"{}")
         except ValueError as exc:

@@ -179,7 +179,7 @@ def test_aggregates_in_flight_at_a_crash_are_rebuilt_exactly(shared_gateway: Gat
         for suffix in ("", "-wal"):  # the disk as a crash right after the send would leave it
             shutil.copy(f"{tmp_path / 'spool.db'}{suffix}", f"{tmp_path / 'crashed.db'}{suffix}")
         before_crash._send(batch)
-        before_crash.flush()
+        before_crash.close()
     with Spool(tmp_path / "crashed.db", sync="normal") as spool:
         assert spool.stats().records["records"] == 5  # not acked before the crash
         spool.append(later)
