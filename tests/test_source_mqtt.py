@@ -342,11 +342,13 @@ def test_sigkill_mid_stream_loses_nothing(mosquitto, tmp_path: Path) -> None:
     assert max(datas.count(d) for d in set(datas)) == 1
 
 
-def test_redelivery_of_committed_messages_is_not_spooled_twice(mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, subscribed) -> None:
-    """The window a SIGKILL can hit, held open on purpose: messages committed, PUBACKs never sent.
-    The broker redelivers every one (DUP); the next session acknowledges them without spooling them again."""
+@pytest.mark.parametrize("qos", [1, 2])
+def test_redelivery_of_committed_messages_is_not_spooled_twice(mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, subscribed, qos) -> None:
+    """The window a SIGKILL can hit, held open on purpose: messages committed, PUBACKs (QoS 2:
+    PUBRECs) never sent. The broker redelivers every one (DUP); the next session acknowledges them
+    without spooling them again."""
     topic = f"dup-{uuid.uuid4().hex[:6]}/t"
-    config = MqttConfig.from_dict({"stream": "s", "host": "127.0.0.1", "port": mosquitto.port, "topics": [topic],
+    config = MqttConfig.from_dict({"stream": "s", "host": "127.0.0.1", "port": mosquitto.port, "topics": [topic], "qos": qos,
                                    "client_id": f"dup-{uuid.uuid4().hex[:6]}", "name": "mqtt-dup"}, "sources.mqtt[0]")
     path = tmp_path / "spool.db"
     pub = publisher(mosquitto.port)
@@ -359,8 +361,8 @@ def test_redelivery_of_committed_messages_is_not_spooled_twice(mosquitto, tmp_pa
             first.start()
             wait_until(lambda: subscribed("mqtt-dup"))
             for i in range(40):
-                pub.publish(topic, f"d{i}".encode(), qos=1).wait_for_publish(5)
-            # unacknowledged, the broker stops at its in-flight limit (mosquitto: 20)
+                pub.publish(topic, f"d{i}".encode(), qos=qos).wait_for_publish(5)
+            # unacknowledged, the broker stops at its in-flight window (all 40 fit in our Receive Maximum)
             wait_until(lambda: len(spool.read("records", limit=100)) >= 20)
             time.sleep(0.3)
             stop.set()
@@ -409,21 +411,20 @@ def test_config_errors_name_every_bad_key() -> None:
 def test_dedupe_memory_moves_from_an_old_json_checkpoint_to_the_ring(tmp_path: Path) -> None:
     """A spool written before the ring held the recent deliveries as one JSON checkpoint: the
     source still recognises those redeliveries, and keeps them in the ring from then on."""
-    from edge_agent.sources.mqtt import RECENT_DELIVERIES, MqttSource
+    from edge_agent.sources.mqtt_recent import RECENT_DELIVERIES, RecentDeliveries, identity
 
-    config = MqttConfig.from_dict({"stream": "s", "topics": ["t/#"], "client_id": "legacy"}, "sources.mqtt[0]")
     old = wire.Publish(b"t/a", b"payload", 1, 7, True, False, None, 7)
-    identity = MqttSource.identity(old)
+    delivery = identity(old)
     with Spool(tmp_path / "spool.db") as spool:
-        pairs = [[i % 65535 + 1, i] for i in range(RECENT_DELIVERIES + 5)] + [[7, identity & 0xFFFFFFFF]]
+        pairs = [[i % 65535 + 1, i] for i in range(RECENT_DELIVERIES + 5)] + [[7, delivery & 0xFFFFFFFF]]
         spool.append([], checkpoint=("mqtt-recent:legacy", json.dumps(pairs)))
-        source = MqttSource(config, spool, "agent")
-        assert identity in source._recent_count and len(source._recent) == RECENT_DELIVERIES
+        recent = RecentDeliveries(spool, "legacy")
+        assert delivery in recent and len(recent) == RECENT_DELIVERIES
         ring = spool.ring("mqtt-recent:legacy")
-        assert len(ring) == RECENT_DELIVERIES and ring[-1].value == identity
+        assert len(ring) == RECENT_DELIVERIES and ring[-1].value == delivery
     with Spool(tmp_path / "spool.db") as spool:  # from the ring this time
-        again = MqttSource(config, spool, "agent")
-        assert list(again._recent) == list(source._recent) and again._ordinal == RECENT_DELIVERIES
+        again = RecentDeliveries(spool, "legacy")
+        assert again.identities() == recent.identities() and again.ordinal == RECENT_DELIVERIES
 
 
 def test_attrs_say_only_what_the_record_does_not(tmp_path: Path) -> None:

@@ -16,12 +16,9 @@ meanwhile: batches commit in order, so one topic stays in order even when a comm
 
 Delivery: the session is persistent (MQTT 3.1.1 clean session 0; MQTT 5 clean start 0 with a
 session expiry), so a QoS 1/2 message not acknowledged before a crash or SIGKILL is delivered again,
-never lost. Nor twice: the (packet id, checksum) of the latest committed QoS>0 messages is saved in
-the same spool transaction, and a redelivery (DUP flag) matching one is acknowledged without being
-spooled again. That memory is a ring of ``RECENT_DELIVERIES`` entries in the spool's ``rings`` table:
-a commit writes only the slots of the messages it holds. Packet ids cycle through 65535 values per
-session, far more than the broker keeps in flight, so a match is the same delivery. QoS 0 messages
-are lost while the agent is down, as MQTT defines.
+never lost. Nor twice: a redelivery of a message already committed is recognised
+(``mqtt_recent``) and acknowledged without being spooled again. QoS 0 messages are lost while the
+agent is down, as MQTT defines.
 
 The broker's in-flight window: a broker sends only so many QoS 1/2 messages before it waits for
 their acknowledgements (MQTT 5: the Receive Maximum we send, ``receive_maximum``; MQTT 3.1.1: the
@@ -51,7 +48,6 @@ and made again (the broker redelivers); it never stops the source.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -59,8 +55,6 @@ import select
 import ssl
 import time
 import threading
-import zlib
-from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -78,6 +72,7 @@ from edge_agent.sources.base import (
     positive,
 )
 from edge_agent.sources.mqtt_connection import ConnectionLost, Login, MqttConnection, Refused, tls_context
+from edge_agent.sources.mqtt_recent import RECENT_DELIVERIES, RecentDeliveries, identity
 from edge_agent.spool import NewRecord, RingEntry, Spool, SpoolClosed, SpoolError, SpoolFull
 
 log = logging.getLogger("edge_agent.sources.mqtt")
@@ -94,8 +89,6 @@ DEFAULT_RECONNECT_MAX = 30.0
 DEFAULT_RECEIVE_MAXIMUM = 1000
 #: MQTT 3.1.1: what the broker sends unacknowledged (Mosquitto's ``max_inflight_messages`` default).
 DEFAULT_BROKER_MAX_INFLIGHT = 20
-#: Committed deliveries remembered to recognise redeliveries: at least the largest in-flight window.
-RECENT_DELIVERIES = 1024
 #: Messages (and payload bytes) in the batch filling while another commits; past either the source
 #: stops reading the socket (TCP pushes back on the broker) and commits at once.
 BATCH_RECORDS = 2000
@@ -246,52 +239,15 @@ class MqttSource(Source):
         self.batch_bytes = max(1, min(BATCH_BYTES, spool.max_bytes // 8))
         self._max_record = min(MAX_RECORD_BYTES, spool.max_bytes)
         self._version = wire.V5 if config.protocol == "5" else wire.V311
-        self._ring = f"mqtt-recent:{self.client_id}"
-        self._recent: deque[int] = deque()  # identities of the latest RECENT_DELIVERIES QoS>0 deliveries
-        self._recent_count: dict[int, int] = {}  # the same, to look up
-        self._ordinal = 0  # of the latest QoS>0 delivery
-        self._load_recent(spool)
+        self.recent = RecentDeliveries(spool, self.client_id)
         self._conn: MqttConnection | None = None
         self._pending = _Batch()  # filling
         self._committing: _Batch | None = None  # submitted to the spool (or waiting to be again)
         self._retry_at: float | None = None  # when a refused batch is submitted again
         self._spool_backoff = Backoff(SPOOL_RETRY_MIN, SPOOL_RETRY_MAX)
-        self._wake_r = self._wake_w = -1
+        self._wake_r = self._wake_w = -1  # the pipe commits wake the network thread through
+        self._wake_lock = threading.Lock()
         self._rate = 0.0  # messages/s lately (sets how long reads may linger)
-
-    # -- the redelivery memory -------------------------------------------------------------------
-
-    def _load_recent(self, spool: Spool) -> None:
-        entries = spool.ring(self._ring)
-        if not entries:  # a spool written before the ring: one JSON checkpoint of (mid, crc) pairs
-            saved = spool.checkpoint(self._ring)
-            pairs = json.loads(saved) if saved else []
-            entries = [self._entry(i + 1, mid << 32 | crc) for i, (mid, crc) in enumerate(pairs[-RECENT_DELIVERIES:])]
-            if entries:
-                spool.append([], ring=entries)
-        for entry in entries:
-            self._remember(entry.value)
-        self._ordinal = entries[-1].ordinal if entries else 0
-
-    def _entry(self, ordinal: int, identity: int) -> RingEntry:
-        return RingEntry(self._ring, ordinal % RECENT_DELIVERIES, ordinal, identity)
-
-    def _remember(self, identity: int) -> None:
-        recent, counts = self._recent, self._recent_count
-        recent.append(identity)
-        counts[identity] = counts.get(identity, 0) + 1
-        if len(recent) > RECENT_DELIVERIES:
-            old = recent.popleft()
-            if counts[old] == 1:
-                del counts[old]
-            else:
-                counts[old] -= 1
-
-    @staticmethod
-    def identity(publish: wire.Publish) -> int:
-        """What tells a redelivery of a message apart from another message: packet id and checksum."""
-        payload = publish.payload if publish.payload is not None else publish.size.to_bytes(8, "big")
-        return publish.packet_id << 32 | zlib.crc32(payload, zlib.crc32(publish.topic))
 
     # -- running ----------------------------------------------------------------------------------
 
@@ -328,9 +284,10 @@ class MqttSource(Source):
             if self._conn is not None:
                 self._conn.close(polite=True)
                 self._conn = None
-            os.close(self._wake_r)
-            os.close(self._wake_w)
-            self._wake_r = self._wake_w = -1
+            with self._wake_lock:
+                os.close(self._wake_r)
+                os.close(self._wake_w)
+                self._wake_r = self._wake_w = -1
 
     def _connect(self) -> bool | None:
         """Connect, log in and subscribe: True; False after a failure (logged); None to retry at once."""
@@ -439,10 +396,12 @@ class MqttSource(Source):
 
     def _wake(self, _: Future) -> None:
         """A commit finished (spool writer thread): wake the network thread."""
-        try:
-            os.write(self._wake_w, b"\0")
-        except OSError:  # the pipe is full (it will wake anyway) or closed (the source stopped)
-            pass
+        with self._wake_lock:  # never a write to a closed descriptor's number, reused since
+            if self._wake_w >= 0:
+                try:
+                    os.write(self._wake_w, b"\0")
+                except BlockingIOError:  # the pipe is full: it will wake anyway
+                    pass
 
     def _drain_wake(self) -> None:
         try:
@@ -476,15 +435,13 @@ class MqttSource(Source):
         batch.messages += 1
         qos = publish.qos
         if qos:
-            identity = self.identity(publish)
+            delivery = identity(publish)
             batch.acks.append(wire.ack_packet(wire.PUBACK if qos == 1 else wire.PUBREC, publish.packet_id))
             batch.unacked += 1
-            if publish.dup and identity in self._recent_count:
+            if publish.dup and delivery in self.recent:
                 log.debug("%s: message %d redelivered after a crash; already spooled", self.name, publish.packet_id)
                 return  # acknowledged with this batch, not spooled twice
-            self._ordinal += 1
-            batch.ring.append(self._entry(self._ordinal, identity))
-            self._remember(identity)
+            batch.ring.append(self.recent.add(delivery))
         record = self._record(publish, timestamp)
         if record is not None:
             batch.records.append(record)

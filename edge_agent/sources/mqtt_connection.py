@@ -90,7 +90,10 @@ class MqttConnection:
             conn = cls(sock, login, skip_above)
             conn._login()
             return conn
-        except (OSError, wire.MalformedPacket) as exc:  # ssl.SSLError is an OSError
+        except wire.MalformedPacket as exc:
+            sock.close()
+            raise ConnectionLost(f"malformed packet from the broker: {exc}") from exc
+        except OSError as exc:  # ssl.SSLError is an OSError
             sock.close()
             raise ConnectionLost(str(exc) or type(exc).__name__) from exc
         except BaseException:

@@ -299,6 +299,9 @@ def _publish(first: int, buf: bytes, i: int, end: int, avail: int, v5: bool, kee
         _need_more(limit, end, "PUBLISH shorter than its topic length")
         return None
     k = i + 2 + (buf[i] << 8 | buf[i + 1])
+    if k > limit:
+        _need_more(limit, end, "PUBLISH topic runs past the packet")
+        return None
     topic = buf[i + 2:k]
     packet_id = 0
     if qos:
