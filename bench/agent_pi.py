@@ -160,7 +160,7 @@ class Load:
 
 
 def agent_config(tmp: Path, gw_url: str, broker_port: int, metrics_port: int, sync: str, camera: dict[str, str] | None, name: str,
-                 commit_interval_ms: int | None = None) -> Path:
+                 commit_interval_ms: int | None = None, mqtt_protocol: str = "5") -> Path:
     config = tmp / "agent.toml"
     text = f"""
 [agent]
@@ -182,6 +182,7 @@ topics = ["bench/#"]
 host = "127.0.0.1"
 port = {broker_port}
 qos = 1
+protocol = "{mqtt_protocol}"
 [[sources.logs]]
 stream = "logs"
 paths = ["{tmp / 'app.log'}"]
@@ -194,7 +195,8 @@ paths = ["{tmp / 'app.log'}"]
 
 
 def run_point(base: Path, gw: GatewayProcess, broker: MosquittoProcess, rate: int, seconds: float, warmup: float,
-              idle_seconds: float, sync: str, camera: dict[str, str] | None, commit_interval_ms: int | None = None) -> dict[str, float]:
+              idle_seconds: float, sync: str, camera: dict[str, str] | None, commit_interval_ms: int | None = None,
+              mqtt_protocol: str = "5") -> dict[str, float]:
     """One load point; ``camera``: the camera source's settings (``device``, ``codec``), or None for no camera."""
     name = f"{rate}{'-cam' if camera is not None else ''}"
     tmp = base / f"agent-{name}"
@@ -202,7 +204,7 @@ def run_point(base: Path, gw: GatewayProcess, broker: MosquittoProcess, rate: in
     (tmp / "app.log").write_bytes(b"")
     metrics_port = free_port()
     metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
-    config = agent_config(tmp, gw.url, broker.port, metrics_port, sync, camera, name, commit_interval_ms)
+    config = agent_config(tmp, gw.url, broker.port, metrics_port, sync, camera, name, commit_interval_ms, mqtt_protocol)
     env = {**os.environ, "MALLOC_ARENA_MAX": "2"}  # as systemd/edge-agent.service runs it
     agent = subprocess.Popen([sys.executable, "-m", "edge_agent", "--config", str(config)], cwd=ROOT, env=env,
                              stdout=open(tmp / "agent.log", "wb"), stderr=subprocess.STDOUT)
@@ -284,6 +286,7 @@ def main() -> None:
     parser.add_argument("--idle-seconds", type=float, default=10, help="idle measurement before the load, first rate only (0: skip)")
     parser.add_argument("--sync", choices=["full", "normal"], default="full", help="[spool] sync (default full)")
     parser.add_argument("--commit-interval-ms", type=int, help="[spool] commit_interval_ms (default: the agent's default)")
+    parser.add_argument("--mqtt-protocol", choices=["3.1.1", "5"], default="5", help="[[sources.mqtt]] protocol (default 5)")
     parser.add_argument("--camera", action="store_true", help="also run the first rate with a 640x480@15 camera (RSS)")
     parser.add_argument("--camera-device", default="synthetic", help="the camera: synthetic (default), /dev/videoN, an RTSP URL, a file")
     parser.add_argument("--camera-codec", choices=["h264", "passthrough"], default="h264", help="encode (default) or keep the input's H.264/MJPEG")
@@ -292,7 +295,7 @@ def main() -> None:
     args = parser.parse_args()
     rates = [int(r) for r in args.rates.split(",") if r]
     base = Path(tempfile.mkdtemp(prefix="agent-pi-", dir=args.dir or "/var/tmp"))
-    print(f"agent_pi: sync={args.sync}, commit_interval_ms={args.commit_interval_ms or 'default'}, {args.seconds:.0f} s per rate, work dir {base}; {load()}", flush=True)
+    print(f"agent_pi: sync={args.sync}, commit_interval_ms={args.commit_interval_ms or 'default'}, MQTT {args.mqtt_protocol}, {args.seconds:.0f} s per rate, work dir {base}; {load()}", flush=True)
     gw = GatewayProcess(base / "gw", "--no-limits").start()
     broker = MosquittoProcess(base / "mosquitto").start()
     try:
@@ -305,7 +308,7 @@ def main() -> None:
         settings = {"device": args.camera_device, "codec": args.camera_codec}
         for i, (rate, camera) in enumerate(runs):
             point = points[rate, camera] = run_point(base, gw, broker, rate, args.seconds, args.warmup, args.idle_seconds if i == 0 else 0,
-                                                     args.sync, settings if camera else None, args.commit_interval_ms)
+                                                     args.sync, settings if camera else None, args.commit_interval_ms, args.mqtt_protocol)
             report(point, camera)
             if camera:  # what the camera itself costs: the difference from the same load without it
                 plain = points[rate, False]

@@ -258,23 +258,23 @@ class MqttSource(Source):
         backoff = Backoff(self.config.reconnect_min, self.config.reconnect_max)
         try:
             while not stop.is_set():
-                connected = self._connect()
-                if connected:
-                    backoff.reset()
-                    try:
+                try:
+                    connected = self._connect()
+                    if connected:
+                        backoff.reset()
                         self._pump(stop, None)
-                    except ConnectionLost as exc:
-                        self._disconnected(str(exc))
-                    except wire.MalformedPacket as exc:
-                        self._disconnected(f"malformed packet from the broker: {exc}")
-                    except SpoolClosed:
-                        return
-                    except Exception:
-                        log.exception("%s: failed; reconnecting", self.name)
-                        self._disconnected(None)
-                elif connected is None:
-                    continue  # protocol fallback: again at once
-                if not stop.is_set():
+                    elif connected is None:
+                        continue  # protocol fallback: again at once
+                except ConnectionLost as exc:
+                    self._disconnected(str(exc))
+                except wire.MalformedPacket as exc:
+                    self._disconnected(f"malformed packet from the broker: {exc}")
+                except SpoolClosed:
+                    return
+                except Exception:
+                    log.exception("%s: failed; reconnecting", self.name)
+                    self._disconnected(None)
+                if not stop.is_set():  # wait to reconnect; the batches move on meanwhile
                     try:
                         self._pump(stop, time.monotonic() + max(self.config.reconnect_min, backoff.next()))
                     except SpoolClosed:
