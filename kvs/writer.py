@@ -26,6 +26,10 @@ SOFTWARE_ENCODER = "libx264"
 CODECS = ("h264", "h264-passthrough", "mjpeg-passthrough")
 #: Block timecodes are 16-bit offsets from the cluster's; cut a fragment before overflowing.
 MAX_FRAGMENT_SPAN_MS = 32_000
+#: Up to this many pixels a second libx264 encodes on the calling thread: its sliced threads cost
+#: more in hand-offs than they save at 640x480@15 (~10 % of the camera's CPU, 4 threads, 0.5 MiB);
+#: larger pictures keep them (a Pi core alone is too slow for 1080p30).
+ONE_THREAD_PIXEL_RATE = 640 * 480 * 30
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,8 @@ class FragmentWriter:
                 ctx.gop_size = gop
                 ctx.max_b_frames = 0
                 if candidate == SOFTWARE_ENCODER:
+                    if self.width * self.height * self.fps <= ONE_THREAD_PIXEL_RATE:
+                        ctx.thread_count = 1
                     ctx.options = {
                         "preset": "ultrafast",
                         "tune": "zerolatency",

@@ -201,3 +201,9 @@ def test_encoder_falls_back_to_software(caplog: pytest.LogCaptureFixture, monkey
     assert writer.encoder_name == "libx264"
     assert [f.frame_count for f in out] == [10, 5]  # not a frame lost
     assert decode(out[0].data)[0].key_frame
+
+
+def test_small_pictures_encode_on_the_calling_thread() -> None:
+    """libx264's sliced threads cost more than they save at 640x480@15; 720p30 keeps them."""
+    assert FragmentWriter(640, 480, 15)._encoder.thread_count == 1
+    assert FragmentWriter(1280, 720, 30)._encoder.thread_count == 0  # FFmpeg's choice: one per core
