@@ -257,7 +257,7 @@ class _Append:
 
 
 _CLOSE = object()
-_ACKED = object()  # wakes the writer: acknowledged seqs wait to be deleted
+_ACKED = object()  # wakes the writer: acknowledged seqs wait to be released (sent by the first ack after none waited)
 
 
 class Spool:
@@ -427,13 +427,15 @@ class Spool:
             rows = db.execute(f"SELECT seq, size, lane FROM records WHERE seq IN ({','.join('?' * len(chunk))})", chunk)
             found.update((seq, (size, lane)) for seq, size, lane in rows)
         with self._changed:
+            wake = not self._acked  # else the writer has a release due already (it re-arms while acks wait)
             for seq, (size, lane) in found.items():
                 if seq not in self._acked:
                     self._acked_bytes += size
                     self._acked_counts[lane] += 1
             self._acked.update(found)
         self._publish_gauges()
-        self._queue.put(_ACKED)
+        if wake:
+            self._queue.put(_ACKED)
 
     def read(self, lane: str, after_seq: int = 0, limit: int = 500, max_bytes: int = 5 * 1024 * 1024) -> list[SpooledRecord]:
         """The oldest records of ``lane`` after ``after_seq``, at most ``limit`` and about ``max_bytes``."""
@@ -566,8 +568,8 @@ class Spool:
             flush = bool(self._acked) and (stop or len(self._acked) >= MAX_ACKED_WAITING or time.monotonic() >= (acks_due or 0))
             if group or flush:
                 self._commit_group(group, flush, stop)
-                if flush:
-                    acks_due = None
+                if flush:  # acks still waiting (their segment not released yet, or acked meanwhile): look again later
+                    acks_due = time.monotonic() + ACK_FLUSH_SECONDS if self._acked else None
             if stop:
                 return
 

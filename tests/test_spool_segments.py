@@ -63,6 +63,23 @@ def test_acknowledged_records_are_deleted_one_by_one_when_no_segment_empties(tmp
         assert [r.seq for r in spool.read("media")] == video
 
 
+def test_acks_that_came_while_others_waited_leave_without_another_append(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only an ack that finds none waiting wakes the writer (not one wake per forwarder request);
+    acks that come while others wait leave with the writer's next look, with no append to wake it."""
+    monkeypatch.setattr(spool_module, "ACK_FLUSH_SECONDS", 0.05)
+    path = tmp_path / "spool.db"
+    with Spool(path, commit_interval=0.005) as spool:
+        seqs = spool.append([rec(b"r%d" % i) for i in range(10)])
+        releases: list[bool] = []
+        commit_group = spool._commit_group
+        spool._commit_group = lambda group, flush=False, final=False: (releases.append(flush), commit_group(group, flush, final))  # type: ignore[method-assign]
+        spool.ack(seqs[:5])
+        wait_until(lambda: any(releases), what="a first look at the acknowledged records")
+        assert rows_in(path, "records") == 10  # half the segment is not acknowledged: nothing left
+        spool.ack(seqs[5:])  # others wait: no wake-up
+        wait_until(lambda: rows_in(path, "records") == 0, what="the later acks released too")
+
+
 def test_close_deletes_every_acknowledged_record(tmp_path: Path) -> None:
     path = tmp_path / "spool.db"
     with Spool(path, commit_interval=0.005) as spool:
