@@ -29,6 +29,8 @@ DEFAULT_CONFIG_PATH = "/etc/edge-agent/agent.toml"
 DEFAULT_SPOOL_PATH = "/var/lib/edge-agent/spool.db"
 DEFAULT_SPOOL_MAX_BYTES = 512 * MiB
 DEFAULT_DROP_ORDER = ("video", "log", "telemetry")
+#: 300 records/s with sync = "full": 7.0 bytes written per payload byte at 100 ms, 3.6 at 500, 3.1 at 1000.
+DEFAULT_COMMIT_INTERVAL_MS = 1000
 DEFAULT_ENDPOINT_URL = "http://127.0.0.1:4567"
 DEFAULT_REGION = "us-east-1"
 DEFAULT_METRICS_LISTEN = "127.0.0.1:9108"
@@ -67,8 +69,9 @@ class SpoolSection:
     #: "full": fsync every group commit (survives power loss); "normal": survives a killed process.
     sync: str = "full"
     #: Longest a record waits for others to share its commit (ms). Each commit costs a few pages
-    #: written to the SD card: longer means less wear and more latency before the MQTT PUBACK.
-    commit_interval_ms: int = 100
+    #: and an fsync on the SD card: longer means less wear and more latency before the log
+    #: checkpoint and the records' send (MQTT commits early when the broker's in-flight window fills).
+    commit_interval_ms: int = DEFAULT_COMMIT_INTERVAL_MS
 
     def check(self) -> list[str]:
         problems = []

@@ -39,10 +39,10 @@ Invariants:
 - ``append`` returns only after the transaction holding the records is committed; with
   ``sync="full"`` (the default) that commit is fsynced, so an acknowledged record survives power
   loss. One writer thread owns every write and group-commits whatever arrives within
-  ``commit_interval`` of the first waiting operation (default 100 ms; at once when 500 records or
-  256 KiB are waiting), so a trickle of appends and
-  acks costs one fsync and a few pages per interval, not per record. ``submit`` is ``append``
-  without waiting (a future); an ``urgent`` one commits the queue at once.
+  ``commit_interval`` of the first waiting operation (the agent's default: 1 s; at once when 500
+  records or 256 KiB are waiting), so a trickle of appends costs one fsync and a few pages per
+  interval, not per record. ``submit`` is ``append`` without waiting (a future); an ``urgent`` one
+  (and an append without records) commits the queue at once.
 - Records leave only by ``ack`` (the gateway acknowledged them) or by the size-cap policy:
   acknowledged records are never read again and leave ``stats`` at once, but leave the file with
   their segment (see above), checked every ``ACK_FLUSH_SECONDS``: usually within
@@ -97,7 +97,9 @@ SEGMENT_STALE_SECONDS = 15.0
 MAX_ACKED_WAITING = 20_000
 #: Sequence numbers reserved per write of the ``seq.reserved`` counter.
 SEQ_BLOCK = 4096
-#: Longest an operation waits for others to share its commit (a bounded group-commit interval).
+#: Longest an operation waits for others to share its commit (a bounded group-commit interval),
+#: for a Spool made without one (tests, tools). The agent's ``[spool] commit_interval_ms`` defaults
+#: to 1 s (``config.DEFAULT_COMMIT_INTERVAL_MS``): every commit costs pages and an fsync.
 DEFAULT_COMMIT_INTERVAL = 0.1
 #: SQLite page size of new spool files: a commit writes whole pages to the WAL.
 PAGE_SIZE = 1024
@@ -389,10 +391,11 @@ class Spool:
     # -- public API --------------------------------------------------------------------------
 
     def append(
-        self, records: Sequence[NewRecord], checkpoint: tuple[str, str] | None = None, ring: Sequence[RingEntry] = ()
+        self, records: Sequence[NewRecord], checkpoint: tuple[str, str] | None = None, ring: Sequence[RingEntry] = (),
+        urgent: bool = False,
     ) -> list[int]:
         """Commit ``records`` (and ``checkpoint``, and ``ring`` entries) durably; return their sequence numbers."""
-        result: list[int] = self.submit(records, checkpoint, ring).result()
+        result: list[int] = self.submit(records, checkpoint, ring, urgent).result()
         return result
 
     def submit(
@@ -402,7 +405,9 @@ class Spool:
         """``append`` without waiting: a future of the sequence numbers, set once the commit holding
         them is durable (or of the ``SpoolError``). Futures complete in submission order. ``urgent``
         commits what is queued at once instead of waiting out ``commit_interval`` (a sender that can
-        hold no more uncommitted input, e.g. an MQTT broker's in-flight window)."""
+        hold no more uncommitted input, e.g. an MQTT broker's in-flight window). So does an append
+        without records (a checkpoint or ring entries alone): that is bookkeeping its caller waits
+        on (a forwarder's aggregate ranges before a send), rare, and not worth a commit interval."""
         for record in records:
             if len(record.data) > self.max_bytes:
                 raise RecordTooLarge(f"record of {len(record.data)} bytes from {record.source} is larger than the spool cap ({self.max_bytes})")
@@ -410,6 +415,7 @@ class Spool:
         if not records and checkpoint is None and not ring and not urgent:
             future.set_result([])
             return future
+        urgent = urgent or not records
         self._submit(_Append(records, checkpoint, future, ring, urgent))
         return future
 

@@ -85,6 +85,9 @@ def test_submit_returns_at_once_and_an_urgent_submit_commits_the_queue(tmp_path:
         assert time.monotonic() - started < 5
         assert [r.data for r in spool.read("records")] == [b"a", b"b"]
         assert spool.submit([]).result(timeout=0) == []
+        waiting = spool.submit([rec(data=b"c")])
+        spool.submit([], checkpoint=("k", "v")).result(timeout=5)  # bookkeeping alone commits at once
+        assert waiting.result(timeout=0) and spool.checkpoint("k") == "v"
 
 
 def test_read_pages_by_bytes(tmp_path: Path) -> None:

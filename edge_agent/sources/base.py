@@ -104,12 +104,13 @@ class SpoolWriter:
         self.rejects = rejects
 
     def append(
-        self, records: Sequence[NewRecord], stop: threading.Event, checkpoint: tuple[str, str] | None = None, ring: Sequence[RingEntry] = ()
+        self, records: Sequence[NewRecord], stop: threading.Event, checkpoint: tuple[str, str] | None = None, ring: Sequence[RingEntry] = (),
+        urgent: bool = False,
     ) -> bool:
         backoff = Backoff(0.2, 5.0)  # a full spool, a failing disk: retried soon, never given up
         while True:
             try:
-                self.spool.append(records, checkpoint, ring)
+                self.spool.append(records, checkpoint, ring, urgent)
             except RecordTooLarge as exc:
                 return self._split_too_large(records, stop, checkpoint, ring, exc)
             except SpoolFull as exc:

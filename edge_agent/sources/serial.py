@@ -238,7 +238,9 @@ class SerialSource(Source):
             if data is not None:
                 records.append(NewRecord(cfg.kind, cfg.stream, self.key, data, self.name, ts))
         if records:
-            self.writer.append(records, stop)
+            # Urgent: a line cannot be read again, so it must not wait out the commit interval
+            # in memory, where a kill or power cut would lose it.
+            self.writer.append(records, stop, urgent=True)
 
     def _check(self, frame: bytes) -> bytes | None:
         """The record's data, or None if ``frame`` is garbage (counted)."""
