@@ -281,6 +281,61 @@ def test_tls_and_password(tmp_path: Path, run_source, subscribed) -> None:
         broker.stop()
 
 
+class MutualTlsBroker(MosquittoProcess):
+    """Mosquitto that lets in only clients with a certificate signed by its CA."""
+
+    def start(self) -> "MutualTlsBroker":
+        d = self.workdir
+        d.mkdir(parents=True, exist_ok=True)
+        make_tls_files(d)
+        for name in ("client", "other"):
+            subprocess.run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout",
+                            f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}"], cwd=d, check=True, capture_output=True)
+        subprocess.run(["openssl", "x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                        "-out", "client.pem", "-days", "1"], cwd=d, check=True, capture_output=True)
+        subprocess.run(["openssl", "x509", "-req", "-in", "other.csr", "-signkey", "other.key", "-out", "other.pem", "-days", "1"],
+                       cwd=d, check=True, capture_output=True)  # self-signed: not the broker's CA
+        user = "user root\n" if os.geteuid() == 0 else ""
+        (d / "mosquitto.conf").write_text(
+            f"listener {self.port} 127.0.0.1\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n"
+            f"require_certificate true\nallow_anonymous true\n{user}"
+        )
+        self.proc = subprocess.Popen(["mosquitto", "-c", str(d / "mosquitto.conf")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port, proc=self.proc)
+        return self
+
+
+@pytest.mark.skipif(not shutil.which("openssl"), reason="needs openssl")
+def test_tls_client_certificate(tmp_path: Path, run_source, subscribed, caplog) -> None:
+    broker = MutualTlsBroker(tmp_path / "mtls").start()
+    d = broker.workdir
+    try:
+        base = {"stream": "s", "host": "127.0.0.1", "port": broker.port, "topics": ["m/#"], "ca_file": str(d / "ca.pem")}
+        good = MqttConfig.from_dict({**base, "name": "mqtt-cert", "cert_file": str(d / "client.pem"), "key_file": str(d / "client.key")},
+                                    "sources.mqtt[0]")
+        bad = MqttConfig.from_dict({**base, "name": "mqtt-cert-bad", "cert_file": str(d / "other.pem"), "key_file": str(d / "other.key"),
+                                    "reconnect_min": 0.2, "reconnect_max": 0.2}, "sources.mqtt[1]")
+        spool_good, spool_bad = Spool(tmp_path / "good.db"), Spool(tmp_path / "bad.db")
+        run_source(good, spool_good)
+        run_source(bad, spool_bad)
+        pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="mtls-pub")
+        pub.tls_set(ca_certs=str(d / "ca.pem"), certfile=str(d / "client.pem"), keyfile=str(d / "client.key"))
+        pub.connect("127.0.0.1", broker.port)
+        pub.loop_start()
+        try:
+            wait_until(lambda: pub.is_connected() and subscribed("mqtt-cert"))
+            pub.publish("m/a", b"mutual", qos=1).wait_for_publish(5)
+            wait_until(lambda: committed(spool_good, "records") == 1)
+            wait_until(lambda: any("mqtt-cert-bad: cannot connect" in r.getMessage() for r in caplog.records))
+        finally:
+            pub.loop_stop()
+            pub.disconnect()
+        assert spool_good.read("records")[0].data == b"mutual"
+        assert committed(spool_bad, "records") == 0 and not subscribed("mqtt-cert-bad")
+    finally:
+        broker.stop()
+
+
 AGENT = """
 import sys, threading, signal
 from edge_agent.sources.mqtt import MqttConfig
