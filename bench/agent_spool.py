@@ -48,12 +48,13 @@ def raw_sqlite_ceiling(path: Path, records: int, batch: int) -> float:
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
     db.executescript(SPOOL_SCHEMA)
-    rows = [("records", "telemetry", "t", f"k{i % 10}", "bench", 0, len(PAYLOAD), None, PAYLOAD) for i in range(batch)]
+    db.execute("INSERT INTO routes(id, kind, stream, source) VALUES (1, 'telemetry', 't', 'bench')")
+    rows = [("records", 1, f"k{i % 10}", 0, len(PAYLOAD), None, PAYLOAD) for i in range(batch)]
     started = time.perf_counter()
     for _ in range(records // batch):
         db.execute("BEGIN")
-        db.executemany("INSERT INTO records_0(lane, kind, stream, partition_key, source, timestamp_ms, size, attrs, data)"
-                       " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        db.executemany("INSERT INTO records_0(lane, route, partition_key, timestamp_ms, size, attrs, data)"
+                       " VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
         db.execute("COMMIT")
     elapsed = time.perf_counter() - started
     db.close()

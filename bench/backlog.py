@@ -36,9 +36,10 @@ def build_backlog(path: Path, records: int, stream: str) -> None:
     db = sqlite3.connect(path)
     payload = b"x" * 100
     now = int(time.time() * 1000)
+    db.execute("INSERT INTO routes(id, kind, stream, source) VALUES (1, 'telemetry', ?, 'mqtt-0')", (stream,))
     db.executemany(
-        "INSERT INTO records_0(lane, kind, stream, partition_key, source, timestamp_ms, size, attrs, data) VALUES (?,?,?,?,?,?,?,?,?)",
-        (("records", "telemetry", stream, f"sensor-{i % 50}", "mqtt-0", now - records + i, 100, None, payload) for i in range(records)),
+        "INSERT INTO records_0(lane, route, partition_key, timestamp_ms, size, attrs, data) VALUES (?,?,?,?,?,?,?)",
+        (("records", 1, f"sensor-{i % 50}", now - records + i, 100, None, payload) for i in range(records)),
     )
     db.commit()
     db.close()

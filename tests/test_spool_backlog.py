@@ -39,9 +39,10 @@ def test_large_backlog_opens_fast_and_pages_in_bounded_memory(tmp_path: Path) ->
     Spool(path).close()  # schema: a fresh spool writes its first segment, records_0
     db = sqlite3.connect(path)
     payload = os.urandom(100)
+    db.execute("INSERT INTO routes(id, kind, stream, source) VALUES (1, 'telemetry', 's', 'mqtt-0')")
     db.executemany(
-        "INSERT INTO records_0(lane, kind, stream, partition_key, source, timestamp_ms, size, attrs, data) VALUES (?,?,?,?,?,?,?,?,?)",
-        (("records", "telemetry", "s", f"k{i % 50}", "mqtt-0", i, 100, None, payload) for i in range(BACKLOG)),
+        "INSERT INTO records_0(lane, route, partition_key, timestamp_ms, size, attrs, data) VALUES (?,?,?,?,?,?,?)",
+        (("records", 1, f"k{i % 50}", i, 100, None, payload) for i in range(BACKLOG)),
     )
     db.commit()
     db.close()

@@ -136,3 +136,26 @@ def test_a_spool_written_by_an_older_version_opens_and_moves_to_segments(tmp_pat
     db.close()
     assert "rings" not in tables and "records" not in tables
     assert not any("AUTOINCREMENT" in (sql or "").upper() for sql in tables.values())  # made anew once emptied
+
+
+def test_segments_written_before_routes_are_converted_once(tmp_path: Path) -> None:
+    """Segments that kept kind, stream and source in every row (this session's first segments)."""
+    path = tmp_path / "spool.db"
+    db = sqlite3.connect(path)
+    for name in ("records_0", "records_1"):
+        db.execute(LEGACY_SCHEMA.split(";")[0].replace("records", name, 1).format(autoincrement=""))
+    db.execute("CREATE VIEW records AS SELECT * FROM records_0 UNION ALL SELECT * FROM records_1")
+    db.execute("CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+    db.execute("INSERT INTO records_0 VALUES (3, 'records', 'log', 'logs', 'k', 'logs-0', 1, 2, NULL, x'6131')")
+    db.execute("INSERT INTO records_1 VALUES (4, 'records', 'telemetry', 's', 'k', 'mqtt-0', 1, 2, '{\"qos\": 0}', x'6132')")
+    db.commit()
+    db.close()
+    with Spool(path, commit_interval=0.005) as spool:
+        got = spool.read("records")
+        assert [(r.seq, r.kind, r.stream, r.source, r.data, r.attrs) for r in got] == [
+            (3, "log", "logs", "logs-0", b"a1", {}), (4, "telemetry", "s", "mqtt-0", b"a2", {"qos": 0})]
+        assert spool.append([rec(b"n")])[0] > 4
+        assert [r.data for r in spool.read("records")] == [b"a1", b"a2", b"n"]
+    db = sqlite3.connect(path)
+    assert {row[1] for row in db.execute("PRAGMA table_info(records_1)")} >= {"route"}
+    db.close()
