@@ -117,7 +117,9 @@ def test_a_full_spool_leaves_messages_unacknowledged_not_lost(mosquitto, tmp_pat
     """Nothing may be dropped and the spool is full: messages wait (unacknowledged) until the
     forwarder frees room, then arrive once each, in order."""
     topic = f"full-{uuid.uuid4().hex[:6]}/t"
-    config = MqttConfig.from_dict({"stream": "s", "host": "127.0.0.1", "port": mosquitto.port, "topics": [topic]}, "sources.mqtt[0]")
+    # keepalive 1 s: pings go on, and are answered, while a batch waits for room
+    config = MqttConfig.from_dict({"stream": "s", "host": "127.0.0.1", "port": mosquitto.port, "topics": [topic], "keepalive": 1},
+                                  "sources.mqtt[0]")
     # A short commit interval: the source must outrun the 0.2 s drain below to fill the spool.
     spool = Spool(tmp_path / "spool.db", max_bytes=20_000, drop_order=(), commit_interval=0.005)
     run_source(config, spool)
@@ -140,6 +142,7 @@ def test_a_full_spool_leaves_messages_unacknowledged_not_lost(mosquitto, tmp_pat
         pub.disconnect()
     assert delivered == expected
     assert any("spool full, waiting" in r.getMessage() for r in caplog.records)
+    assert not any("disconnected" in r.getMessage() for r in caplog.records)
     spool.close()
 
 

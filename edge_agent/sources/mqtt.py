@@ -93,8 +93,10 @@ DEFAULT_BROKER_MAX_INFLIGHT = 20
 #: Longest the network thread sleeps without looking at its stop event.
 POLL_SECONDS = 0.25
 #: While a batch commits, the socket is read when the commit is done, or sooner when the broker's
-#: window could fill meanwhile, but not more often than every ``LINGER_MIN`` seconds.
-LINGER_MIN = 0.002
+#: window could fill meanwhile, but not more often than every ``LINGER_MIN`` seconds, and at least
+#: every ``LINGER_MAX`` (and half a keepalive: a PINGRESP must be seen while a batch waits long on
+#: a full spool).
+LINGER_MIN, LINGER_MAX = 0.002, 1.0
 #: At shutdown, how long the source waits for what arrived to be committed and acknowledged.
 SHUTDOWN_SECONDS = 10.0
 @dataclass(frozen=True)
@@ -333,7 +335,10 @@ class MqttSource(Source):
                     watched = events
                 timeout = min(timeout, conn.tick(not full))
                 if not full:
-                    read_at = now if conn.has_buffered() else math.inf if idle else last_read + self._linger()
+                    if conn.has_buffered():
+                        read_at = now
+                    else:
+                        read_at = math.inf if idle else last_read + min(self._linger(), conn.keepalive / 2)
                     timeout = min(timeout, max(0.0, read_at - now))
             if self.commits.retry_at is not None:
                 timeout = min(timeout, max(0.0, self.commits.retry_at - now))
@@ -354,10 +359,10 @@ class MqttSource(Source):
 
     def _linger(self) -> float:
         """How long reading may wait while a batch commits: half the time the broker's window
-        takes to fill at the recent rate, at least ``LINGER_MIN``. (What arrives meanwhile waits
+        takes to fill at the recent rate, within ``LINGER_MIN``..``LINGER_MAX``. (What arrives meanwhile waits
         in the socket instead of the next batch: it is committed no later.)"""
         room = self._window() - self.commits.unacked()
-        return max(LINGER_MIN, room / max(self._rate, 1.0) / 2)
+        return max(LINGER_MIN, min(LINGER_MAX, room / max(self._rate, 1.0) / 2))
 
     def _wake(self, _: Future) -> None:
         """A commit finished (spool writer thread): wake the network thread."""
