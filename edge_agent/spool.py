@@ -107,11 +107,12 @@ SEQ_BLOCK = 4096
 DEFAULT_COMMIT_INTERVAL = 0.1
 #: SQLite page size of new spool files: a commit writes whole pages to the WAL.
 PAGE_SIZE = 1024
-#: WAL frames between checkpoints (with 1 KiB pages: ~4 MiB); a page rewritten many times between
-#: two checkpoints is copied to the database file once.
-WAL_AUTOCHECKPOINT_PAGES = 4096
-#: The WAL file is truncated back to this after a checkpoint.
-JOURNAL_SIZE_LIMIT = 8 * 1024 * 1024
+#: WAL frames between checkpoints (with 1 KiB pages: ~16 MiB); a page rewritten many times between
+#: two checkpoints is copied to the database file once, and a checkpoint copies about the whole
+#: (small) file: 3,000 records/s wrote 2.8 bytes per payload byte with 4 MiB, 2.4 with 16 MiB.
+WAL_AUTOCHECKPOINT_PAGES = 16384
+#: The WAL file is truncated back to this after a checkpoint (above its usual size: reused, not regrown).
+JOURNAL_SIZE_LIMIT = 20 * 1024 * 1024
 #: A group this large commits without waiting out the interval: its fixed cost is amortised already
 #: (a source catching up on a backlog is not slowed to one batch per interval).
 FULL_GROUP_RECORDS = 500
