@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from edge_agent.spool import _SCHEMA as SPOOL_SCHEMA  # noqa: E402
+from edge_agent.spool_schema import SCHEMA as SPOOL_SCHEMA  # noqa: E402
 from edge_agent.spool import NewRecord, Spool  # noqa: E402
 
 PAYLOAD = b"x" * 100
