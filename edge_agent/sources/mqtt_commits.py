@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent import futures
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -134,6 +135,6 @@ class Commits:
             return True
         try:
             batch.future.exception(timeout=timeout)
-        except TimeoutError:
+        except futures.TimeoutError:  # the builtin TimeoutError only from Python 3.11 on
             return False
         return True
