@@ -359,8 +359,8 @@ class MqttSource(Source):
 
     def _linger(self) -> float:
         """How long reading may wait while a batch commits: half the time the broker's window
-        takes to fill at the recent rate, within ``LINGER_MIN``..``LINGER_MAX``. (What arrives meanwhile waits
-        in the socket instead of the next batch: it is committed no later.)"""
+        takes to fill at the recent rate, within ``LINGER_MIN``..``LINGER_MAX``. (What arrives
+        meanwhile waits in the socket instead of the next batch: it is committed no later.)"""
         room = self._window() - self.commits.unacked()
         return max(LINGER_MIN, min(LINGER_MAX, room / max(self._rate, 1.0) / 2))
 
