@@ -8,7 +8,7 @@ along: the gateway recognises a replayed PutRecordBatch as it does a PutRecords.
 
 from __future__ import annotations
 
-from base64 import b64encode
+from binascii import b2a_base64
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -28,7 +28,7 @@ class FirehoseClient:
         self.transport = Transport(session, gateway)
 
     def put_record_batch(self, DeliveryStreamName: str, Records: Sequence[Mapping[str, Any]], headers: Mapping[str, str] | None = None) -> dict[str, Any]:  # noqa: N803 - botocore's names
-        records = b",".join([b'{"Data":"%b"}' % b64encode(r["Data"]) for r in Records])
+        records = b",".join([b'{"Data":"%b"}' % b2a_base64(r["Data"], newline=False) for r in Records])
         body = b'{"DeliveryStreamName":%b,"Records":[%b]}' % (json_string(DeliveryStreamName), records)
         return self.transport.post_json(self.url, "firehose", body, {"Content-Type": CONTENT_TYPE, "X-Amz-Target": TARGET, **(headers or {})})
 

@@ -29,6 +29,7 @@ The run loop, last-success checkpoint, log throttle and long-wait errors are the
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
@@ -57,6 +58,12 @@ THROTTLE_CODES = {"ProvisionedThroughputExceededException", "ThrottlingException
 POISON_CODES = {"ValidationException", "InvalidArgumentException", "SerializationException"}
 
 
+@functools.lru_cache(maxsize=256)
+def is_data_stream(stream: str) -> bool:
+    """A data stream (PutRecords, per-key order), not ``firehose:NAME``; asked per record, of a few names."""
+    return delivery_stream_of(stream) is None
+
+
 @dataclass(eq=False, slots=True)
 class Unit:
     """One Kinesis record in flight: a spooled record or an aggregate of several of one key."""
@@ -78,6 +85,8 @@ class Unit:
     solo: bool = False
     #: Last failure was a throttle (not an outage): may be recalled early once the gateway has room.
     throttled: bool = False
+    #: The spool seq the gateway knows it by (its first record's).
+    id: int = field(init=False)
     #: (stream, partition key): the order kept is per key.
     key: tuple[str, str] = field(init=False)
     #: Bound for a data stream (a key's order kept), not a Firehose delivery stream.
@@ -85,13 +94,10 @@ class Unit:
     key_bytes: int = field(init=False)
 
     def __post_init__(self) -> None:
+        self.id = self.seqs[0]
         self.key = (self.stream, self.partition_key)
-        self.keyed = delivery_stream_of(self.stream) is None
+        self.keyed = is_data_stream(self.stream)
         self.key_bytes = len(self.partition_key) if self.partition_key.isascii() else len(self.partition_key.encode())
-
-    @property
-    def id(self) -> int:
-        return self.seqs[0]
 
     def seal(self) -> None:
         if self.aggregate is not None and not self.sealed:
@@ -121,6 +127,8 @@ class RecordForwarder(ForwarderCore):
         self._open_aggregates: dict[tuple[str, str], Unit] = {}
         self._saved_ranges: list[tuple[int, int, str, str]] = self._load_ranges() if config.aggregate else []
         self._range_units: dict[int, Unit] = {}
+        #: Bytes of the units in ``pending`` that are not aggregates (their size never changes).
+        self._plain_bytes = 0
         self._sent_counters: dict[str, Any] = {}
         self._out_counters: dict[str, Any] = {}
 
@@ -158,7 +166,15 @@ class RecordForwarder(ForwarderCore):
         so after a long outage the unit count alone would let the whole spool into memory)."""
         if len(self.pending) >= WINDOW_BATCHES * self.config.batch_max_records:
             return True
-        return sum(u.size for u in self.pending.values()) >= WINDOW_BATCHES * self.config.batch_max_bytes
+        held = self._plain_bytes
+        if self.config.aggregate:
+            held += sum(u.size for u in self.pending.values() if u.aggregated)
+        return held >= WINDOW_BATCHES * self.config.batch_max_bytes
+
+    def _unpend(self, unit: Unit) -> None:
+        """``unit`` leaves the window (acknowledged or dropped)."""
+        if self.pending.pop(unit.id, None) is not None and not unit.aggregated:
+            self._plain_bytes -= unit.size
 
     def _refill(self) -> None:
         while not self._window_full():
@@ -176,7 +192,7 @@ class RecordForwarder(ForwarderCore):
 
     def _take(self, record: SpooledRecord) -> None:
         key = partition_key(record.partition_key or record.source)
-        to_firehose = delivery_stream_of(record.stream) is not None
+        to_firehose = not is_data_stream(record.stream)
         if len(record.data) + len(key.encode()) > MAX_RECORD_BYTES or (to_firehose and len(record.data) > FIREHOSE_MAX_RECORD_BYTES):
             self._reject([record.seq], {record.source: 1}, "too_large", f"{len(record.data)} bytes is over the {'Firehose' if to_firehose else 'Kinesis'} record limit")
             return
@@ -198,6 +214,7 @@ class RecordForwarder(ForwarderCore):
                 return
         unit = Unit([record.seq], record.stream, key, {record.source: 1}, data=record.data)
         self.pending[unit.id] = unit
+        self._plain_bytes += unit.size
 
     def _add_to_saved_range(self, record: SpooledRecord, key: str) -> bool:
         """After a restart, rebuild the aggregates that were in flight exactly as they were sent."""
@@ -235,12 +252,14 @@ class RecordForwarder(ForwarderCore):
         held: set[tuple[str, str]] = set()
         per_key: dict[tuple[str, str], int] = {}
         key_window = self.key_window
+        windowed = key_window < max_units  # (else no key can reach its window in this batch)
+        cursor = self.cursor
         for unit in self.pending.values():
             key = unit.key
             if key in held:
                 continue
             # (Firehose has no per-key order to keep while throttled: no key window there.)
-            if unit.not_before > now or (unit.keyed and per_key.get(key, 0) >= key_window) or unit.complete_at > self.cursor:
+            if unit.not_before > now or unit.complete_at > cursor or (windowed and unit.keyed and per_key.get(key, 0) >= key_window):
                 held.add(key)
                 continue
             if stream is None:
@@ -257,7 +276,8 @@ class RecordForwarder(ForwarderCore):
                 break
             batch.append(unit)
             size += unit_size
-            per_key[key] = per_key.get(key, 0) + 1
+            if windowed:
+                per_key[key] = per_key.get(key, 0) + 1
             if unit.solo:
                 break
         if batch and self._saved_ranges_needed(batch):
@@ -347,10 +367,9 @@ class RecordForwarder(ForwarderCore):
         deletes them later, in batches) and count them."""
         seqs: list[int] = []
         by_source: dict[str, int] = {}
-        pending = self.pending
         for unit in units:
             seqs += unit.seqs
-            pending.pop(unit.id, None)
+            self._unpend(unit)
             for source, n in unit.sources.items():
                 by_source[source] = by_source.get(source, 0) + n
         try:
@@ -400,7 +419,7 @@ class RecordForwarder(ForwarderCore):
                 return
             unit = batch[0]
             self._reject(unit.seqs, unit.sources, "gateway_rejected", f"{code}: {message}")
-            self.pending.pop(unit.id, None)
+            self._unpend(unit)
             return
         reason = "throttled" if code in THROTTLE_CODES else CONNECTION if code == CONNECTION else "server_error" if status >= 500 else code
         metrics.SEND_ERRORS.labels("records", reason).inc()

@@ -8,7 +8,7 @@ gateway and real AWS alike. Failures are ``edge_agent.errors.SendError`` (AWS er
 
 from __future__ import annotations
 
-from base64 import b64encode
+from binascii import b2a_base64
 from collections.abc import Mapping, Sequence
 from json.encoder import encode_basestring_ascii
 from typing import Any
@@ -34,7 +34,7 @@ class KinesisClient:
         self.transport = Transport(session, gateway)
 
     def put_records(self, StreamName: str, Records: Sequence[Mapping[str, Any]], headers: Mapping[str, str] | None = None) -> dict[str, Any]:  # noqa: N803 - botocore's names
-        records = b",".join([b'{"Data":"%b","PartitionKey":%b}' % (b64encode(r["Data"]), json_string(r["PartitionKey"])) for r in Records])
+        records = b",".join([b'{"Data":"%b","PartitionKey":%b}' % (b2a_base64(r["Data"], newline=False), json_string(r["PartitionKey"])) for r in Records])
         body = b'{"StreamName":%b,"Records":[%b]}' % (json_string(StreamName), records)
         return self.transport.post_json(self.url, "kinesis", body, {"Content-Type": CONTENT_TYPE, "X-Amz-Target": TARGET, **(headers or {})})
 
