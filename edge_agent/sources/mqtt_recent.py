@@ -6,7 +6,7 @@ topic and payload), is saved in the same spool transaction as the message, so th
 acknowledged without being spooled twice. Packet ids cycle through 65535 values per session, far
 more than a broker keeps in flight, so a match is the same delivery.
 
-The memory is a ring of ``RECENT_DELIVERIES`` entries in the spool's ``rings`` table (delivery
+The memory is a ring of ``RECENT_DELIVERIES`` entries in the spool's rings (``ring_names``, ``ring_slots``; delivery
 number ``ordinal`` in slot ``ordinal % RECENT_DELIVERIES``): a commit writes only the slots of the
 messages it holds. It must hold at least the broker's in-flight window (what can be redelivered).
 A spool written before the ring held the same pairs as one JSON checkpoint: it is read, and moved
