@@ -325,6 +325,9 @@ def test_dashboard_draws_new_points_in_chromium(csv_windows: GatewayProcess) -> 
         ({"inputs": [{"stream": "t", "columns": ["ts TIMESTAMP", "x MONEY"], "event_time": "ts"}]}, "inputs[0].columns[1]"),
         ({"inputs": [{"stream": "t", "columns": ["ts TIMESTAMP"], "event_time": "ts", "format": "xml"}]}, "inputs[0].format"),
         ({"colour": "red"}, "applications[0].colour: unknown key"),
+        ({"inputs": [{"stream": "t", "columns": ["ts TIMESTAMP"], "event_time": "ts", "idle_timeout_seconds": -1}]}, "inputs[0].idle_timeout_seconds: must not be negative"),
+        ({"inputs": [{"stream": "t", "columns": ["ts TIMESTAMP"], "idle_timeout_seconds": 5}]}, "inputs[0].idle_timeout_seconds: needs event_time"),
+        ({"inputs": [{"stream": "t", "columns": ["ts TIMESTAMP"], "event_time": "ts", "idle_timeout_seconds": "soon"}]}, "inputs[0].idle_timeout_seconds"),
     ],
 )
 def test_config_errors_name_the_key(change: dict[str, Any], message: str) -> None:

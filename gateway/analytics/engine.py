@@ -41,6 +41,12 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def _first(result: duckdb.DuckDBPyConnection) -> tuple[Any, ...]:
+    """The one row of a one-row result, read to its end: DuckDB refuses ``con.sql`` on a connection
+    whose last result was not (an unfinished count made the next checkpoint save fail)."""
+    return result.fetchall()[0]  # type: ignore[no-any-return]
+
+
 class QueryFailed(Exception):
     """A query cannot run (SQL error): the application stops with this message."""
 
@@ -56,6 +62,10 @@ class Application(Runner):
         self.state = State()
         self.lag_ms = 0
         self.watermarks: dict[str, str | None] = {}
+        #: Inputs whose watermark follows the clock now (``idle_timeout_seconds`` passed without records).
+        self.idle: set[str] = set()
+        #: time.monotonic() of each input's last non-empty read (or of the start): idleness counts from it.
+        self._last_read: dict[str, float] = {}
         self.recent: dict[str, collections.deque[tuple[int, dict[str, Any]]]] = {q.name: collections.deque(maxlen=RECENT_ROWS) for q in spec.queries}
         self.row_counter = 0
         #: Called (from this thread) after each step that produced rows or changed stats.
@@ -135,6 +145,8 @@ class Application(Runner):
     def _setup(self) -> None:
         self._checkpoint = Checkpoint(self.path, self.durability)
         self.state = self._checkpoint.load()
+        self._last_read = {spec.table: time.monotonic() for spec in self.spec.inputs}
+        self.idle.clear()
         con = self._con = duckdb.connect()
         con.execute("SET threads=1")  # one core: ingest keeps the other
         for ref in self.spec.references:
@@ -209,6 +221,17 @@ class Application(Runner):
         top = self.state.watermarks.get(spec.table)
         return None if top is None else top - round(spec.allowed_lateness_seconds * 1_000_000)
 
+    def _idle(self, spec: InputSpec) -> bool:
+        """Whether ``spec`` had no new record for its ``idle_timeout_seconds`` (Flink's idleness)."""
+        timeout = spec.idle_timeout_seconds
+        idle = bool(timeout) and time.monotonic() - self._last_read[spec.table] >= timeout
+        if not idle:
+            self.idle.discard(spec.table)
+        elif spec.table not in self.idle:
+            log.info("analytics %s: input %s idle for %gs; its watermark follows the clock", self.spec.name, spec.table, timeout)
+            self.idle.add(spec.table)
+        return idle
+
     def _step(self) -> bool:
         con = self._con
         assert con is not None and self._checkpoint is not None
@@ -224,15 +247,16 @@ class Application(Runner):
             good = _q("__good_" + spec.table)
             column = _q(spec.event_time or "arrival_time")
             if raw.num_rows:
+                self._last_read[spec.table] = time.monotonic()
                 arrival = raw.column("arrival")[-1].as_py()
                 oldest_arrival = arrival if oldest_arrival is None else min(oldest_arrival, arrival)
                 con.execute(f"CREATE OR REPLACE TEMP TABLE __batch AS {self._decoded(spec, raw)}")
                 before = self._watermark_us(spec)
                 late = "false" if before is None else f"(__error IS NULL AND epoch_us({column}) < {before})"
                 con.execute(f"CREATE OR REPLACE TEMP TABLE {good} AS SELECT * EXCLUDE (seq, data, __error) FROM __batch WHERE __error IS NULL AND NOT {late}")
-                bad = con.execute(
+                bad = _first(con.execute(
                     f"SELECT count(*) FILTER (WHERE __error IS NOT NULL), count(*) FILTER (WHERE {late}), max(epoch_us({column})) FILTER (WHERE __error IS NULL) FROM __batch"
-                ).fetchone()
+                ))
                 assert bad is not None
                 malformed, late_count, newest = bad
                 counters["records_in"] = counters.get("records_in", 0) + raw.num_rows
@@ -244,8 +268,10 @@ class Application(Runner):
                     self.state.watermarks[spec.table] = max(self.state.watermarks.get(spec.table, newest), newest)
             else:
                 con.execute(f"DELETE FROM {good}")
-            if not spec.event_time and at_tip:
-                # arrival time: once read to the end, nothing older than "now" can still come
+            idle = self._idle(spec)
+            if at_tip and (not spec.event_time or idle):
+                # arrival time: once read to the end, nothing older than "now" can still come;
+                # an idle event-time input: its event clock is taken to be the gateway's
                 self.state.watermarks[spec.table] = max(self.state.watermarks.get(spec.table, 0), int(started * 1_000_000))
             self.watermarks[spec.table] = _iso(self._watermark_us(spec))
         for query in self.spec.queries:
@@ -281,14 +307,14 @@ class Application(Runner):
         assert con is not None and window is not None
         pending = _q("__pending_" + query.name)
         state = self.state.windows[query.name]
-        added = con.execute(f"INSERT INTO {pending} SELECT * FROM {_q('__good_' + window.table)}").fetchone()
+        added = _first(con.execute(f"INSERT INTO {pending} SELECT * FROM {_q('__good_' + window.table)}"))
         changed = bool(added and added[0])
         upto = self._watermark_us(self.spec.input(window.table))
         if upto is None:
             return changed
         if window.function == "SESSION":
             con.execute(f"CREATE OR REPLACE TEMP TABLE __sessions AS {window.sessions(pending)}")
-            closed = con.execute(f"SELECT count(*) FROM __sessions WHERE epoch_us(window_end) <= {upto}").fetchone()
+            closed = _first(con.execute(f"SELECT count(*) FROM __sessions WHERE epoch_us(window_end) <= {upto}"))
             if not closed or not closed[0]:
                 return changed
             con.execute(f"CREATE OR REPLACE TEMP TABLE __fired AS SELECT * FROM __sessions WHERE epoch_us(window_end) <= {upto}")
@@ -362,7 +388,8 @@ class Application(Runner):
             "ApplicationName": self.spec.name,
             "ApplicationStatus": self.status,
             "Message": self.message,
-            "Inputs": [{"Stream": i.stream, "Table": i.table, "Format": i.format, "Watermark": self.watermarks.get(i.table)} for i in self.spec.inputs],
+            "Inputs": [{"Stream": i.stream, "Table": i.table, "Format": i.format, "Watermark": self.watermarks.get(i.table),
+                        "Idle": i.table in self.idle} for i in self.spec.inputs],
             "Queries": [{"Name": q.name, "Window": q.window.function if q.window else None, "OutputStream": q.output_stream or None,
                          "DeliveryStream": q.delivery_stream or None, "Outputs": counters.get(f"outputs.{q.name}", 0)} for q in self.spec.queries],
             "RecordsIn": counters.get("records_in", 0),
@@ -377,7 +404,8 @@ class Application(Runner):
         out = self.summary()
         out["Queries"] = [{**s, "Sql": q.sql, "PartitionKey": q.partition_key or None} for s, q in zip(out["Queries"], self.spec.queries)]
         out["Inputs"] = [{**s, "Start": i.start, "Columns": [f"{c.name} {c.type}" for c in i.schema], "EventTime": i.event_time or "arrival_time",
-                          "AllowedLatenessSeconds": i.allowed_lateness_seconds} for s, i in zip(out["Inputs"], self.spec.inputs)]
+                          "AllowedLatenessSeconds": i.allowed_lateness_seconds,
+                          "IdleTimeoutSeconds": i.idle_timeout_seconds} for s, i in zip(out["Inputs"], self.spec.inputs)]
         out["References"] = [{"Table": r.table, "Path": r.path} for r in self.spec.references]
         return out
 

@@ -59,6 +59,11 @@ class InputSpec:
     #: The watermark trails the newest event time seen by this many seconds; a record older than
     #: the watermark when it is read is late (counted, sent to the error stream).
     allowed_lateness_seconds: float = DEFAULT_ALLOWED_LATENESS
+    #: Idleness (Flink's ``withIdleness``): after this many seconds without a new record, read to
+    #: the end, the watermark follows the gateway's clock (now - allowed lateness), so the last
+    #: windows of a stream that stopped close. 0 = off (default): windows then depend on the records
+    #: alone, not on the clock, which a device without a real-time clock may not share. event_time only.
+    idle_timeout_seconds: float = 0.0
 
     @cached_property
     def schema(self) -> tuple[Column, ...]:
@@ -87,6 +92,10 @@ class InputSpec:
             problems.append(f"event_time: {self.event_time!r} must name a TIMESTAMP column of the schema")
         if self.allowed_lateness_seconds < 0:
             problems.append("allowed_lateness_seconds: must not be negative")
+        if self.idle_timeout_seconds < 0:
+            problems.append("idle_timeout_seconds: must not be negative (0 = off)")
+        elif self.idle_timeout_seconds and not self.event_time:
+            problems.append("idle_timeout_seconds: needs event_time (on arrival time the watermark follows the clock already)")
         return problems
 
 
