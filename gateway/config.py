@@ -165,6 +165,9 @@ class ConsumersConfig:
     #: A second subscription of the same consumer to the same shard within this many seconds of
     #: the first gets ResourceInUseException; after it, the second one takes over.
     takeover_seconds: float = 5.0
+    #: SubscribeToShard calls per consumer and shard: at most one per this many seconds (AWS: one
+    #: per second); a call sooner gets LimitExceededException. Off with ``--no-limits``.
+    subscribe_interval_seconds: float = 1.0
     #: An idle subscription still gets an event (no records, a ContinuationSequenceNumber) this often.
     heartbeat_seconds: float = 5.0
 

@@ -106,8 +106,9 @@ class GatewayProcess:
 
 
 def aws_client(service: str, endpoint_url: str, **config: Any) -> Any:
-    """A boto3 client for ``service`` pointed at ``endpoint_url``, with botocore's retries off."""
-    cfg = Config(retries={"max_attempts": 1, "mode": "standard"}, **config)
+    """A boto3 client for ``service`` pointed at ``endpoint_url``, with botocore's retries few: its
+    ``max_attempts`` counts retries, so this is one retry; ``retries={"total_max_attempts": 1}`` turns them off."""
+    cfg = Config(**{"retries": {"max_attempts": 1, "mode": "standard"}, **config})
     return boto3.client(
         service,
         endpoint_url=endpoint_url,

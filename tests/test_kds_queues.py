@@ -22,6 +22,7 @@ from kds_support import error_code
 
 ACTIVATION_SECONDS = 0.2
 LIMITED = ("AKIDLIMITED", "limited-secret")
+MAX_CREATING = 5
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +132,29 @@ def test_control_plane_as_the_model_documents(kinesis: Any) -> None:
     assert error_code(exc) == "ResourceNotFoundException"
     kinesis.delete_stream(StreamName="q-control")
     kinesis.delete_queue(QueueARN=other)
+
+
+def test_at_most_five_queues_creating_at_once_with_limits_on(gateway_factory: Any, kinesis: Any, tmp_path: Path) -> None:
+    # AWS's quota: 5 queues CREATING or DELETING per account; the 6th CreateQueue is LimitExceededException
+    config_file = tmp_path / "gateway.toml"
+    config_file.write_text("[consumers]\nactivation_seconds = 2.0\n")  # room for 6 calls on a loaded box
+    limited = gateway_factory("--config", str(config_file)).client("kinesis", retries={"total_max_attempts": 1, "mode": "standard"})
+    stream_arn = on_demand(limited, "q-quota")
+    config = [{"StreamARN": stream_arn, "StartingPosition": {"Type": "LATEST"}}]
+    first = [limited.create_queue(QueueName=f"q-quota-{i}", StreamConfigurationList=config)["QueueDescription"] for i in range(5)]
+    with pytest.raises(ClientError) as exc:
+        limited.create_queue(QueueName="q-quota-5", StreamConfigurationList=config)
+    assert error_code(exc) == "LimitExceededException" and exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert "CREATING" in exc.value.response["Error"]["Message"]
+    assert [q["QueueName"] for q in limited.list_queues()["QueueSummaries"]] == [q["QueueName"] for q in first]  # refused, not half-made
+    wait_until(lambda: limited.describe_queue(QueueARN=first[0]["QueueARN"])["QueueDescription"]["QueueStatus"] == "ACTIVE", timeout=10, what="ACTIVE")
+    limited.create_queue(QueueName="q-quota-5", StreamConfigurationList=config)  # once they are ACTIVE there is room
+
+    stream_arn = on_demand(kinesis, "q-unlimited")  # --no-limits: no such quota
+    for i in range(MAX_CREATING + 1):
+        kinesis.create_queue(QueueName=f"q-unlimited-{i}", StreamConfigurationList=[{"StreamARN": stream_arn}])
+    for queue in kinesis.list_queues(StreamFilter=[{"StreamARN": stream_arn}])["QueueSummaries"]:
+        kinesis.delete_queue(QueueARN=queue["QueueARN"])
 
 
 def test_allowed_streams_reach_through_queues(gateway: GatewayProcess, kinesis: Any) -> None:

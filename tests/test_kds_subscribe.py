@@ -1,6 +1,7 @@
 """SubscribeToShard through boto3 (and raw CBOR): records pushed as they commit, continuation
-numbers, every starting position, ChildShards across a split, takeover after 5 s (here 1 s),
-exception frames, the end of a subscription, and each consumer's own read budget."""
+numbers, every starting position, ChildShards across a split, one call per second per consumer
+and shard (here one per 0.5 s), takeover after 5 s (here 1 s), exception frames, the end of a
+subscription, and each consumer's own read budget."""
 
 from __future__ import annotations
 
@@ -24,8 +25,10 @@ from helpers import ROOT, GatewayProcess, wait_until
 SUBSCRIPTION_SECONDS = 2.5
 HEARTBEAT_SECONDS = 1.0
 TAKEOVER_SECONDS = 1.0
+SUBSCRIBE_INTERVAL = 0.5
 READ_BYTES_PER_SEC = 100_000
 END = object()
+NO_RETRIES = {"total_max_attempts": 1, "mode": "standard"}
 NODE = "/usr/bin/node"
 
 
@@ -34,6 +37,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
     toml = (
         "[consumers]\nactivation_seconds = 0.2\n"
         f"subscription_seconds = {SUBSCRIPTION_SECONDS}\nheartbeat_seconds = {HEARTBEAT_SECONDS}\ntakeover_seconds = {TAKEOVER_SECONDS}\n"
+        f"subscribe_interval_seconds = {SUBSCRIBE_INTERVAL}\n"
         # a small read budget (so throttling shows quickly), and room to write and GetRecords freely
         f"[limits]\nshard_read_bytes_per_sec = {READ_BYTES_PER_SEC}\nshard_write_bytes_per_sec = 16777216\n"
         "shard_write_records_per_sec = 100000\nshard_read_calls_per_sec = 1000\n"
@@ -45,7 +49,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
 
 @pytest.fixture
 def kinesis(gateway: GatewayProcess) -> Any:
-    return gateway.client("kinesis")
+    return gateway.client("kinesis", retries=NO_RETRIES)  # botocore retries LimitExceededException itself
 
 
 def setup_stream(kinesis: Any, name: str, shards: int = 1, consumers: int = 1) -> tuple[str, list[str]]:
@@ -187,11 +191,17 @@ def test_takeover_after_the_window_and_errors_as_exception_frames(kinesis: Any) 
     _, [consumer, other] = setup_stream(kinesis, "takeover", consumers=2)
     shard = "shardId-000000000000"
     first = Reader(kinesis, consumer, shard, Type="LATEST")
+    with pytest.raises(ClientError) as exc:  # within the call interval: throttled, as AWS's one call per second
+        kinesis.subscribe_to_shard(ConsumerARN=consumer, ShardId=shard, StartingPosition={"Type": "LATEST"})
+    assert exc.value.response["Error"]["Code"] == "LimitExceededException"
+    assert exc.value.response["Error"]["Message"] == f"Rate exceeded for consumer {consumer} and shard {shard}"
+    assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
     first.next()
-    with pytest.raises(ClientError) as exc:  # too soon: refused
+    time.sleep(SUBSCRIBE_INTERVAL)  # deliberate pacing: past the call interval, still within the takeover window
+    with pytest.raises(ClientError) as exc:  # too soon to take over: refused
         kinesis.subscribe_to_shard(ConsumerARN=consumer, ShardId=shard, StartingPosition={"Type": "LATEST"})
     assert exc.value.response["Error"]["Code"] == "ResourceInUseException"
-    time.sleep(TAKEOVER_SECONDS)
+    time.sleep(TAKEOVER_SECONDS - SUBSCRIBE_INTERVAL)
     second = Reader(kinesis, consumer, shard, Type="LATEST")  # later: takes over
     ended = first.rest()
     assert isinstance(ended[-1], EventStreamError) and ended[-1].response["Error"]["Code"] == "ResourceInUseException"
@@ -218,6 +228,28 @@ def test_takeover_after_the_window_and_errors_as_exception_frames(kinesis: Any) 
     with pytest.raises(ClientError) as exc:  # still CREATING
         kinesis.subscribe_to_shard(ConsumerARN=fresh, ShardId=shard, StartingPosition={"Type": "LATEST"})
     assert exc.value.response["Error"]["Code"] == "ResourceInUseException"
+
+
+def test_the_call_rate_is_per_consumer_and_shard_and_off_without_limits(kinesis: Any, gateway_factory: Any) -> None:
+    _, [consumer, other] = setup_stream(kinesis, "rate", shards=2, consumers=2)
+    shard, second_shard = "shardId-000000000000", "shardId-000000000001"
+    # within one interval: another consumer on the shard, and the consumer on another shard, are let through
+    readers = [Reader(kinesis, consumer, shard, Type="LATEST"), Reader(kinesis, other, shard, Type="LATEST"),
+               Reader(kinesis, consumer, second_shard, Type="LATEST")]
+    with pytest.raises(ClientError) as exc:  # while the same pair again is throttled
+        kinesis.subscribe_to_shard(ConsumerARN=consumer, ShardId=shard, StartingPosition={"Type": "LATEST"})
+    assert exc.value.response["Error"]["Code"] == "LimitExceededException"
+    for reader in readers:
+        assert isinstance(reader.next(), dict)
+        reader.close()
+
+    unlimited = gateway_factory("--no-limits").client("kinesis", retries=NO_RETRIES)  # --no-limits: only the takeover rule remains
+    _, [free] = setup_stream(unlimited, "rate")
+    held = Reader(unlimited, free, shard, Type="LATEST")
+    with pytest.raises(ClientError) as exc:
+        unlimited.subscribe_to_shard(ConsumerARN=free, ShardId=shard, StartingPosition={"Type": "LATEST"})
+    assert exc.value.response["Error"]["Code"] == "ResourceInUseException"
+    held.close()
 
 
 def test_deleting_the_stream_ends_its_subscriptions(kinesis: Any) -> None:

@@ -12,7 +12,9 @@ account, a queue counts against the stream's 20 registered consumers, a stream w
 deleted, VisibilityTimeoutSeconds defaults to 30 and dead-letter handling to BUILT_IN with a
 MaxReceiveCount of 6. Status comes from the clock like a consumer's: CREATING (or UPDATING after an
 UpdateQueue) for ``[consumers] activation_seconds``, then ACTIVE; DeleteQueue removes the queue, its
-cursors and its delivery state in one job, so its receipt handles stop being valid at once.
+cursors and its delivery state in one job, so its receipt handles stop being valid at once (there is
+no DELETING state to wait out). With limits on, at most 5 queues of the account may be CREATING at
+once (AWS's quota on queues CREATING or DELETING): a sixth CreateQueue gets LimitExceededException.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ CREATE INDEX IF NOT EXISTS queues_by_stream ON queues(stream_key);
 DEFAULT_VISIBILITY_SECONDS = 30
 DEFAULT_MAX_RECEIVE_COUNT = 6
 DEFAULT_LIST_LIMIT = 100
+#: Queues the account may have CREATING (or, on AWS, DELETING) at once.
+MAX_CREATING = 5
 MAX_TAGS = registered.MAX_TAGS
 _COLUMNS = "key, name, resource_id, stream_key, created, updated, visibility_seconds, dead_letter, max_receive, start_type, start_ts, tags"
 
@@ -151,6 +155,10 @@ class Queues:
             if registered.registered_count(conn, stream.key) >= registered.MAX_CONSUMERS_PER_STREAM:
                 raise limit_exceeded(f"Stream {stream.name} already has {registered.MAX_CONSUMERS_PER_STREAM} registered consumers and queues.")
             now = time.time()
+            if store.limits.enabled:
+                (creating,) = conn.execute("SELECT count(*) FROM queues WHERE created > ?", (now - self.activation_seconds,)).fetchone()
+                if creating >= MAX_CREATING:
+                    raise limit_exceeded(f"The account already has {MAX_CREATING} queues in CREATING or DELETING state; retry when one is ACTIVE.")
             start_ts, cursors = _start(conn, store, stream, start_type, start.get("Timestamp"), now)
             cursor = conn.execute(
                 "INSERT INTO queues(name, resource_id, stream_key, created, updated, visibility_seconds, dead_letter, max_receive, start_type, start_ts, tags)"

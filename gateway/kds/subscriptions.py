@@ -19,7 +19,9 @@ stream starts are ordinary error responses; after it, exception messages (``Reso
 when a later subscription of the same consumer to the same shard took over -- allowed once the
 first is ``takeover_seconds`` old, refused before; ``ResourceNotFoundException`` when the
 consumer or stream is gone). Each consumer reads each shard at up to the configured
-``shard_read_bytes_per_sec`` (2 MiB/s) of its own, not shared with GetRecords.
+``shard_read_bytes_per_sec`` (2 MiB/s) of its own, not shared with GetRecords. With limits on, a
+consumer may call SubscribeToShard on a shard once per ``subscribe_interval_seconds`` (1 s, as
+AWS); a valid call sooner gets ``LimitExceededException``, before the takeover rule is applied.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from gateway.config import ConsumersConfig
-from gateway.errors import AwsError, in_use, not_found
+from gateway.errors import AwsError, in_use, limit_exceeded, not_found
 from gateway.kds import eventstream, render
 from gateway.kds.consumers import CONSUMERS, Consumer
 from gateway.kds.limits import TokenBucket
@@ -75,11 +77,24 @@ class Subscriptions:
         self.config = config
         self._live: dict[SubscriptionKey, Subscription] = {}
         self._buckets: dict[SubscriptionKey, TokenBucket] = {}
+        #: When each (consumer, shard) last got past the one-call-per-second check (monotonic).
+        self._last_call: dict[SubscriptionKey, float] = {}
         self.closing = False
 
     @staticmethod
     def key(consumer: Consumer, shard: Shard) -> SubscriptionKey:
         return (consumer.stream_key, consumer.name, consumer.created, shard.key)
+
+    def admit_call(self, consumer: Consumer, shard: Shard, arn: str) -> None:
+        """AWS's one SubscribeToShard per second per consumer per shard (a refused call does not count)."""
+        if not self.store.limits.enabled:
+            return
+        key = self.key(consumer, shard)
+        now = time.monotonic()
+        last = self._last_call.get(key)
+        if last is not None and now - last < self.config.subscribe_interval_seconds:
+            raise limit_exceeded(f"Rate exceeded for consumer {arn} and shard {shard.shard_id}")
+        self._last_call[key] = now
 
     def begin(self, consumer: Consumer, shard: Shard, arn: str) -> Subscription:
         key = self.key(consumer, shard)
@@ -116,8 +131,9 @@ class Subscriptions:
         for key, subscription in list(self._live.items()):
             if key[:3] == (consumer.stream_key, consumer.name, consumer.created):
                 self._end(subscription, not_found(f"Consumer {consumer.name} was deregistered."))
-        for key in [k for k in self._buckets if k[:3] == (consumer.stream_key, consumer.name, consumer.created)]:
-            del self._buckets[key]
+        for table in (self._buckets, self._last_call):
+            for key in [k for k in table if k[:3] == (consumer.stream_key, consumer.name, consumer.created)]:
+                del table[key]
 
     async def close(self) -> None:
         """Gateway shutdown: end every subscription (their clients see the stream end) and wait."""
@@ -165,6 +181,7 @@ async def subscribe_to_shard(call: Call, p: dict[str, Any]) -> web.StreamRespons
     position = await start_position(call.store, stream, shard, start["Type"], start.get("SequenceNumber"), start.get("Timestamp"))
     if p.get("DryRun"):
         raise AwsError("DryRunOperationException", "The request would have succeeded, but DryRun was set.")
+    hub.admit_call(consumer, shard, arn)
     if hub.closing:
         raise AwsError("ServiceUnavailableException", "The gateway is shutting down.", 503)
     subscription = hub.begin(consumer, shard, arn)
