@@ -1,15 +1,19 @@
 """Firehose processing through a real gateway: KinesisStreamAsSource with checkpoints across
 SIGKILL, dynamic partitioning with JQ (one object per partition, bad records to the error
-prefix), and Lambda-style transforms registered as Python entry points."""
+prefix, one buffer per partition with its own interval, across SIGKILL), and Lambda-style transforms registered as Python entry points."""
 
 from __future__ import annotations
 
 import base64
 import json
+import sqlite3
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 from firehose_support import BROKEN, SHOUT, firehose_gateway, objects, s3_config, start_gateway  # noqa: F401 (fixture)
+from gateway.firehose.store import DB_FILE, BufferStore
 from helpers import GatewayProcess, wait_until
 
 NOW = {"SizeInMBs": 64, "IntervalInSeconds": 0}
@@ -163,3 +167,74 @@ def _checkpoints(gateway: GatewayProcess) -> int:
 
     with sqlite3.connect(gateway.data_dir / "firehose.sqlite3") as conn:
         return int(conn.execute("SELECT count(*) FROM checkpoints WHERE key LIKE 'from-kds/%'").fetchone()[0])
+
+
+def jq_partitioned(bucket: str, hints: dict[str, int]) -> dict[str, Any]:
+    """An S3 destination partitioned by the records' ``site`` (JQ), one JSON record a line."""
+    return s3_config(
+        bucket, BufferingHints=hints, Prefix="site=!{partitionKeyFromQuery:site}/", ErrorOutputPrefix="errors/!{firehose:error-output-type}/",
+        DynamicPartitioningConfiguration={"Enabled": True},
+        ProcessingConfiguration={"Enabled": True, "Processors": [
+            {"Type": "MetadataExtraction", "Parameters": [{"ParameterName": "MetadataExtractionQuery", "ParameterValue": "{site: .site}"},
+                                                          {"ParameterName": "JsonParsingEngine", "ParameterValue": "JQ-1.6"}]},
+            {"Type": "AppendDelimiterToRecord", "Parameters": []}]},
+    )
+
+
+def test_each_partition_flushes_on_its_own_interval(gateway: GatewayProcess) -> None:
+    """As on AWS, a partition's buffer is written IntervalInSeconds after ITS first record: a partition
+    that starts later is not flushed early with the first one (nor held back by it)."""
+    firehose = gateway.client("firehose")
+    interval = 3
+    firehose.create_delivery_stream(DeliveryStreamName="lanes", ExtendedS3DestinationConfiguration=jq_partitioned("lanes", {"SizeInMBs": 64, "IntervalInSeconds": interval}))
+    firehose.put_record_batch(DeliveryStreamName="lanes", Records=[{"Data": json.dumps({"site": "early", "n": i}).encode()} for i in range(3)])
+    time.sleep(1.5)  # pacing: the second partition's first record comes 1.5 s later
+    late_put = time.time()
+    firehose.put_record(DeliveryStreamName="lanes", Record={"Data": json.dumps({"site": "late", "n": 0}).encode()})
+    root = gateway.data_dir / "s3" / "lanes"
+    wait_until(lambda: {key.split("/")[0] for key in objects(gateway, "lanes")} == {"site=early", "site=late"}, timeout=15, what="both partitions")
+    written = {key.split("/")[0]: (root / key).stat().st_mtime for key in objects(gateway, "lanes")}
+    assert written["site=early"] < late_put + interval - 0.5, "the early partition waited for the late one"
+    assert written["site=late"] >= late_put + interval - 0.05, "the late partition was flushed before its own interval"
+    assert sorted(len(lines(gateway, "lanes", p)) for p in ("site=early/", "site=late/")) == [1, 3]
+
+
+def test_partition_buffers_survive_sigkill(tmp_path_factory: pytest.TempPathFactory) -> None:
+    gw = start_gateway(tmp_path_factory.mktemp("firehose-lanes-kill"))
+    try:
+        firehose = gw.client("firehose")
+        firehose.create_delivery_stream(DeliveryStreamName="lk", ExtendedS3DestinationConfiguration=jq_partitioned("lk", {"SizeInMBs": 64, "IntervalInSeconds": 900}))
+        sent = [json.dumps({"site": f"s{i % 3}", "n": i}).encode() for i in range(300)] + [b"not json"]
+        for start in range(0, len(sent), 100):
+            assert firehose.put_record_batch(DeliveryStreamName="lk", Records=[{"Data": r} for r in sent[start : start + 100]])["FailedPutCount"] == 0
+        gw.restart()  # SIGKILL with three partitions (and a record without a key) buffered
+        gw.client("firehose").update_destination(
+            DeliveryStreamName="lk", CurrentDeliveryStreamVersionId="1", DestinationId="destinationId-000000000001",
+            ExtendedS3DestinationUpdate={"BufferingHints": NOW},
+        )
+        wait_until(lambda: len(lines(gw, "lk")) >= len(sent), what="every record after the restart")
+        for site in ("s0", "s1", "s2"):
+            assert [json.loads(x)["n"] for x in lines(gw, "lk", f"site={site}/")] == list(range(int(site[1]), 300, 3))  # in order, once
+        assert len(lines(gw, "lk", "errors/partitioning-failed/")) == 1
+    finally:
+        gw.kill()
+
+
+def test_a_buffer_from_before_partition_lanes_opens(tmp_path: Path) -> None:
+    """A firehose.sqlite3 written before chunks had a lane: its records are in lane "" (one buffer per stream)."""
+    conn = sqlite3.connect(tmp_path / DB_FILE)
+    conn.executescript("""
+        CREATE TABLE chunks (seq INTEGER PRIMARY KEY, stream TEXT NOT NULL, arrival REAL NOT NULL, count INTEGER NOT NULL, sizes BLOB NOT NULL, data BLOB NOT NULL);
+        CREATE TABLE batches (stream TEXT NOT NULL, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL, PRIMARY KEY (stream, first_seq));
+        INSERT INTO chunks VALUES (1, 'old', 1.0, 1, x'03000000', CAST('abc' AS BLOB));
+        INSERT INTO batches VALUES ('old', 1, 1);
+    """)
+    conn.commit()
+    conn.close()
+    store = BufferStore(tmp_path, "normal")
+    try:
+        assert store.unfinished_batches() == [("old", "", 1, 1)]
+        [row] = store.read_range("old", "", 1, 1)
+        assert row.records() == [b"abc"]
+    finally:
+        store.close()

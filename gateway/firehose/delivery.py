@@ -1,10 +1,12 @@
 """The delivery loop: when a stream's buffer is due, turn its oldest records into objects.
 
-A stream is due when its buffered bytes reach ``BufferingHints.SizeInMBs`` or its oldest
-record is ``IntervalInSeconds`` old (0: as soon as records arrive), or when a batch was in flight
-at the last shutdown. Streams are delivered in parallel; within a stream a second batch starts
-while the first is written only when another full ``SizeInMBs`` is buffered (up to
-``PARALLEL_BATCHES``), so a busy stream keeps both cores busy and a quiet one keeps its order:
+Each buffer is a stream's lane (``store``): the whole stream, or for a stream partitioned by its
+JQ query alone one partition, as AWS buffers each partition on its own. A lane is due when its
+buffered bytes reach ``BufferingHints.SizeInMBs`` or its oldest record is ``IntervalInSeconds``
+old (0: as soon as records arrive), or when a batch was in flight at the last shutdown. Lanes are
+delivered in parallel; within a lane a second batch starts while the first is written only when
+another full ``SizeInMBs`` is buffered (up to ``PARALLEL_BATCHES``), so a busy stream keeps both
+cores busy and a quiet one keeps its order:
 
     read batch (<= SizeInMBs) -> mark it in flight -> build objects (thread) -> write them
     (retried with backoff, never dropped) -> drop the batch from the buffer
@@ -80,18 +82,19 @@ class DeliveryLoop:
         self.store = store
         self.config = config
         self.deliver = deliver
-        self._claims: dict[str, dict[asyncio.Task[None], Claim]] = {}
+        #: Batches being delivered, per (stream, lane).
+        self._claims: dict[tuple[str, str], dict[asyncio.Task[None], Claim]] = {}
         self._stopping = False
         #: Unexpected delivery failures in a row, per stream (their retries back off).
         self._failures: dict[str, int] = {}
         #: Batches being written at the last stop: written again first, whatever the hints say.
-        self._resume: list[tuple[str, int, int]] = store.unfinished_batches()
+        self._resume: list[tuple[str, str, int, int]] = store.unfinished_batches()
 
-    def due_in(self, stream: DeliveryStream, now: float) -> float | None:
-        """Seconds until a new batch of ``stream`` is due (0 = now), None when there is nothing to
-        start. With a batch already running, another starts only for a full buffer's worth."""
-        pending = self.store.pending.get(stream.name)
-        claims = self._claims.get(stream.name, {})
+    def due_in(self, stream: DeliveryStream, lane: str, now: float) -> float | None:
+        """Seconds until a new batch of ``stream``'s ``lane`` is due (0 = now), None when there is
+        nothing to start. With a batch already running, another starts only for a full buffer's worth."""
+        pending = self.store.lanes.get(stream.name, {}).get(lane)
+        claims = self._claims.get((stream.name, lane), {})
         if pending is None or any(c.last_seq is None for c in claims.values()):
             return None
         unclaimed_records = pending.records - sum(c.records for c in claims.values())
@@ -105,11 +108,11 @@ class DeliveryLoop:
             return None
         return max(0.0, pending.oldest + hints["IntervalInSeconds"] - now)
 
-    def _start(self, stream: DeliveryStream, fixed: tuple[int, int] | None = None) -> None:
-        claims = self._claims.setdefault(stream.name, {})
+    def _start(self, stream: DeliveryStream, lane: str, fixed: tuple[int, int] | None = None) -> None:
+        claims = self._claims.setdefault((stream.name, lane), {})
         after = max((c.last_seq or 0 for c in claims.values()), default=0)
         claim = Claim()
-        task = asyncio.create_task(self._one(stream, claim, after, fixed), name=f"firehose-{stream.name}")
+        task = asyncio.create_task(self._one(stream, lane, claim, after, fixed), name=f"firehose-{stream.name}")
         claims[task] = claim
 
     async def run(self) -> None:
@@ -123,35 +126,36 @@ class DeliveryLoop:
                 if resume:
                     for batch in resume:
                         self._resume.remove(batch)
-                        self._start(stream, (batch[1], batch[2]))
+                        self._start(stream, batch[1], (batch[2], batch[3]))
                     continue
-                due = self.due_in(stream, now)
-                if due is None:
-                    continue
-                if due <= 0:
-                    self._start(stream)
-                else:
-                    wait = min(wait, due)
+                for lane in list(store.lanes.get(stream.name, {})):
+                    due = self.due_in(stream, lane, now)
+                    if due is None:
+                        continue
+                    if due <= 0:
+                        self._start(stream, lane)
+                    else:
+                        wait = min(wait, due)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(store.changed.wait(), timeout=max(wait, 0.005))
 
-    async def _one(self, stream: DeliveryStream, claim: Claim, after: int, fixed: tuple[int, int] | None) -> None:
+    async def _one(self, stream: DeliveryStream, lane: str, claim: Claim, after: int, fixed: tuple[int, int] | None) -> None:
         name = stream.name
         try:
             if fixed is not None:
-                rows = await asyncio.to_thread(self.store.read_range, name, *fixed)
+                rows = await asyncio.to_thread(self.store.read_range, name, lane, *fixed)
             else:
-                rows = await asyncio.to_thread(self.store.read_batch, name, stream.hints["SizeInMBs"] * MiB, after)
+                rows = await asyncio.to_thread(self.store.read_batch, name, lane, stream.hints["SizeInMBs"] * MiB, after)
             if rows and name in self.store.streams:
                 first, last = rows[0].seq, rows[-1].seq
                 claim.last_seq, claim.nbytes, claim.records = last, sum(len(r.data) for r in rows), sum(r.count for r in rows)
                 self.store.changed.set()  # another batch may start now
                 if fixed is None:
-                    await self.store.begin_delivery(name, first, last)
+                    await self.store.begin_delivery(name, lane, first, last)
                 counts = await self.deliver(self.store.streams.get(name, stream), rows)
                 if fixed is not None:
                     counts["redelivered_batches"] = counts.get("redelivered_batches", 0) + 1
-                await self.store.delivered(name, first, last, counts)
+                await self.store.delivered(name, lane, first, last, counts)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -159,13 +163,13 @@ class DeliveryLoop:
             delay = max(1.0, retry_delay(failures))
             log.exception("delivery of %s failed (%d in a row); retrying in %.1fs", name, failures, delay)
             if fixed is not None:
-                self._resume.append((name, *fixed))
+                self._resume.append((name, lane, *fixed))
             await asyncio.sleep(delay)
         else:
             self._failures.pop(name, None)
         finally:
             current = asyncio.current_task()
-            claims = self._claims.get(name, {})
+            claims = self._claims.get((name, lane), {})
             if current is not None:
                 claims.pop(current, None)
             self.store.changed.set()

@@ -87,6 +87,25 @@ def _metadata_step(query: str) -> Step:
     return extract
 
 
+def lanes_of(stream: DeliveryStream, records: list[bytes]) -> list[str] | None:
+    """The buffer (``store`` lane) of each put record, for a stream partitioned by its JQ query
+    alone: its partition keys as JSON, so each partition is buffered and flushed on its own, as on
+    AWS. None (one buffer for the stream) when a transform or de-aggregation runs first: the keys
+    are known only at delivery then. A record the query fails on goes to lane "" (and to the error
+    output at delivery)."""
+    found = processors(stream.destination)
+    if not stream.partitioned or "MetadataExtraction" not in found or "Lambda" in found or "RecordDeAggregation" in found:
+        return None
+    program = compiled(found["MetadataExtraction"]["MetadataExtractionQuery"])
+    lanes: list[str] = []
+    for data in records:
+        try:
+            lanes.append(json.dumps(program.input_text(data.decode("utf-8")).first(), sort_keys=True, separators=(",", ":")))
+        except (ValueError, UnicodeDecodeError, StopIteration):
+            lanes.append("")
+    return lanes
+
+
 def _append_delimiter(stream: DeliveryStream, records: list[Record]) -> tuple[list[Record], list[Failure]]:
     for record in records:
         record.data += b"\n"

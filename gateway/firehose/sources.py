@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.firehose.naming import invalid
+from gateway.firehose.processors import lanes_of
 from gateway.firehose.store import BufferStore
 from gateway.firehose.streams import DeliveryStream
 from gateway.kds.store import Store as DataStreams
@@ -74,7 +75,7 @@ class SourceReader:
                 continue
             records = [data for _, _, _, data in result.rows]
             arrivals = [arrival for _, arrival, _, _ in result.rows]
-            await self.store.put(stream.name, records, arrivals, {key: str(result.rows[-1][0] + 1)})
+            await self.store.put(stream.name, records, arrivals, {key: str(result.rows[-1][0] + 1)}, await asyncio.to_thread(lanes_of, stream, records))
             moved = True
         return moved
 
