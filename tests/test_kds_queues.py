@@ -134,14 +134,19 @@ def test_control_plane_as_the_model_documents(kinesis: Any) -> None:
     kinesis.delete_queue(QueueARN=other)
 
 
-def test_at_most_five_queues_creating_at_once_with_limits_on(gateway_factory: Any, kinesis: Any, tmp_path: Path) -> None:
-    # AWS's quota: 5 queues CREATING or DELETING per account; the 6th CreateQueue is LimitExceededException
+def test_at_most_five_queues_and_five_consumers_creating_at_once_with_limits_on(gateway_factory: Any, kinesis: Any, tmp_path: Path) -> None:
+    # AWS's quotas: 5 queues CREATING or DELETING per account (the 6th CreateQueue is LimitExceededException),
+    # and, apart from them, 5 stream consumers CREATING (the 6th RegisterStreamConsumer is too)
     config_file = tmp_path / "gateway.toml"
     config_file.write_text("[consumers]\nactivation_seconds = 2.0\n")  # room for 6 calls on a loaded box
     limited = gateway_factory("--config", str(config_file)).client("kinesis", retries={"total_max_attempts": 1, "mode": "standard"})
     stream_arn = on_demand(limited, "q-quota")
     config = [{"StreamARN": stream_arn, "StartingPosition": {"Type": "LATEST"}}]
     first = [limited.create_queue(QueueName=f"q-quota-{i}", StreamConfigurationList=config)["QueueDescription"] for i in range(5)]
+    consumers = [limited.register_stream_consumer(StreamARN=stream_arn, ConsumerName=f"c{i}")["Consumer"] for i in range(5)]
+    with pytest.raises(ClientError) as exc:
+        limited.register_stream_consumer(StreamARN=stream_arn, ConsumerName="c5")
+    assert error_code(exc) == "LimitExceededException" and "CREATING" in exc.value.response["Error"]["Message"]
     with pytest.raises(ClientError) as exc:
         limited.create_queue(QueueName="q-quota-5", StreamConfigurationList=config)
     assert error_code(exc) == "LimitExceededException" and exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
@@ -149,10 +154,14 @@ def test_at_most_five_queues_creating_at_once_with_limits_on(gateway_factory: An
     assert [q["QueueName"] for q in limited.list_queues()["QueueSummaries"]] == [q["QueueName"] for q in first]  # refused, not half-made
     wait_until(lambda: limited.describe_queue(QueueARN=first[0]["QueueARN"])["QueueDescription"]["QueueStatus"] == "ACTIVE", timeout=10, what="ACTIVE")
     limited.create_queue(QueueName="q-quota-5", StreamConfigurationList=config)  # once they are ACTIVE there is room
+    wait_until(lambda: limited.describe_stream_consumer(ConsumerARN=consumers[0]["ConsumerARN"])["ConsumerDescription"]["ConsumerStatus"] == "ACTIVE",
+               timeout=10, what="ACTIVE")
+    limited.register_stream_consumer(StreamARN=stream_arn, ConsumerName="c5")
 
     stream_arn = on_demand(kinesis, "q-unlimited")  # --no-limits: no such quota
     for i in range(MAX_CREATING + 1):
         kinesis.create_queue(QueueName=f"q-unlimited-{i}", StreamConfigurationList=[{"StreamARN": stream_arn}])
+        kinesis.register_stream_consumer(StreamARN=stream_arn, ConsumerName=f"c{i}")
     for queue in kinesis.list_queues(StreamFilter=[{"StreamARN": stream_arn}])["QueueSummaries"]:
         kinesis.delete_queue(QueueARN=queue["QueueARN"])
 

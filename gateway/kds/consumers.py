@@ -12,6 +12,9 @@ epoch seconds>``, so an ARN of a deregistered consumer never names a new one of 
 nothing to lose in a restart. Deregistering deletes the row at once (AWS shows ``DELETING`` for a
 moment; here the consumer is simply gone) and ends its subscriptions.
 
+With limits on, at most 5 consumers of the account may be CREATING at once (AWS: registering a 6th
+then is LimitExceededException).
+
 Writes are writer jobs that check the table itself (the 20-per-stream limit, names in use), so
 two concurrent registrations cannot both pass; the in-memory copy the handlers read is replaced
 on the event loop once the job has committed. Queues on a stream count against the same limit.
@@ -42,6 +45,8 @@ CREATE TABLE IF NOT EXISTS consumers(stream_key INTEGER NOT NULL, name TEXT NOT 
 """
 #: Registered consumers (enhanced fan-out consumers and queues together) per stream, as AWS.
 MAX_CONSUMERS_PER_STREAM = 20
+#: Consumers the account may have CREATING at once (as AWS).
+MAX_CREATING_CONSUMERS = 5
 #: ListStreamConsumers page size when MaxResults is not given (as AWS).
 DEFAULT_LIST_LIMIT = 100
 MAX_TAGS = 50
@@ -154,7 +159,12 @@ class Consumers:
                 raise limit_exceeded(f"Stream {stream.name} already has {MAX_CONSUMERS_PER_STREAM} registered consumers.")
             if len(tags) > MAX_TAGS:
                 raise invalid_argument(f"A consumer can have at most {MAX_TAGS} tags.")
-            consumer = Consumer(stream.key, name, time.time(), json.dumps(tags))
+            now = time.time()
+            if store.limits.enabled:
+                (creating,) = conn.execute("SELECT count(*) FROM consumers WHERE created > ?", (now - self.activation_seconds,)).fetchone()
+                if creating >= MAX_CREATING_CONSUMERS:
+                    raise limit_exceeded(f"The account already has {MAX_CREATING_CONSUMERS} consumers in CREATING status; retry when one is ACTIVE.")
+            consumer = Consumer(stream.key, name, now, json.dumps(tags))
             conn.execute("INSERT INTO consumers(stream_key, name, created, tags) VALUES (?,?,?,?)", (stream.key, name, consumer.created, consumer.tags))
             return consumer
 
