@@ -94,7 +94,7 @@ def verdict(rig: ChaosRig, row: Row, timeout: float = 180) -> None:
         row.checked += len(counts)
         extra = set(counts) - wanted
         if extra:
-            row.notes.append(f"FAIL: {len(extra)} unexpected records in {stream}")
+            row.notes.append(f"FAIL: {len(extra)} unexpected records in {stream}: {sorted(extra)[:3]!r}")
         row.notes.extend(_order_errors(stream, by_shard))
     row.notes.append(f"serial lines lost (no ack on serial): {serial_lost} of {rig.producers.counts['serial']}")
     fragments = list_fragments(rig.gateway.url, "cam-e2e")

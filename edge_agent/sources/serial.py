@@ -24,6 +24,7 @@ from __future__ import annotations
 import codecs
 import logging
 import re
+import select
 import threading
 from dataclasses import dataclass
 from typing import Literal
@@ -215,8 +216,12 @@ class SerialSource(Source):
         try:
             while not stop.is_set():
                 try:
+                    # Wait for input, then take all of it: a blocking read(1) would take a line's
+                    # first byte alone, and a kill right then would tear that line in two.
+                    if not select.select([port.fileno()], [], [], READ_TIMEOUT)[0]:
+                        continue
                     data = port.read(max(1, port.in_waiting))
-                except (serial.SerialException, OSError) as exc:
+                except (serial.SerialException, OSError, ValueError) as exc:
                     log.warning("%s: %s went away (%s); reopening", self.name, self.config.port, exc)
                     return True
                 if data:
