@@ -37,6 +37,7 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
+import operator
 import os
 import queue
 import sqlite3
@@ -164,6 +165,7 @@ class _Append:
 
 
 _CLOSE = object()
+_first = operator.itemgetter(0)
 _ACKED = object()  # wakes the writer: acknowledged seqs wait to be released (sent by the first ack after none waited)
 
 
@@ -218,6 +220,8 @@ class Spool:
         self._active_since = self._released_at = time.monotonic()
         self._ring_ids: dict[str, int] = {}
         self._route_ids: dict[tuple[str, str, str], int] = {}
+        #: Readers' cache of the committed routes: id -> (kind, stream, source).
+        self._routes: dict[int, tuple[str, str, str]] = {}
         # The writer thread is the only writer, so it hands out sequence numbers itself, after
         # the last reservation (or an older spool's AUTOINCREMENT counter).
         legacy = 0
@@ -329,12 +333,7 @@ class Spool:
         if not seq_list:
             return
         self._check_open()
-        db = self._reader()
-        found: dict[int, tuple[int, str]] = {}
-        for start in range(0, len(seq_list), 500):
-            chunk = seq_list[start : start + 500]
-            rows = db.execute(f"SELECT seq, size, lane FROM records WHERE seq IN ({','.join('?' * len(chunk))})", chunk)
-            found.update((seq, (size, lane)) for seq, size, lane in rows)
+        found = self._sizes_and_lanes(self._reader(), seq_list)
         with self._changed:
             wake = not self._acked  # else the writer has a release due already (it re-arms while acks wait)
             for seq, (size, lane) in found.items():
@@ -352,28 +351,59 @@ class Spool:
             raise ValueError(f"lane must be one of {LANES}, not {lane!r}")
         self._check_open()
         acked = self._acked
+        db = self._reader()
         out: list[SpooledRecord] = []
         total = 0
         while True:
-            rows = self._reader().execute(
-                # the lane as a literal: the planner can use the partial index for 'media'
-                "SELECT seq, kind, stream, partition_key, data, source, timestamp_ms, attrs FROM records"
-                f" WHERE lane = '{lane}' AND seq > ? ORDER BY seq LIMIT ?",
-                (after_seq, limit),
-            ).fetchall()
-            for seq, kind, stream, key, data, source, ts, attrs in rows:
+            # Straight from the segments (no join per row): route ids become strings through a
+            # cache of the committed routes, which are never changed or deleted.
+            rows: list[Any] = []
+            for name in SEGMENTS:
+                # (the lane as a literal: the planner can use the partial index for 'media')
+                rows += db.execute(
+                    f"SELECT seq, route, partition_key, data, timestamp_ms, attrs FROM {name} WHERE lane = '{lane}' AND seq > ? ORDER BY seq LIMIT ?",
+                    (after_seq, limit),
+                ).fetchall()
+            rows.sort(key=_first)  # (the older segment's seqs are all lower; both may have some)
+            del rows[limit:]
+            routes = self._routes
+            for seq, route, key, data, ts, attrs in rows:
                 if seq in acked:  # acknowledged, its delete not committed yet
                     continue
                 size = len(data)
                 if out and total + size > max_bytes:
                     return out
                 total += size
+                kind, stream, source = routes.get(route) or self._route(db, route)
                 out.append(SpooledRecord(seq, kind, stream, key, data, source, ts, json.loads(attrs) if attrs else {}))
                 if len(out) >= limit:
                     return out
             if len(rows) < limit:
                 return out
             after_seq = rows[-1][0]
+
+    def _route(self, db: sqlite3.Connection, route: int) -> tuple[str, str, str]:
+        """Route ``route``'s (kind, stream, source), read into the cache with every route committed so far."""
+        self._routes = {id_: (kind, stream, source) for id_, kind, stream, source in db.execute("SELECT id, kind, stream, source FROM routes")}
+        return self._routes[route]
+
+    @staticmethod
+    def _sizes_and_lanes(db: sqlite3.Connection, seqs: list[int]) -> dict[int, tuple[int, str]]:
+        """seq -> (size, lane) of those of ``seqs`` still in the file."""
+        lo, hi = min(seqs), max(seqs)
+        if hi - lo < 2 * len(seqs) + 64:  # (the usual: a run of recent seqs) one range scan per segment
+            wanted = set(seqs)
+            found: dict[int, tuple[int, str]] = {}
+            for name in SEGMENTS:
+                found.update({seq: (size, lane) for seq, size, lane in db.execute(f"SELECT seq, size, lane FROM {name} WHERE seq BETWEEN ? AND ?", (lo, hi)) if seq in wanted})
+            return found
+        found = {}
+        for start in range(0, len(seqs), 500):
+            chunk = seqs[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for name in SEGMENTS:
+                found.update({seq: (size, lane) for seq, size, lane in db.execute(f"SELECT seq, size, lane FROM {name} WHERE seq IN ({marks})", chunk)})
+        return found
 
     def checkpoint(self, key: str) -> str | None:
         self._check_open()
