@@ -34,7 +34,6 @@ import json
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from typing import Any
 
 from edge_agent import metrics
@@ -64,40 +63,42 @@ def is_data_stream(stream: str) -> bool:
     return delivery_stream_of(stream) is None
 
 
-@dataclass(eq=False, slots=True)
 class Unit:
-    """One Kinesis record in flight: a spooled record or an aggregate of several of one key."""
+    """One Kinesis record in flight: a spooled record or an aggregate of several of one key.
 
-    seqs: list[int]
-    stream: str
-    partition_key: str
-    #: Records per source, counted when acknowledged or rejected.
-    sources: dict[str, int] = field(default_factory=dict)
-    data: bytes = b""
-    aggregate: Aggregate | None = None
-    sealed: bool = False
-    #: Sent as a KPL aggregate (its seq range is saved before the first send).
-    aggregated: bool = False
-    #: Rebuilt after a restart: not complete until the spool cursor reaches this seq.
-    complete_at: int = 0
-    attempts: int = 0
-    not_before: float = 0.0
-    solo: bool = False
-    #: Last failure was a throttle (not an outage): may be recalled early once the gateway has room.
-    throttled: bool = False
-    #: The spool seq the gateway knows it by (its first record's).
-    id: int = field(init=False)
-    #: (stream, partition key): the order kept is per key.
-    key: tuple[str, str] = field(init=False)
-    #: Bound for a data stream (a key's order kept), not a Firehose delivery stream.
-    keyed: bool = field(init=False)
-    key_bytes: int = field(init=False)
+    A plain class with a hand-written ``__init__`` (one is made per record read: the dataclass
+    form with ``__post_init__`` was the forwarder's most expensive line)."""
 
-    def __post_init__(self) -> None:
-        self.id = self.seqs[0]
-        self.key = (self.stream, self.partition_key)
-        self.keyed = is_data_stream(self.stream)
-        self.key_bytes = len(self.partition_key) if self.partition_key.isascii() else len(self.partition_key.encode())
+    __slots__ = ("seqs", "stream", "partition_key", "sources", "data", "aggregate", "sealed", "aggregated", "complete_at", "attempts",
+                 "not_before", "solo", "throttled", "id", "key", "keyed", "key_bytes")
+
+    def __init__(self, seqs: list[int], stream: str, partition_key: str, sources: dict[str, int] | None = None, data: bytes = b"",
+                 aggregate: Aggregate | None = None, aggregated: bool = False, complete_at: int = 0, keyed: bool | None = None,
+                 key_bytes: int = -1) -> None:
+        self.seqs = seqs
+        self.stream = stream
+        self.partition_key = partition_key
+        #: Records per source, counted when acknowledged or rejected.
+        self.sources = {} if sources is None else sources
+        self.data = data
+        self.aggregate = aggregate
+        self.sealed = False
+        #: Sent as a KPL aggregate (its seq range is saved before the first send).
+        self.aggregated = aggregated
+        #: Rebuilt after a restart: not complete until the spool cursor reaches this seq.
+        self.complete_at = complete_at
+        self.attempts = 0
+        self.not_before = 0.0
+        self.solo = False
+        #: Last failure was a throttle (not an outage): may be recalled early once the gateway has room.
+        self.throttled = False
+        #: The spool seq the gateway knows it by (its first record's).
+        self.id = seqs[0]
+        #: (stream, partition key): the order kept is per key.
+        self.key = (stream, partition_key)
+        #: Bound for a data stream (a key's order kept), not a Firehose delivery stream.
+        self.keyed = is_data_stream(stream) if keyed is None else keyed
+        self.key_bytes = key_bytes if key_bytes >= 0 else len(partition_key) if partition_key.isascii() else len(partition_key.encode())
 
     def seal(self) -> None:
         if self.aggregate is not None and not self.sealed:
@@ -187,16 +188,42 @@ class RecordForwarder(ForwarderCore):
                     unit.complete_at = 0  # the end of the spool: whatever a saved range held is here
                 return
             self.cursor = records[-1].seq
-            for record in records:
-                self._take(record)
+            if self.config.aggregate:
+                for record in records:
+                    self._take(record)
+            else:
+                self._take_plain(records)
+
+    def _take_plain(self, records: list[SpooledRecord]) -> None:
+        """``_take`` with aggregation off, in one loop: a unit per record, the partition key's
+        work done once per distinct key of the batch."""
+        keys: dict[tuple[str, str], tuple[str, bool, int]] = {}
+        pending = self.pending
+        added = 0
+        for record in records:
+            seq, _, stream, raw_key, data, source, _, _ = record
+            known = keys.get((stream, raw_key or source))
+            if known is None:
+                key = partition_key(raw_key or source)
+                known = keys[stream, raw_key or source] = (key, is_data_stream(stream), len(key.encode()))
+            key, keyed, key_bytes = known
+            size = len(data) + key_bytes
+            if size > MAX_RECORD_BYTES or (not keyed and len(data) > FIREHOSE_MAX_RECORD_BYTES):
+                self._take(record)  # (rejected there)
+                continue
+            pending[seq] = Unit([seq], stream, key, {source: 1}, data, None, False, 0, keyed, key_bytes)
+            added += size
+        self._plain_bytes += added
 
     def _take(self, record: SpooledRecord) -> None:
         key = partition_key(record.partition_key or record.source)
-        to_firehose = not is_data_stream(record.stream)
-        if len(record.data) + len(key.encode()) > MAX_RECORD_BYTES or (to_firehose and len(record.data) > FIREHOSE_MAX_RECORD_BYTES):
-            self._reject([record.seq], {record.source: 1}, "too_large", f"{len(record.data)} bytes is over the {'Firehose' if to_firehose else 'Kinesis'} record limit")
+        keyed = is_data_stream(record.stream)
+        key_bytes = len(key) if key.isascii() else len(key.encode())
+        size = len(record.data) + key_bytes
+        if size > MAX_RECORD_BYTES or (not keyed and len(record.data) > FIREHOSE_MAX_RECORD_BYTES):
+            self._reject([record.seq], {record.source: 1}, "too_large", f"{len(record.data)} bytes is over the {'Kinesis' if keyed else 'Firehose'} record limit")
             return
-        if self.config.aggregate and not to_firehose:
+        if self.config.aggregate and keyed:
             if self._add_to_saved_range(record, key):
                 return
             unit = self._open_aggregates.get((record.stream, key))
@@ -212,9 +239,8 @@ class RecordForwarder(ForwarderCore):
                 self.pending[unit.id] = unit
                 self._open_aggregates[unit.key] = unit
                 return
-        unit = Unit([record.seq], record.stream, key, {record.source: 1}, data=record.data)
-        self.pending[unit.id] = unit
-        self._plain_bytes += unit.size
+        self.pending[record.seq] = Unit([record.seq], record.stream, key, {record.source: 1}, record.data, keyed=keyed, key_bytes=key_bytes)
+        self._plain_bytes += size
 
     def _add_to_saved_range(self, record: SpooledRecord, key: str) -> bool:
         """After a restart, rebuild the aggregates that were in flight exactly as they were sent."""
@@ -330,18 +356,21 @@ class RecordForwarder(ForwarderCore):
         throttled = 0
         now = time.monotonic()
         failed_keys: set[tuple[str, str]] = set()
-        for unit, result in zip(batch, results):
-            code = result.get("ErrorCode")
-            if not code:
-                if unit.key in failed_keys:
-                    log.debug("key %s: a record went through after an earlier one failed in the same request", unit.key)
-                done.append(unit)
-                continue
-            failed_keys.add(unit.key)
-            if code in THROTTLE_CODES:
-                throttled += 1
-                unit.throttled = True
-            self._retry_later(unit, now)
+        if not [True for result in results if result.get("ErrorCode")]:
+            done = batch  # the usual answer, all accepted: no per-record loop
+        else:
+            for unit, result in zip(batch, results):
+                code = result.get("ErrorCode")
+                if not code:
+                    if unit.key in failed_keys:
+                        log.debug("key %s: a record went through after an earlier one failed in the same request", unit.key)
+                    done.append(unit)
+                    continue
+                failed_keys.add(unit.key)
+                if code in THROTTLE_CODES:
+                    throttled += 1
+                    unit.throttled = True
+                self._retry_later(unit, now)
         if done:
             self._acknowledge(done)
         stream = batch[0].stream
@@ -367,11 +396,15 @@ class RecordForwarder(ForwarderCore):
         deletes them later, in batches) and count them."""
         seqs: list[int] = []
         by_source: dict[str, int] = {}
-        for unit in units:
+        pop = self.pending.pop
+        plain_bytes = 0
+        for unit in units:  # (``_unpend`` inlined: once per record)
             seqs += unit.seqs
-            self._unpend(unit)
+            if pop(unit.id, None) is not None and not unit.aggregated:
+                plain_bytes += len(unit.data) + unit.key_bytes
             for source, n in unit.sources.items():
                 by_source[source] = by_source.get(source, 0) + n
+        self._plain_bytes -= plain_bytes
         try:
             self.spool.ack(seqs)
         except SpoolClosed:

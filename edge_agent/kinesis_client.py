@@ -34,7 +34,8 @@ class KinesisClient:
         self.transport = Transport(session, gateway)
 
     def put_records(self, StreamName: str, Records: Sequence[Mapping[str, Any]], headers: Mapping[str, str] | None = None) -> dict[str, Any]:  # noqa: N803 - botocore's names
-        records = b",".join([b'{"Data":"%b","PartitionKey":%b}' % (b2a_base64(r["Data"], newline=False), json_string(r["PartitionKey"])) for r in Records])
+        keys = {key: json_string(key) for key in {r["PartitionKey"] for r in Records}}  # (a batch has a few distinct keys)
+        records = b",".join([b'{"Data":"%b","PartitionKey":%b}' % (b2a_base64(r["Data"], newline=False), keys[r["PartitionKey"]]) for r in Records])
         body = b'{"StreamName":%b,"Records":[%b]}' % (json_string(StreamName), records)
         return self.transport.post_json(self.url, "kinesis", body, {"Content-Type": CONTENT_TYPE, "X-Amz-Target": TARGET, **(headers or {})})
 
