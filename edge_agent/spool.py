@@ -112,8 +112,9 @@ def lane_of(kind: str) -> str:
     return "media" if kind == "video" else "records"
 
 
-@dataclass(frozen=True)
-class NewRecord:
+class NewRecord(NamedTuple):
+    """A record to spool (a named tuple: sources make one per message, at a third of a frozen dataclass's cost)."""
+
     kind: str
     stream: str
     partition_key: str
@@ -144,9 +145,9 @@ class SpoolStats:
     max_bytes: int
 
 
-@dataclass(frozen=True)
-class RingEntry:
-    """Entry ``ordinal`` of ring ``name``, stored in ``slot`` (``ordinal % capacity``)."""
+class RingEntry(NamedTuple):
+    """Entry ``ordinal`` of ring ``name``, stored in ``slot`` (``ordinal % capacity``); a named tuple
+    (one per MQTT message)."""
 
     name: str
     slot: int
@@ -162,6 +163,8 @@ class _Append:
     ring: Sequence[RingEntry] = ()
     #: Commit without waiting out the group-commit interval (its sender cannot go on until then).
     urgent: bool = False
+    #: Payload bytes of ``records`` (summed once, in ``submit``).
+    size: int = 0
 
 
 _CLOSE = object()
@@ -315,15 +318,16 @@ class Spool:
         hold no more uncommitted input, e.g. an MQTT broker's in-flight window). So does an append
         without records (a checkpoint or ring entries alone): that is bookkeeping its caller waits
         on (a forwarder's aggregate ranges before a send), rare, and not worth a commit interval."""
-        for record in records:
-            if len(record.data) > self.max_bytes:
-                raise RecordTooLarge(f"record of {len(record.data)} bytes from {record.source} is larger than the spool cap ({self.max_bytes})")
+        sizes = [len(record.data) for record in records]
+        if sizes and max(sizes) > self.max_bytes:
+            record = records[sizes.index(max(sizes))]
+            raise RecordTooLarge(f"record of {len(record.data)} bytes from {record.source} is larger than the spool cap ({self.max_bytes})")
         future: Future = Future()
         if not records and checkpoint is None and not ring and not urgent:
             future.set_result([])
             return future
         urgent = urgent or not records
-        self._submit(_Append(records, checkpoint, future, ring, urgent))
+        self._submit(_Append(records, checkpoint, future, ring, urgent, sum(sizes)))
         return future
 
     def ack(self, seqs: Iterable[int]) -> None:
@@ -485,7 +489,7 @@ class Spool:
             if isinstance(first, _Append):
                 group.append(first)
                 size = len(first.records)
-                payload = sum(len(r.data) for r in first.records)
+                payload = first.size
                 deadline = time.monotonic() + self.commit_interval
                 urgent = first.urgent
                 while size < FULL_GROUP_RECORDS and payload < FULL_GROUP_BYTES:
@@ -501,7 +505,7 @@ class Spool:
                         group.append(op)
                         urgent = urgent or op.urgent
                         size += len(op.records)
-                        payload += sum(len(r.data) for r in op.records)
+                        payload += op.size
             if self._acked and acks_due is None:
                 acks_due = time.monotonic() + ACK_FLUSH_SECONDS
             flush = bool(self._acked) and (stop or len(self._acked) >= MAX_ACKED_WAITING or time.monotonic() >= (acks_due or 0))
@@ -569,7 +573,7 @@ class Spool:
                 future.set_result(result)
 
     def _insert(self, db: sqlite3.Connection, op: _Append, dropped_now: dict[str, int]) -> list[int]:
-        incoming = sum(len(r.data) for r in op.records)
+        incoming = op.size
         if self._bytes + incoming > self.max_bytes and len(self._acked) > len(self._deleted_now):
             self._delete_acked(db)  # acknowledged records make room before anything is dropped
         if self._bytes + incoming > self.max_bytes:
@@ -579,20 +583,34 @@ class Spool:
             db.execute(PUT_RESERVED, (self._reserved,))
         now_ms = int(time.time() * 1000)
         rows = []
+        append = rows.append
         routes = self._route_ids
+        counts = self._counts
+        max_seq = self._max_seq
+        dumps = json.dumps
+        seq = self._last_seq
+        # A batch's records mostly share one (kind, stream, source): its lane and route are looked
+        # up again only when that changes.
+        kind = stream = source = lane = None
+        route = 0
         for r in op.records:
-            self._last_seq += 1
-            lane = lane_of(r.kind)
-            self._counts[lane] += 1
-            self._max_seq[lane] = self._last_seq
-            route = routes.get((r.kind, r.stream, r.source))
-            if route is None:
-                route = routes[r.kind, r.stream, r.source] = route_id(db, r.kind, r.stream, r.source)
-            rows.append((
-                self._last_seq, lane, route, r.partition_key,
-                r.timestamp_ms if r.timestamp_ms is not None else now_ms,
-                len(r.data), json.dumps(r.attrs) if r.attrs else None, r.data,
-            ))
+            seq += 1
+            if r.kind is not kind or r.stream is not stream or r.source is not source:
+                if lane is not None:
+                    max_seq[lane] = seq - 1
+                kind, stream, source = r.kind, r.stream, r.source
+                lane = lane_of(kind)
+                route = routes.get((kind, stream, source))  # type: ignore[arg-type]
+                if route is None:
+                    route = routes[kind, stream, source] = route_id(db, kind, stream, source)  # type: ignore[index,arg-type]
+            counts[lane] += 1  # type: ignore[index]
+            ts = r.timestamp_ms
+            attrs = r.attrs
+            data = r.data
+            append((seq, lane, route, r.partition_key, now_ms if ts is None else ts, len(data), dumps(attrs) if attrs else None, data))
+        if lane is not None:
+            max_seq[lane] = seq
+        self._last_seq = seq
         db.executemany(f"INSERT INTO {SEGMENTS[self._active]} VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
         self._segment_rows[self._active] += len(rows)
         seqs = [row[0] for row in rows]
@@ -604,7 +622,15 @@ class Spool:
             )
         if op.ring:
             # A slot keeps its size: its row is overwritten in place.
-            entries = [((self._ring_id(db, e.name) << 32) | e.slot, _RING_ENTRY.pack(e.ordinal, e.value)) for e in op.ring]
+            pack = _RING_ENTRY.pack
+            name = op.ring[0].name
+            base = self._ring_id(db, name) << 32
+            entries = []
+            for e in op.ring:
+                if e.name != name:
+                    name = e.name
+                    base = self._ring_id(db, name) << 32
+                entries.append((base | e.slot, pack(e.ordinal, e.value)))
             db.executemany(PUT_RING_SLOT, entries)
         return seqs
 

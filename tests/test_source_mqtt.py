@@ -413,7 +413,7 @@ def test_redelivery_of_committed_messages_is_not_spooled_twice(mosquitto, tmp_pa
     spool = Spool(path)
     try:
         with monkeypatch.context() as patched:
-            patched.setattr(wire, "ack_packet", lambda kind, packet_id: b"")  # the process "died" before acking
+            patched.setattr(wire, "ack_packets", lambda words: b"")  # the process "died" before acking
             stop = threading.Event()
             first = threading.Thread(target=config.build(spool, "a").run, args=(stop,))
             first.start()

@@ -67,7 +67,7 @@ def test_the_brokers_window_commits_at_once_not_after_the_commit_interval(mosqui
 
 def test_mosquitto_honours_the_v5_receive_maximum(mosquitto, tmp_path: Path, run_source, logged, monkeypatch: pytest.MonkeyPatch) -> None:
     """Nothing acknowledged: Mosquitto sends exactly Receive Maximum messages (not its default 20)."""
-    monkeypatch.setattr(wire, "ack_packet", lambda kind, packet_id: b"")
+    monkeypatch.setattr(wire, "ack_packets", lambda words: b"")
     topic = f"rm-{uuid.uuid4().hex[:6]}/t"
     spool = Spool(tmp_path / "spool.db", commit_interval=0.01)
     config = source_config(mosquitto.port, topic, receive_maximum=35)

@@ -71,7 +71,7 @@ from edge_agent.sources.base import (
     partition_key,
     positive,
 )
-from edge_agent.sources.mqtt_commits import Commits
+from edge_agent.sources.mqtt_commits import BATCH_RECORDS, Commits
 from edge_agent.sources.mqtt_connection import ConnectionLost, Login, MqttConnection, Refused, tls_context
 from edge_agent.sources.mqtt_recent import RECENT_DELIVERIES, RecentDeliveries, identity
 from edge_agent.spool import NewRecord, Spool, SpoolClosed
@@ -99,6 +99,8 @@ POLL_SECONDS = 0.25
 LINGER_MIN, LINGER_MAX = 0.002, 1.0
 #: At shutdown, how long the source waits for what arrived to be committed and acknowledged.
 SHUTDOWN_SECONDS = 10.0
+#: Topics whose text and partition key are kept (``_topic``); past that the memory starts again.
+TOPICS_REMEMBERED = 1024
 @dataclass(frozen=True)
 class MqttConfig(SourceConfig):
     """``[[sources.mqtt]]``: subscribe to topics on an MQTT broker."""
@@ -218,6 +220,7 @@ class MqttSource(Source):
         self._wake_r = self._wake_w = -1  # the pipe commits wake the network thread through
         self._wake_lock = threading.Lock()
         self._rate = 0.0  # messages/s lately (sets how long reads may linger)
+        self._topics: dict[bytes, tuple[str | None, str, int]] = {}  # see _topic
 
     # -- running ----------------------------------------------------------------------------------
 
@@ -386,36 +389,39 @@ class MqttSource(Source):
         replies: list[bytes] = []
         taken = len(packets)
         timestamp = now_ms()
+        commits = self.commits
+        batch = commits.pending
+        records, ring, acks = batch.records, batch.ring, batch.acks
+        recent, record_of, ack_words, publish_type = self.recent, self._record, wire.ACK_WORDS, wire.Publish
+        full_at = 0 if commits.full() else BATCH_RECORDS  # messages in the batch before commits.full() needs asking
         for n, packet in enumerate(packets):
-            if type(packet) is wire.Publish:
-                if self.commits.full():  # the rest waits, parsed, until this batch is on its way
+            if type(packet) is publish_type:
+                assert isinstance(packet, wire.Publish)
+                if batch.messages >= full_at and commits.full():  # the rest waits, parsed, until this batch is on its way
                     conn.unread(packets[n:])
                     taken = n
                     break
-                self._received(packet, timestamp)
+                batch.messages += 1
+                if packet.qos:
+                    delivery = identity(packet)
+                    acks.append(ack_words[packet.qos] | packet.packet_id)
+                    batch.unacked += 1
+                    if packet.dup and delivery in recent:
+                        log.debug("%s: message %d redelivered after a crash; already spooled", self.name, packet.packet_id)
+                        continue  # acknowledged with this batch, not spooled twice
+                    ring.append(recent.add(delivery))
+                record = record_of(packet, timestamp)
+                if record is not None:
+                    records.append(record)
+                    batch.size += packet.size
+                    if batch.size >= commits.batch_bytes:
+                        full_at = 0
             else:
                 assert isinstance(packet, wire.Packet)
                 self._control(packet, replies)
         if replies:
             conn.send(b"".join(replies))
         return taken
-
-    def _received(self, publish: wire.Publish, timestamp: int) -> None:
-        batch = self.commits.pending
-        batch.messages += 1
-        qos = publish.qos
-        if qos:
-            delivery = identity(publish)
-            batch.acks.append(wire.ack_packet(wire.PUBACK if qos == 1 else wire.PUBREC, publish.packet_id))
-            batch.unacked += 1
-            if publish.dup and delivery in self.recent:
-                log.debug("%s: message %d redelivered after a crash; already spooled", self.name, publish.packet_id)
-                return  # acknowledged with this batch, not spooled twice
-            batch.ring.append(self.recent.add(delivery))
-        record = self._record(publish, timestamp)
-        if record is not None:
-            batch.records.append(record)
-            batch.size += publish.size
 
     def _control(self, packet: wire.Packet, replies: list[bytes]) -> None:
         kind, body = packet.kind, packet.body
@@ -447,19 +453,20 @@ class MqttSource(Source):
 
     def _record(self, publish: wire.Publish, timestamp_ms: int) -> NewRecord | None:
         cfg = self.config
-        try:
-            topic = publish.topic.decode()
-        except UnicodeDecodeError:
+        topics = self._topics.get(publish.topic)
+        if topics is None:
+            topics = self._topic(publish.topic)
+        topic, key, key_bytes = topics
+        if topic is None:
             self.rejects("bad_topic", "a message's topic is not valid UTF-8")
             return None
-        key = partition_key(topic)
         size = publish.size
-        if publish.payload is None or size > cfg.max_payload_bytes or size + len(key.encode()) > self._max_record:
+        if publish.payload is None or size > cfg.max_payload_bytes or size + key_bytes > self._max_record:
             self.rejects("too_large", f"{size} bytes on {topic!r} (max_payload_bytes = {cfg.max_payload_bytes})")
             return None
         attrs: dict[str, Any] | None = None
-        if key != topic or publish.qos != 1 or publish.retain or publish.content_type is not None:
-            attrs = {"topic": topic} if key != topic else {}
+        if key is not topic or publish.qos != 1 or publish.retain or publish.content_type is not None:
+            attrs = {"topic": topic} if key is not topic else {}
             if publish.qos != 1:
                 attrs["qos"] = publish.qos
             if publish.retain:
@@ -467,6 +474,21 @@ class MqttSource(Source):
             if publish.content_type is not None:
                 attrs["content_type"] = publish.content_type
         return NewRecord(cfg.kind, cfg.stream, key, publish.payload, self.name, timestamp_ms, attrs)
+
+    def _topic(self, raw: bytes) -> tuple[str | None, str, int]:
+        """A topic as text, its partition key (the topic itself, the same object, when it fits) and
+        the key's UTF-8 size; (None, "", 0) when not UTF-8. Remembered: a source sees few topics."""
+        try:
+            topic: str | None = raw.decode()
+        except UnicodeDecodeError:
+            topic = None
+        key = partition_key(topic) if topic is not None else ""
+        if key == topic:
+            key = topic
+        if len(self._topics) >= TOPICS_REMEMBERED:
+            self._topics.clear()
+        found = self._topics[raw] = (topic, key, len(key.encode()))
+        return found
 
     # -- committing and acknowledging ----------------------------------------------------------
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from edge_agent import metrics
 from edge_agent.backoff import Backoff
+from edge_agent.sources import mqtt_wire as wire
 from edge_agent.spool import NewRecord, RingEntry, Spool, SpoolClosed, SpoolError, SpoolFull
 
 log = logging.getLogger("edge_agent.sources.mqtt")
@@ -38,8 +39,8 @@ class Batch:
 
     records: list[NewRecord] = field(default_factory=list)
     ring: list[RingEntry] = field(default_factory=list)
-    #: PUBACK/PUBREC packets for the current connection, in arrival order.
-    acks: list[bytes] = field(default_factory=list)
+    #: PUBACK/PUBREC packets for the current connection, in arrival order, as ``wire.ACK_WORDS`` words.
+    acks: list[int] = field(default_factory=list)
     #: QoS 1/2 messages of the current connection (they hold the broker's in-flight window).
     unacked: int = 0
     #: Every message (QoS 0, rejected and recognised redeliveries too) and its payload bytes.
@@ -117,7 +118,7 @@ class Commits:
             self._backoff.reset()
             if batch.records:
                 metrics.RECORDS_IN.labels(self.source).inc(len(batch.records))
-            return b"".join(batch.acks)
+            return wire.ack_packets(batch.acks) if batch.acks else b""
         if isinstance(exc, SpoolFull):
             log.warning("%s: spool full, waiting: %s", self.source, exc)
         elif isinstance(exc, SpoolError) and not isinstance(exc, SpoolClosed):

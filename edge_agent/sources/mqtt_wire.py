@@ -140,6 +140,16 @@ def ack_packet(kind: int, packet_id: int) -> bytes:
     return bytes((kind << 4, 2, packet_id >> 8, packet_id & 0xFF))
 
 
+#: An acknowledgement as one 32-bit word: ``ACK_WORDS[qos] | packet_id`` is the PUBACK (QoS 1) or
+#: PUBREC (QoS 2) of ``ack_packet``; a batch's words become its packets with one ``ack_packets``.
+ACK_WORDS = (0, (PUBACK << 4) << 24 | 2 << 16, (PUBREC << 4) << 24 | 2 << 16)
+
+
+def ack_packets(words: list[int]) -> bytes:
+    """The packets of ``ACK_WORDS`` words, in order, as one write."""
+    return struct.pack(f">{len(words)}I", *words)
+
+
 # -- decoding ----------------------------------------------------------------------------------
 
 
