@@ -582,38 +582,37 @@ class Spool:
             self._reserved = self._last_seq + len(op.records) + SEQ_BLOCK
             db.execute(PUT_RESERVED, (self._reserved,))
         now_ms = int(time.time() * 1000)
-        rows = []
+        rows: list[tuple[int, str, int, str, int, int, str | None, bytes]] = []
         append = rows.append
         routes = self._route_ids
         counts = self._counts
         max_seq = self._max_seq
         dumps = json.dumps
-        seq = self._last_seq
+        first = seq = self._last_seq
         # A batch's records mostly share one (kind, stream, source): its lane and route are looked
-        # up again only when that changes.
-        kind = stream = source = lane = None
-        route = 0
+        # up again only when that changes (route -1: none looked up yet).
+        kind = stream = source = lane = ""
+        route = -1
         for r in op.records:
             seq += 1
-            if r.kind is not kind or r.stream is not stream or r.source is not source:
-                if lane is not None:
+            if r.kind is not kind or r.stream is not stream or r.source is not source or route < 0:
+                if route >= 0:
                     max_seq[lane] = seq - 1
                 kind, stream, source = r.kind, r.stream, r.source
                 lane = lane_of(kind)
-                route = routes.get((kind, stream, source))  # type: ignore[arg-type]
-                if route is None:
-                    route = routes[kind, stream, source] = route_id(db, kind, stream, source)  # type: ignore[index,arg-type]
-            counts[lane] += 1  # type: ignore[index]
+                found = routes.get((kind, stream, source))
+                route = routes[kind, stream, source] = route_id(db, kind, stream, source) if found is None else found
+            counts[lane] += 1
             ts = r.timestamp_ms
             attrs = r.attrs
             data = r.data
             append((seq, lane, route, r.partition_key, now_ms if ts is None else ts, len(data), dumps(attrs) if attrs else None, data))
-        if lane is not None:
+        if route >= 0:
             max_seq[lane] = seq
         self._last_seq = seq
         db.executemany(f"INSERT INTO {SEGMENTS[self._active]} VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
         self._segment_rows[self._active] += len(rows)
-        seqs = [row[0] for row in rows]
+        seqs = list(range(first + 1, seq + 1))
         self._bytes += incoming
         if op.checkpoint is not None:
             db.execute(
