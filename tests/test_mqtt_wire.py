@@ -65,6 +65,9 @@ def test_v5_properties_are_skipped_and_content_type_kept() -> None:
     assert isinstance(second, wire.Publish) and second.payload == b"x" and second.content_type is None
     # the same bytes read as MQTT 3.1.1 would take the properties for payload: the version matters
     assert wire.PacketReader(wire.V311).feed(publish(b"t", b"{}", props=b""))[0].payload == b"\x00{}"  # type: ignore[union-attr]
+    # the common MQTT 5 case: QoS 1/2 without properties
+    assert reader.feed(publish(b"t/a", b"xy", qos=2, packet_id=5, dup=True, retain=True, props=b"")) == [
+        wire.Publish(b"t/a", b"xy", 2, 5, True, True, None, 2)]
 
 
 @pytest.mark.parametrize("stream, problem", [
@@ -75,6 +78,7 @@ def test_v5_properties_are_skipped_and_content_type_kept() -> None:
     (publish(b"t", b"x", props=b"\x23\x00\x01"), "topic alias"),
     (publish(b"t", b"x", props=b"\x7f\x00"), "unknown property"),
     (publish(b"", b"x", qos=0), "without a topic"),
+    (publish(b"", b"x", qos=1), "without a topic"),
     (b"\x00\x00", "type 0"),
     (b"\x90" + varint(10_000_000), "SUBACK of 10000000 bytes"),
 ])
@@ -105,3 +109,4 @@ def test_what_the_client_sends() -> None:
     assert wire.encode_subscribe(1, ("a/#", "b"), 2, wire.V311) == b"\x82\x0c\x00\x01" + utf8(b"a/#") + b"\x02" + utf8(b"b") + b"\x02"
     assert wire.encode_subscribe(1, ("a",), 1, wire.V5) == b"\x82\x07\x00\x01\x00" + utf8(b"a") + b"\x01"
     assert wire.ack_packet(wire.PUBREC, 0x1234) == b"\x50\x02\x12\x34"
+    assert wire.ack_packets([wire.ACK_WORDS[1] | 7, wire.ACK_WORDS[2] | 0x1234]) == wire.ack_packet(wire.PUBACK, 7) + b"\x50\x02\x12\x34"

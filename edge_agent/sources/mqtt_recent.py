@@ -60,9 +60,9 @@ class RecentDeliveries:
 
     def add(self, identity: int) -> RingEntry:
         """Remember a delivery; the entry goes to the spool with the message."""
-        self.ordinal += 1
+        self.ordinal = ordinal = self.ordinal + 1
         self._remember(identity)
-        return self._entry(self.ordinal, identity)
+        return RingEntry(self.ring, ordinal % RECENT_DELIVERIES, ordinal, identity)
 
     def _entry(self, ordinal: int, identity: int) -> RingEntry:
         return RingEntry(self.ring, ordinal % RECENT_DELIVERIES, ordinal, identity)

@@ -244,6 +244,7 @@ class PacketReader:
         out: list[Publish | Packet] = []
         i, n = 0, len(buf)
         v5 = self.version == V5
+        skip_above = self.skip_above
         while n - i >= 2:
             first = buf[i]
             length = buf[i + 1]
@@ -268,7 +269,18 @@ class PacketReader:
                         raise MalformedPacket("PUBLISH header longer than any topic and properties")
                 break
             if kind == PUBLISH:
-                out.append(_publish(first, buf, j, end, end, v5, keep=length <= self.skip_above))  # type: ignore[arg-type]
+                # The common case inline: QoS 1 or 2, kept, a topic, no MQTT 5 properties; the rest
+                # (and anything malformed) goes through _publish.
+                k = j + 2 + (buf[j] << 8 | buf[j + 1]) if length >= 2 else end
+                h = k + 2 + v5  # where the payload starts
+                if (first & 0x06) in (0x02, 0x04) and j + 2 < k and h <= end and (not v5 or buf[k + 2] == 0) and length <= skip_above:
+                    packet_id = buf[k] << 8 | buf[k + 1]
+                    if packet_id:
+                        out.append(Publish(bytes(buf[j + 2:k]), buf[h:end], first >> 1 & 3, packet_id, first & 0x08 != 0,
+                                           first & 0x01 != 0, None, end - h))
+                        i = end
+                        continue
+                out.append(_publish(first, buf, j, end, end, v5, keep=length <= skip_above))  # type: ignore[arg-type]
             elif kind:
                 out.append(Packet(kind, first & 0x0F, buf[j:end]))
             else:
