@@ -394,17 +394,14 @@ class RecordForwarder(ForwarderCore):
     def _acknowledge(self, units: list[Unit]) -> None:
         """Mark acknowledged records in the spool (``Spool.ack`` waits for no commit: the writer
         deletes them later, in batches) and count them."""
-        seqs: list[int] = []
-        by_source: dict[str, int] = {}
+        seqs = [seq for unit in units for seq in unit.seqs]
         pop = self.pending.pop
-        plain_bytes = 0
-        for unit in units:  # (``_unpend`` inlined: once per record)
-            seqs += unit.seqs
-            if pop(unit.id, None) is not None and not unit.aggregated:
-                plain_bytes += len(unit.data) + unit.key_bytes
+        # (``_unpend``, per batch: a plain unit's size never changes)
+        self._plain_bytes -= sum([len(unit.data) + unit.key_bytes for unit in units if pop(unit.id, None) is not None and not unit.aggregated])
+        by_source: dict[str, int] = {}
+        for unit in units:
             for source, n in unit.sources.items():
                 by_source[source] = by_source.get(source, 0) + n
-        self._plain_bytes -= plain_bytes
         try:
             self.spool.ack(seqs)
         except SpoolClosed:

@@ -44,6 +44,7 @@ import sqlite3
 import struct
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -340,10 +341,11 @@ class Spool:
         found = self._sizes_and_lanes(self._reader(), seq_list)
         with self._changed:
             wake = not self._acked  # else the writer has a release due already (it re-arms while acks wait)
-            for seq, (size, lane) in found.items():
-                if seq not in self._acked:
-                    self._acked_bytes += size
-                    self._acked_counts[lane] += 1
+            # (totals of the newly acknowledged ones; a seq acknowledged twice counts once)
+            new = found.values() if self._acked.keys().isdisjoint(found) else [v for seq, v in found.items() if seq not in self._acked]
+            self._acked_bytes += sum([size for size, _ in new])
+            for lane, n in Counter([lane for _, lane in new]).items():
+                self._acked_counts[lane] += n
             self._acked.update(found)
         self._publish_gauges()
         if wake:
@@ -368,8 +370,9 @@ class Spool:
                     f"SELECT seq, route, partition_key, data, timestamp_ms, attrs FROM {name} WHERE lane = '{lane}' AND seq > ? ORDER BY seq LIMIT ?",
                     (after_seq, limit),
                 ).fetchall()
-            rows.sort(key=_first)  # (the older segment's seqs are all lower; both may have some)
-            del rows[limit:]
+            if len(rows) > limit or (rows and rows[0][0] > rows[-1][0]):  # (both segments had some: merge)
+                rows.sort(key=_first)
+                del rows[limit:]
             routes = self._routes
             for seq, route, key, data, ts, attrs in rows:
                 if seq in acked:  # acknowledged, its delete not committed yet
