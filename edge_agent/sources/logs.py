@@ -61,7 +61,7 @@ from edge_agent.spool import NewRecord, Spool
 log = logging.getLogger("edge_agent.sources.logs")
 
 DEFAULT_MAX_LINE_BYTES = 256 * 1024
-DEFAULT_POLL_INTERVAL = 0.25
+DEFAULT_POLL_INTERVAL = 0.5
 DEFAULT_ROTATE_WAIT = 5.0
 DEFAULT_EXCLUDE = ("*.gz", "*.bz2", "*.xz", "*.zst", "*.zip", "*.lz4")
 #: How many leading bytes identify a file's content (with its inode).

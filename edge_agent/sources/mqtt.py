@@ -91,7 +91,7 @@ DEFAULT_RECEIVE_MAXIMUM = 1000
 #: MQTT 3.1.1: what the broker sends unacknowledged (Mosquitto's ``max_inflight_messages`` default).
 DEFAULT_BROKER_MAX_INFLIGHT = 20
 #: Longest the network thread sleeps without looking at its stop event.
-POLL_SECONDS = 0.25
+POLL_SECONDS = 0.5
 #: While a batch commits, the socket is read when the commit is done, or sooner when the broker's
 #: window could fill meanwhile, but not more often than every ``LINGER_MIN`` seconds, and at least
 #: every ``LINGER_MAX`` (and half a keepalive: a PINGRESP must be seen while a batch waits long on
