@@ -234,6 +234,17 @@ def make_tls_files(d: Path) -> None:
         "-days", "1", "-extfile", "san.ext")
 
 
+def start_tls_mosquitto(broker: MosquittoProcess, auth: str) -> None:
+    """Run Mosquitto with a TLS listener on ``broker.port`` (certificates in its workdir) and ``auth`` lines."""
+    d = broker.workdir
+    user = "user root\n" if os.geteuid() == 0 else ""
+    (d / "mosquitto.conf").write_text(
+        f"listener {broker.port} 127.0.0.1\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n{auth}{user}"
+    )
+    broker.proc = subprocess.Popen(["mosquitto", "-c", str(d / "mosquitto.conf")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_port(broker.port, proc=broker.proc)
+
+
 class TlsBroker(MosquittoProcess):
     """Mosquitto with TLS and a password file: anonymous clients refused."""
 
@@ -242,13 +253,7 @@ class TlsBroker(MosquittoProcess):
         d.mkdir(parents=True, exist_ok=True)
         make_tls_files(d)
         subprocess.run(["mosquitto_passwd", "-b", "-c", str(d / "passwd"), "edge", "s3cret"], check=True, capture_output=True)
-        user = "user root\n" if os.geteuid() == 0 else ""
-        (d / "mosquitto.conf").write_text(
-            f"listener {self.port} 127.0.0.1\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n"
-            f"allow_anonymous false\npassword_file {d}/passwd\n{user}"
-        )
-        self.proc = subprocess.Popen(["mosquitto", "-c", str(d / "mosquitto.conf")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_port(self.port, proc=self.proc)
+        start_tls_mosquitto(self, f"allow_anonymous false\npassword_file {d}/passwd\n")
         return self
 
 
@@ -298,13 +303,7 @@ class MutualTlsBroker(MosquittoProcess):
                         "-out", "client.pem", "-days", "1"], cwd=d, check=True, capture_output=True)
         subprocess.run(["openssl", "x509", "-req", "-in", "other.csr", "-signkey", "other.key", "-out", "other.pem", "-days", "1"],
                        cwd=d, check=True, capture_output=True)  # self-signed: not the broker's CA
-        user = "user root\n" if os.geteuid() == 0 else ""
-        (d / "mosquitto.conf").write_text(
-            f"listener {self.port} 127.0.0.1\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n"
-            f"require_certificate true\nallow_anonymous true\n{user}"
-        )
-        self.proc = subprocess.Popen(["mosquitto", "-c", str(d / "mosquitto.conf")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_port(self.port, proc=self.proc)
+        start_tls_mosquitto(self, "require_certificate true\nallow_anonymous true\n")
         return self
 
 
