@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -163,3 +164,38 @@ def module_gateway(name: str, *args: str) -> Any:
         gateway.kill()
 
     return fixture
+
+
+class ScriptedServer:
+    """A real TCP server on loopback: ``script(conn, n)`` plays its n-th accepted connection (0, 1,
+    ...) on a thread of its own. What a script raises is kept in ``errors`` for the test to check
+    (a test fails on it, not the server's thread)."""
+
+    def __init__(self, script: Callable[[socket.socket, int], None]) -> None:
+        self.script = script
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.listener.getsockname()[1]
+        self.connections = 0
+        self.errors: list[BaseException] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            n, self.connections = self.connections, self.connections + 1
+            threading.Thread(target=self._play, args=(conn, n), daemon=True).start()
+
+    def _play(self, conn: socket.socket, n: int) -> None:
+        conn.settimeout(10)
+        try:
+            self.script(conn, n)
+        except BaseException as exc:
+            self.errors.append(exc)
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self.listener.close()

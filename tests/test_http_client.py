@@ -15,7 +15,7 @@ from edge_agent.config import GatewaySection
 from edge_agent.errors import CONNECTION, SendError
 from edge_agent.http_client import Client, ProtocolError, RemoteDisconnected
 from edge_agent.transport import Transport
-from helpers import free_port
+from helpers import ScriptedServer, free_port
 
 Handler = Callable[[int, socket.socket, BinaryIO], None]
 
@@ -43,33 +43,21 @@ def answer(body: bytes, status: str = "200 OK", extra: str = "") -> bytes:
     return f"HTTP/1.1 {status}\r\nContent-Length: {len(body)}\r\n{extra}\r\n".encode() + body
 
 
-class Server:
+class Server(ScriptedServer):
     """A real TCP server on loopback; each accepted connection runs ``handler(index, sock, reader)``."""
 
     def __init__(self, handler: Handler) -> None:
         self.handler = handler
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/"
-        self.connections = 0
         self.requests: list[tuple[list[bytes], bytes]] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(self._serve)
+        self.url = f"http://127.0.0.1:{self.port}/"
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                sock, _ = self.listener.accept()
-            except OSError:
-                return
-            index = self.connections
-            self.connections += 1
-            threading.Thread(target=self._serve, args=(index, sock), daemon=True).start()
-
-    def _serve(self, index: int, sock: socket.socket) -> None:
-        with sock, sock.makefile("rb") as reader:
+    def _serve(self, sock: socket.socket, index: int) -> None:
+        with sock.makefile("rb") as reader:
             try:
                 self.handler(index, sock, reader)
             except OSError:
-                pass
+                pass  # the client under test closed or reset the connection
 
     def next_request(self, reader: BinaryIO) -> tuple[list[bytes], bytes] | None:
         request = read_request(reader)
@@ -77,8 +65,6 @@ class Server:
             self.requests.append(request)
         return request
 
-    def close(self) -> None:
-        self.listener.close()
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import socket
 import struct
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,7 +21,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edge_agent.sources import mqtt_wire as wire
 from edge_agent.sources.mqtt import MqttConfig
 from edge_agent.spool import Spool
-from helpers import committed, wait_until
+from helpers import ScriptedServer, committed, wait_until
 
 
 @pytest.fixture
@@ -114,37 +113,8 @@ def publish_packet(topic: bytes, payload: bytes, qos: int, packet_id: int, v5: b
     return bytes([0x30 | qos << 1, len(body)]) + body
 
 
-class ScriptedBroker:
-    """Accepts connections on a loopback port; ``script(conn, n)`` plays the n-th one (0, 1, ...)."""
-
-    def __init__(self, script: Callable[[socket.socket, int], None]) -> None:
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.port = self.server.getsockname()[1]
-        self.script = script
-        self.connections = 0
-        self.errors: list[BaseException] = []
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.server.accept()
-            except OSError:
-                return
-            n, self.connections = self.connections, self.connections + 1
-            threading.Thread(target=self._play, args=(conn, n), daemon=True).start()
-
-    def _play(self, conn: socket.socket, n: int) -> None:
-        conn.settimeout(10)
-        try:
-            self.script(conn, n)
-        except BaseException as exc:  # the test fails on it, not this thread
-            self.errors.append(exc)
-        finally:
-            conn.close()
-
-    def close(self) -> None:
-        self.server.close()
+class ScriptedBroker(ScriptedServer):
+    """A broker on a loopback port (``port``) whose n-th connection ``script(conn, n)`` plays."""
 
 
 @pytest.fixture
