@@ -63,6 +63,11 @@ def is_data_stream(stream: str) -> bool:
     return delivery_stream_of(stream) is None
 
 
+def utf8_len(text: str) -> int:
+    """Bytes of ``text`` in UTF-8 (a partition key counts against the record limit by them)."""
+    return len(text) if text.isascii() else len(text.encode())
+
+
 class Unit:
     """One Kinesis record in flight: a spooled record or an aggregate of several of one key.
 
@@ -98,7 +103,7 @@ class Unit:
         self.key = (stream, partition_key)
         #: Bound for a data stream (a key's order kept), not a Firehose delivery stream.
         self.keyed = is_data_stream(stream) if keyed is None else keyed
-        self.key_bytes = key_bytes if key_bytes >= 0 else len(partition_key) if partition_key.isascii() else len(partition_key.encode())
+        self.key_bytes = key_bytes if key_bytes >= 0 else utf8_len(partition_key)
 
     def seal(self) -> None:
         if self.aggregate is not None and not self.sealed:
@@ -205,7 +210,7 @@ class RecordForwarder(ForwarderCore):
             known = keys.get((stream, raw_key or source))
             if known is None:
                 key = partition_key(raw_key or source)
-                known = keys[stream, raw_key or source] = (key, is_data_stream(stream), len(key.encode()))
+                known = keys[stream, raw_key or source] = (key, is_data_stream(stream), utf8_len(key))
             key, keyed, key_bytes = known
             size = len(data) + key_bytes
             if size > MAX_RECORD_BYTES or (not keyed and len(data) > FIREHOSE_MAX_RECORD_BYTES):
@@ -218,7 +223,7 @@ class RecordForwarder(ForwarderCore):
     def _take(self, record: SpooledRecord) -> None:
         key = partition_key(record.partition_key or record.source)
         keyed = is_data_stream(record.stream)
-        key_bytes = len(key) if key.isascii() else len(key.encode())
+        key_bytes = utf8_len(key)
         size = len(record.data) + key_bytes
         if size > MAX_RECORD_BYTES or (not keyed and len(record.data) > FIREHOSE_MAX_RECORD_BYTES):
             self._reject([record.seq], {record.source: 1}, "too_large", f"{len(record.data)} bytes is over the {'Kinesis' if keyed else 'Firehose'} record limit")
