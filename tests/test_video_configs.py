@@ -143,9 +143,17 @@ def test_fragment_notifications_to_a_data_stream_and_http(gw: GatewayProcess) ->
     kv.update_notification_configuration(StreamName="notified", NotificationConfiguration={
         "Status": "ENABLED", "DestinationConfig": {"Uri": "arn:aws:kinesis:us-east-1:000000000000:stream/video-events"}})
     send_live(gw, "notified", 2)
-    it = kinesis.get_shard_iterator(StreamName="video-events", ShardId="shardId-0", ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    cursor = [kinesis.get_shard_iterator(StreamName="video-events", ShardId="shardId-0", ShardIteratorType="TRIM_HORIZON")["ShardIterator"]]
     records: list[dict[str, Any]] = []
-    wait_until(lambda: bool(records.extend(kinesis.get_records(ShardIterator=it)["Records"])) or len(records) >= 2, timeout=10, what="notifications")
+
+    def read_more() -> bool:
+        # follow NextShardIterator (each record once), polling under the shard's 5 GetRecords/s limit
+        page = kinesis.get_records(ShardIterator=cursor[0])
+        records.extend(page["Records"])
+        cursor[0] = page["NextShardIterator"]
+        return len(records) >= 2
+
+    wait_until(read_more, timeout=10, interval=0.25, what="notifications")
     bodies = [json.loads(r["Data"]) for r in records]
     assert [b["NotificationType"] for b in bodies] == ["FRAGMENT_PERSISTED"] * 2 and records[0]["PartitionKey"] == "notified"
     listed = gw.client("kinesis-video-archived-media").list_fragments(StreamName="notified")["Fragments"]
