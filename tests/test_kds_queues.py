@@ -16,7 +16,7 @@ from typing import Any
 import boto3
 import cbor2
 import pytest
-from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError
+from botocore.exceptions import BotoCoreError, ClientError
 from helpers import GatewayProcess, wait_until
 from kds_support import error_code
 
@@ -325,7 +325,7 @@ def test_a_sigkilled_gateway_loses_nothing_and_acks_nothing_twice(gateway: Gatew
         while not stop.is_set():
             try:
                 records = receive(client, queue, Limit=10)
-            except (BotoConnectionError, ClientError):
+            except (BotoCoreError, ClientError):  # (a kill mid-answer: ConnectionClosedError, not a ConnectionError)
                 time.sleep(0.05)  # the gateway is down (or just restarted): try again
                 continue
             if not records:
@@ -335,7 +335,7 @@ def test_a_sigkilled_gateway_loses_nothing_and_acks_nothing_twice(gateway: Gatew
                 seen.update((r["RecordId"], r["Data"]) for r in records)
             try:
                 result = ack(client, queue, records)
-            except (BotoConnectionError, ClientError):
+            except (BotoCoreError, ClientError):
                 with lock:
                     uncertain.update(r["RecordId"] for r in records)
                 continue
