@@ -49,10 +49,10 @@ def test_the_brokers_window_commits_at_once_not_after_the_commit_interval(mosqui
     """A 30 s commit interval, 300 QoS 1 messages: the broker sends 20 (3.1.1: Mosquitto's default
     window) or 10 (our MQTT 5 Receive Maximum) and waits; each full window is committed at once.
     The tail (fewer than a window: reads can split windows) waits out the interval, so it is not awaited."""
-    window = 20 if protocol == "3.1.1" else 10
     topic = f"win-{uuid.uuid4().hex[:6]}/t"
     spool = Spool(tmp_path / "spool.db", commit_interval=30.0)
     config = source_config(mosquitto.port, topic, protocol=protocol, receive_maximum=10)
+    window = config.broker_max_inflight if protocol == "3.1.1" else config.receive_maximum
     run_source(config, spool)
     pub = publisher(mosquitto.port)
     try:

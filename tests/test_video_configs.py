@@ -17,6 +17,7 @@ from botocore.exceptions import ClientError
 from video_support import PutMediaClient, camera_fragments, create_stream
 
 from helpers import GatewayProcess, free_port, wait_until
+from kds_support import read_shard
 
 HUB = "arn:aws:iot:us-east-1:000000000000:thing/pi-porch"
 EDGE = {"HubDeviceArn": HUB,
@@ -143,17 +144,9 @@ def test_fragment_notifications_to_a_data_stream_and_http(gw: GatewayProcess) ->
     kv.update_notification_configuration(StreamName="notified", NotificationConfiguration={
         "Status": "ENABLED", "DestinationConfig": {"Uri": "arn:aws:kinesis:us-east-1:000000000000:stream/video-events"}})
     send_live(gw, "notified", 2)
-    cursor = [kinesis.get_shard_iterator(StreamName="video-events", ShardId="shardId-0", ShardIteratorType="TRIM_HORIZON")["ShardIterator"]]
-    records: list[dict[str, Any]] = []
-
-    def read_more() -> bool:
-        # follow NextShardIterator (each record once), polling under the shard's 5 GetRecords/s limit
-        page = kinesis.get_records(ShardIterator=cursor[0])
-        records.extend(page["Records"])
-        cursor[0] = page["NextShardIterator"]
-        return len(records) >= 2
-
-    wait_until(read_more, timeout=10, interval=0.25, what="notifications")
+    # (read_shard makes up to 2 GetRecords calls: 4/s polled every 0.5 s, under the shard's 5/s limit)
+    wait_until(lambda: len(read_shard(kinesis, "video-events", "shardId-0")[0]) >= 2, timeout=10, interval=0.5, what="notifications")
+    records, _ = read_shard(kinesis, "video-events", "shardId-0")
     bodies = [json.loads(r["Data"]) for r in records]
     assert [b["NotificationType"] for b in bodies] == ["FRAGMENT_PERSISTED"] * 2 and records[0]["PartitionKey"] == "notified"
     listed = gw.client("kinesis-video-archived-media").list_fragments(StreamName="notified")["Fragments"]
